@@ -1,0 +1,1 @@
+"""tether.cloud: see ARCHITECTURE.md; this part is not built yet."""

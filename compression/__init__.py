@@ -1,0 +1,1 @@
+"""tether.compression: see ARCHITECTURE.md; this part is not built yet."""

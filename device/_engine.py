@@ -1,0 +1,218 @@
+"""`Engine`: run a `.tmodel` in the C engine from Python."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence, Union
+
+import numpy as np
+
+from tether.device import _binding as B
+from tether.errors import EngineError
+
+__all__ = ["Engine", "TensorInfo"]
+
+_DTYPES = {0: np.dtype(np.float32), 1: np.dtype(np.int8), 2: np.dtype(np.uint8),
+           3: np.dtype(np.int32)}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A graph input or output as the engine sees it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: float = 0.0
+    zero_point: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def _aligned_copy(data: bytes) -> tuple[np.ndarray, int]:
+    """A 64-byte-aligned copy of `data` (the engine uses weights in place)."""
+    raw = np.empty(len(data) + B.ARENA_ALIGNMENT, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % B.ARENA_ALIGNMENT
+    view = raw[offset:offset + len(data)]
+    view[:] = np.frombuffer(data, dtype=np.uint8)
+    return raw, raw.ctypes.data + offset
+
+
+class Engine:
+    """A loaded model and one session of the C engine.
+
+    `Engine(path_or_bytes, threads=1).run(x)` converts `x` to the input dtype, runs the
+    graph and returns the output array (a list when the model has several outputs).
+
+    Args:
+        model: Path to a `.tmodel` file, or its bytes.
+        threads: Worker threads per invoke (default 1).
+
+    Raises:
+        EngineError: the engine rejected the file (message names the field at fault).
+    """
+
+    def __init__(self, model: Union[str, os.PathLike, bytes, bytearray, memoryview],
+                 threads: int = 1) -> None:
+        if threads < 1:
+            raise ValueError(f"Engine threads must be >= 1. Received: threads={threads}")
+        self._lib = B.lib()
+        self._model = ctypes.c_void_p()
+        self._session = ctypes.c_void_p()
+        self._buffer: object = None
+        self.threads = threads
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            self.source = "<bytes>"
+            self._buffer, address = _aligned_copy(bytes(model))
+            status = self._lib.tether_model_load(address, len(model), None,
+                                                 ctypes.byref(self._model))
+        else:
+            self.source = str(model)
+            if not Path(model).is_file():
+                raise EngineError(f"{model}: no such file", "io_error")
+            status = self._lib.tether_model_load_file(os.fsencode(model),
+                                                      ctypes.byref(self._model))
+        B.check(status, self.source)
+        try:
+            size = ctypes.c_size_t()
+            B.check(self._lib.tether_session_arena_size(self._model, ctypes.byref(size)),
+                    self.source)
+            self.arena_bytes = int(size.value)
+            B.check(self._lib.tether_session_create(self._model, None, 0, threads,
+                                                    ctypes.byref(self._session)), self.source)
+            self.inputs = self._io(B.IO_INPUT)
+            self.outputs = self._io(B.IO_OUTPUT)
+        except BaseException:
+            self.close()
+            raise
+        self._out_buffers = [np.empty(t.shape, t.dtype) for t in self.outputs]
+
+    def _io(self, kind: int) -> list[TensorInfo]:
+        infos = []
+        for i in range(self._lib.tether_model_io_count(self._model, kind)):
+            name = self._lib.tether_model_io_name(self._model, kind, i).decode("utf-8")
+            ndim = ctypes.c_size_t()
+            dims = (ctypes.c_int32 * B.MAX_DIMS)()
+            dtype = ctypes.c_int()
+            B.check(self._lib.tether_model_io_shape(self._model, kind, i, ctypes.byref(ndim),
+                                                    dims, ctypes.byref(dtype)), self.source)
+            scale, zp = ctypes.c_float(), ctypes.c_int32()
+            B.check(self._lib.tether_model_io_quantization(self._model, kind, i,
+                                                           ctypes.byref(scale),
+                                                           ctypes.byref(zp)), self.source)
+            infos.append(TensorInfo(name, tuple(int(d) for d in dims[:ndim.value]),
+                                    _DTYPES[dtype.value], float(scale.value), int(zp.value)))
+        return infos
+
+    @property
+    def op_count(self) -> int:
+        return int(self._lib.tether_model_op_count(self._model))
+
+    def close(self) -> None:
+        """Frees the session and the model; the engine cannot run afterwards."""
+        if getattr(self, "_session", None) and self._session.value:
+            self._lib.tether_session_destroy(self._session)
+            self._session = ctypes.c_void_p()
+        if getattr(self, "_model", None) and self._model.value:
+            self._lib.tether_model_destroy(self._model)
+            self._model = ctypes.c_void_p()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _bind(self, x: Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
+              ) -> list[np.ndarray]:
+        if isinstance(x, Mapping):
+            names = [t.name for t in self.inputs]
+            unknown = sorted(set(x) - set(names))
+            missing = [n for n in names if n not in x]
+            if unknown or missing:
+                raise EngineError(f"{self.source}: inputs are {names}; "
+                                  f"missing {missing}, unknown {unknown}", "invalid_argument")
+            return [np.asarray(x[n]) for n in names]
+        if isinstance(x, (list, tuple)):
+            arrays = [np.asarray(a) for a in x]
+        else:
+            arrays = [np.asarray(x)]
+        if len(arrays) != len(self.inputs):
+            raise EngineError(f"{self.source}: the model has {len(self.inputs)} inputs "
+                              f"{[t.name for t in self.inputs]}; received {len(arrays)} arrays",
+                              "invalid_argument")
+        return arrays
+
+    def run(self, x: Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
+            ) -> Union[np.ndarray, list[np.ndarray]]:
+        """Runs the model.
+
+        Each input is either exactly the model's input shape, that shape without its batch
+        dimension, or a stack of N such items when the model's batch is 1 (run one by one).
+
+        Returns:
+            The output array, or a list when the model has several outputs.
+        """
+        if not self._session.value:
+            raise EngineError(f"{self.source}: the engine is closed", "invalid_argument")
+        arrays = self._bind(x)
+        modes = set()
+        batches = []
+        for info, a in zip(self.inputs, arrays):
+            if a.shape == info.shape:
+                modes.add("exact")
+                batches.append(a[None])
+            elif a.shape == info.shape[1:]:
+                modes.add("single")
+                batches.append(a[None])
+            elif info.shape and info.shape[0] == 1 and a.ndim == len(info.shape) \
+                    and a.shape[1:] == info.shape[1:]:
+                modes.add("stack")
+                batches.append(a[:, None])
+            else:
+                raise EngineError(f"{self.source}: input '{info.name}' expects shape "
+                                  f"{info.shape}; received {a.shape}", "invalid_argument")
+        counts = [len(b) for b in batches]
+        if len(set(counts)) != 1:
+            raise EngineError(f"{self.source}: inputs disagree on the batch size: {counts}",
+                              "invalid_argument")
+        results: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        for k in range(counts[0]):
+            for i, (info, b) in enumerate(zip(self.inputs, batches)):
+                item = np.ascontiguousarray(b[k].reshape(info.shape), dtype=info.dtype)
+                B.check(self._lib.tether_session_set_input(self._session, i, item.ctypes.data,
+                                                           item.nbytes),
+                        f"{self.source}: input '{info.name}'")
+            B.check(self._lib.tether_session_invoke(self._session), self.source)
+            for j, buf in enumerate(self._out_buffers):
+                B.check(self._lib.tether_session_get_output(self._session, j, buf.ctypes.data,
+                                                            buf.nbytes), self.source)
+                results[j].append(buf.copy())
+        outs = []
+        for info, r in zip(self.outputs, results):
+            batched_out = bool(info.shape) and info.shape[0] == 1
+            if modes == {"single"} and batched_out:
+                outs.append(r[0].reshape(info.shape[1:]))
+            elif "stack" in modes and batched_out:
+                outs.append(np.concatenate(r, axis=0))
+            elif "stack" in modes:
+                outs.append(np.stack(r))
+            else:
+                outs.append(r[0])
+        return outs[0] if len(outs) == 1 else outs
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{t.name}{list(t.shape)}" for t in self.inputs)
+        outs = ", ".join(f"{t.name}{list(t.shape)}" for t in self.outputs)
+        return f"Engine({self.source!r}, inputs=[{ins}], outputs=[{outs}], threads={self.threads})"

@@ -1,0 +1,284 @@
+/*
+ * tether.h — the public C API of the tether inference engine.
+ *
+ * The engine loads a `.tmodel` file (spec: converter/FORMAT.md), validates it once, and
+ * runs it with no allocation after a session is created. A model is immutable and may be
+ * shared by several sessions; a session holds the activations and is used by one thread
+ * at a time.
+ *
+ * Usage:
+ *
+ *   tether_model_t model = NULL;
+ *   if (tether_model_load(bytes, nbytes, NULL, &model) != TETHER_STATUS_SUCCESS) {
+ *     fprintf(stderr, "%s\n", tether_last_error());   // names the field at fault
+ *     return 1;
+ *   }
+ *   size_t arena_size = 0;
+ *   tether_session_arena_size(model, &arena_size);
+ *   void* arena = aligned_alloc(TETHER_ARENA_ALIGNMENT, arena_size);  // caller-owned
+ *   tether_session_t session = NULL;
+ *   tether_session_create(model, arena, arena_size, 1, &session);
+ *   tether_session_set_input(session, 0, input, input_bytes);
+ *   tether_session_invoke(session);
+ *   tether_session_get_output(session, 0, output, output_bytes);
+ *   tether_session_destroy(session);
+ *   free(arena);
+ *   tether_model_destroy(model);                       // `bytes` may be freed after this
+ */
+#ifndef TETHER_TETHER_H_
+#define TETHER_TETHER_H_
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- macros ------------------------------------------------------------------------ */
+
+#define TETHER_VERSION_MAJOR 0
+#define TETHER_VERSION_MINOR 1
+/* The .tmodel major version this engine reads. */
+#define TETHER_FORMAT_VERSION_MAJOR 1
+/* Largest tensor rank. */
+#define TETHER_MAX_DIMS 6
+/* Required alignment of a caller-provided arena and of model buffers used in place. */
+#define TETHER_ARENA_ALIGNMENT 64
+/* Kernels may read (never write) this many bytes past the end of any buffer. */
+#define TETHER_EXTRA_BYTES 16
+
+/* ---- status ------------------------------------------------------------------------ */
+
+/* Values are only ever appended. */
+typedef enum tether_status {
+  TETHER_STATUS_SUCCESS = 0,
+  TETHER_STATUS_INVALID_ARGUMENT = 1,
+  TETHER_STATUS_FORMAT_ERROR = 2,
+  TETHER_STATUS_VERSION_MISMATCH = 3,
+  TETHER_STATUS_UNSUPPORTED_OP = 4,
+  TETHER_STATUS_UNSUPPORTED_HARDWARE = 5,
+  TETHER_STATUS_OUT_OF_MEMORY = 6,
+  TETHER_STATUS_IO_ERROR = 7,
+} tether_status;
+
+/* Element types; the ids are the .tmodel dtype ids. */
+typedef enum tether_dtype {
+  TETHER_DTYPE_FLOAT32 = 0,
+  TETHER_DTYPE_INT8 = 1,
+  TETHER_DTYPE_UINT8 = 2,
+  TETHER_DTYPE_INT32 = 3,
+} tether_dtype;
+
+/* Which side of the graph an I/O query is about. */
+typedef enum tether_io {
+  TETHER_IO_INPUT = 0,
+  TETHER_IO_OUTPUT = 1,
+} tether_io;
+
+/* Op ids; the same numbers as the op table of converter/FORMAT.md (append-only). */
+typedef enum tether_op {
+  TETHER_OP_CONV_2D = 1,
+  TETHER_OP_DEPTHWISE_CONV_2D = 2,
+  TETHER_OP_FULLY_CONNECTED = 3,
+  TETHER_OP_ADD = 4,
+  TETHER_OP_MUL = 5,
+  TETHER_OP_MAX_POOL_2D = 6,
+  TETHER_OP_AVERAGE_POOL_2D = 7,
+  TETHER_OP_MEAN = 8,
+  TETHER_OP_RESHAPE = 9,
+  TETHER_OP_CONCATENATION = 10,
+  TETHER_OP_PAD = 11,
+  TETHER_OP_SOFTMAX = 12,
+  TETHER_OP_RELU = 13,
+  TETHER_OP_RELU6 = 14,
+  TETHER_OP_LOGISTIC = 15,
+  TETHER_OP_TANH = 16,
+  TETHER_OP_HARD_SWISH = 17,
+} tether_op;
+
+/* Fused activations; the same numbers as FORMAT.md. */
+typedef enum tether_activation {
+  TETHER_ACT_NONE = 0,
+  TETHER_ACT_RELU = 1,
+  TETHER_ACT_RELU6 = 2,
+  TETHER_ACT_RELU_N1_TO_1 = 3,
+  TETHER_ACT_TANH = 4,
+  TETHER_ACT_SIGMOID = 5,
+  TETHER_ACT_HARD_SWISH = 6,
+} tether_activation;
+
+/* ---- allocator --------------------------------------------------------------------- */
+
+/*
+ * Memory for the engine's own bookkeeping (model and session structs). NULL wherever an
+ * allocator is accepted means the C library's allocator (hosted builds only).
+ * `deallocate(context, NULL)` must do nothing.
+ */
+typedef struct tether_allocator {
+  void* context;
+  void* (*allocate)(void* context, size_t size, size_t alignment);
+  void (*deallocate)(void* context, void* pointer);
+} tether_allocator;
+
+/* ---- opaque handles ------------------------------------------------------------------ */
+
+typedef struct tether_model* tether_model_t;
+typedef struct tether_session* tether_session_t;
+
+/* ---- library ----------------------------------------------------------------------- */
+
+/* Static name of a status ("success", "format_error", ...); never NULL. */
+const char* tether_status_string(tether_status status);
+
+/*
+ * Text of the last failure on the calling thread (e.g. "op 3 'conv2d_1' (CONV_2D): input 1
+ * is tensor 99, out of range [0, 42)"). Empty if none. Owned by the library; valid until
+ * the next call on this thread.
+ */
+const char* tether_last_error(void);
+
+/* ---- model lifecycle ----------------------------------------------------------------- */
+
+/*
+ * Validates a .tmodel image (magic, version, size, checksum, every index and shape) and
+ * wraps it. No weight is copied: `data` is borrowed and must stay valid and unchanged until
+ * tether_model_destroy. `data` must be 4-byte aligned (64 for SIMD kernels to use weights
+ * at full speed).
+ *
+ * @param data       caller-owned .tmodel bytes
+ * @param size       bytes in `data`
+ * @param allocator  for the model struct; NULL = malloc (hosted builds)
+ * @param model_out  receives the handle; untouched on failure
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  a NULL pointer or misaligned data
+ * @retval TETHER_STATUS_FORMAT_ERROR      truncated, bad magic, bad checksum, bad index/shape
+ * @retval TETHER_STATUS_VERSION_MISMATCH  unknown major version
+ * @retval TETHER_STATUS_UNSUPPORTED_OP    an op or activation id this engine lacks
+ * @retval TETHER_STATUS_OUT_OF_MEMORY     the allocator failed
+ */
+tether_status tether_model_load(const void* data, size_t size, const tether_allocator* allocator,
+                                tether_model_t* model_out);
+
+/*
+ * Reads a .tmodel file into memory owned by the model, then as tether_model_load.
+ * Hosted builds only.
+ *
+ * @param path       file path (caller-owned, not kept)
+ * @param model_out  receives the handle; untouched on failure
+ * @retval TETHER_STATUS_IO_ERROR  the file cannot be opened or read
+ * @retval (others as tether_model_load)
+ */
+tether_status tether_model_load_file(const char* path, tether_model_t* model_out);
+
+/* Frees the model. NULL does nothing. Sessions made from it must be destroyed first. */
+void tether_model_destroy(tether_model_t model);
+
+/* ---- model queries ------------------------------------------------------------------- */
+
+/* Number of graph inputs (kind = TETHER_IO_INPUT) or outputs; 0 for a NULL model. */
+size_t tether_model_io_count(tether_model_t model, tether_io kind);
+
+/*
+ * Name of input/output `index`; owned by the model. NULL if the index is out of range.
+ */
+const char* tether_model_io_name(tether_model_t model, tether_io kind, size_t index);
+
+/*
+ * Finds an input/output by name.
+ * @retval TETHER_STATUS_SUCCESS           *index_out set
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  no such name (tether_last_error says which)
+ */
+tether_status tether_model_io_find(tether_model_t model, tether_io kind, const char* name,
+                                   size_t* index_out);
+
+/*
+ * Shape and dtype of input/output `index`. `dims_out` must hold TETHER_MAX_DIMS values.
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  index out of range or NULL pointer
+ */
+tether_status tether_model_io_shape(tether_model_t model, tether_io kind, size_t index,
+                                    size_t* ndim_out, int32_t* dims_out,
+                                    tether_dtype* dtype_out);
+
+/*
+ * Per-tensor quantization of input/output `index` (scale 0 and zero point 0 for float).
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  index out of range or NULL pointer
+ */
+tether_status tether_model_io_quantization(tether_model_t model, tether_io kind, size_t index,
+                                           float* scale_out, int32_t* zero_point_out);
+
+/* Number of ops after conversion; 0 for a NULL model. */
+size_t tether_model_op_count(tether_model_t model);
+
+/* ---- session lifecycle --------------------------------------------------------------- */
+
+/*
+ * Bytes of arena a session of this model needs (activations, planned from tensor
+ * lifetimes, plus scratch).
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL pointer
+ */
+tether_status tether_session_arena_size(tether_model_t model, size_t* size_out);
+
+/*
+ * Creates a session. Nothing is allocated after this returns.
+ *
+ * @param model        borrowed; must outlive the session
+ * @param arena        caller-owned, TETHER_ARENA_ALIGNMENT-aligned, at least
+ *                     tether_session_arena_size bytes; NULL = the session allocates its
+ *                     own arena with malloc (hosted builds)
+ * @param arena_size   bytes in `arena` (ignored when arena is NULL)
+ * @param num_threads  worker threads for invoke; 0 or 1 = the calling thread only
+ * @param session_out  receives the handle; untouched on failure
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL model, misaligned or too small arena
+ * @retval TETHER_STATUS_OUT_OF_MEMORY     the allocator failed
+ */
+tether_status tether_session_create(tether_model_t model, void* arena, size_t arena_size,
+                                    uint32_t num_threads, tether_session_t* session_out);
+
+/* Frees the session (not a caller-provided arena). NULL does nothing. */
+void tether_session_destroy(tether_session_t session);
+
+/* ---- session use --------------------------------------------------------------------- */
+
+/*
+ * Copies `size` bytes into input `index`; `size` must equal the tensor's byte size.
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  index out of range, NULL data or wrong size
+ */
+tether_status tether_session_set_input(tether_session_t session, size_t index, const void* data,
+                                       size_t size);
+
+/*
+ * Copies output `index` (after invoke) into `data`; `size` must equal its byte size.
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  index out of range, NULL data or wrong size
+ */
+tether_status tether_session_get_output(tether_session_t session, size_t index, void* data,
+                                        size_t size);
+
+/*
+ * Pointer to the arena storage of input/output `index`, for zero-copy use. Valid until the
+ * session is destroyed; output contents are valid after invoke and until the next invoke.
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  index out of range or NULL pointer
+ */
+tether_status tether_session_io_data(tether_session_t session, tether_io kind, size_t index,
+                                     void** data_out);
+
+/*
+ * Runs every op in order.
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL session
+ */
+tether_status tether_session_invoke(tether_session_t session);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif  /* TETHER_TETHER_H_ */

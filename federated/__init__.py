@@ -1,0 +1,1 @@
+"""tether.federated: see ARCHITECTURE.md; this part is not built yet."""

@@ -1,0 +1,1 @@
+"""Private helpers shared by tether's parts; not a public API."""

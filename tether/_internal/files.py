@@ -1,0 +1,46 @@
+"""Writing files so that a reader never sees half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator, Union
+
+
+@contextlib.contextmanager
+def atomic_write(path: Union[str, os.PathLike]) -> Iterator[IO[bytes]]:
+    """Yields a binary file that replaces `path` only when the block ends without error.
+
+    The data goes to a temporary file in the same folder, is flushed and fsynced, then
+    renamed over `path`; on any exception the temporary file is removed and `path` is left
+    as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
+    """Writes `data` to `path` atomically (see `atomic_write`)."""
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
+    """Writes UTF-8 `text` to `path` atomically (see `atomic_write`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))

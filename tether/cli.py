@@ -1,0 +1,203 @@
+"""The `tether` command line. Heavy imports happen inside commands, so `--help` is fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from tether.errors import TetherError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="tether: train in the cloud, compress, convert, run on devices.")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    _console().print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+@app.command()
+def convert(src: str = typer.Argument(..., help="Keras model file (.keras/.h5) or built-in "
+                                               "model name (demo_cnn, mobilenet_v2_0.35_96, ...)"),
+            output: Path = typer.Option(..., "-o", "--output", help="The .tmodel to write"),
+            report: bool = typer.Option(False, "--report", help="Print what the passes did"),
+            ) -> None:
+    """Convert a model into a .tmodel file (BN folded, activations fused)."""
+    _quiet_tensorflow()
+    from tether.converter import convert as do_convert
+    from tether.models import load_model
+
+    try:
+        model = load_model(src)
+        tmodel = do_convert(model)
+        tmodel.save(output)
+    except (TetherError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    console = _console()
+    console.print(f"wrote {output} ({output.stat().st_size:,} bytes)")
+    if report:
+        console.print(tmodel.report)
+
+
+@app.command()
+def run(model: Path = typer.Argument(..., help="The .tmodel file"),
+        input: Optional[Path] = typer.Option(None, "--input", help=".npy input (default: "
+                                             "zeros of the model's input shape)"),
+        output: Optional[Path] = typer.Option(None, "--output", help="Write the output .npy"),
+        threads: int = typer.Option(1, "--threads", min=1),
+        ) -> None:
+    """Run a .tmodel in the C engine on one .npy input."""
+    import numpy as np
+
+    from tether.device import Engine
+
+    try:
+        engine = Engine(model, threads=threads)
+        if input is None:
+            x = np.zeros(engine.inputs[0].shape, engine.inputs[0].dtype)
+        else:
+            if not input.is_file():
+                raise TetherError(f"{input}: no such file")
+            x = np.load(input, allow_pickle=False)
+        y = engine.run(x)
+    except (TetherError, ValueError) as exc:
+        _fail(str(exc))
+    outputs = y if isinstance(y, list) else [y]
+    if output is not None:
+        from tether._internal.files import atomic_write
+
+        with atomic_write(output) as f:
+            np.save(f, outputs[0])
+    console = _console()
+    for info, arr in zip(engine.outputs, outputs):
+        console.print(f"{info.name}: shape={list(arr.shape)} dtype={arr.dtype} "
+                      f"argmax={int(np.argmax(arr))} max={float(np.max(arr)):.6g}")
+
+
+@app.command()
+def bench(src: str = typer.Argument(..., help="Keras model file or built-in model name"),
+          engines: str = typer.Option("tether,litert,onnxruntime", "--engines"),
+          threads: int = typer.Option(1, "--threads", min=1),
+          runs: int = typer.Option(30, "--runs", min=1),
+          warmup: int = typer.Option(5, "--warmup", min=0),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON array of records"),
+          ) -> None:
+    """Time tether beside LiteRT and ONNX Runtime on the same model, in one process."""
+    _quiet_tensorflow()
+    from rich.progress import Progress
+
+    from tether.bench import bench_model
+    from tether.models import load_model
+    from tether.peers import ENGINES
+
+    names = [e.strip() for e in engines.split(",") if e.strip()]
+    unknown = [e for e in names if e not in ENGINES]
+    if unknown or not names:
+        _fail(f"--engines: unknown {unknown}; choose from {', '.join(ENGINES)}")
+    try:
+        model = load_model(src)
+        with Progress(console=_console(), transient=True) as progress:
+            task = progress.add_task("bench", total=len(names))
+
+            def on_engine(engine: str) -> None:
+                progress.update(task, description=f"{engine}", advance=0)
+
+            records = bench_model(model, src, names, threads=threads, runs=runs,
+                                  warmup=warmup, on_engine=on_engine)
+            progress.update(task, completed=len(names))
+    except (TetherError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps([r.to_json() for r in records], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{src}, {threads} thread(s)")
+    for col in ("engine", "median ms", "min ms", "p90 ms", "model bytes", "arena bytes",
+                "max |Δ| vs Keras"):
+        table.add_column(col, justify="right")
+    for r in records:
+        table.add_row(r.engine, f"{r.median_ms:.3f}", f"{r.min_ms:.3f}", f"{r.p90_ms:.3f}",
+                      f"{r.model_bytes:,}", "" if r.arena_bytes is None else f"{r.arena_bytes:,}",
+                      f"{r.max_abs_diff_vs_keras:.2e}")
+    from rich.console import Console
+
+    Console().print(table)
+
+
+@app.command()
+def demo(quick: bool = typer.Option(False, "--quick", help="Fewer epochs and timing runs"),
+         out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder"),
+         as_json: bool = typer.Option(False, "--json", help="Also print the result as JSON"),
+         ) -> None:
+    """The end-to-end pipeline on the built-in digits dataset."""
+    _quiet_tensorflow()
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from tether.demo import DemoConfig, run_demo
+    from tether._internal.files import atomic_write_text
+
+    config = DemoConfig(epochs=8 if quick else 30, timing_runs=20 if quick else 100,
+                        out_dir=out)
+    stages = 3 + len(config.engines)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=_console(), transient=True) as progress:
+        task = progress.add_task("starting", total=stages)
+
+        def step(text: str) -> None:
+            progress.update(task, description=text, advance=1)
+
+        try:
+            result = run_demo(config, step=step)
+        except TetherError as exc:
+            _fail(str(exc))
+    table = Table(title=f"tether demo: {result.dataset} "
+                        f"({result.train_images} train / {result.test_images} test images)")
+    for col in ("engine", "test accuracy", "top-1 agrees with Keras", "max |Δ prob|",
+                "median ms", "model bytes"):
+        table.add_column(col, justify="right")
+    table.add_row("keras", f"{result.keras_accuracy:.4f}", "—", "—", "—", "—")
+    for e in result.engines:
+        table.add_row(e.engine, f"{e.accuracy:.4f}", f"{e.agrees_with_keras:.2%}",
+                      f"{e.max_abs_diff:.1e}", f"{e.median_ms:.4f}", f"{e.model_bytes:,}")
+    console = Console()
+    console.print(table)
+    payload = {
+        "dataset": result.dataset, "keras_accuracy": result.keras_accuracy,
+        "engines": [e.__dict__ for e in result.engines],
+        "tmodel": str(result.tmodel_path), "ops_before": result.ops_before,
+        "ops_after": result.ops_after,
+    }
+    atomic_write_text(out / "report.json", json.dumps(payload, indent=2))
+    console.print(f"model: {result.tmodel_path}   report: {out / 'report.json'}")
+    if as_json:
+        print(json.dumps(payload))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Peer runtimes run beside tether in one process: LiteRT and ONNX Runtime.
+
+Each peer is a `Runner`: `run(x)` for one input array of the model's full input shape.
+A runner is built from the same Keras model tether converts, through the peer's own
+converter (TensorFlow's TFLite converter; tf2onnx), so a comparison is like for like.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+__all__ = ["Runner", "ENGINES", "make_runner", "keras_to_tflite", "keras_to_onnx"]
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("tether", "litert", "onnxruntime", "keras")
+
+
+@dataclass
+class Runner:
+    """One engine ready to run one model.
+
+    Attributes:
+        engine: Engine name (one of ENGINES).
+        run: Maps one input array (the model's input shape, batch included) to the output.
+        model_bytes: Size of the engine's model file.
+        arena_bytes: Activation memory the engine planned, when it reports it.
+    """
+
+    engine: str
+    run: Callable[[np.ndarray], np.ndarray]
+    model_bytes: int
+    arena_bytes: Optional[int] = None
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silences converters that write to stdout/stderr from Python."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def _fixed_signature(model: Any, batch_size: int) -> Any:
+    import tensorflow as tf
+
+    shape = (batch_size,) + tuple(model.inputs[0].shape[1:])
+    spec = (tf.TensorSpec(shape, tf.float32, name="input"),)
+
+    @tf.function(input_signature=spec)
+    def forward(x: Any) -> Any:
+        return model(x, training=False)
+
+    return forward, spec
+
+
+def keras_to_tflite(model: Any, batch_size: int = 1,
+                    representative: Optional[np.ndarray] = None) -> bytes:
+    """TensorFlow's TFLite converter; full-integer int8 when `representative` is given."""
+    import tensorflow as tf
+
+    forward, _ = _fixed_signature(model, batch_size)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [forward.get_concrete_function()], model)
+    if representative is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        def gen() -> Any:
+            for x in representative:
+                yield [x[None].astype(np.float32)]
+
+        converter.representative_dataset = gen
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with _quiet():
+        return bytes(converter.convert())
+
+
+def keras_to_onnx(model: Any, batch_size: int = 1, opset: int = 17) -> bytes:
+    """tf2onnx over a fixed-shape tf.function of the model."""
+    import tf2onnx
+
+    forward, spec = _fixed_signature(model, batch_size)
+    with _quiet():
+        proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
+    return proto.SerializeToString()
+
+
+def _litert_runner(model: Any, threads: int) -> Runner:
+    from ai_edge_litert.interpreter import Interpreter
+
+    content = keras_to_tflite(model)
+    interp = Interpreter(model_content=content, num_threads=threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]["index"]
+    out = interp.get_output_details()[0]["index"]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        interp.set_tensor(inp, x)
+        interp.invoke()
+        return interp.get_tensor(out)
+
+    return Runner("litert", run, len(content))
+
+
+def _onnxruntime_runner(model: Any, threads: int) -> Runner:
+    import onnxruntime as ort
+
+    content = keras_to_onnx(model)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(content, opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return sess.run(None, {name: x})[0]
+
+    return Runner("onnxruntime", run, len(content))
+
+
+def _tether_runner(model: Any, threads: int) -> Runner:
+    from tether.converter import convert
+    from tether.device import Engine
+
+    data = convert(model).to_bytes()
+    engine = Engine(data, threads=threads)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return engine.run(x)  # type: ignore[return-value]
+
+    return Runner("tether", run, len(data), engine.arena_bytes)
+
+
+def _keras_runner(model: Any, threads: int) -> Runner:
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(model(x, training=False))
+
+    return Runner("keras", run, 0)
+
+
+_FACTORIES = {"tether": _tether_runner, "litert": _litert_runner,
+              "onnxruntime": _onnxruntime_runner, "keras": _keras_runner}
+
+
+def make_runner(engine: str, model: Any, threads: int = 1) -> Runner:
+    """Builds `engine`'s runner for a Keras model (conversion included).
+
+    Raises:
+        ValueError: unknown engine name (the message lists the known ones).
+    """
+    if engine not in _FACTORIES:
+        raise ValueError(f"unknown engine '{engine}'; choose from {', '.join(ENGINES)}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1. Received: threads={threads}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return _FACTORIES[engine](model, threads)
