@@ -1,0 +1,525 @@
+"""Keras 3 frontend: Sequential and Functional models (nested models included) -> IR.
+
+Every layer becomes one or a few IR nodes with weights already in the file's layout
+(FORMAT.md): Conv2D kernels [KH,KW,IC/G,OC] -> [OC,KH,KW,IC/G], DepthwiseConv2D kernels
+[KH,KW,C,M] -> [1,KH,KW,C*M], Dense kernels [K,O] -> [O,K]. Activations become standalone
+ops and BatchNormalization an internal op; the passes fuse and fold them.
+
+TensorFlow and Keras are imported lazily, inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from tether.converter._internal import ir
+from tether.converter._internal.ops import AnyOp, DType, InternalOp, OpType
+
+from tether.errors import ConversionError
+
+__all__ = ["SUPPORTED_LAYERS", "from_keras", "same_padding"]
+
+logger = logging.getLogger(__name__)
+
+_NO_OPS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+           "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+           "Identity")
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding of one spatial axis: (begin, end), the extra cell at the end.
+
+    out = ceil(size / stride); total = max((out - 1) * stride + (kernel - 1) * dilation + 1
+    - size, 0); begin = total // 2.
+
+    >>> same_padding(7, 3, 2)
+    (1, 1)
+    >>> same_padding(8, 3, 2)
+    (0, 1)
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _np(value: Any) -> np.ndarray:
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def _activation_name(fn: Any) -> str:
+    import keras
+
+    if fn is None:
+        return "linear"
+    name = keras.activations.serialize(fn)
+    if isinstance(name, dict):
+        name = name.get("config", name.get("class_name", repr(fn)))
+    return str(name)
+
+
+_ACTIVATION_OPS: Mapping[str, OpType | None] = {
+    "linear": None,
+    "relu": OpType.RELU,
+    "relu6": OpType.RELU6,
+    "sigmoid": OpType.LOGISTIC,
+    "tanh": OpType.TANH,
+    "hard_silu": OpType.HARD_SWISH,
+    "hard_swish": OpType.HARD_SWISH,
+    "softmax": OpType.SOFTMAX,
+    "silu": OpType.MUL,  # x * sigmoid(x), emitted as LOGISTIC then MUL
+    "swish": OpType.MUL,
+}
+
+
+class _Builder:
+    """Accumulates tensors and nodes while walking a Keras graph."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.tensors: dict[str, ir.Tensor] = {}
+        self.nodes: list[ir.Node] = []
+        self.current = ""  # node name of the layer being converted (nested: "outer/inner")
+
+    # -- naming and emission
+
+    def unique(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.tensors:
+            name = f"{base}_{i}"
+            i += 1
+        return name
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        arr = np.asarray(value, np.float32)
+        t = ir.Tensor(self.unique(name), arr.shape, DType.FLOAT32, arr)
+        self.tensors[t.name] = t
+        return t.name
+
+    def emit(self, op: AnyOp, node_name: str, inputs: Sequence[str | None], out_base: str,
+             attrs: Mapping[str, tuple] | None = None,
+             declared: tuple[int, ...] | None = None) -> str:
+        node = ir.Node(op, node_name, tuple(inputs), (self.unique(out_base),), attrs or {})
+        shapes = [None if x is None else self.tensors[x].shape for x in inputs]
+        try:
+            (shape,) = ir.infer_output_shapes(node, shapes, [declared] if declared else [])
+        except ir.ShapeError as e:
+            raise ConversionError(f"layer '{node_name}' ({op.name}): {e}") from None
+        self.tensors[node.outputs[0]] = ir.Tensor(node.outputs[0], shape)
+        self.nodes.append(node)
+        return node.outputs[0]
+
+    def activation(self, fn: Any, x: str, layer: Any, name: str, out_base: str) -> str:
+        act = _activation_name(fn)
+        if act not in _ACTIVATION_OPS:
+            raise ConversionError(
+                f"layer '{layer.name}' ({type(layer).__name__}): activation '{act}' is not "
+                f"supported; supported activations: {sorted(_ACTIVATION_OPS)}"
+            )
+        op = _ACTIVATION_OPS[act]
+        if op is None:
+            return x
+        if act in ("silu", "swish"):
+            s = self.emit(OpType.LOGISTIC, name, [x], f"{out_base}/sigmoid")
+            return self.emit(OpType.MUL, name, [x, s], out_base)
+        if op == OpType.SOFTMAX:
+            return self.emit(op, name, [x], out_base, {"beta": (1.0,)})
+        return self.emit(op, name, [x], out_base)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.tensors[name].shape
+
+
+def _fail(layer: Any, msg: str) -> ConversionError:
+    return ConversionError(f"layer '{layer.name}' ({type(layer).__name__}): {msg}")
+
+
+def _channels_last(layer: Any) -> None:
+    fmt = getattr(layer, "data_format", "channels_last")
+    if fmt != "channels_last":
+        raise _fail(layer, f"data_format='{fmt}' is not supported; tether runs NHWC "
+                           "(rebuild the model with data_format='channels_last')")
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    a, b = tuple(v)
+    return int(a), int(b)
+
+
+def _window_pads(layer: Any, x_shape: tuple[int, ...], kernel: tuple[int, int],
+                 strides: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int, int, int]:
+    padding = str(layer.padding).lower()
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        pt, pb = same_padding(x_shape[1], kernel[0], strides[0], dilation[0])
+        pl, pr = same_padding(x_shape[2], kernel[1], strides[1], dilation[1])
+        return (pt, pl, pb, pr)
+    raise _fail(layer, f"padding='{layer.padding}' is not supported (use 'valid' or 'same')")
+
+
+# ------------------------------------------------------------------------ layer converters
+# Each takes (builder, layer, input names, output base name, declared output shape) and
+# returns the name of the layer's output tensor.
+
+Converter = Callable[[_Builder, Any, list[str], str, tuple[int, ...]], str]
+
+
+def _pre(layer: Any, out: str) -> str:
+    """Name of a layer's tensor before its `activation` (the layer's name when linear)."""
+    return out if _activation_name(layer.activation) == "linear" else f"{out}/pre_activation"
+
+
+def _one_input(layer: Any, xs: list[str]) -> str:
+    if len(xs) != 1:
+        raise _fail(layer, f"expected one input, got {len(xs)}")
+    return xs[0]
+
+
+def _conv2d(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    _channels_last(layer)
+    kernel = _np(layer.kernel)  # [KH, KW, IC/G, OC]
+    k = (kernel.shape[0], kernel.shape[1])
+    strides, dil = _pair(layer.strides), _pair(layer.dilation_rate)
+    pads = _window_pads(layer, b.shape(x), k, strides, dil)
+    w = b.const(f"{out}/kernel", np.transpose(kernel, (3, 0, 1, 2)))
+    oc = kernel.shape[3]
+    bias = b.const(f"{out}/bias", _np(layer.bias) if layer.use_bias else np.zeros(oc, np.float32))
+    y = b.emit(OpType.CONV_2D, b.current, [x, w, bias], _pre(layer, out),
+               {"strides": strides, "dilations": dil, "pads": pads,
+                "groups": (int(getattr(layer, "groups", 1)),)})
+    return b.activation(layer.activation, y, layer, b.current, out)
+
+
+def _depthwise(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    _channels_last(layer)
+    kernel = _np(layer.kernel)  # [KH, KW, C, M]
+    kh, kw, c, m = kernel.shape
+    strides, dil = _pair(layer.strides), _pair(layer.dilation_rate)
+    pads = _window_pads(layer, b.shape(x), (kh, kw), strides, dil)
+    w = b.const(f"{out}/kernel", kernel.reshape(1, kh, kw, c * m))
+    bias = b.const(f"{out}/bias",
+                   _np(layer.bias) if layer.use_bias else np.zeros(c * m, np.float32))
+    y = b.emit(OpType.DEPTHWISE_CONV_2D, b.current, [x, w, bias], _pre(layer, out),
+               {"strides": strides, "dilations": dil, "pads": pads, "depth_multiplier": (m,)})
+    return b.activation(layer.activation, y, layer, b.current, out)
+
+
+def _dense(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    if getattr(layer, "quantization_mode", None):
+        raise _fail(layer, f"quantized Dense ({layer.quantization_mode}) is not supported")
+    kernel = _np(layer.kernel)  # [K, O]
+    w = b.const(f"{out}/kernel", kernel.T)
+    bias = b.const(f"{out}/bias", _np(layer.bias) if layer.use_bias
+                   else np.zeros(kernel.shape[1], np.float32))
+    y = b.emit(OpType.FULLY_CONNECTED, b.current, [x, w, bias], _pre(layer, out))
+    return b.activation(layer.activation, y, layer, b.current, out)
+
+
+def _batch_norm(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    rank = len(b.shape(x))
+    axis = layer.axis
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    if len(axes) != 1 or axes[0] % rank != rank - 1:
+        raise _fail(layer, f"axis={axis} is not supported; only the last (channel) axis")
+    c = b.shape(x)[-1]
+    gamma = _np(layer.gamma) if layer.scale else np.ones(c, np.float32)
+    beta = _np(layer.beta) if layer.center else np.zeros(c, np.float32)
+    params = [b.const(f"{out}/{k}", v) for k, v in (
+        ("gamma", gamma), ("beta", beta), ("moving_mean", _np(layer.moving_mean)),
+        ("moving_variance", _np(layer.moving_variance)))]
+    return b.emit(InternalOp.BATCH_NORM, b.current, [x, *params], out,
+                  {"epsilon": (float(layer.epsilon),)})
+
+
+def _relu(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    max_value = None if layer.max_value is None else float(layer.max_value)
+    slope, threshold = float(layer.negative_slope), float(layer.threshold)
+    if slope != 0.0 or threshold != 0.0 or max_value not in (None, 6.0):
+        raise _fail(layer, f"max_value={layer.max_value}, negative_slope={layer.negative_slope}, "
+                           f"threshold={layer.threshold} unsupported; tether supports ReLU with "
+                           "max_value None or 6, negative_slope 0 and threshold 0")
+    return b.emit(OpType.RELU if max_value is None else OpType.RELU6, b.current, [x], out)
+
+
+def _activation_layer(b: _Builder, layer: Any, xs: list[str], out: str,
+                      _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    y = b.activation(layer.activation, x, layer, b.current, out)
+    if y == x:  # linear
+        return b.emit(InternalOp.IDENTITY, b.current, [x], out)
+    return y
+
+
+def _softmax(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    rank = len(b.shape(x))
+    axis = layer.axis
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    if len(axes) != 1 or axes[0] % rank != rank - 1:
+        raise _fail(layer, f"axis={axis} is not supported; only the last axis")
+    return b.emit(OpType.SOFTMAX, b.current, [x], out, {"beta": (1.0,)})
+
+
+def _binary(op: OpType) -> Converter:
+    def convert(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+        if len(xs) < 2:
+            raise _fail(layer, f"expected at least two inputs, got {len(xs)}")
+        y = xs[0]
+        for k, x in enumerate(xs[1:], start=1):
+            y = b.emit(op, b.current, [y, x], out if k == len(xs) - 1 else f"{out}/partial")
+        return y
+
+    return convert
+
+
+def _pool(op: OpType) -> Converter:
+    def convert(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+        x = _one_input(layer, xs)
+        _channels_last(layer)
+        k = _pair(layer.pool_size)
+        strides = _pair(layer.strides if layer.strides is not None else layer.pool_size)
+        pads = _window_pads(layer, b.shape(x), k, strides, (1, 1))
+        attrs: dict[str, tuple] = {"kernel": k, "strides": strides, "pads": pads}
+        if op == OpType.AVERAGE_POOL_2D:
+            attrs["count_include_pad"] = (0,)  # Keras 'same' averages over real cells only
+        return b.emit(op, b.current, [x], out, attrs)
+
+    return convert
+
+
+def _global_avg(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    _channels_last(layer)
+    if len(b.shape(x)) != 4:
+        raise _fail(layer, f"expected a 4-D NHWC input, got {list(b.shape(x))}")
+    return b.emit(OpType.MEAN, b.current, [x], out,
+                  {"axes": (1, 2), "keepdims": (int(bool(layer.keepdims)),)})
+
+
+def _global_max(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    _channels_last(layer)
+    shape = b.shape(x)
+    if len(shape) != 4:
+        raise _fail(layer, f"expected a 4-D NHWC input, got {list(shape)}")
+    k = (shape[1], shape[2])
+    base = out if layer.keepdims else f"{out}/pooled"
+    y = b.emit(OpType.MAX_POOL_2D, b.current, [x], base,
+               {"kernel": k, "strides": (1, 1), "pads": (0, 0, 0, 0)})
+    if layer.keepdims:
+        return y
+    return b.emit(OpType.RESHAPE, b.current, [y], out, declared=(shape[0], shape[3]))
+
+
+def _reshape(b: _Builder, layer: Any, xs: list[str], out: str, declared: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    if type(layer).__name__ == "Flatten":
+        _channels_last(layer)
+    return b.emit(OpType.RESHAPE, b.current, [x], out, declared=declared)
+
+
+def _concat(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    rank = len(b.shape(xs[0]))
+    axis = int(layer.axis)
+    if not -rank <= axis < rank:
+        raise _fail(layer, f"axis={axis} out of range for rank {rank}")
+    return b.emit(OpType.CONCATENATION, b.current, xs, out, {"axis": (axis % rank,)})
+
+
+def _zero_pad(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    _channels_last(layer)
+    (t, bo), (l, r) = (tuple(int(v) for v in p) for p in layer.padding)
+    return b.emit(OpType.PAD, b.current, [x], out,
+                  {"paddings": (0, 0, t, bo, l, r, 0, 0), "value": (0.0,)})
+
+
+def _rescaling(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    scale = np.asarray(layer.scale, np.float32)  # a number or a per-channel list
+    offset = np.asarray(layer.offset, np.float32)
+    y = b.emit(OpType.MUL, b.current, [x, b.const(f"{out}/scale", scale)], f"{out}/scaled")
+    return b.emit(OpType.ADD, b.current, [y, b.const(f"{out}/offset", offset)], out)
+
+
+def _no_op(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    return b.emit(InternalOp.IDENTITY, b.current, [_one_input(layer, xs)], out)
+
+
+_CONVERTERS: dict[str, Converter] = {
+    "Conv2D": _conv2d,
+    "DepthwiseConv2D": _depthwise,
+    "Dense": _dense,
+    "BatchNormalization": _batch_norm,
+    "ReLU": _relu,
+    "Activation": _activation_layer,
+    "Softmax": _softmax,
+    "Add": _binary(OpType.ADD),
+    "Multiply": _binary(OpType.MUL),
+    "MaxPooling2D": _pool(OpType.MAX_POOL_2D),
+    "AveragePooling2D": _pool(OpType.AVERAGE_POOL_2D),
+    "GlobalAveragePooling2D": _global_avg,
+    "GlobalMaxPooling2D": _global_max,
+    "Flatten": _reshape,
+    "Reshape": _reshape,
+    "Concatenate": _concat,
+    "ZeroPadding2D": _zero_pad,
+    "Rescaling": _rescaling,
+    **{name: _no_op for name in _NO_OPS},
+}
+
+SUPPORTED_LAYERS: tuple[str, ...] = tuple(sorted(
+    list(_CONVERTERS) + ["InputLayer", "Functional", "Sequential"]))
+
+
+# ------------------------------------------------------------------------------ graph walk
+
+
+def _model_io(model: Any) -> tuple[list[Any], list[Any]]:
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError) as e:
+        raise ConversionError(
+            f"model '{model.name}' ({type(model).__name__}) has no symbolic graph ({e}); "
+            "build it with keras.Input(...) first, or convert a Functional/Sequential model "
+            "instead of a subclassed keras.Model"
+        ) from None
+    if not inputs or not outputs:
+        raise ConversionError(f"model '{model.name}' has no inputs or outputs; build it with "
+                              "keras.Input(...) first")
+    return inputs, outputs
+
+
+def _keras_shape(kt: Any, batch_size: int) -> tuple[int | None, ...]:
+    shape = tuple(kt.shape)
+    return (batch_size,) + shape[1:] if shape else shape
+
+
+class _Walker:
+    def __init__(self, builder: _Builder) -> None:
+        self.b = builder
+
+    def model(self, model: Any, input_names: list[str], prefix: str) -> list[str]:
+        inputs, outputs = _model_io(model)
+        if len(inputs) != len(input_names):
+            raise ConversionError(f"nested model '{model.name}' takes {len(inputs)} inputs but "
+                                  f"is called with {len(input_names)}")
+        env: dict[int, str] = {id(kt): n for kt, n in zip(inputs, input_names)}
+        for kt in outputs:
+            self._resolve(kt, env, prefix, model)
+        return [env[id(kt)] for kt in outputs]
+
+    def _resolve(self, target: Any, env: dict[int, str], prefix: str, model: Any) -> None:
+        stack: list[tuple[Any, bool]] = [(target, False)]
+        while stack:
+            kt, expanded = stack.pop()
+            if id(kt) in env:
+                continue
+            hist = kt._keras_history
+            layer = hist.operation
+            node = layer._inbound_nodes[hist.node_index]
+            if node.is_input or type(layer).__name__ == "InputLayer":
+                raise ConversionError(f"model '{model.name}': input '{layer.name}' is used "
+                                      "but is not one of the model's inputs")
+            if not expanded:
+                stack.append((kt, True))
+                stack.extend((t, False) for t in node.input_tensors if id(t) not in env)
+                continue
+            ins = [env[id(t)] for t in node.input_tensors]
+            outs = self._layer(layer, node, ins, prefix)
+            for t, name in zip(node.output_tensors, outs):
+                env[id(t)] = name
+
+    def _layer(self, layer: Any, node: Any, ins: list[str], prefix: str) -> list[str]:
+        import keras
+
+        cls = type(layer).__name__
+        name = prefix + layer.name
+        if isinstance(layer, keras.Model):
+            if cls not in ("Functional", "Sequential"):
+                raise ConversionError(
+                    f"layer '{layer.name}' ({cls}): subclassed models cannot be converted; "
+                    "use a Functional or Sequential model")
+            outs = self.model(layer, ins, name + "/")
+        else:
+            conv = _CONVERTERS.get(cls)
+            if conv is None or not type(layer).__module__.startswith("keras"):
+                raise ConversionError(
+                    f"layer '{layer.name}' ({cls}) is not supported; supported layer classes: "
+                    f"{', '.join(SUPPORTED_LAYERS)}")
+            (kt,) = node.output_tensors if len(node.output_tensors) == 1 else (None,)
+            if kt is None:
+                raise _fail(layer, f"{len(node.output_tensors)} outputs; expected one")
+            declared = _keras_shape(kt, self.b.batch_size)
+            if any(d is None for d in declared):
+                raise _fail(layer, f"output shape {list(kt.shape)} is not static")
+            self.b.current = name
+            outs = [conv(self.b, layer, ins, self.b.unique(name), declared)]  # type: ignore[arg-type]
+        for kt, out in zip(node.output_tensors, outs):
+            want = _keras_shape(kt, self.b.batch_size)
+            got = self.b.shape(out)
+            if tuple(want) != got:
+                raise _fail(layer, f"converted output shape {list(got)} != Keras output shape "
+                                   f"{list(want)}; this is a converter bug, please report it")
+        return outs
+
+
+def from_keras(model: Any, *, batch_size: int = 1) -> ir.Graph:
+    """Converts a Keras 3 Functional or Sequential model to an IR graph.
+
+    Args:
+        model: a built `keras.Model` (Functional or Sequential; nested models allowed).
+        batch_size: the fixed batch dimension of every input; 1 by default.
+
+    Returns:
+        The graph, with BatchNormalization as internal BATCH_NORM nodes and inference
+        no-ops (Dropout, ...) as IDENTITY nodes, before any pass.
+
+    Raises:
+        ConversionError: a layer, activation, attribute or shape is not supported; the
+            message names the layer and its class.
+    """
+    import keras
+
+    if batch_size < 1:
+        raise ConversionError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    if not isinstance(model, keras.Model):
+        raise ConversionError(f"expected a keras.Model, got {type(model).__name__}")
+    b = _Builder(batch_size)
+    inputs, _ = _model_io(model)
+    input_names = []
+    for kt in inputs:
+        layer = kt._keras_history.operation
+        shape = _keras_shape(kt, batch_size)
+        if any(d is None for d in shape):
+            raise ConversionError(
+                f"input '{layer.name}' has shape {list(kt.shape)} with an unknown dimension "
+                "besides the batch; give keras.Input a fixed shape")
+        if str(kt.dtype) != "float32":
+            raise ConversionError(f"input '{layer.name}' has dtype {kt.dtype}; only float32 "
+                                  "inputs are supported")
+        name = b.unique(layer.name)
+        b.tensors[name] = ir.Tensor(name, shape)  # type: ignore[arg-type]
+        input_names.append(name)
+    outputs = _Walker(b).model(model, input_names, "")
+    final: list[str] = []
+    for out in outputs:
+        if out in input_names or out in final:  # an output must be computed, and only once
+            out = b.emit(InternalOp.IDENTITY, out, [out], f"{out}/copy")
+        final.append(out)
+    graph = ir.Graph(b.tensors, tuple(b.nodes), tuple(input_names), tuple(final), model.name)
+    graph = graph.rebuilt(graph.nodes)  # drop weights of layers that were not reached
+    logger.debug("keras model '%s': %d nodes", model.name, len(graph.nodes))
+    return graph

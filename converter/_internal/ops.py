@@ -1,0 +1,199 @@
+"""Ids shared with the C engine: ops, fused activations, dtypes and attributes.
+
+The numbers are the ones of `converter/FORMAT.md` and `device/runtime/include/tether/tether.h`
+(`tether_op`, `tether_activation`, `tether_dtype`); `tests/converter/test_format_contract.py`
+checks that all three agree. Ids are append-only.
+
+Besides the file's ops, the IR knows a few `InternalOp`s that frontends emit and passes lower
+away before writing (their ids are >= 1000 and never reach a file).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "ACTIVATION_OF_OP",
+    "ATTRS",
+    "DTYPE_NUMPY",
+    "DTYPE_SIZE",
+    "OP_ATTRS",
+    "Activation",
+    "AnyOp",
+    "AttrId",
+    "AttrSpec",
+    "AttrType",
+    "DType",
+    "InternalOp",
+    "OpType",
+    "op_name",
+]
+
+
+class OpType(enum.IntEnum):
+    """Op ids of the `.tmodel` op table (FORMAT.md, `tether_op`)."""
+
+    CONV_2D = 1
+    DEPTHWISE_CONV_2D = 2
+    FULLY_CONNECTED = 3
+    ADD = 4
+    MUL = 5
+    MAX_POOL_2D = 6
+    AVERAGE_POOL_2D = 7
+    MEAN = 8
+    RESHAPE = 9
+    CONCATENATION = 10
+    PAD = 11
+    SOFTMAX = 12
+    RELU = 13
+    RELU6 = 14
+    LOGISTIC = 15
+    TANH = 16
+    HARD_SWISH = 17
+
+
+class InternalOp(enum.IntEnum):
+    """Ops that exist only inside the converter and are lowered before writing.
+
+    BATCH_NORM: inputs x, gamma, beta, mean, variance (constants, shape [C]);
+        attr `epsilon`; y = (x - mean) / sqrt(variance + epsilon) * gamma + beta over the
+        last axis.
+    IDENTITY: y = x (inference no-ops such as Dropout).
+    """
+
+    BATCH_NORM = 1001
+    IDENTITY = 1002
+
+
+AnyOp = OpType | InternalOp
+
+
+class Activation(enum.IntEnum):
+    """Fused activation ids (FORMAT.md, `tether_activation`)."""
+
+    NONE = 0
+    RELU = 1
+    RELU6 = 2
+    RELU_N1_TO_1 = 3
+    TANH = 4
+    SIGMOID = 5
+    HARD_SWISH = 6
+
+
+class DType(enum.IntEnum):
+    """Element type ids (FORMAT.md, `tether_dtype`)."""
+
+    FLOAT32 = 0
+    INT8 = 1
+    UINT8 = 2
+    INT32 = 3
+
+
+DTYPE_NUMPY: Mapping[DType, np.dtype] = {
+    DType.FLOAT32: np.dtype("<f4"),
+    DType.INT8: np.dtype("i1"),
+    DType.UINT8: np.dtype("u1"),
+    DType.INT32: np.dtype("<i4"),
+}
+
+DTYPE_SIZE: Mapping[DType, int] = {d: DTYPE_NUMPY[d].itemsize for d in DType}
+
+
+class AttrId(enum.IntEnum):
+    """Attribute ids of the op table (FORMAT.md, "attributes" column)."""
+
+    STRIDES = 1
+    DILATIONS = 2
+    PADS = 3
+    GROUPS = 4
+    DEPTH_MULTIPLIER = 5
+    KERNEL = 6
+    COUNT_INCLUDE_PAD = 7
+    AXES = 8
+    KEEPDIMS = 9
+    AXIS = 10
+    PADDINGS = 11
+    VALUE = 12
+    BETA = 13
+
+
+class AttrType(enum.IntEnum):
+    """Value type of an attribute record (`tmodel_attr.type`)."""
+
+    INT32 = 1
+    FLOAT32 = 2
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    """One attribute: file id, value type and default (None = required).
+
+    Attributes:
+        id: the `AttrId`.
+        type: the `AttrType` of its values.
+        default: the value a reader assumes when the attribute is missing; None when the
+            attribute is required.
+    """
+
+    id: AttrId
+    type: AttrType
+    default: tuple[int, ...] | tuple[float, ...] | None
+
+
+# IR attributes are keyed by these names; values are tuples of int or float.
+ATTRS: Mapping[str, AttrSpec] = {
+    "strides": AttrSpec(AttrId.STRIDES, AttrType.INT32, (1, 1)),
+    "dilations": AttrSpec(AttrId.DILATIONS, AttrType.INT32, (1, 1)),
+    "pads": AttrSpec(AttrId.PADS, AttrType.INT32, (0, 0, 0, 0)),
+    "groups": AttrSpec(AttrId.GROUPS, AttrType.INT32, (1,)),
+    "depth_multiplier": AttrSpec(AttrId.DEPTH_MULTIPLIER, AttrType.INT32, (1,)),
+    "kernel": AttrSpec(AttrId.KERNEL, AttrType.INT32, None),
+    "count_include_pad": AttrSpec(AttrId.COUNT_INCLUDE_PAD, AttrType.INT32, (0,)),
+    "axes": AttrSpec(AttrId.AXES, AttrType.INT32, None),
+    "keepdims": AttrSpec(AttrId.KEEPDIMS, AttrType.INT32, (0,)),
+    "axis": AttrSpec(AttrId.AXIS, AttrType.INT32, None),
+    "paddings": AttrSpec(AttrId.PADDINGS, AttrType.INT32, None),
+    "value": AttrSpec(AttrId.VALUE, AttrType.FLOAT32, (0.0,)),
+    "beta": AttrSpec(AttrId.BETA, AttrType.FLOAT32, (1.0,)),
+}
+
+ATTR_NAME_OF_ID: Mapping[AttrId, str] = {spec.id: name for name, spec in ATTRS.items()}
+
+# Which attributes each file op accepts (FORMAT.md op table).
+OP_ATTRS: Mapping[OpType, tuple[str, ...]] = {
+    OpType.CONV_2D: ("strides", "dilations", "pads", "groups"),
+    OpType.DEPTHWISE_CONV_2D: ("strides", "dilations", "pads", "depth_multiplier"),
+    OpType.FULLY_CONNECTED: (),
+    OpType.ADD: (),
+    OpType.MUL: (),
+    OpType.MAX_POOL_2D: ("strides", "pads", "kernel"),
+    OpType.AVERAGE_POOL_2D: ("strides", "pads", "kernel", "count_include_pad"),
+    OpType.MEAN: ("axes", "keepdims"),
+    OpType.RESHAPE: (),
+    OpType.CONCATENATION: ("axis",),
+    OpType.PAD: ("paddings", "value"),
+    OpType.SOFTMAX: ("beta",),
+    OpType.RELU: (),
+    OpType.RELU6: (),
+    OpType.LOGISTIC: (),
+    OpType.TANH: (),
+    OpType.HARD_SWISH: (),
+}
+
+# Standalone activation op -> the fused activation with the same math.
+ACTIVATION_OF_OP: Mapping[OpType, Activation] = {
+    OpType.RELU: Activation.RELU,
+    OpType.RELU6: Activation.RELU6,
+    OpType.LOGISTIC: Activation.SIGMOID,
+    OpType.TANH: Activation.TANH,
+    OpType.HARD_SWISH: Activation.HARD_SWISH,
+}
+
+
+def op_name(op: AnyOp) -> str:
+    """Returns the table name of an op id, e.g. "CONV_2D" (internal ops included)."""
+    return op.name
