@@ -23,7 +23,7 @@ def _console() -> Any:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    _console().print(f"[bold red]error:[/] {message}", highlight=False)
+    _console().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(code)
 
 

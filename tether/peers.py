@@ -60,14 +60,16 @@ def _fixed_signature(model: Any, batch_size: int) -> Any:
     return forward, spec
 
 
-def keras_to_tflite(model: Any, batch_size: int = 1,
+def keras_to_tflite(model: Any,
                     representative: Optional[np.ndarray] = None) -> bytes:
-    """TensorFlow's TFLite converter; full-integer int8 when `representative` is given."""
+    """TensorFlow's TFLite converter; full-integer int8 when `representative` is given.
+
+    The batch dimension is left dynamic; runners resize it before allocation. (Converting
+    a concrete function of a Keras 3 model instead gives NaN outputs in LiteRT.)
+    """
     import tensorflow as tf
 
-    forward, _ = _fixed_signature(model, batch_size)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [forward.get_concrete_function()], model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if representative is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
 
@@ -96,8 +98,9 @@ def _litert_runner(model: Any, threads: int) -> Runner:
 
     content = keras_to_tflite(model)
     interp = Interpreter(model_content=content, num_threads=threads)
-    interp.allocate_tensors()
     inp = interp.get_input_details()[0]["index"]
+    interp.resize_tensor_input(inp, [1, *model.inputs[0].shape[1:]], strict=False)
+    interp.allocate_tensors()
     out = interp.get_output_details()[0]["index"]
 
     def run(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,82 @@
+"""Engine outputs against Keras on seeded inputs (tolerance 1e-4 max abs error)."""
+
+import numpy as np
+import pytest
+
+from tether.converter import convert
+from tether.device import Engine
+
+
+TOLERANCE = 1e-4
+
+
+def keras_predict(model, x):
+    return np.asarray(model.predict(x, batch_size=256, verbose=0))
+
+
+def assert_close(actual, expected, what):
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == np.float32, f"{what}: dtype {actual.dtype}"
+    diff = float(np.abs(actual - expected).max())
+    assert diff <= TOLERANCE, f"{what}: max abs diff {diff:.3e} > {TOLERANCE}"
+
+
+def test_demo_cnn_matches_keras_on_the_digits_test_split(trained_demo_cnn, demo_tmodel_bytes,
+                                                          digits):
+    engine = Engine(demo_tmodel_bytes)
+    expected = keras_predict(trained_demo_cnn, digits.x_test)
+    actual = engine.run(digits.x_test)
+    assert_close(actual, expected, "demo_cnn on digits test")
+    keras_acc = (expected.argmax(1) == digits.y_test).mean()
+    engine_acc = (actual.argmax(1) == digits.y_test).mean()
+    assert engine_acc == keras_acc
+    np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
+
+
+def test_engine_from_file_equals_engine_from_bytes(demo_tmodel_bytes, digits, tmp_path):
+    p = tmp_path / "m.tmodel"
+    p.write_bytes(demo_tmodel_bytes)
+    a = Engine(p).run(digits.x_test[:7])
+    b = Engine(demo_tmodel_bytes).run(digits.x_test[:7])
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_035_96_matches_keras():
+    import keras
+
+    model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None)
+    engine = Engine(convert(model).to_bytes())
+    x = np.random.default_rng(0).random((3, 96, 96, 3), dtype=np.float32)
+    assert_close(engine.run(x), keras_predict(model, x), "MobileNetV2(0.35, 96)")
+
+
+def test_small_functional_graph_with_every_foundation_layer():
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(3)
+    a = keras.Input((9, 7, 3), name="a")
+    x = layers.ZeroPadding2D(((1, 0), (2, 1)))(a)
+    x = layers.Conv2D(6, 3, strides=2, activation="relu6")(x)
+    x = layers.BatchNormalization()(x)
+    y = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
+    y = layers.ReLU()(y)
+    z = layers.Conv2D(12, 1, padding="same")(x)
+    s = layers.Add()([y, z])
+    c = layers.Concatenate()([s, y])
+    p = layers.AveragePooling2D(2, padding="same")(c)
+    q = layers.MaxPooling2D(2, strides=1)(c)
+    g = layers.Concatenate()([layers.GlobalAveragePooling2D()(p), layers.Flatten()(q)])
+    d = layers.Dropout(0.5)(g)
+    out = layers.Dense(5)(layers.Dense(16, activation="relu")(d))
+    out = layers.Softmax()(out)
+    model = keras.Model(a, out)
+    # Give BN non-trivial statistics.
+    bn = [l for l in model.layers if isinstance(l, layers.BatchNormalization)][0]
+    rng = np.random.default_rng(1)
+    bn.set_weights([rng.uniform(0.5, 1.5, 6), rng.normal(0, 0.2, 6), rng.normal(0, 0.3, 6),
+                    rng.uniform(0.5, 2.0, 6)])
+    x = rng.random((4, 9, 7, 3), dtype=np.float32)
+    assert_close(Engine(convert(model).to_bytes()).run(x), keras_predict(model, x),
+                 "functional graph")
