@@ -1,5 +1,6 @@
 # tether — two commands do everything: `make demo` and `make test`.
 SHELL := /bin/bash
+MAKEFLAGS += --no-print-directory
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

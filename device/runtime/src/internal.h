@@ -1,0 +1,239 @@
+/*
+ * internal.h — private structures shared by the loader, the session and the op files.
+ *
+ * Not part of the public API: nothing outside device/runtime/src (and the C tests) may
+ * include it. A validated model is decoded once into these structs; the kernels then run
+ * blind (every shape and index was checked at load time).
+ */
+#ifndef TETHER_INTERNAL_H_
+#define TETHER_INTERNAL_H_
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tether/tether.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifdef TETHER_DEBUG
+#define TETHER_DCHECK(cond) ((cond) ? (void)0 : __builtin_trap())
+#else
+#define TETHER_DCHECK(cond) ((void)0)
+#endif
+
+/* Largest element count of one tensor (keeps every index computation far from overflow). */
+#define TETHER_MAX_ELEMENTS ((size_t)INT32_MAX)
+/* Marks an absent optional input in tether_node.inputs (the file's 0xFFFFFFFF). */
+#define TETHER_NO_TENSOR UINT32_MAX
+/* Most inputs an op may have (CONCATENATION is the only variadic op). */
+#define TETHER_MAX_OP_INPUTS 65535u
+
+#define TETHER_TENSOR_CONSTANT 0x01u
+
+/* ---- errors --------------------------------------------------------------------------- */
+
+/*
+ * Formats into the thread's last-error buffer and returns `status`. A small printf subset
+ * without stdio: %s %c %d %u %x %zu %lld %llu %% (and %g-free: floats are not formatted).
+ */
+tether_status tether_set_error(tether_status status, const char* format, ...);
+tether_status tether_set_error_v(tether_status status, const char* format, va_list args);
+/* Clears the last error (called on success paths of the public entry points). */
+void tether_clear_error(void);
+/* Formats into `buffer` (always NUL-terminated when capacity > 0); returns chars written. */
+size_t tether_format_v(char* buffer, size_t capacity, const char* format, va_list args);
+size_t tether_format(char* buffer, size_t capacity, const char* format, ...);
+/* Prepends "prefix: " to the current last error (used by the hosted file loader). */
+void tether_prefix_error(const char* prefix);
+
+/* ---- model ---------------------------------------------------------------------------- */
+
+typedef struct tether_tensor {
+  const char* name;
+  uint8_t dtype;                     /* tether_dtype */
+  uint8_t ndim;
+  uint8_t quant;                     /* 0 none, 1 per-tensor, 2 per-channel */
+  uint8_t flags;                     /* TETHER_TENSOR_CONSTANT */
+  int32_t shape[TETHER_MAX_DIMS];    /* first ndim used, rest 1 */
+  size_t elements;
+  size_t bytes;
+  const void* data;                  /* constants: in place in the model buffer */
+  float scale;                       /* quant == 1: the scale, else 0 */
+  int32_t zero_point;                /* quant == 1: the zero point, else 0 */
+  int32_t producer;                  /* index of the op that writes it; -1 = none */
+  /* Memory plan (non-constant tensors that some op or the graph I/O uses). */
+  int32_t first_use;                 /* op index; -1 = not planned */
+  int32_t last_use;
+  size_t arena_offset;
+} tether_tensor;
+
+/* Decoded attributes; every op reads only the fields its table row lists. */
+typedef struct tether_op_params {
+  int32_t stride_h, stride_w;
+  int32_t dilation_h, dilation_w;
+  int32_t pad_top, pad_left, pad_bottom, pad_right;
+  int32_t groups;
+  int32_t depth_multiplier;
+  int32_t kernel_h, kernel_w;        /* pools; 0 = not given */
+  int32_t count_include_pad;
+  int32_t axes[TETHER_MAX_DIMS];     /* MEAN */
+  int32_t axes_count;                /* 0 = not given */
+  int32_t keepdims;
+  int32_t axis;                      /* CONCATENATION; -1 = not given */
+  int32_t paddings[2 * TETHER_MAX_DIMS];
+  int32_t paddings_count;            /* 0 = not given */
+  float value;                       /* PAD */
+  float beta;                        /* SOFTMAX */
+} tether_op_params;
+
+typedef struct tether_node {
+  uint16_t type;                     /* tether_node */
+  uint8_t activation;                /* tether_activation, applied to every output */
+  const char* name;
+  uint32_t input_count;
+  uint32_t output_count;
+  const uint32_t* inputs;            /* tensor indices; TETHER_NO_TENSOR = absent */
+  const uint32_t* outputs;
+  tether_op_params params;
+  size_t scratch_bytes;              /* arena scratch this op's kernel needs */
+} tether_node;
+
+struct tether_model {
+  tether_allocator allocator;
+  void* owned_buffer;                /* tether_model_load_file's copy of the file, or NULL */
+  const uint8_t* data;
+  size_t size;
+  uint32_t tensor_count;
+  tether_tensor* tensors;
+  uint32_t op_count;
+  tether_node* ops;
+  uint32_t* operands;                /* decoded OPERANDS */
+  uint32_t input_count;
+  uint32_t output_count;
+  uint32_t* inputs;
+  uint32_t* outputs;
+  size_t activation_bytes;           /* planned activations, a multiple of 64 */
+  size_t scratch_bytes;              /* largest per-op scratch */
+  size_t arena_size;                 /* activation_bytes + scratch_bytes */
+};
+
+/* Static name of an op id ("CONV_2D"), or "?" for an unknown id. */
+const char* tether_op_type_name(uint32_t type);
+
+/* Reports a format error prefixed "op N 'name' (TYPE): " and returns `status`. */
+tether_status tether_op_error(const struct tether_model* model, uint32_t op_index,
+                              tether_status status, const char* format, ...);
+
+/* Byte size of one element of `dtype` (0 for an unknown id). */
+size_t tether_dtype_size(uint32_t dtype);
+
+/* Default allocator (hosted.c, malloc-based) or NULL in builds without one. */
+const tether_allocator* tether_default_allocator(void);
+
+/* Computes the memory plan: arena offsets, lifetimes, activation/scratch/arena sizes. */
+tether_status tether_plan_memory(struct tether_model* model);
+
+/* ---- ops ------------------------------------------------------------------------------ */
+
+/*
+ * Per op family: prepare checks shapes and attributes once at load (reporting through
+ * tether_op_error), eval runs the reference kernel. `data[t]` is the storage of tensor t.
+ */
+typedef tether_status (*tether_prepare_fn)(const struct tether_model* model, uint32_t op_index,
+                                           tether_node* op);
+typedef void (*tether_eval_fn)(const struct tether_model* model, const tether_node* op,
+                               void* const* data, void* scratch);
+
+#define TETHER_DECLARE_OP(family)                                                           \
+  tether_status tether_##family##_prepare(const struct tether_model* model, uint32_t op_index, \
+                                          tether_node* op);                                     \
+  void tether_##family##_eval(const struct tether_model* model, const tether_node* op,         \
+                              void* const* data, void* scratch)
+
+TETHER_DECLARE_OP(conv2d);
+TETHER_DECLARE_OP(depthwise_conv2d);
+TETHER_DECLARE_OP(fully_connected);
+TETHER_DECLARE_OP(binary);
+TETHER_DECLARE_OP(pool);
+TETHER_DECLARE_OP(mean);
+TETHER_DECLARE_OP(reshape);
+TETHER_DECLARE_OP(concat);
+TETHER_DECLARE_OP(pad);
+TETHER_DECLARE_OP(softmax);
+TETHER_DECLARE_OP(activation);
+
+/* Applies a fused activation in place to n floats. */
+void tether_f32_activation_apply(float* y, size_t n, uint32_t activation);
+float tether_f32_activation_one(float x, uint32_t activation);
+
+/* Shared shape helpers for prepare functions. */
+static inline const tether_tensor* tether_input(const struct tether_model* model,
+                                                const tether_node* op, uint32_t i) {
+  return op->inputs[i] == TETHER_NO_TENSOR ? NULL : &model->tensors[op->inputs[i]];
+}
+static inline const tether_tensor* tether_output(const struct tether_model* model,
+                                                 const tether_node* op, uint32_t i) {
+  return &model->tensors[op->outputs[i]];
+}
+/* Writes "[1, 2, 3]" into buffer (capacity >= 96 is always enough). */
+const char* tether_shape_string(const tether_tensor* t, char* buffer, size_t capacity);
+/* Checks dtype float32 for `slot` (e.g. "input 0"); reports and returns non-success. */
+tether_status tether_check_f32(const struct tether_model* model, uint32_t op_index,
+                               const tether_tensor* t, const char* slot);
+/* Checks that t has exactly the expected shape; reports names and both shapes. */
+tether_status tether_check_shape(const struct tether_model* model, uint32_t op_index,
+                                 const tether_tensor* t, const char* slot, uint32_t ndim,
+                                 const int32_t* expected);
+/* Output size of a window op; returns 0 when the window does not fit. */
+int64_t tether_window_output(int64_t in, int64_t pad_begin, int64_t pad_end, int64_t kernel,
+                             int64_t stride, int64_t dilation);
+
+/*
+ * Checks y = [N, OH, OW, channels] for a window op over x = [N, H, W, C] with the op's
+ * strides and pads and the given kernel and dilations (FORMAT.md's output formula).
+ */
+tether_status tether_check_window_output(const struct tether_model* model, uint32_t op_index,
+                                         const tether_tensor* x, const tether_tensor* y,
+                                         int32_t kernel_h, int32_t kernel_w, int32_t dilation_h,
+                                         int32_t dilation_w, int32_t channels);
+
+/* ---- reference kernels (plain C; the oracle for any optimized kernel) ------------------- */
+
+typedef struct tether_conv_geometry {
+  size_t batch, in_h, in_w, in_c;
+  size_t out_h, out_w, out_c;
+  size_t kernel_h, kernel_w;
+  size_t groups;            /* CONV_2D */
+  size_t depth_multiplier;  /* DEPTHWISE_CONV_2D */
+  ptrdiff_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+} tether_conv_geometry;
+
+void tether_f32_conv2d_ukernel__scalar(const tether_conv_geometry* g, const float* x,
+                                       const float* w, const float* bias, float* y);
+void tether_f32_dwconv2d_ukernel__scalar(const tether_conv_geometry* g, const float* x,
+                                         const float* w, const float* bias, float* y);
+void tether_f32_gemv_ukernel__scalar(size_t rows, size_t k, size_t outputs, const float* x,
+                                     const float* w, const float* bias, float* y);
+void tether_f32_maxpool_ukernel__scalar(const tether_conv_geometry* g, const float* x, float* y);
+void tether_f32_avgpool_ukernel__scalar(const tether_conv_geometry* g, int count_include_pad,
+                                        const float* x, float* y);
+void tether_f32_activation_ukernel__scalar(size_t n, const float* x, float* y,
+                                           uint32_t activation);
+void tether_f32_softmax_ukernel__scalar(size_t rows, size_t n, float beta, const float* x,
+                                        float* y);
+
+/* Table-driven CRC-32 (zlib polynomial) over n bytes, continuing from `crc` (start 0). */
+uint32_t tether_crc32(uint32_t crc, const void* data, size_t n);
+
+/* Eval of one op with caller-chosen storage (the session's invoke uses it; so do tests). */
+void tether_op_eval(const struct tether_model* model, uint32_t op_index, void* const* data,
+                    void* scratch);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif  /* TETHER_INTERNAL_H_ */

@@ -1,0 +1,80 @@
+/*
+ * activation.c — standalone RELU / RELU6 / LOGISTIC / TANH / HARD_SWISH, and the fused
+ * activation helper every op's output goes through (tether_op_eval applies it).
+ */
+#include <math.h>
+#include <stddef.h>
+
+#include "../internal.h"
+
+float tether_f32_activation_one(float x, uint32_t activation) {
+  switch (activation) {
+    case TETHER_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case TETHER_ACT_RELU6: return x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f;
+    case TETHER_ACT_RELU_N1_TO_1: return x > -1.0f ? (x < 1.0f ? x : 1.0f) : -1.0f;
+    case TETHER_ACT_TANH: return tanhf(x);
+    case TETHER_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case TETHER_ACT_HARD_SWISH: {
+      float r = x + 3.0f;
+      r = r > 0.0f ? (r < 6.0f ? r : 6.0f) : 0.0f;
+      return x * r / 6.0f;
+    }
+    default: return x;
+  }
+}
+
+/* y[i] = act(y[i]) for i < n, in place. */
+void tether_f32_activation_ukernel__scalar(size_t n, const float* x, float* y,
+                                           uint32_t activation) {
+  switch (activation) {
+    case TETHER_ACT_NONE:
+      if (x != y) {
+        for (size_t i = 0; i < n; i++) y[i] = x[i];
+      }
+      return;
+    case TETHER_ACT_RELU:
+      for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      return;
+    case TETHER_ACT_RELU6:
+      for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? (x[i] < 6.0f ? x[i] : 6.0f) : 0.0f;
+      return;
+    default:
+      for (size_t i = 0; i < n; i++) y[i] = tether_f32_activation_one(x[i], activation);
+      return;
+  }
+}
+
+void tether_f32_activation_apply(float* y, size_t n, uint32_t activation) {
+  if (activation != TETHER_ACT_NONE) tether_f32_activation_ukernel__scalar(n, y, y, activation);
+}
+
+static uint32_t activation_of_op(uint32_t type) {
+  switch (type) {
+    case TETHER_OP_RELU: return TETHER_ACT_RELU;
+    case TETHER_OP_RELU6: return TETHER_ACT_RELU6;
+    case TETHER_OP_LOGISTIC: return TETHER_ACT_SIGMOID;
+    case TETHER_OP_TANH: return TETHER_ACT_TANH;
+    case TETHER_OP_HARD_SWISH: return TETHER_ACT_HARD_SWISH;
+  }
+  return TETHER_ACT_NONE;
+}
+
+tether_status tether_activation_prepare(const struct tether_model* model, uint32_t op_index,
+                                        tether_node* op) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* y = tether_output(model, op, 0);
+  tether_status status = tether_check_f32(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
+  if (status == TETHER_STATUS_SUCCESS) {
+    status = tether_check_shape(model, op_index, y, "output 0", x->ndim, x->shape);
+  }
+  return status;
+}
+
+void tether_activation_eval(const struct tether_model* model, const tether_node* op,
+                            void* const* data, void* scratch) {
+  (void)scratch;
+  const tether_tensor* y = tether_output(model, op, 0);
+  tether_f32_activation_ukernel__scalar(y->elements, (const float*)data[op->inputs[0]],
+                                        (float*)data[op->outputs[0]], activation_of_op(op->type));
+}

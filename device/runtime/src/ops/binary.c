@@ -1,0 +1,101 @@
+/*
+ * binary.c — ADD and MUL with numpy broadcasting over up to 6 dims.
+ *
+ * Shapes are right-aligned and padded to 6 dims with 1s; a dim of size 1 is broadcast by
+ * giving it stride 0.
+ */
+#include <stddef.h>
+
+#include "../internal.h"
+
+typedef struct broadcast {
+  size_t out[TETHER_MAX_DIMS];
+  size_t a_stride[TETHER_MAX_DIMS];
+  size_t b_stride[TETHER_MAX_DIMS];
+} broadcast;
+
+static void padded_shape(const tether_tensor* t, size_t* dims) {
+  const uint32_t lead = TETHER_MAX_DIMS - t->ndim;
+  for (uint32_t d = 0; d < TETHER_MAX_DIMS; d++) {
+    dims[d] = d < lead ? 1 : (size_t)t->shape[d - lead];
+  }
+}
+
+static void broadcast_strides(const size_t* dims, const size_t* out, size_t* stride) {
+  size_t s = 1;
+  for (uint32_t d = TETHER_MAX_DIMS; d-- > 0;) {
+    stride[d] = dims[d] == 1 && out[d] != 1 ? 0 : s;
+    s *= dims[d];
+  }
+}
+
+#define TETHER_BINARY_UKERNEL(NAME, EXPR)                                                     \
+  static void NAME(const broadcast* bc, const float* a, const float* b, float* y) {           \
+    const size_t* n = bc->out;                                                                 \
+    const size_t* sa = bc->a_stride;                                                           \
+    const size_t* sb = bc->b_stride;                                                           \
+    for (size_t i0 = 0; i0 < n[0]; i0++)                                                       \
+      for (size_t i1 = 0; i1 < n[1]; i1++)                                                     \
+        for (size_t i2 = 0; i2 < n[2]; i2++)                                                   \
+          for (size_t i3 = 0; i3 < n[3]; i3++)                                                 \
+            for (size_t i4 = 0; i4 < n[4]; i4++) {                                             \
+              const float* ap = a + i0 * sa[0] + i1 * sa[1] + i2 * sa[2] + i3 * sa[3] +       \
+                                i4 * sa[4];                                                    \
+              const float* bp = b + i0 * sb[0] + i1 * sb[1] + i2 * sb[2] + i3 * sb[3] +       \
+                                i4 * sb[4];                                                    \
+              for (size_t i5 = 0; i5 < n[5]; i5++) {                                           \
+                const float va = ap[i5 * sa[5]], vb = bp[i5 * sb[5]];                          \
+                *y++ = EXPR;                                                                   \
+              }                                                                                \
+            }                                                                                  \
+  }
+
+TETHER_BINARY_UKERNEL(tether_f32_vadd_ukernel__scalar, va + vb)
+TETHER_BINARY_UKERNEL(tether_f32_vmul_ukernel__scalar, va * vb)
+
+tether_status tether_binary_prepare(const struct tether_model* model, uint32_t op_index,
+                                    tether_node* op) {
+  const tether_tensor* a = tether_input(model, op, 0);
+  const tether_tensor* b = tether_input(model, op, 1);
+  const tether_tensor* y = tether_output(model, op, 0);
+  tether_status status = tether_check_f32(model, op_index, a, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, b, "input 1");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  size_t da[TETHER_MAX_DIMS], db[TETHER_MAX_DIMS];
+  padded_shape(a, da);
+  padded_shape(b, db);
+  const uint32_t rank = a->ndim > b->ndim ? a->ndim : b->ndim;
+  int32_t expected[TETHER_MAX_DIMS];
+  for (uint32_t d = TETHER_MAX_DIMS - rank; d < TETHER_MAX_DIMS; d++) {
+    if (da[d] != db[d] && da[d] != 1 && db[d] != 1) {
+      char as[96], bs[96];
+      return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                             "inputs %s and %s do not broadcast",
+                             tether_shape_string(a, as, sizeof(as)),
+                             tether_shape_string(b, bs, sizeof(bs)));
+    }
+    expected[d - (TETHER_MAX_DIMS - rank)] = (int32_t)(da[d] > db[d] ? da[d] : db[d]);
+  }
+  return tether_check_shape(model, op_index, y, "output 0", rank, expected);
+}
+
+void tether_binary_eval(const struct tether_model* model, const tether_node* op,
+                        void* const* data, void* scratch) {
+  (void)scratch;
+  broadcast bc;
+  size_t da[TETHER_MAX_DIMS], db[TETHER_MAX_DIMS];
+  padded_shape(tether_input(model, op, 0), da);
+  padded_shape(tether_input(model, op, 1), db);
+  for (uint32_t d = 0; d < TETHER_MAX_DIMS; d++) bc.out[d] = da[d] > db[d] ? da[d] : db[d];
+  broadcast_strides(da, bc.out, bc.a_stride);
+  broadcast_strides(db, bc.out, bc.b_stride);
+  const float* a = (const float*)data[op->inputs[0]];
+  const float* b = (const float*)data[op->inputs[1]];
+  float* y = (float*)data[op->outputs[0]];
+  if (op->type == TETHER_OP_ADD) {
+    tether_f32_vadd_ukernel__scalar(&bc, a, b, y);
+  } else {
+    tether_f32_vmul_ukernel__scalar(&bc, a, b, y);
+  }
+}

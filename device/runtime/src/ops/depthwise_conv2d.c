@@ -1,0 +1,94 @@
+/*
+ * depthwise_conv2d.c — DEPTHWISE_CONV_2D: NHWC input, weights [1, KH, KW, C*M], optional
+ * bias [C*M], any strides, dilations, explicit pads and depth multiplier M.
+ */
+#include <stddef.h>
+
+#include "../internal.h"
+
+/* y[n,oh,ow,c*M+m] = bias[c*M+m] + sum_{kh,kw} x[n, oh*s+kh*d-pt, ow*s+kw*d-pl, c] * w[kh,kw,c*M+m] */
+void tether_f32_dwconv2d_ukernel__scalar(const tether_conv_geometry* g, const float* x,
+                                         const float* w, const float* bias, float* y) {
+  const size_t m_count = g->depth_multiplier;
+  TETHER_DCHECK(g->out_c == g->in_c * m_count);
+  const ptrdiff_t in_h = (ptrdiff_t)g->in_h, in_w = (ptrdiff_t)g->in_w;
+  for (size_t n = 0; n < g->batch; n++) {
+    const float* x_n = x + n * g->in_h * g->in_w * g->in_c;
+    for (size_t oh = 0; oh < g->out_h; oh++) {
+      for (size_t ow = 0; ow < g->out_w; ow++) {
+        float* y_pixel = y + ((n * g->out_h + oh) * g->out_w + ow) * g->out_c;
+        for (size_t o = 0; o < g->out_c; o++) {
+          const size_t c = o / m_count;
+          float acc = 0.0f;
+          for (size_t kh = 0; kh < g->kernel_h; kh++) {
+            const ptrdiff_t ih = (ptrdiff_t)oh * g->stride_h + (ptrdiff_t)kh * g->dilation_h -
+                                 g->pad_top;
+            if (ih < 0 || ih >= in_h) continue;
+            for (size_t kw = 0; kw < g->kernel_w; kw++) {
+              const ptrdiff_t iw = (ptrdiff_t)ow * g->stride_w +
+                                   (ptrdiff_t)kw * g->dilation_w - g->pad_left;
+              if (iw < 0 || iw >= in_w) continue;
+              acc += x_n[((size_t)ih * g->in_w + (size_t)iw) * g->in_c + c] *
+                     w[(kh * g->kernel_w + kw) * g->out_c + o];
+            }
+          }
+          y_pixel[o] = bias != NULL ? acc + bias[o] : acc;
+        }
+      }
+    }
+  }
+}
+
+tether_status tether_depthwise_conv2d_prepare(const struct tether_model* model,
+                                              uint32_t op_index, tether_node* op) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* w = tether_input(model, op, 1);
+  const tether_tensor* b = op->input_count > 2 ? tether_input(model, op, 2) : NULL;
+  const tether_tensor* y = tether_output(model, op, 0);
+  const tether_op_params* p = &op->params;
+  tether_status status = tether_check_f32(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, w, "input 1");
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  const int32_t m = p->depth_multiplier;
+  if (x->ndim != 4 || w->ndim != 4 || m < 1 || w->shape[0] != 1 ||
+      (int64_t)w->shape[3] != (int64_t)x->shape[3] * m) {
+    char xs[96], ws[96];
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "needs input 0 [N,H,W,C] and input 1 [1,KH,KW,C*M] with "
+                           "depth_multiplier M=%d, got %s and %s",
+                           m, tether_shape_string(x, xs, sizeof(xs)),
+                           tether_shape_string(w, ws, sizeof(ws)));
+  }
+  if (b != NULL) {
+    status = tether_check_f32(model, op_index, b, "input 2");
+    if (status == TETHER_STATUS_SUCCESS) {
+      status = tether_check_shape(model, op_index, b, "input 2 (bias)", 1, &w->shape[3]);
+    }
+    if (status != TETHER_STATUS_SUCCESS) return status;
+  }
+  return tether_check_window_output(model, op_index, x, y, w->shape[1], w->shape[2],
+                                    p->dilation_h, p->dilation_w, w->shape[3]);
+}
+
+void tether_depthwise_conv2d_eval(const struct tether_model* model, const tether_node* op,
+                                  void* const* data, void* scratch) {
+  (void)scratch;
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* w = tether_input(model, op, 1);
+  const tether_tensor* y = tether_output(model, op, 0);
+  const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
+  const tether_op_params* p = &op->params;
+  const tether_conv_geometry g = {
+      .batch = (size_t)x->shape[0], .in_h = (size_t)x->shape[1], .in_w = (size_t)x->shape[2],
+      .in_c = (size_t)x->shape[3], .out_h = (size_t)y->shape[1], .out_w = (size_t)y->shape[2],
+      .out_c = (size_t)y->shape[3], .kernel_h = (size_t)w->shape[1],
+      .kernel_w = (size_t)w->shape[2], .groups = 1,
+      .depth_multiplier = (size_t)p->depth_multiplier, .stride_h = p->stride_h,
+      .stride_w = p->stride_w, .dilation_h = p->dilation_h, .dilation_w = p->dilation_w,
+      .pad_top = p->pad_top, .pad_left = p->pad_left,
+  };
+  tether_f32_dwconv2d_ukernel__scalar(&g, (const float*)data[op->inputs[0]],
+                                      (const float*)data[op->inputs[1]],
+                                      has_bias ? (const float*)data[op->inputs[2]] : NULL,
+                                      (float*)data[op->outputs[0]]);
+}

@@ -1,0 +1,71 @@
+/*
+ * fully_connected.c — FULLY_CONNECTED: y[r,o] = b[o] + sum_k x[r,k] * W[o,k], with r running
+ * over all leading dims of x. The output keeps x's leading dims ([..., O]) or flattens them
+ * ([R, O]); both have the same layout.
+ */
+#include <stddef.h>
+
+#include "../internal.h"
+
+void tether_f32_gemv_ukernel__scalar(size_t rows, size_t k, size_t outputs, const float* x,
+                                     const float* w, const float* bias, float* y) {
+  for (size_t r = 0; r < rows; r++) {
+    const float* x_row = x + r * k;
+    for (size_t o = 0; o < outputs; o++) {
+      const float* w_row = w + o * k;
+      float acc = 0.0f;
+      for (size_t i = 0; i < k; i++) acc += x_row[i] * w_row[i];
+      y[r * outputs + o] = bias != NULL ? acc + bias[o] : acc;
+    }
+  }
+}
+
+tether_status tether_fully_connected_prepare(const struct tether_model* model,
+                                             uint32_t op_index, tether_node* op) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* w = tether_input(model, op, 1);
+  const tether_tensor* b = op->input_count > 2 ? tether_input(model, op, 2) : NULL;
+  const tether_tensor* y = tether_output(model, op, 0);
+  tether_status status = tether_check_f32(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, w, "input 1");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (x->ndim < 1 || w->ndim != 2 || w->shape[1] != x->shape[x->ndim - 1]) {
+    char xs[96], ws[96];
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "needs input 0 [..., K] and input 1 [O, K], got %s and %s",
+                           tether_shape_string(x, xs, sizeof(xs)),
+                           tether_shape_string(w, ws, sizeof(ws)));
+  }
+  if (b != NULL) {
+    status = tether_check_f32(model, op_index, b, "input 2");
+    if (status == TETHER_STATUS_SUCCESS) {
+      status = tether_check_shape(model, op_index, b, "input 2 (bias)", 1, &w->shape[0]);
+    }
+    if (status != TETHER_STATUS_SUCCESS) return status;
+  }
+  const size_t rows = x->elements / (size_t)w->shape[1];
+  if (y->ndim < 1 || y->shape[y->ndim - 1] != w->shape[0] ||
+      y->elements != rows * (size_t)w->shape[0]) {
+    char ys[96];
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "output 0 (tensor %u '%s') has shape %s, expected [..., %d] with "
+                           "%zu rows",
+                           op->outputs[0], y->name, tether_shape_string(y, ys, sizeof(ys)),
+                           w->shape[0], rows);
+  }
+  return TETHER_STATUS_SUCCESS;
+}
+
+void tether_fully_connected_eval(const struct tether_model* model, const tether_node* op,
+                                 void* const* data, void* scratch) {
+  (void)scratch;
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* w = tether_input(model, op, 1);
+  const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
+  const size_t k = (size_t)w->shape[1], outputs = (size_t)w->shape[0];
+  tether_f32_gemv_ukernel__scalar(x->elements / k, k, outputs, (const float*)data[op->inputs[0]],
+                                  (const float*)data[op->inputs[1]],
+                                  has_bias ? (const float*)data[op->inputs[2]] : NULL,
+                                  (float*)data[op->outputs[0]]);
+}

@@ -1,0 +1,64 @@
+/*
+ * pad.c — PAD with a constant: y = x surrounded by paddings (before_d, after_d) per dim.
+ */
+#include <string.h>
+
+#include "../internal.h"
+
+tether_status tether_pad_prepare(const struct tether_model* model, uint32_t op_index,
+                                 tether_node* op) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* y = tether_output(model, op, 0);
+  const tether_op_params* p = &op->params;
+  tether_status status = tether_check_f32(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (x->ndim < 1 || p->paddings_count != 2 * (int32_t)x->ndim) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "attribute paddings is required with 2*rank = %u values, got %d",
+                           2u * x->ndim, p->paddings_count);
+  }
+  int32_t expected[TETHER_MAX_DIMS];
+  for (uint32_t d = 0; d < x->ndim; d++) {
+    const int32_t before = p->paddings[2 * d], after = p->paddings[2 * d + 1];
+    const int64_t size = (int64_t)x->shape[d] + before + after;
+    if (before < 0 || after < 0 || size > INT32_MAX) {
+      return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                             "paddings for dim %u are (%d, %d); must be >= 0", d, before, after);
+    }
+    expected[d] = (int32_t)size;
+  }
+  return tether_check_shape(model, op_index, y, "output 0", x->ndim, expected);
+}
+
+void tether_pad_eval(const struct tether_model* model, const tether_node* op, void* const* data,
+                     void* scratch) {
+  (void)scratch;
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* y = tether_output(model, op, 0);
+  const int32_t* pads = op->params.paddings;
+  const float* in = (const float*)data[op->inputs[0]];
+  float* out = (float*)data[op->outputs[0]];
+  const float value = op->params.value;
+  for (size_t i = 0; i < y->elements; i++) out[i] = value;
+  const uint32_t ndim = x->ndim;
+  size_t y_stride[TETHER_MAX_DIMS];
+  size_t s = 1;
+  for (uint32_t d = ndim; d-- > 0;) {
+    y_stride[d] = s;
+    s *= (size_t)y->shape[d];
+  }
+  /* Copy x row by row (its last dim), walking the other dims with a multi-index. */
+  const size_t row = (size_t)x->shape[ndim - 1];
+  const size_t rows = x->elements / row;
+  size_t index[TETHER_MAX_DIMS] = {0};
+  for (size_t r = 0; r < rows; r++) {
+    size_t offset = (size_t)pads[2 * (ndim - 1)];
+    for (uint32_t d = 0; d + 1 < ndim; d++) offset += (index[d] + (size_t)pads[2 * d]) * y_stride[d];
+    memcpy(out + offset, in + r * row, row * sizeof(float));
+    for (uint32_t d = ndim - 1; d-- > 0;) {
+      if (++index[d] < (size_t)x->shape[d]) break;
+      index[d] = 0;
+    }
+  }
+}

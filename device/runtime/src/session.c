@@ -1,0 +1,313 @@
+/*
+ * session.c — the activation memory plan, session lifecycle and op dispatch.
+ *
+ * The plan is computed once per model at load time (tether_plan_memory), so that
+ * tether_session_arena_size is a lookup and tether_session_create only binds pointers:
+ *
+ *   1. Lifetimes: each non-constant tensor lives from the first to the last op that reads or
+ *      writes it (inclusive, so an op's inputs never share bytes with its outputs). Graph
+ *      inputs and outputs live for the whole run.
+ *   2. Placement: tensors in order of size (largest first, then by index); each one goes into
+ *      the smallest gap, among already-placed tensors whose lifetimes overlap its own, that
+ *      holds it, or after the highest of them. Offsets and sizes are multiples of 64.
+ *   3. Scratch: the largest per-op scratch request sits after the activations.
+ *
+ * num_threads is accepted and ignored for now: every kernel runs on the calling thread.
+ * A thread pool comes later; the arena plan does not depend on it.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define PLAN_ALIGN ((uint64_t)TETHER_ARENA_ALIGNMENT)
+
+struct tether_session {
+  const struct tether_model* model;
+  uint8_t* arena;
+  int owns_arena;
+  void* scratch;
+  void** data;  /* per tensor: constant bytes in the model, arena storage, or NULL */
+};
+
+static uint64_t planned_bytes(const tether_tensor* t) {
+  return ((uint64_t)t->bytes + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN;
+}
+
+static void note_use(tether_tensor* t, int32_t op) {
+  if (t->flags & TETHER_TENSOR_CONSTANT) return;
+  if (t->first_use < 0 || op < t->first_use) t->first_use = op;
+  if (op > t->last_use) t->last_use = op;
+}
+
+/* Larger first; equal sizes by tensor index, so plans are reproducible. */
+static int placed_before(const tether_tensor* tensors, uint32_t a, uint32_t b) {
+  uint64_t sa = planned_bytes(&tensors[a]), sb = planned_bytes(&tensors[b]);
+  return sa != sb ? sa > sb : a < b;
+}
+
+static void sift_down(const tether_tensor* tensors, uint32_t* order, size_t root, size_t n) {
+  for (;;) {
+    size_t child = 2 * root + 1;
+    if (child >= n) return;
+    /* Max-heap on "placed later", so that the sorted array runs in placement order. */
+    if (child + 1 < n && placed_before(tensors, order[child], order[child + 1])) child++;
+    if (!placed_before(tensors, order[root], order[child])) return;
+    uint32_t tmp = order[root];
+    order[root] = order[child];
+    order[child] = tmp;
+    root = child;
+  }
+}
+
+static void sort_by_size(const tether_tensor* tensors, uint32_t* order, size_t n) {
+  for (size_t i = n / 2; i-- > 0;) sift_down(tensors, order, i, n);
+  for (size_t end = n; end-- > 1;) {
+    uint32_t tmp = order[0];
+    order[0] = order[end];
+    order[end] = tmp;
+    sift_down(tensors, order, 0, end);
+  }
+}
+
+static int lifetimes_overlap(const tether_tensor* a, const tether_tensor* b) {
+  return a->first_use <= b->last_use && b->first_use <= a->last_use;
+}
+
+tether_status tether_plan_memory(struct tether_model* m) {
+  tether_tensor* tensors = m->tensors;
+  for (uint32_t t = 0; t < m->tensor_count; t++) {
+    tensors[t].first_use = -1;
+    tensors[t].last_use = -1;
+    tensors[t].arena_offset = 0;
+  }
+  uint64_t scratch = 0;
+  for (uint32_t i = 0; i < m->op_count; i++) {
+    const tether_node* op = &m->ops[i];
+    for (uint32_t k = 0; k < op->input_count; k++) {
+      if (op->inputs[k] != TETHER_NO_TENSOR) note_use(&tensors[op->inputs[k]], (int32_t)i);
+    }
+    for (uint32_t k = 0; k < op->output_count; k++) note_use(&tensors[op->outputs[k]], (int32_t)i);
+    uint64_t s = ((uint64_t)op->scratch_bytes + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN;
+    if (s > scratch) scratch = s;
+  }
+  int32_t last_op = m->op_count > 0 ? (int32_t)m->op_count - 1 : 0;
+  for (uint32_t k = 0; k < m->input_count + m->output_count; k++) {
+    tether_tensor* t = &tensors[k < m->input_count ? m->inputs[k] : m->outputs[k - m->input_count]];
+    t->first_use = 0;
+    t->last_use = last_op;
+  }
+
+  size_t planned = 0;
+  for (uint32_t t = 0; t < m->tensor_count; t++) planned += tensors[t].first_use >= 0;
+  uint64_t peak = 0;
+  if (planned > 0) {
+    const tether_allocator* a = &m->allocator;
+    uint32_t* order = (uint32_t*)a->allocate(a->context, 2 * planned * sizeof(uint32_t), 16);
+    if (order == NULL) {
+      return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
+                              "cannot allocate the memory planner's work space");
+    }
+    uint32_t* conflicts = order + planned;
+    size_t n = 0;
+    for (uint32_t t = 0; t < m->tensor_count; t++) {
+      if (tensors[t].first_use >= 0) order[n++] = t;
+    }
+    sort_by_size(tensors, order, n);
+    for (size_t i = 0; i < n; i++) {
+      tether_tensor* t = &tensors[order[i]];
+      uint64_t size = planned_bytes(t);
+      /* Placed tensors whose lifetimes overlap this one, sorted by offset (insertion). */
+      size_t c = 0;
+      for (size_t j = 0; j < i; j++) {
+        const tether_tensor* p = &tensors[order[j]];
+        if (!lifetimes_overlap(t, p)) continue;
+        size_t k = c++;
+        while (k > 0 && tensors[conflicts[k - 1]].arena_offset > p->arena_offset) {
+          conflicts[k] = conflicts[k - 1];
+          k--;
+        }
+        conflicts[k] = order[j];
+      }
+      uint64_t cursor = 0, best = UINT64_MAX, best_gap = UINT64_MAX;
+      for (size_t k = 0; k < c; k++) {
+        const tether_tensor* p = &tensors[conflicts[k]];
+        uint64_t gap = p->arena_offset > cursor ? p->arena_offset - cursor : 0;
+        if (gap >= size && gap < best_gap) {
+          best = cursor;
+          best_gap = gap;
+        }
+        uint64_t end = (uint64_t)p->arena_offset + planned_bytes(p);
+        if (end > cursor) cursor = end;
+      }
+      uint64_t offset = best != UINT64_MAX ? best : cursor;
+      if (offset > SIZE_MAX / 2 || size > SIZE_MAX / 2 - offset) {
+        a->deallocate(a->context, order);
+        return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
+                                "the activations do not fit this machine's address space");
+      }
+      t->arena_offset = (size_t)offset;
+      if (offset + size > peak) peak = offset + size;
+    }
+    a->deallocate(a->context, order);
+  }
+  if (peak > SIZE_MAX / 2 || scratch > SIZE_MAX / 2 - peak) {
+    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
+                            "the arena would need more than half the address space");
+  }
+  m->activation_bytes = (size_t)peak;
+  m->scratch_bytes = (size_t)scratch;
+  m->arena_size = (size_t)(peak + scratch);
+  if (m->arena_size == 0) m->arena_size = (size_t)PLAN_ALIGN;
+  return TETHER_STATUS_SUCCESS;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+tether_status tether_session_arena_size(tether_model_t model, size_t* size_out) {
+  if (model == NULL || size_out == NULL) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "NULL model or size_out");
+  }
+  *size_out = model->arena_size;
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_session_create(tether_model_t model, void* arena, size_t arena_size,
+                                    uint32_t num_threads, tether_session_t* session_out) {
+  (void)num_threads;  /* accepted, ignored until the thread pool lands (see the top) */
+  if (model == NULL || session_out == NULL) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "NULL model or session_out");
+  }
+  if (arena != NULL) {
+    if ((uintptr_t)arena % TETHER_ARENA_ALIGNMENT != 0) {
+      return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
+                              "arena is not %u-byte aligned", (unsigned)TETHER_ARENA_ALIGNMENT);
+    }
+    if (arena_size < model->arena_size) {
+      return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
+                              "arena has %zu bytes, the model needs %zu", arena_size,
+                              model->arena_size);
+    }
+  }
+  const tether_allocator* a = &model->allocator;
+  size_t header = (sizeof(struct tether_session) + 15) & ~(size_t)15;
+  if (model->tensor_count > (SIZE_MAX - header) / sizeof(void*)) {
+    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY, "too many tensors");
+  }
+  size_t total = header + (size_t)model->tensor_count * sizeof(void*);
+  uint8_t* block = (uint8_t*)a->allocate(a->context, total, 16);
+  if (block == NULL) {
+    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
+                            "cannot allocate %zu bytes for the session", total);
+  }
+  memset(block, 0, total);
+  struct tether_session* s = (struct tether_session*)block;
+  s->model = model;
+  s->data = (void**)(block + header);
+  if (arena == NULL) {
+    arena = a->allocate(a->context, model->arena_size, TETHER_ARENA_ALIGNMENT);
+    if (arena == NULL) {
+      a->deallocate(a->context, block);
+      return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
+                              "cannot allocate the %zu-byte arena", model->arena_size);
+    }
+    s->owns_arena = 1;
+  }
+  s->arena = (uint8_t*)arena;
+  s->scratch = s->arena + model->activation_bytes;
+  for (uint32_t t = 0; t < model->tensor_count; t++) {
+    const tether_tensor* tt = &model->tensors[t];
+    if (tt->flags & TETHER_TENSOR_CONSTANT) {
+      s->data[t] = (void*)(uintptr_t)tt->data;  /* kernels never write their inputs */
+    } else if (tt->first_use >= 0) {
+      s->data[t] = s->arena + tt->arena_offset;
+    }
+  }
+  /* Inputs start as zeros, so invoke before set_input reads defined memory. */
+  for (uint32_t i = 0; i < model->input_count; i++) {
+    const tether_tensor* tt = &model->tensors[model->inputs[i]];
+    memset(s->data[model->inputs[i]], 0, tt->bytes);
+  }
+  tether_clear_error();
+  *session_out = s;
+  return TETHER_STATUS_SUCCESS;
+}
+
+void tether_session_destroy(tether_session_t session) {
+  if (session == NULL) return;
+  const tether_allocator* a = &session->model->allocator;
+  if (session->owns_arena) a->deallocate(a->context, session->arena);
+  a->deallocate(a->context, session);
+}
+
+/* ---- use ------------------------------------------------------------------------------ */
+
+static tether_status io_lookup(tether_session_t s, tether_io kind, size_t index,
+                               const tether_tensor** t_out, void** data_out) {
+  if (s == NULL) return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "session is NULL");
+  const struct tether_model* m = s->model;
+  size_t count = kind == TETHER_IO_INPUT ? m->input_count
+                 : kind == TETHER_IO_OUTPUT ? m->output_count
+                                            : 0;
+  if (index >= count) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "%s index %zu out of range [0, %zu)",
+                            kind == TETHER_IO_INPUT ? "input" : "output", index, count);
+  }
+  uint32_t t = kind == TETHER_IO_INPUT ? m->inputs[index] : m->outputs[index];
+  *t_out = &m->tensors[t];
+  *data_out = s->data[t];
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_session_set_input(tether_session_t session, size_t index, const void* data,
+                                       size_t size) {
+  const tether_tensor* t = NULL;
+  void* storage = NULL;
+  tether_status status = io_lookup(session, TETHER_IO_INPUT, index, &t, &storage);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (data == NULL) return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "data is NULL");
+  if (size != t->bytes) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
+                            "input %zu '%s' holds %zu bytes, got %zu", index, t->name, t->bytes,
+                            size);
+  }
+  memcpy(storage, data, size);
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_session_get_output(tether_session_t session, size_t index, void* data,
+                                        size_t size) {
+  const tether_tensor* t = NULL;
+  void* storage = NULL;
+  tether_status status = io_lookup(session, TETHER_IO_OUTPUT, index, &t, &storage);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (data == NULL) return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "data is NULL");
+  if (size != t->bytes) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
+                            "output %zu '%s' holds %zu bytes, got %zu", index, t->name,
+                            t->bytes, size);
+  }
+  memcpy(data, storage, size);
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_session_io_data(tether_session_t session, tether_io kind, size_t index,
+                                     void** data_out) {
+  const tether_tensor* t = NULL;
+  void* storage = NULL;
+  tether_status status = io_lookup(session, kind, index, &t, &storage);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (data_out == NULL) return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "data_out is NULL");
+  *data_out = storage;
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_session_invoke(tether_session_t session) {
+  if (session == NULL) return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "session is NULL");
+  const struct tether_model* m = session->model;
+  for (uint32_t i = 0; i < m->op_count; i++) {
+    tether_op_eval(m, i, session->data, session->scratch);
+  }
+  return TETHER_STATUS_SUCCESS;
+}
