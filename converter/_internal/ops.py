@@ -54,6 +54,13 @@ class OpType(enum.IntEnum):
     LOGISTIC = 15
     TANH = 16
     HARD_SWISH = 17
+    QUANTIZE = 18
+    DEQUANTIZE = 19
+    SUB = 20
+    DIV = 21
+    TRANSPOSE = 22
+    CLAMP = 23
+    HARD_SIGMOID = 24
 
 
 class InternalOp(enum.IntEnum):
@@ -119,6 +126,11 @@ class AttrId(enum.IntEnum):
     PADDINGS = 11
     VALUE = 12
     BETA = 13
+    PERM = 14
+    MIN = 15
+    MAX = 16
+    ALPHA = 17
+    OFFSET = 18
 
 
 class AttrType(enum.IntEnum):
@@ -159,6 +171,11 @@ ATTRS: Mapping[str, AttrSpec] = {
     "paddings": AttrSpec(AttrId.PADDINGS, AttrType.INT32, None),
     "value": AttrSpec(AttrId.VALUE, AttrType.FLOAT32, (0.0,)),
     "beta": AttrSpec(AttrId.BETA, AttrType.FLOAT32, (1.0,)),
+    "perm": AttrSpec(AttrId.PERM, AttrType.INT32, None),
+    "min": AttrSpec(AttrId.MIN, AttrType.FLOAT32, None),
+    "max": AttrSpec(AttrId.MAX, AttrType.FLOAT32, None),
+    "alpha": AttrSpec(AttrId.ALPHA, AttrType.FLOAT32, None),
+    "offset": AttrSpec(AttrId.OFFSET, AttrType.FLOAT32, None),
 }
 
 ATTR_NAME_OF_ID: Mapping[AttrId, str] = {spec.id: name for name, spec in ATTRS.items()}
@@ -182,6 +199,13 @@ OP_ATTRS: Mapping[OpType, tuple[str, ...]] = {
     OpType.LOGISTIC: (),
     OpType.TANH: (),
     OpType.HARD_SWISH: (),
+    OpType.QUANTIZE: (),
+    OpType.DEQUANTIZE: (),
+    OpType.SUB: (),
+    OpType.DIV: (),
+    OpType.TRANSPOSE: ("perm",),
+    OpType.CLAMP: ("min", "max"),
+    OpType.HARD_SIGMOID: ("alpha", "offset"),
 }
 
 # Standalone activation op -> the fused activation with the same math.

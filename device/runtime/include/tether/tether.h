@@ -96,6 +96,13 @@ typedef enum tether_op {
   TETHER_OP_LOGISTIC = 15,
   TETHER_OP_TANH = 16,
   TETHER_OP_HARD_SWISH = 17,
+  TETHER_OP_QUANTIZE = 18,
+  TETHER_OP_DEQUANTIZE = 19,
+  TETHER_OP_SUB = 20,
+  TETHER_OP_DIV = 21,
+  TETHER_OP_TRANSPOSE = 22,
+  TETHER_OP_CLAMP = 23,
+  TETHER_OP_HARD_SIGMOID = 24,
 } tether_op;
 
 /* Fused activations; the same numbers as FORMAT.md. */
