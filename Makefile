@@ -15,12 +15,12 @@ ENGINE_SOURCES := $(shell find device/runtime/src device/runtime/include device/
 SYSTEM_TOOLS := cmake:cmake gcc:gcc aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
                 arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf qemu-aarch64:qemu-user qemu-arm:qemu-user
 
-.PHONY: demo test setup sysdeps engine test-c test-c-asan test-arm test-py clean
+.PHONY: demo test setup sysdeps engine test-c test-c-asan test-arm test-types test-py clean
 
 demo: setup
 	$(VENV)/bin/tether demo
 
-test: setup test-c test-c-asan test-arm test-py
+test: setup test-c test-c-asan test-arm test-types test-py
 
 setup: sysdeps $(VENV)/.installed
 
@@ -63,6 +63,10 @@ test-c-asan: sysdeps
 
 test-arm: sysdeps
 	bash device/runtime/scripts/test-arm.sh
+
+# The public Python API is type-checked.
+test-types: setup
+	$(PY) -m mypy --ignore-missing-imports tether converter device/_engine.py device/_binding.py
 
 test-py: setup
 	$(PY) -m pytest -q

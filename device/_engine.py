@@ -15,7 +15,7 @@ from tether.errors import EngineError
 
 __all__ = ["Engine", "TensorInfo"]
 
-_DTYPES = {0: np.dtype(np.float32), 1: np.dtype(np.int8), 2: np.dtype(np.uint8),
+_DTYPES: dict[int, np.dtype] = {0: np.dtype(np.float32), 1: np.dtype(np.int8), 2: np.dtype(np.uint8),
            3: np.dtype(np.int32)}
 
 

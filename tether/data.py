@@ -236,10 +236,11 @@ def load_image_folder(path: Union[str, Path], image_size: Optional[tuple[int, in
             raise DataError(f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         for f in files:
             try:
-                with Image.open(f) as im:
-                    im = im.convert("L" if grayscale else "RGB")
+                with Image.open(f) as opened:
+                    im = opened.convert("L" if grayscale else "RGB")
                     if image_size is not None:
-                        im = im.resize((image_size[1], image_size[0]), Image.BILINEAR)
+                        im = im.resize((image_size[1], image_size[0]),
+                                       Image.Resampling.BILINEAR)
                     arr = np.asarray(im, dtype=np.float32) / 255.0
             except (UnidentifiedImageError, OSError) as exc:
                 raise DataError(f"{f}: not a readable image ({exc})") from exc
