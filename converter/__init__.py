@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 from tether.converter._internal import ir, passes, tmodel
 from tether.converter._internal.ops import DTYPE_NUMPY
+from tether.converter._internal.parity import Parity
 
 from tether.errors import ConversionError, ModelFormatError
 
 __all__ = [
     "SUPPORTED_SOURCES",
     "ConversionReport",
+    "Parity",
     "TModel",
     "TensorInfo",
     "convert",
@@ -34,7 +36,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SOURCES: tuple[str, ...] = ("keras.Model (Keras 3 Functional or Sequential)",)
+SUPPORTED_SOURCES: tuple[str, ...] = (
+    "keras.Model (Keras 3 Functional or Sequential)",
+    "ONNX (.onnx path, onnx.ModelProto or bytes; opset >= 13)",
+    "TFLite (.tflite path or bytes)",
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class ConversionReport:
         size_bytes: size of the `.tmodel` bytes.
         inputs: graph inputs.
         outputs: graph outputs.
+        parity: engine vs source runtime on sample inputs (`convert(..., samples=...)`);
+            None when not measured.
     """
 
     source: str
@@ -75,6 +83,23 @@ class ConversionReport:
     size_bytes: int
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
+    parity: Parity | None = None
+
+    def __str__(self) -> str:
+        def ops(d: Mapping[str, int]) -> str:
+            return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+        lines = [f"source: {self.source}",
+                 f"ops before ({sum(self.ops_before.values())}): {ops(self.ops_before)}",
+                 f"ops after ({sum(self.ops_after.values())}): {ops(self.ops_after)}",
+                 f"rewrites: {ops(self.action_counts)}",
+                 f"size: {self.size_bytes:,} bytes"]
+        for kind, infos in (("input", self.inputs), ("output", self.outputs)):
+            lines += [f"{kind}: {t.name} {list(t.shape)} {t.dtype}" for t in infos]
+        if self.parity is not None:
+            lines.append(str(self.parity))
+        lines += [f"  {a}" for a in self.actions]
+        return "\n".join(lines)
 
 
 def _io(graph: ir.Graph, names: tuple[str, ...]) -> tuple[TensorInfo, ...]:
@@ -156,43 +181,121 @@ def _producer() -> str:
     return f"tether {tether.__version__}"
 
 
-def convert(model: Any, *, batch_size: int = 1, optimize: bool = True) -> TModel:
+def _source_kind(model: Any) -> tuple[str, Any, str]:
+    """Returns (frontend, source, label): frontend one of keras, onnx, tflite."""
+    if _is_keras_model(model):
+        return "keras", model, f"keras:{model.name}"
+    mod = type(model).__module__
+    if mod.startswith("onnx") and type(model).__name__ == "ModelProto":
+        return "onnx", model, f"onnx:{model.graph.name or 'model'}"
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        if data[4:8] == b"TFL3":
+            return "tflite", data, "tflite:<bytes>"
+        return "onnx", data, "onnx:<bytes>"
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        ext = os.path.splitext(path)[1].lower()
+        if ext == ".onnx":
+            return "onnx", path, f"onnx:{os.path.basename(path)}"
+        if ext == ".tflite":
+            return "tflite", path, f"tflite:{os.path.basename(path)}"
+        raise ConversionError(f"{path}: unknown model file type '{ext}'; supported: .onnx, "
+                              ".tflite (load Keras models with keras.models.load_model)")
+    raise ConversionError(
+        f"cannot convert a {type(model).__module__}.{type(model).__name__}; supported "
+        f"sources: {', '.join(SUPPORTED_SOURCES)}")
+
+
+def _frontend_graph(kind: str, src: Any, batch_size: int) -> ir.Graph:
+    if kind == "keras":
+        from tether.converter._internal.frontends.keras import from_keras
+
+        return from_keras(src, batch_size=batch_size)
+    if kind == "onnx":
+        from tether.converter._internal.frontends.onnx import from_onnx
+
+        return from_onnx(src, batch_size=batch_size)
+    from tether.converter._internal.frontends.tflite import from_tflite
+
+    return from_tflite(src, batch_size=batch_size)
+
+
+def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
+            quantize: str | None = None, calibration: np.ndarray | None = None,
+            samples: np.ndarray | int | None = None) -> TModel:
     """Converts a source model to a `.tmodel`.
 
     Args:
-        model: a Keras 3 `keras.Model` (Functional or Sequential, nested models allowed).
-        batch_size: fixed batch dimension of every input; 1 by default.
+        model: a Keras 3 `keras.Model` (Functional or Sequential, nested models allowed),
+            an ONNX model (a `.onnx` path, `onnx.ModelProto` or its bytes) or a TFLite model
+            (a `.tflite` path or its bytes).
+        batch_size: fixed batch dimension of every input whose batch is not fixed by the
+            source; 1 by default.
         optimize: run the optimizing passes (fold batch norms, fuse activations, fold pads
-            and constants, drop no-ops); True by default. When False only the lowering the
-            file format requires is done (batch norm -> MUL+ADD, no-ops -> RESHAPE copies).
+            and constants, drop no-ops, simplify transposes); True by default. When False
+            only the lowering the file format requires is done (batch norm -> MUL+ADD,
+            no-ops -> RESHAPE copies).
+        quantize: None (default) keeps the source's precision (an int8 TFLite model stays
+            int8); "int8" quantizes a float model after the passes: per-tensor activation
+            ranges from `calibration`, per-channel symmetric weights, int32 biases, with
+            QUANTIZE/DEQUANTIZE at the float interface (FORMAT.md, int8 execution).
+        calibration: representative inputs for quantize="int8": a stack of inputs, each of
+            the model's input shape (with or without the batch axis of 1).
+        samples: inputs to measure output parity on (engine vs the source runtime:
+            Keras, onnxruntime or LiteRT), either one input of the model's input shape or a
+            stack of them, or a count of random inputs (uniform in [-1, 1], seed 0); the
+            result is `report.parity`. None (default) skips the check.
 
     Returns:
         The converted `TModel`.
 
     Raises:
-        ConversionError: the source type, a layer, activation or attribute is unsupported;
-            the message names the layer and its class.
+        ConversionError: the source type, a layer/op, activation or attribute is
+            unsupported (the message names the frontend, the node and its op), or the
+            engine cannot run the model for the parity check.
+        ModelFormatError: an ONNX or TFLite file is malformed.
     """
     if batch_size < 1:
         raise ConversionError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
-    if not _is_keras_model(model):
-        raise ConversionError(
-            f"cannot convert a {type(model).__module__}.{type(model).__name__}; supported "
-            f"sources: {', '.join(SUPPORTED_SOURCES)}")
-    from tether.converter._internal.frontends.keras import from_keras
-
-    graph = from_keras(model, batch_size=batch_size)
-    source = f"keras:{model.name}"
+    kind, src, source = _source_kind(model)
+    graph = _frontend_graph(kind, src, batch_size)
     ops_before = graph.op_counts()
     pipeline = passes.OPTIMIZE_PIPELINE if optimize else passes.LOWER_PIPELINE
     graph, log = passes.run_passes(graph, pipeline)
+    if quantize is not None:
+        graph = _quantize(graph, quantize, calibration)
+    elif calibration is not None:
+        raise ConversionError("calibration data was given without quantize='int8'")
     metadata = (("producer", _producer()), ("source", source))
     data = tmodel.encode(tmodel.graph_to_file(graph, metadata))
+    parity = None
+    if samples is not None:
+        from tether.converter._internal.parity import measure
+
+        if isinstance(samples, (int, np.integer)):
+            shape = graph.tensors[graph.inputs[0]].shape
+            samples = np.random.default_rng(0).uniform(-1, 1, (int(samples), *shape))
+        parity = measure(data, kind, src, np.asarray(samples, np.float32))
     report = ConversionReport(source, ops_before, graph.op_counts(), log.actions, log.counts,
-                              len(data), _io(graph, graph.inputs), _io(graph, graph.outputs))
+                              len(data), _io(graph, graph.inputs), _io(graph, graph.outputs),
+                              parity)
     logger.info("converted %s: %d -> %d ops, %d bytes", source, sum(ops_before.values()),
                 len(graph.nodes), len(data))
     return TModel(graph, data, report, metadata)
+
+
+def _quantize(graph: ir.Graph, quantize: str, calibration: np.ndarray | None) -> ir.Graph:
+    from tether.converter._internal.calibrate import tensor_ranges
+    from tether.converter._internal.quantize import quantize_int8
+
+    if quantize != "int8":
+        raise ConversionError(f"quantize={quantize!r} is not supported; use 'int8' or None")
+    if calibration is None or len(calibration) == 0:
+        raise ConversionError("quantize='int8' needs calibration samples (representative "
+                              "inputs), e.g. calibration=x_train[:100]")
+    ranges = tensor_ranges(graph, np.asarray(calibration, np.float32))
+    return quantize_int8(graph, ranges)
 
 
 def _is_keras_model(model: Any) -> bool:

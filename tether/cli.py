@@ -32,27 +32,119 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
-@app.command()
-def convert(src: str = typer.Argument(..., help="Keras model file (.keras/.h5) or built-in "
-                                               "model name (demo_cnn, mobilenet_v2_0.35_96, ...)"),
-            output: Path = typer.Option(..., "-o", "--output", help="The .tmodel to write"),
-            report: bool = typer.Option(False, "--report", help="Print what the passes did"),
-            ) -> None:
-    """Convert a model into a .tmodel file (BN folded, activations fused)."""
-    _quiet_tensorflow()
-    from tether.converter import convert as do_convert
+def _load_source(src: str) -> Any:
+    """An ONNX or TFLite path as is; otherwise a Keras model file or built-in model name."""
+    if Path(src).suffix.lower() in (".onnx", ".tflite"):
+        if not Path(src).is_file():
+            raise FileNotFoundError(f"{src}: no such file")
+        return src
     from tether.models import load_model
 
+    return load_model(src)
+
+
+@app.command()
+def convert(src: str = typer.Argument(..., help="Model: .onnx, .tflite, Keras file "
+                                               "(.keras/.h5) or built-in model name "
+                                               "(demo_cnn, mobilenet_v2_0.35_96, ...)"),
+            output: Path = typer.Option(..., "-o", "--output", help="The .tmodel to write"),
+            report: bool = typer.Option(False, "--report", help="Print what the passes did, "
+                                        "the size and the output parity"),
+            batch_size: int = typer.Option(1, "--batch-size", min=1,
+                                           help="Batch of inputs whose batch is not fixed"),
+            optimize: bool = typer.Option(True, "--optimize/--no-optimize",
+                                          help="Run the optimizing passes"),
+            samples: Optional[Path] = typer.Option(
+                None, "--samples", help=".npy of sample inputs for the parity check of "
+                "--report (default: 4 random inputs)"),
+            quantize: Optional[str] = typer.Option(
+                None, "--quantize", help="int8: post-training quantization from "
+                "--calibration ranges"),
+            calibration: Optional[Path] = typer.Option(
+                None, "--calibration", help=".npy of representative inputs for --quantize "
+                "int8 (a stack of inputs of the model's input shape)"),
+            ) -> None:
+    """Convert a Keras, ONNX or TFLite model into a .tmodel file (BN folded, activations
+    fused, NHWC); nothing is written on failure."""
+    _quiet_tensorflow()
+    import numpy as np
+
+    from tether.converter import convert as do_convert
+
     try:
-        model = load_model(src)
-        tmodel = do_convert(model)
+        model = _load_source(src)
+        xs = cal = None
+        for path in (samples, calibration):
+            if path is not None and not path.is_file():
+                raise TetherError(f"{path}: no such file")
+        if samples is not None:
+            xs = np.load(samples, allow_pickle=False)
+        if calibration is not None:
+            cal = np.load(calibration, allow_pickle=False)
+        options = dict(batch_size=batch_size, optimize=optimize, quantize=quantize,
+                       calibration=cal)
+        parity_note = ""
+        try:
+            tmodel = do_convert(model, **options,
+                                samples=(xs if xs is not None else 4) if report else None)
+        except TetherError as exc:
+            if not (report and str(exc).startswith("parity check:")):
+                raise
+            parity_note = f"parity not measured: {exc}"
+            tmodel = do_convert(model, **options)
         tmodel.save(output)
-    except (TetherError, FileNotFoundError, ValueError) as exc:
+    except (TetherError, FileNotFoundError, ValueError, OSError) as exc:
         _fail(str(exc))
     console = _console()
     console.print(f"wrote {output} ({output.stat().st_size:,} bytes)")
     if report:
-        console.print(tmodel.report)
+        console.print(str(tmodel.report), highlight=False, markup=False)
+        if parity_note:
+            console.print(parity_note, highlight=False, markup=False)
+
+
+@app.command()
+def export(src: str = typer.Argument(..., help="Keras model file (.keras/.h5) or built-in "
+                                              "model name"),
+           to: str = typer.Option(..., "--to", help="tflite or onnx"),
+           output: Path = typer.Option(..., "-o", "--output", help="The file to write"),
+           int8_samples: Optional[Path] = typer.Option(
+               None, "--int8-calibration", help=".npy of representative inputs [N, *input "
+               "shape without the batch]: full-integer int8 TFLite (TensorFlow's quantizer)"),
+           opset: int = typer.Option(17, "--opset", help="ONNX opset"),
+           ) -> None:
+    """Export a Keras model to TFLite (TensorFlow's converter) or ONNX (tf2onnx); nothing is
+    written on failure."""
+    _quiet_tensorflow()
+    import numpy as np
+
+    from tether._internal.files import atomic_write_bytes
+    from tether.peers import keras_to_onnx, keras_to_tflite
+
+    target = to.lower()
+    if target not in ("tflite", "onnx"):
+        _fail(f"--to {to!r} is not supported; use tflite or onnx")
+    if int8_samples is not None and target != "tflite":
+        _fail("--int8-calibration applies to --to tflite only")
+    try:
+        from tether.models import load_model
+
+        model = load_model(src)
+        if target == "tflite":
+            rep = None
+            if int8_samples is not None:
+                if not int8_samples.is_file():
+                    raise TetherError(f"{int8_samples}: no such file")
+                rep = np.load(int8_samples, allow_pickle=False).astype(np.float32)
+            data = keras_to_tflite(model, rep)
+        else:
+            data = keras_to_onnx(model, opset=opset)
+        atomic_write_bytes(output, data)
+    except (TetherError, FileNotFoundError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the exporters raise many types; report, exit 1
+        _fail(f"{target} export failed: {type(exc).__name__}: {exc}")
+    _console().print(f"wrote {output} ({output.stat().st_size:,} bytes)")
 
 
 @app.command()

@@ -344,11 +344,12 @@ def infer_output_shapes(
     op = node.op
     required = {
         OpType.CONV_2D: 2, OpType.DEPTHWISE_CONV_2D: 2, OpType.FULLY_CONNECTED: 2,
-        OpType.ADD: 2, OpType.MUL: 2, InternalOp.BATCH_NORM: 5,
+        OpType.ADD: 2, OpType.MUL: 2, OpType.SUB: 2, OpType.DIV: 2, InternalOp.BATCH_NORM: 5,
     }.get(op, 1)
     maximum = {
         OpType.CONV_2D: 3, OpType.DEPTHWISE_CONV_2D: 3, OpType.FULLY_CONNECTED: 3,
-        OpType.ADD: 2, OpType.MUL: 2, InternalOp.BATCH_NORM: 5, OpType.CONCATENATION: 1 << 30,
+        OpType.ADD: 2, OpType.MUL: 2, OpType.SUB: 2, OpType.DIV: 2, InternalOp.BATCH_NORM: 5,
+        OpType.CONCATENATION: 1 << 30,
     }.get(op, 1)
     if not required <= len(input_shapes) <= maximum:
         raise ShapeError(f"takes {required}..{min(maximum, 99)} inputs, got {len(input_shapes)}")
@@ -390,7 +391,7 @@ def infer_output_shapes(
             raise ShapeError(f"needs x [..., K] and W [O, K], got {list(x)}, {list(w)}")
         _check_bias(shapes, w[0])
         return [tuple(x[:-1]) + (w[0],)]
-    if op in (OpType.ADD, OpType.MUL):
+    if op in (OpType.ADD, OpType.MUL, OpType.SUB, OpType.DIV):
         b = shapes[1]
         assert b is not None
         return [_broadcast(x, b)]
@@ -432,11 +433,23 @@ def infer_output_shapes(
         return [tuple(d + pads[2 * i] + pads[2 * i + 1] for i, d in enumerate(x))]
     if op in (
         OpType.SOFTMAX, OpType.RELU, OpType.RELU6, OpType.LOGISTIC, OpType.TANH,
-        OpType.HARD_SWISH, InternalOp.IDENTITY,
+        OpType.HARD_SWISH, InternalOp.IDENTITY, OpType.CLAMP, OpType.HARD_SIGMOID,
+        OpType.QUANTIZE, OpType.DEQUANTIZE,
     ):
+        if op == OpType.CLAMP:
+            lo, hi = float(attr(node, "min")[0]), float(attr(node, "max")[0])
+            if not lo <= hi:
+                raise ShapeError(f"min {lo} > max {hi}")
+        if op == OpType.HARD_SIGMOID:
+            attr(node, "alpha"), attr(node, "offset")
         if op == OpType.SOFTMAX and len(x) < 1:
             raise ShapeError("input must have at least one axis")
         return [tuple(x)]
+    if op == OpType.TRANSPOSE:
+        perm = tuple(int(v) for v in attr(node, "perm"))
+        if sorted(perm) != list(range(len(x))):
+            raise ShapeError(f"perm {list(perm)} is not a permutation of rank {len(x)}")
+        return [tuple(x[p] for p in perm)]
     if op == InternalOp.BATCH_NORM:
         c = x[-1] if x else 0
         for i, s in enumerate(shapes[1:], start=1):

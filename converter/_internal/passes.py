@@ -37,15 +37,22 @@ __all__ = [
     "Rule",
     "const",
     "eliminate_dead_nodes",
+    "fold_affine",
     "fold_batch_norm",
     "fold_constants",
+    "fold_dequantize_constants",
     "fold_pad",
     "fuse_activations",
+    "fuse_qdq",
     "lower_batch_norm",
     "lower_internal_ops",
     "op",
+    "recognize_hard_sigmoid",
+    "recognize_hard_swish",
     "remove_identities",
     "run_passes",
+    "simplify_arithmetic",
+    "simplify_transposes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -298,6 +305,65 @@ fold_batch_norm = RewritePass("fold_batch_norm", (
 ))
 
 
+def _channel_vector(c: ir.Tensor, channels: int, out_rank: int) -> np.ndarray | None:
+    """The per-output-channel values of constant `c` if it broadcasts along the last axis
+    only (shape [..1.., C] or [..1.., 1]) without raising the rank; else None."""
+    if c.dtype != DType.FLOAT32 or len(c.shape) > out_rank:
+        return None
+    if any(d != 1 for d in c.shape[:-1]) or (c.shape and c.shape[-1] not in (1, channels)):
+        return None
+    return np.broadcast_to(np.asarray(c.data, np.float64).reshape(-1), (channels,))
+
+
+def _fold_affine_into_producer(m: Match) -> Rewrite | None:
+    """conv/depthwise/FC (plain, single use) -> MUL|ADD|SUB by a per-channel constant
+    =>  conv with scaled weights or shifted bias (the exporter's unfolded batch norm)."""
+    g = m.graph
+    pi, prod = m.nodes["prod"]
+    ai, aff = m.nodes["aff"]
+    w_t = g.tensors[prod.inputs[1]]  # type: ignore[index]
+    b_name = prod.inputs[2] if len(prod.inputs) > 2 else None
+    b_t = g.tensors[b_name] if b_name is not None else None
+    if not w_t.is_constant or w_t.dtype != DType.FLOAT32 or (
+            b_t is not None and not b_t.is_constant):
+        return None
+    y = g.tensors[aff.outputs[0]]
+    channels = g.tensors[prod.outputs[0]].shape[-1]
+    if y.shape != g.tensors[prod.outputs[0]].shape:
+        return None
+    vec = _channel_vector(m.tensors["c"], channels, len(y.shape))
+    if vec is None:
+        return None
+    w = _f64(w_t)
+    assert w is not None
+    b = _f64(b_t) if b_t is not None else np.zeros(channels)
+    if aff.op == OpType.MUL:
+        if prod.op == OpType.DEPTHWISE_CONV_2D:
+            w = w * vec
+        else:
+            w = w * vec.reshape((-1,) + (1,) * (w.ndim - 1))
+        b = b * vec
+    else:
+        b = b + (vec if aff.op == OpType.ADD else -vec)
+    taken: list[str] = []
+    w_new = ir.Tensor(_const_name(g, f"{prod.name}/kernel_folded", taken), w_t.shape,
+                      DType.FLOAT32, w.astype(np.float32))
+    b_new = ir.Tensor(_const_name(g, f"{prod.name}/bias_folded", taken), (channels,),
+                      DType.FLOAT32, b.astype(np.float32))
+    new = replace(prod, inputs=(prod.inputs[0], w_new.name, b_new.name), outputs=aff.outputs,
+                  activation=aff.activation)
+    return Rewrite("fold_affine", f"folded {aff.name} ({aff.op.name}) into {prod.name}",
+                   (pi, ai), (new,), (w_new, b_new))
+
+
+fold_affine = RewritePass("fold_affine", (
+    # conv|dw|fc -> mul|add|sub by a per-channel constant  =>  conv with new weights/bias
+    (op(OpType.MUL, OpType.ADD, OpType.SUB, capture="aff", inputs=(
+        op(*_FOLD_TARGETS, capture="prod", single_use=True, plain=True), const("c"))),
+     _fold_affine_into_producer),
+))
+
+
 def _lower_bn(m: Match) -> Rewrite | None:
     """batch norm (not foldable) => MUL by a per-channel scale, then ADD a per-channel shift."""
     g = m.graph
@@ -377,15 +443,20 @@ def _is_identity(g: ir.Graph, n: ir.Node) -> bool:
         return False
     x = g.tensors[n.inputs[0]] if n.inputs and n.inputs[0] is not None else None
     y = g.tensors[n.outputs[0]]
-    if x is None or x.shape != y.shape:
+    if x is None or x.shape != y.shape or x.dtype != y.dtype or x.quant != y.quant:
         return False
     if n.op in (InternalOp.IDENTITY, OpType.RESHAPE):
         return True
     if n.op == OpType.PAD:
         return not any(ir.attr(n, "paddings"))
-    if n.op in (OpType.ADD, OpType.MUL) and len(n.inputs) == 2 and n.inputs[1] is not None:
+    if n.op == OpType.TRANSPOSE:
+        return tuple(ir.attr(n, "perm")) == tuple(range(len(x.shape)))
+    if (n.op in (OpType.ADD, OpType.MUL, OpType.SUB, OpType.DIV) and len(n.inputs) == 2
+            and n.inputs[1] is not None):
         c = g.tensors[n.inputs[1]]
-        neutral = 0.0 if n.op == OpType.ADD else 1.0
+        if c.dtype != DType.FLOAT32 or x.dtype != DType.FLOAT32:
+            return False  # an int8 constant's integers are not its real values
+        neutral = 0.0 if n.op in (OpType.ADD, OpType.SUB) else 1.0
         return c.is_constant and bool(np.all(c.data == neutral))
     return False
 
@@ -427,6 +498,320 @@ remove_identities = RewritePass("remove_identities", (
                    plain=True),)), _merge_reshapes),
 ))
 
+# ------------------------------------------------------------------ transposes_to_reshapes
+
+
+def _transpose_to_reshape(m: Match) -> Rewrite | None:
+    """TRANSPOSE that moves only size-1 dims (the data order is unchanged)  =>  RESHAPE."""
+    g = m.graph
+    i, n = m.nodes["n"]
+    x = g.tensors[n.inputs[0]]  # type: ignore[index]
+    perm = [int(v) for v in ir.attr(n, "perm")]
+    moved = [p for p in perm if x.shape[p] != 1]
+    if moved != sorted(moved):
+        return None
+    new = ir.Node(OpType.RESHAPE, n.name, n.inputs[:1], n.outputs, {}, n.activation)
+    return Rewrite("transpose_to_reshape",
+                   f"replaced {n.name} (TRANSPOSE {perm} of {list(x.shape)}) by RESHAPE",
+                   (i,), (new,))
+
+
+def _merge_transposes(m: Match) -> Rewrite | None:
+    """transpose(transpose(x)) with the inner one single use  =>  one transpose."""
+    oi, outer = m.nodes["outer"]
+    ii, inner = m.nodes["inner"]
+    p = [int(v) for v in ir.attr(inner, "perm")]
+    q = [int(v) for v in ir.attr(outer, "perm")]
+    new = replace(outer, inputs=inner.inputs, attrs={"perm": tuple(p[k] for k in q)})
+    return Rewrite("merge_transposes", f"merged {inner.name} into {outer.name}", (ii, oi),
+                   (new,))
+
+
+simplify_transposes = RewritePass("simplify_transposes", (
+    # transpose moving only size-1 dims  =>  reshape
+    (op(OpType.TRANSPOSE, capture="n", plain=True), _transpose_to_reshape),
+    # transpose -> transpose  =>  one transpose
+    (op(OpType.TRANSPOSE, capture="outer", plain=True,
+        inputs=(op(OpType.TRANSPOSE, capture="inner", single_use=True, plain=True),)),
+     _merge_transposes),
+))
+
+# --------------------------------------------------------------------- simplify_arithmetic
+
+
+def _sub_div_by_constant(m: Match) -> Rewrite | None:
+    """x - c  =>  x + (-c);  x / c  =>  x * (1/c)  (c a float constant without zeros), so
+    they can fold into a producer and need no SUB/DIV kernel."""
+    g = m.graph
+    i, n = m.nodes["n"]
+    c = m.tensors["c"]
+    if c.dtype != DType.FLOAT32 or g.tensors[n.inputs[0]].dtype != DType.FLOAT32:  # type: ignore[index]
+        return None
+    v = np.asarray(c.data, np.float64)
+    if n.op == OpType.DIV:
+        if not np.all(np.isfinite(v)) or np.any(v == 0):
+            return None
+        v, new_op, kind = 1.0 / v, OpType.MUL, "div_to_mul"
+    else:
+        v, new_op, kind = -v, OpType.ADD, "sub_to_add"
+    taken: list[str] = []
+    t = ir.Tensor(_const_name(g, f"{c.name}/{'reciprocal' if new_op == OpType.MUL else 'neg'}",
+                              taken), c.shape, DType.FLOAT32, v.astype(np.float32))
+    new = replace(n, op=new_op, inputs=(n.inputs[0], t.name))
+    return Rewrite(kind, f"rewrote {n.name} ({n.op.name} by a constant) as {new_op.name}",
+                   (i,), (new,), (t,))
+
+
+simplify_arithmetic = RewritePass("simplify_arithmetic", (
+    # x - const => x + (-const); x / const => x * (1/const)
+    (op(OpType.SUB, OpType.DIV, capture="n", inputs=(None, const("c"))), _sub_div_by_constant),
+))
+
+# --------------------------------------------------------------------- recognize_hard_swish
+
+
+def _scalar(g: ir.Graph, name: str | None) -> float | None:
+    t = g.tensors.get(name) if name is not None else None
+    if t is None or not t.is_constant or t.dtype != DType.FLOAT32 or t.size != 1:
+        return None
+    return float(np.asarray(t.data).reshape(()))
+
+
+def _relu6_x_plus_3(g: ir.Graph, producers: Mapping[str, int], name: str | None,
+                    x: str | None) -> int | None:
+    """Index of ADD(x, 3) with fused RELU6 (single use) producing `name`, x given or any."""
+    if name is None or name not in producers or g.use_count(name) != 1:
+        return None
+    i = producers[name]
+    n = g.nodes[i]
+    if n.op != OpType.ADD or n.activation != Activation.RELU6:
+        return None
+    for a, b in ((0, 1), (1, 0)):
+        if _scalar(g, n.inputs[b]) == 3.0 and (x is None or n.inputs[a] == x):
+            return i
+    return None
+
+
+def _hard_swish(m: Match) -> Rewrite | None:
+    """x * (relu6(x + 3) * (1/6))  or  (x * relu6(x + 3)) * (1/6)  or  x * relu6(x + 3) / 6
+    =>  HARD_SWISH(x) (the form Keras' MobileNetV3 and its exports write)."""
+    g = m.graph
+    ri, root = m.nodes["root"]
+    producers = g.producers()
+    sixth = 1.0 / 6.0
+
+    def inner_of(name: str | None, need_x: str | None) -> tuple[list[int], str] | None:
+        # name = relu6(x + 3) * (1/6)   (MUL, single use)  -> ([mul, add], x)
+        if name is None or name not in producers or g.use_count(name) != 1:
+            return None
+        k = producers[name]
+        n = g.nodes[k]
+        if n.op != OpType.MUL or n.activation != Activation.NONE:
+            return None
+        for a, b in ((0, 1), (1, 0)):
+            c = _scalar(g, n.inputs[b])
+            if c is not None and abs(c - sixth) < 1e-6:
+                j = _relu6_x_plus_3(g, producers, n.inputs[a], need_x)
+                if j is not None:
+                    return [k, j], g.nodes[j].inputs[0] if _scalar(
+                        g, g.nodes[j].inputs[1]) == 3.0 else g.nodes[j].inputs[1]  # type: ignore[return-value]
+        return None
+
+    if root.activation != Activation.NONE:
+        return None
+    removed: list[int] | None = None
+    x: str | None = None
+    for a, b in ((0, 1), (1, 0)):
+        found = inner_of(root.inputs[b], root.inputs[a])
+        if found is not None:
+            removed, x = found[0], root.inputs[a]
+            break
+        # (x * relu6(x+3)) * 1/6
+        c = _scalar(g, root.inputs[b])
+        name = root.inputs[a]
+        if c is not None and abs(c - sixth) < 1e-6 and name in producers and \
+                g.use_count(name) == 1:  # type: ignore[arg-type]
+            k = producers[name]  # type: ignore[index]
+            n = g.nodes[k]
+            if n.op == OpType.MUL and n.activation == Activation.NONE:
+                for p, q in ((0, 1), (1, 0)):
+                    j = _relu6_x_plus_3(g, producers, n.inputs[q], n.inputs[p])
+                    if j is not None:
+                        removed, x = [k, j], n.inputs[p]
+                        break
+            if removed:
+                break
+    if not removed or x is None:
+        return None
+    if g.tensors[x].shape != g.tensors[root.outputs[0]].shape:
+        return None
+    new = ir.Node(OpType.HARD_SWISH, root.name, (x,), root.outputs)
+    return Rewrite("recognize_hard_swish", f"replaced {root.name} and its x*relu6(x+3)/6 "
+                   "chain by HARD_SWISH", (ri, *removed), (new,))
+
+
+def _hard_swish_of_hard_sigmoid(m: Match) -> Rewrite | None:
+    """x * hard_sigmoid(x) with alpha 1/6, offset 1/2 (single use)  =>  HARD_SWISH(x)."""
+    g = m.graph
+    ri, root = m.nodes["root"]
+    producers = g.producers()
+    if root.activation != Activation.NONE:
+        return None
+    for a, b in ((0, 1), (1, 0)):
+        name = root.inputs[b]
+        if name is None or name not in producers or g.use_count(name) != 1:
+            continue
+        k = producers[name]
+        n = g.nodes[k]
+        if (n.op == OpType.HARD_SIGMOID and n.activation == Activation.NONE
+                and n.inputs[0] == root.inputs[a]
+                and abs(float(ir.attr(n, "alpha")[0]) - 1 / 6) < 1e-6
+                and abs(float(ir.attr(n, "offset")[0]) - 0.5) < 1e-6
+                and g.tensors[n.inputs[0]].shape == g.tensors[root.outputs[0]].shape):  # type: ignore[index]
+            new = ir.Node(OpType.HARD_SWISH, root.name, (n.inputs[0],), root.outputs)
+            return Rewrite("recognize_hard_swish", f"replaced {root.name} (x * HARD_SIGMOID(x))"
+                           " by HARD_SWISH", (ri, k), (new,))
+    return None
+
+
+recognize_hard_swish = RewritePass("recognize_hard_swish", (
+    # x * relu6(x + 3) * (1/6), in the orders exporters write  =>  HARD_SWISH(x)
+    (op(OpType.MUL, capture="root"), _hard_swish),
+    # x * hard_sigmoid(x) (alpha 1/6, offset 1/2)  =>  HARD_SWISH(x)
+    (op(OpType.MUL, capture="root"), _hard_swish_of_hard_sigmoid),
+))
+
+
+def _hard_sigmoid(m: Match) -> Rewrite | None:
+    """relu6(x + 3) * (1/6)  (ADD with fused RELU6, single use)  =>  HARD_SIGMOID(x) with
+    alpha 1/6, offset 1/2 (MobileNetV3's squeeze-and-excite gate)."""
+    g = m.graph
+    ri, root = m.nodes["root"]
+    if root.activation != Activation.NONE:
+        return None
+    producers = g.producers()
+    for a, b in ((0, 1), (1, 0)):
+        c = _scalar(g, root.inputs[b])
+        if c is None or abs(c - 1 / 6) >= 1e-6:
+            continue
+        j = _relu6_x_plus_3(g, producers, root.inputs[a], None)
+        if j is None:
+            continue
+        add = g.nodes[j]
+        x = add.inputs[0] if _scalar(g, add.inputs[1]) == 3.0 else add.inputs[1]
+        if x is None or g.tensors[x].shape != g.tensors[root.outputs[0]].shape:
+            continue
+        new = ir.Node(OpType.HARD_SIGMOID, root.name, (x,), root.outputs,
+                      {"alpha": (1 / 6,), "offset": (0.5,)})
+        return Rewrite("recognize_hard_sigmoid", f"replaced {add.name} and {root.name} "
+                       "(relu6(x+3)/6) by HARD_SIGMOID", (ri, j), (new,))
+    return None
+
+
+recognize_hard_sigmoid = RewritePass("recognize_hard_sigmoid", (
+    # relu6(x + 3) * (1/6)  =>  HARD_SIGMOID(x)
+    (op(OpType.MUL, capture="root"), _hard_sigmoid),
+))
+
+# ----------------------------------------------------------------------------- fuse_qdq
+
+_QDQ_OPS = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED, OpType.ADD,
+            OpType.SUB, OpType.MUL, OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.MEAN,
+            OpType.RESHAPE, OpType.CONCATENATION, OpType.PAD, OpType.TRANSPOSE, OpType.SOFTMAX,
+            OpType.LOGISTIC, OpType.TANH)
+_QDQ_SAME = (OpType.MAX_POOL_2D, OpType.RESHAPE, OpType.PAD, OpType.TRANSPOSE)
+_QDQ_ACTS = (Activation.NONE, Activation.RELU, Activation.RELU6, Activation.RELU_N1_TO_1)
+
+
+def _fuse_qdq(m: Match) -> Rewrite | None:
+    """DEQUANTIZE(s) -> float op -> QUANTIZE  =>  the op on int8 tensors (the quantized
+    model's own integers, scales and zero points; a float bias is quantized with
+    s_x * s_w[c])."""
+    g = m.graph
+    qi, q = m.nodes["q"]
+    oi, node = m.nodes["op"]
+    producers = g.producers()
+    y_q = g.tensors[q.outputs[0]]
+    if node.activation not in _QDQ_ACTS:
+        return None
+    ins: list[str | None] = []
+    extra: list[ir.Tensor] = []
+    weighted = node.op in _FOLD_TARGETS
+    for slot, name in enumerate(node.inputs):
+        if name is None:
+            ins.append(None)
+            continue
+        t = g.tensors[name]
+        pi = producers.get(name)
+        dq = g.nodes[pi] if pi is not None else None
+        if dq is not None and dq.op == OpType.DEQUANTIZE:
+            src = g.tensors[dq.inputs[0]]  # type: ignore[index]
+            if weighted and slot == 2 and src.dtype != DType.INT32:
+                return None
+            ins.append(src.name)
+            continue
+        if weighted and slot == 2 and t.is_constant and t.dtype == DType.FLOAT32:
+            x_t = g.tensors[ins[0]] if ins[0] else None
+            w_t = g.tensors[ins[1]] if len(ins) > 1 and ins[1] else None
+            if x_t is None or w_t is None or x_t.quant is None or w_t.quant is None:
+                return None
+            s_w = np.asarray(w_t.quant.scale, np.float64)
+            s_w = np.broadcast_to(s_w, (t.shape[0],))
+            scale = x_t.quant.scale[0] * s_w
+            data = np.round(np.asarray(t.data, np.float64) / scale).astype(np.int32)
+            b = ir.Tensor(_const_name(g, f"{name}/int32", []), t.shape, DType.INT32, data,
+                          ir.Quantization(tuple(float(v) for v in scale), (0,) * len(scale), 0))
+            extra.append(b)
+            ins.append(b.name)
+            continue
+        return None  # a float operand that is not dequantized: leave the op in float
+    x0 = g.tensors[ins[0]] if ins and ins[0] else None
+    if x0 is None or x0.dtype != DType.INT8:
+        return None
+    if weighted and (len(ins) < 2 or g.tensors[ins[1]].dtype != DType.INT8):  # type: ignore[index]
+        return None
+    if node.op in _QDQ_SAME and x0.quant != y_q.quant:
+        return None
+    new = replace(node, inputs=tuple(ins), outputs=q.outputs)
+    return Rewrite("fuse_qdq", f"fused {node.name} ({node.op.name}) with its DEQUANTIZE/"
+                   "QUANTIZE into an int8 op", (oi, qi), (new,), tuple(extra))
+
+
+fuse_qdq = RewritePass("fuse_qdq", (
+    # dequantize -> op -> quantize  =>  int8 op
+    (op(OpType.QUANTIZE, capture="q", inputs=(
+        op(*_QDQ_OPS, capture="op", single_use=True),)), _fuse_qdq),
+))
+
+
+def _fold_dequantize_constant(m: Match) -> Rewrite | None:
+    """DEQUANTIZE of an integer constant that no int8 op consumed  =>  float constant."""
+    g = m.graph
+    i, n = m.nodes["n"]
+    c = m.tensors["c"]
+    if n.outputs[0] in g.outputs or c.quant is None:
+        return None
+    q = c.quant
+    s = np.asarray(q.scale, np.float64)
+    z = np.asarray(q.zero_point, np.float64)
+    if q.axis is not None:
+        shape = [1] * len(c.shape)
+        shape[q.axis] = -1
+        s, z = s.reshape(shape), z.reshape(shape)
+    else:
+        s, z = s.reshape(()), z.reshape(())
+    value = (np.asarray(c.data, np.float64) - z) * s
+    out = g.tensors[n.outputs[0]]
+    folded = ir.Tensor(out.name, out.shape, DType.FLOAT32, value.astype(np.float32))
+    return Rewrite("fold_dequantize", f"folded {n.name} (DEQUANTIZE of a constant) into a "
+                   "float constant", (i,), (), (folded,))
+
+
+fold_dequantize_constants = RewritePass("fold_dequantize_constants", (
+    # dequantize(const)  =>  const
+    (op(OpType.DEQUANTIZE, capture="n", inputs=(const("c"),)), _fold_dequantize_constant),
+))
+
 # ------------------------------------------------------------------------ fold_constants
 
 _ACT_FN: Mapping[Activation, Callable[[np.ndarray], np.ndarray]] = {
@@ -448,6 +833,17 @@ def _fold_value(n: ir.Node, xs: list[np.ndarray], out_shape: ir.Shape) -> np.nda
         return xs[0] + xs[1]
     if o == OpType.MUL:
         return xs[0] * xs[1]
+    if o == OpType.SUB:
+        return xs[0] - xs[1]
+    if o == OpType.DIV:
+        return xs[0] / xs[1]
+    if o == OpType.TRANSPOSE:
+        return np.transpose(xs[0], tuple(int(v) for v in ir.attr(n, "perm")))
+    if o == OpType.CLAMP:
+        return np.clip(xs[0], float(ir.attr(n, "min")[0]), float(ir.attr(n, "max")[0]))
+    if o == OpType.HARD_SIGMOID:
+        alpha, offset = float(ir.attr(n, "alpha")[0]), float(ir.attr(n, "offset")[0])
+        return np.clip(alpha * xs[0] + offset, 0.0, 1.0)
     if o == OpType.CONCATENATION:
         return np.concatenate(xs, axis=int(ir.attr(n, "axis")[0]))
     if o == OpType.PAD:
@@ -528,14 +924,22 @@ lower_internal_ops = RewritePass("lower_internal_ops", (
 
 OPTIMIZE_PIPELINE: tuple[RewritePass, ...] = (
     eliminate_dead_nodes,
+    simplify_transposes,
     remove_identities,
     fold_constants,
+    simplify_arithmetic,
     fold_pad,
     fold_batch_norm,
+    fold_affine,
     fuse_activations,
+    recognize_hard_swish,
+    recognize_hard_sigmoid,
+    fuse_qdq,
+    eliminate_dead_nodes,
+    fold_dequantize_constants,
     lower_internal_ops,
 )
-LOWER_PIPELINE: tuple[RewritePass, ...] = (lower_internal_ops,)
+LOWER_PIPELINE: tuple[RewritePass, ...] = (fold_dequantize_constants, lower_internal_ops)
 
 # -------------------------------------------------------------------------- pass manager
 

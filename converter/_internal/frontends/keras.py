@@ -354,6 +354,52 @@ def _rescaling(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, 
     return b.emit(OpType.ADD, b.current, [y, b.const(f"{out}/offset", offset)], out)
 
 
+def _normalization(b: _Builder, layer: Any, xs: list[str], out: str,
+                   _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    if getattr(layer, "invert", False):
+        raise _fail(layer, "invert=True is not supported")
+    rank = len(b.shape(x))
+    axes = [a % rank for a in (layer._keep_axis if hasattr(layer, "_keep_axis") else [-1])]
+    if axes not in ([rank - 1], []):
+        raise _fail(layer, f"axis={layer.axis} is not supported; only the last axis")
+    mean = np.asarray(_np(layer.mean), np.float64).reshape(-1)
+    var = np.asarray(_np(layer.variance), np.float64).reshape(-1)
+    # keras: (x - mean) / max(sqrt(variance), epsilon)
+    std = np.maximum(np.sqrt(var), 1e-7)  # keras.backend.epsilon()
+    y = b.emit(OpType.MUL, b.current, [x, b.const(f"{out}/scale", 1.0 / std)], f"{out}/scaled")
+    return b.emit(OpType.ADD, b.current, [y, b.const(f"{out}/offset", -mean / std)], out)
+
+
+_SYMBOLIC_OPS: Mapping[str, OpType] = {
+    "Add": OpType.ADD, "Subtract": OpType.SUB, "Multiply": OpType.MUL,
+    "Divide": OpType.DIV, "TrueDivide": OpType.DIV,
+}
+
+
+def _symbolic(b: _Builder, op: Any, args: Sequence[Any], names: dict[int, str],
+              out: str) -> str:
+    """keras.ops arithmetic on symbolic tensors (`x + 3.0`, `x * (1 / 6)`, ...)."""
+    cls = type(op).__name__
+    kind = _SYMBOLIC_OPS.get(cls)
+    if kind is None:
+        raise ConversionError(f"operation '{op.name}' (keras.ops {cls}) is not supported; "
+                              f"supported keras.ops: {', '.join(sorted(_SYMBOLIC_OPS))}")
+    if len(args) != 2:
+        raise ConversionError(f"operation '{op.name}' (keras.ops {cls}): expected two "
+                              f"arguments, got {len(args)}")
+    ins = []
+    for k, a in enumerate(args):
+        if id(a) in names:
+            ins.append(names[id(a)])
+        elif isinstance(a, (int, float, np.ndarray, np.number)):
+            ins.append(b.const(f"{out}/const{k}", np.asarray(a, np.float32)))
+        else:
+            raise ConversionError(f"operation '{op.name}' (keras.ops {cls}): argument {k} "
+                                  f"of type {type(a).__name__} is not supported")
+    return b.emit(kind, b.current, ins, out)
+
+
 def _no_op(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
     return b.emit(InternalOp.IDENTITY, b.current, [_one_input(layer, xs)], out)
 
@@ -377,6 +423,7 @@ _CONVERTERS: dict[str, Converter] = {
     "Concatenate": _concat,
     "ZeroPadding2D": _zero_pad,
     "Rescaling": _rescaling,
+    "Normalization": _normalization,
     **{name: _no_op for name in _NO_OPS},
 }
 
@@ -447,7 +494,16 @@ class _Walker:
 
         cls = type(layer).__name__
         name = prefix + layer.name
-        if isinstance(layer, keras.Model):
+        if type(layer).__module__.startswith("keras.src.ops"):
+            args = list(node.arguments.args)
+            if node.arguments.kwargs:
+                raise ConversionError(f"operation '{layer.name}' (keras.ops {cls}): keyword "
+                                      f"arguments {sorted(node.arguments.kwargs)} are not "
+                                      "supported")
+            by_id = {id(t): n for t, n in zip(node.input_tensors, ins)}
+            self.b.current = name
+            outs = [_symbolic(self.b, layer, args, by_id, self.b.unique(name))]
+        elif isinstance(layer, keras.Model):
             if cls not in ("Functional", "Sequential"):
                 raise ConversionError(
                     f"layer '{layer.name}' ({cls}): subclassed models cannot be converted; "

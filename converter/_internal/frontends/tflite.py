@@ -1,0 +1,509 @@
+"""TFLite frontend: `.tflite` flatbuffers (fp32, and the int8 models TensorFlow's converter
+writes) -> IR.
+
+The flatbuffer is parsed with the schema module LiteRT ships (`ai_edge_litert.
+schema_py_generated`, imported lazily). TFLite is NHWC and its weight layouts are the file
+format's ([OC,KH,KW,IC], [1,KH,KW,C*M], [O,K]), so ops map one to one. Quantized tensors keep
+TFLite's integers exactly: int8 data, int32 biases, scales and zero points as stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from tether.converter._internal import ir
+from tether.converter._internal.frontends.keras import same_padding
+from tether.converter._internal.ops import Activation, AnyOp, DType, OpType
+
+from tether.errors import ConversionError, ModelFormatError
+
+__all__ = ["SUPPORTED_TFLITE_OPS", "from_tflite"]
+
+logger = logging.getLogger(__name__)
+
+# TFLite TensorType -> (IR dtype, numpy dtype)
+_TYPES: dict[int, tuple[DType, np.dtype]] = {
+    0: (DType.FLOAT32, np.dtype("<f4")),
+    9: (DType.INT8, np.dtype("i1")),
+    3: (DType.UINT8, np.dtype("u1")),
+    2: (DType.INT32, np.dtype("<i4")),
+}
+_RAW_TYPES: dict[int, np.dtype] = {**{k: v[1] for k, v in _TYPES.items()},
+                                   4: np.dtype("<i8")}
+# TFLite ActivationFunctionType -> IR fused activation
+_ACTS = {0: Activation.NONE, 1: Activation.RELU, 2: Activation.RELU_N1_TO_1,
+         3: Activation.RELU6, 4: Activation.TANH}
+
+
+class _Fail(Exception):
+    pass
+
+
+def _read(src: Any) -> tuple[bytes, str]:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src), "<bytes>"
+    where = os.fspath(src)
+    with open(where, "rb") as f:
+        return f.read(), where
+
+
+def _parse(data: bytes, where: str) -> Any:
+    from ai_edge_litert import schema_py_generated as schema
+
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelFormatError(f"tflite: {where}: not a TFLite flatbuffer (no 'TFL3' "
+                               "identifier)")
+    try:
+        model = schema.ModelT.InitFromPackedBuf(data, 0)
+    except Exception as e:  # noqa: BLE001 - flatbuffers raises assorted errors on bad data
+        raise ModelFormatError(f"tflite: {where}: malformed flatbuffer ({type(e).__name__}: "
+                               f"{e})") from None
+    if not model.subgraphs:
+        raise ModelFormatError(f"tflite: {where}: the model has no subgraph")
+    return model
+
+
+def _op_names() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+class _Importer:
+    def __init__(self, model: Any, data: bytes, batch_size: int) -> None:
+        self.model = model
+        self.data = data
+        self.batch_size = batch_size
+        self.sg = model.subgraphs[0]
+        self.tensors: dict[str, ir.Tensor] = {}
+        self.nodes: list[ir.Node] = []
+        self.names: dict[int, str] = {}
+        self.op: Any = None
+        self.op_name = ""
+        self.node_name = ""
+        self.folded: dict[int, np.ndarray] = {}  # tensor index -> value computed at import
+
+    def tname(self, i: int) -> str:
+        if i not in self.names:
+            t = self.sg.tensors[i]
+            base = (t.name.decode() if isinstance(t.name, bytes) else t.name) or f"t{i}"
+            name, k = base, 1
+            while name in self.tensors or name in self.names.values():
+                name = f"{base}_{k}"
+                k += 1
+            self.names[i] = name
+        return self.names[i]
+
+    def raw(self, i: int) -> np.ndarray | None:
+        """The constant value of tensor i, or None if it is computed at run time."""
+        if i in self.folded:
+            return self.folded[i]
+        t = self.sg.tensors[i]
+        if t.buffer <= 0 or t.buffer >= len(self.model.buffers):
+            return None
+        buf = self.model.buffers[t.buffer]
+        if buf.data is not None and len(buf.data):
+            b = np.asarray(buf.data, np.uint8).tobytes()
+        elif buf.offset > 1 and buf.size:
+            if buf.offset + buf.size > len(self.data):
+                raise ModelFormatError(f"tflite: buffer {t.buffer} of tensor '{self.tname(i)}' "
+                                       "lies outside the file")
+            b = self.data[buf.offset:buf.offset + buf.size]
+        else:
+            return None
+        dt = _RAW_TYPES.get(t.type)
+        if dt is None:
+            raise _Fail(f"tensor '{self.tname(i)}' has unsupported TFLite type {t.type}")
+        shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+        if len(b) != math.prod(shape) * dt.itemsize:
+            raise ModelFormatError(f"tflite: tensor '{self.tname(i)}': buffer of {len(b)} bytes "
+                                   f"does not hold shape {list(shape)} of {dt}")
+        return np.frombuffer(b, dt).reshape(shape)
+
+    def quant(self, i: int) -> ir.Quantization | None:
+        q = self.sg.tensors[i].quantization
+        if q is None or q.scale is None or len(q.scale) == 0:
+            return None
+        scale = tuple(float(s) for s in q.scale)
+        zp = tuple(int(z) for z in (q.zeroPoint if q.zeroPoint is not None else [0] * len(scale)))
+        axis = int(q.quantizedDimension) if len(scale) > 1 else None
+        return ir.Quantization(scale, zp, axis)
+
+    def dtype(self, i: int) -> DType:
+        t = self.sg.tensors[i]
+        if t.type not in _TYPES:
+            raise _Fail(f"tensor '{self.tname(i)}' has unsupported TFLite type {t.type}")
+        return _TYPES[t.type][0]
+
+    def inp(self, k: int) -> str | None:
+        """IR name of input slot k of the current op (constants materialized)."""
+        ins = self.op.inputs if self.op.inputs is not None else []
+        if k >= len(ins) or ins[k] < 0:
+            return None
+        i = int(ins[k])
+        name = self.tname(i)
+        if name not in self.tensors:
+            value = self.raw(i)
+            if value is None:
+                raise _Fail(f"input {k} '{name}' is used before it is computed")
+            dt = self.dtype(i)
+            self.tensors[name] = ir.Tensor(name, value.shape, dt, value, self.quant(i))
+        return name
+
+    def const(self, k: int, what: str) -> np.ndarray:
+        ins = self.op.inputs
+        if k >= len(ins) or ins[k] < 0:
+            raise _Fail(f"input {k} ({what}) is missing")
+        v = self.raw(int(ins[k]))
+        if v is None:
+            raise _Fail(f"input {k} ({what}) must be a constant")
+        return v
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.tensors[name].shape
+
+    def emit(self, op: AnyOp, inputs: Sequence[str | None], attrs: dict | None = None,
+             act: int = 0, declared: tuple[int, ...] | None = None) -> None:
+        if act not in _ACTS:
+            raise _Fail(f"fused activation {act} is not supported")
+        (out_i,) = [int(o) for o in self.op.outputs] if len(self.op.outputs) == 1 else (-1,)
+        if out_i < 0:
+            raise _Fail(f"{len(self.op.outputs)} outputs; expected one")
+        out = self.tname(out_i)
+        node = ir.Node(op, self.node_name, tuple(inputs), (out,), attrs or {}, _ACTS[act])
+        shapes = [None if x is None else self.tensors[x].shape for x in inputs]
+        try:
+            (shape,) = ir.infer_output_shapes(node, shapes, [declared] if declared else [])
+        except ir.ShapeError as e:
+            raise _Fail(f"{op.name}: {e}") from None
+        self.tensors[out] = ir.Tensor(out, shape, self.dtype(out_i), None, self.quant(out_i))
+        self.nodes.append(node)
+
+
+OpFn = Callable[[_Importer], None]
+
+
+def _pads(im: _Importer, padding: int, x: tuple[int, ...], k: tuple[int, int],
+          s: tuple[int, int], d: tuple[int, int]) -> tuple[int, int, int, int]:
+    if padding == 1:  # VALID
+        return (0, 0, 0, 0)
+    if padding == 0:  # SAME
+        pt, pb = same_padding(x[1], k[0], s[0], d[0])
+        pl, pr = same_padding(x[2], k[1], s[1], d[1])
+        return (pt, pl, pb, pr)
+    raise _Fail(f"option padding={padding} is not supported")
+
+
+def _conv(op: OpType) -> OpFn:
+    def convert(im: _Importer) -> None:
+        o = im.op.builtinOptions
+        x, w, b = im.inp(0), im.inp(1), im.inp(2)
+        assert x is not None and w is not None
+        ws = im.shape(w)
+        s, d = (o.strideH, o.strideW), (o.dilationHFactor, o.dilationWFactor)
+        attrs: dict[str, tuple] = {"strides": s, "dilations": d,
+                                   "pads": _pads(im, o.padding, im.shape(x), (ws[1], ws[2]), s, d)}
+        if op == OpType.CONV_2D:
+            if ws[3] < 1 or im.shape(x)[3] % ws[3]:
+                raise _Fail(f"filter {list(ws)} does not fit input {list(im.shape(x))}")
+            attrs["groups"] = (im.shape(x)[3] // ws[3],)
+        else:
+            attrs["depth_multiplier"] = (ws[3] // im.shape(x)[3],)
+        im.emit(op, [x, w, b], attrs, o.fusedActivationFunction)
+
+    return convert
+
+
+def _fc(im: _Importer) -> None:
+    o = im.op.builtinOptions
+    x, w, b = im.inp(0), im.inp(1), im.inp(2)
+    assert x is not None and w is not None
+    if o is not None and o.weightsFormat != 0:
+        raise _Fail(f"option weightsFormat={o.weightsFormat} is not supported")
+    k = im.shape(w)[1]
+    xs = im.shape(x)
+    keep = bool(o.keepNumDims) if o is not None else False
+    if not keep and len(xs) != 2:  # TFLite flattens the input to [-1, K]
+        rows = math.prod(xs) // k
+        flat = f"{x}/flat"
+        node = ir.Node(OpType.RESHAPE, im.node_name, (x,), (flat,))
+        im.tensors[flat] = ir.Tensor(flat, (rows, k), im.tensors[x].dtype, None,
+                                     im.tensors[x].quant)
+        im.nodes.append(node)
+        x = flat
+    im.emit(OpType.FULLY_CONNECTED, [x, w, b], act=o.fusedActivationFunction if o else 0)
+
+
+def _pool(op: OpType) -> OpFn:
+    def convert(im: _Importer) -> None:
+        o = im.op.builtinOptions
+        x = im.inp(0)
+        assert x is not None
+        k, s = (o.filterHeight, o.filterWidth), (o.strideH, o.strideW)
+        attrs: dict[str, tuple] = {"kernel": k, "strides": s,
+                                   "pads": _pads(im, o.padding, im.shape(x), k, s, (1, 1))}
+        if op == OpType.AVERAGE_POOL_2D:
+            attrs["count_include_pad"] = (0,)
+        im.emit(op, [x], attrs, o.fusedActivationFunction)
+
+    return convert
+
+
+def _binary(op: OpType) -> OpFn:
+    def convert(im: _Importer) -> None:
+        o = im.op.builtinOptions
+        act = getattr(o, "fusedActivationFunction", 0) if o is not None else 0
+        im.emit(op, [im.inp(0), im.inp(1)], act=act)
+
+    return convert
+
+
+def _unary(op: OpType) -> OpFn:
+    def convert(im: _Importer) -> None:
+        im.emit(op, [im.inp(0)])
+
+    return convert
+
+
+def _softmax(im: _Importer) -> None:
+    o = im.op.builtinOptions
+    im.emit(OpType.SOFTMAX, [im.inp(0)], {"beta": (float(o.beta) if o else 1.0,)})
+
+
+def _reshape(im: _Importer) -> None:
+    x = im.inp(0)
+    assert x is not None
+    out_i = int(im.op.outputs[0])
+    t = im.sg.tensors[out_i]
+    shape = [int(v) for v in (t.shape if t.shape is not None else [])]
+    if len(im.op.inputs) > 1 and im.op.inputs[1] >= 0:
+        shape = [int(v) for v in im.const(1, "shape").reshape(-1)]
+    elif im.op.builtinOptions is not None and im.op.builtinOptions.newShape is not None:
+        shape = [int(v) for v in im.op.builtinOptions.newShape]
+    total = math.prod(im.shape(x))
+    if shape.count(-1) == 1:
+        known = math.prod(v for v in shape if v != -1)
+        shape[shape.index(-1)] = total // max(known, 1)
+    elif shape and math.prod(shape) != total and shape[0] != im.batch_size:
+        shape[0] = total // max(math.prod(shape[1:]), 1)
+    im.emit(OpType.RESHAPE, [x], declared=tuple(shape))
+
+
+def _squeeze(im: _Importer) -> None:
+    x = im.inp(0)
+    assert x is not None
+    xs = im.shape(x)
+    dims = im.op.builtinOptions.squeezeDims if im.op.builtinOptions is not None else None
+    axes = ([a % len(xs) for a in dims] if dims is not None and len(dims)
+            else [i for i, d in enumerate(xs) if d == 1])
+    im.emit(OpType.RESHAPE, [x], declared=tuple(d for i, d in enumerate(xs) if i not in axes))
+
+
+def _mean(im: _Importer) -> None:
+    x = im.inp(0)
+    assert x is not None
+    r = len(im.shape(x))
+    axes = tuple(sorted({int(a) % r for a in im.const(1, "axes").reshape(-1)}))
+    keep = int(bool(im.op.builtinOptions.keepDims)) if im.op.builtinOptions else 0
+    im.emit(OpType.MEAN, [x], {"axes": axes, "keepdims": (keep,)})
+
+
+def _concat(im: _Importer) -> None:
+    o = im.op.builtinOptions
+    ins = [im.inp(k) for k in range(len(im.op.inputs))]
+    r = len(im.shape(ins[0]))  # type: ignore[arg-type]
+    im.emit(OpType.CONCATENATION, ins, {"axis": (int(o.axis) % r,)},
+            o.fusedActivationFunction)
+
+
+def _pad(im: _Importer) -> None:
+    x = im.inp(0)
+    p = im.const(1, "paddings").reshape(-1)
+    value = 0.0
+    if len(im.op.inputs) > 2 and im.op.inputs[2] >= 0:
+        v = im.const(2, "constant_values").reshape(-1)
+        if im.tensors[x].dtype != DType.FLOAT32:  # type: ignore[index]
+            q = im.tensors[x].quant  # type: ignore[index]
+            if q is None or int(v[0]) != q.zero_point[0]:
+                raise _Fail(f"padding an int8 tensor with {int(v[0])} (not its zero point) "
+                            "is not supported")
+        else:
+            value = float(v[0])
+    im.emit(OpType.PAD, [x], {"paddings": tuple(int(v) for v in p), "value": (value,)})
+
+
+def _transpose(im: _Importer) -> None:
+    im.emit(OpType.TRANSPOSE, [im.inp(0)],
+            {"perm": tuple(int(v) for v in im.const(1, "perm").reshape(-1))})
+
+
+def _strided_slice(x: np.ndarray, begin: np.ndarray, end: np.ndarray, strides: np.ndarray,
+                   o: Any) -> np.ndarray:
+    if o is not None and (o.ellipsisMask or o.newAxisMask or getattr(o, "offset", False)):
+        raise _Fail("STRIDED_SLICE with ellipsis/new-axis masks or offset is not supported")
+    idx: list[Any] = []
+    bm, em, sm = (o.beginMask, o.endMask, o.shrinkAxisMask) if o is not None else (0, 0, 0)
+    for k in range(len(begin)):
+        if sm >> k & 1:
+            idx.append(int(begin[k]))
+            continue
+        b = None if bm >> k & 1 else int(begin[k])
+        e = None if em >> k & 1 else int(end[k])
+        idx.append(slice(b, e, int(strides[k])))
+    return np.asarray(x[tuple(idx)])
+
+
+def _fold(im: _Importer, name: str) -> bool:
+    """Evaluates shape arithmetic (SHAPE, STRIDED_SLICE, PACK, ...) at import; True if done."""
+    op = im.op
+    ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+    if name == "SHAPE":
+        x = im.inp(0)
+        assert x is not None
+        value = np.asarray(im.shape(x), np.int32)
+    else:
+        if name not in ("STRIDED_SLICE", "PACK", "CONCATENATION", "CAST", "GATHER", "RESHAPE",
+                        "SQUEEZE", "TRANSPOSE"):
+            return False
+        vals = [im.raw(i) if i >= 0 else None for i in ins]
+        if not vals or any(v is None for v in vals):
+            return False
+        o = op.builtinOptions
+        if name == "STRIDED_SLICE":
+            value = _strided_slice(vals[0], vals[1], vals[2], vals[3], o)  # type: ignore[arg-type]
+        elif name == "PACK":
+            value = np.stack(vals, axis=int(o.axis) if o is not None else 0)  # type: ignore[arg-type]
+        elif name == "CONCATENATION":
+            value = np.concatenate(vals, axis=int(o.axis))  # type: ignore[arg-type]
+        elif name == "GATHER":
+            value = np.take(vals[0], vals[1], axis=int(o.axis) if o is not None else 0)  # type: ignore[arg-type]
+        elif name == "TRANSPOSE":
+            value = np.transpose(vals[0], vals[1])  # type: ignore[arg-type]
+        else:  # CAST, RESHAPE, SQUEEZE: the declared output shape and type
+            return False
+    out = int(op.outputs[0])
+    dt = _RAW_TYPES.get(im.sg.tensors[out].type)
+    if dt is None:
+        raise _Fail(f"output type {im.sg.tensors[out].type} is not supported")
+    declared = tuple(int(d) for d in (im.sg.tensors[out].shape if im.sg.tensors[out].shape
+                                      is not None else ()))
+    if math.prod(declared) == value.size:  # e.g. a shrunk slice stored as a scalar
+        value = value.reshape(declared)
+    im.folded[out] = np.array(value, dtype=dt, order="C")  # (ascontiguousarray makes 0-d 1-d)
+    return True
+
+
+_OPS: dict[str, OpFn] = {
+    "CONV_2D": _conv(OpType.CONV_2D),
+    "DEPTHWISE_CONV_2D": _conv(OpType.DEPTHWISE_CONV_2D),
+    "FULLY_CONNECTED": _fc,
+    "ADD": _binary(OpType.ADD),
+    "SUB": _binary(OpType.SUB),
+    "MUL": _binary(OpType.MUL),
+    "DIV": _binary(OpType.DIV),
+    "MAX_POOL_2D": _pool(OpType.MAX_POOL_2D),
+    "AVERAGE_POOL_2D": _pool(OpType.AVERAGE_POOL_2D),
+    "MEAN": _mean,
+    "RESHAPE": _reshape,
+    "SQUEEZE": _squeeze,
+    "CONCATENATION": _concat,
+    "PAD": _pad,
+    "PADV2": _pad,
+    "SOFTMAX": _softmax,
+    "RELU": _unary(OpType.RELU),
+    "RELU6": _unary(OpType.RELU6),
+    "LOGISTIC": _unary(OpType.LOGISTIC),
+    "TANH": _unary(OpType.TANH),
+    "HARD_SWISH": _unary(OpType.HARD_SWISH),
+    "QUANTIZE": _unary(OpType.QUANTIZE),
+    "DEQUANTIZE": _unary(OpType.DEQUANTIZE),
+    "TRANSPOSE": _transpose,
+}
+
+SUPPORTED_TFLITE_OPS: tuple[str, ...] = tuple(sorted(_OPS))
+
+
+def from_tflite(src: Any, *, batch_size: int = 1) -> ir.Graph:
+    """Converts a TFLite model (path or bytes) to an IR graph.
+
+    Args:
+        src: the `.tflite` path or its bytes.
+        batch_size: the batch of inputs whose first dimension is dynamic (-1); 1 by default.
+
+    Raises:
+        ConversionError: an op, option or tensor type is unsupported (the message names the
+            op's output tensor, the op, the value and the frontend).
+        ModelFormatError: `src` is not a valid TFLite flatbuffer.
+    """
+    data, where = _read(src)
+    model = _parse(data, where)
+    if len(model.subgraphs) != 1:
+        raise ConversionError(f"tflite: {where}: {len(model.subgraphs)} subgraphs; only "
+                              "single-subgraph models are supported")
+    im = _Importer(model, data, batch_size)
+    sg = im.sg
+    codes = _op_names()
+    n_tensors = len(sg.tensors or [])
+    inputs: list[str] = []
+    for i in sg.inputs if sg.inputs is not None else []:
+        if not 0 <= i < n_tensors:
+            raise ModelFormatError(f"tflite: {where}: input tensor index {i} out of range")
+        t = sg.tensors[i]
+        shape = [int(d) for d in t.shape]
+        sig = [int(d) for d in t.shapeSignature] if t.shapeSignature is not None else shape
+        if sig and sig[0] == -1:
+            shape[0] = batch_size
+        if any(d == -1 for d in sig[1:]):
+            raise ConversionError(f"tflite: input '{im.tname(i)}' has a dynamic dimension "
+                                  f"{sig}; convert with a fixed input shape")
+        name = im.tname(i)
+        try:
+            dtype = im.dtype(i)
+        except _Fail as e:
+            raise ConversionError(f"tflite: input '{name}': {e}") from None
+        im.tensors[name] = ir.Tensor(name, tuple(shape), dtype, None, im.quant(i))
+        inputs.append(name)
+    for idx, op in enumerate(sg.operators or []):
+        if not 0 <= op.opcodeIndex < len(model.operatorCodes or []):
+            raise ModelFormatError(f"tflite: {where}: operator {idx} has opcode index "
+                                   f"{op.opcodeIndex} out of range")
+        oc = model.operatorCodes[op.opcodeIndex]
+        code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
+        name = codes.get(code, f"builtin {code}")
+        if name == "CUSTOM":
+            cc = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
+            name = f"CUSTOM({cc})"
+        for t_i in list(op.inputs if op.inputs is not None else []) + list(
+                op.outputs if op.outputs is not None else []):
+            if t_i >= n_tensors:
+                raise ModelFormatError(f"tflite: {where}: operator {idx} ({name}) refers to "
+                                       f"tensor {t_i}; the subgraph has {n_tensors}")
+        out_name = im.tname(int(op.outputs[0])) if op.outputs is not None and len(op.outputs) \
+            else f"op{idx}"
+        im.op, im.op_name, im.node_name = op, name, out_name
+        try:
+            if _fold(im, name):
+                continue
+            fn = _OPS.get(name)
+            if fn is None:
+                raise _Fail(f"op {name} is not supported; supported ops: "
+                            f"{', '.join(SUPPORTED_TFLITE_OPS)}")
+            fn(im)
+        except _Fail as e:
+            raise ConversionError(f"tflite: node '{out_name}' ({name}): {e}") from None
+    outputs: list[str] = []
+    for i in sg.outputs if sg.outputs is not None else []:
+        name = im.tname(int(i))
+        if name not in im.tensors or name in inputs:
+            raise ConversionError(f"tflite: output '{name}' is not computed by any op")
+        outputs.append(name)
+    graph = ir.Graph(im.tensors, tuple(im.nodes), tuple(inputs), tuple(outputs),
+                     os.path.basename(where) if where != "<bytes>" else "tflite_model")
+    graph = graph.rebuilt(graph.nodes)
+    logger.debug("tflite model '%s': %d nodes", graph.name, len(graph.nodes))
+    return graph

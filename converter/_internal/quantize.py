@@ -1,0 +1,213 @@
+"""Post-training int8 lowering from calibration ranges (FORMAT.md "Integer (int8) execution").
+
+`quantize_int8(graph, ranges)` turns an optimized float graph into a mixed one:
+
+- ops the int8 spec covers run on INT8 tensors: activations asymmetric per tensor from the
+  calibrated min/max (widened to include 0); weights symmetric per output channel (axis 0
+  for conv and fully connected, 3 for depthwise); biases INT32 with scale s_x * s_w[c];
+  constant operands of ADD/SUB/MUL/CONCATENATION per tensor;
+- MAX_POOL_2D, RESHAPE, PAD and TRANSPOSE keep their input's quantization; SOFTMAX and
+  LOGISTIC output s = 1/256, z = -128 and TANH s = 1/128, z = 0;
+- every other op (HARD_SWISH, CLAMP, HARD_SIGMOID, DIV, standalone RELU/RELU6, or a fused
+  activation other than RELU/RELU6/RELU_N1_TO_1) stays float, with DEQUANTIZE before and
+  QUANTIZE after it;
+- QUANTIZE follows each float graph input and DEQUANTIZE precedes each graph output, so the
+  interface keeps its names, shapes and float dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import numpy as np
+from tether.converter._internal import ir
+from tether.converter._internal.ops import Activation, DType, OpType
+
+from tether.errors import ConversionError
+
+__all__ = ["INT8_OPS", "quantize_int8"]
+
+INT8_OPS = frozenset({
+    OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED, OpType.ADD, OpType.SUB,
+    OpType.MUL, OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.MEAN, OpType.RESHAPE,
+    OpType.CONCATENATION, OpType.PAD, OpType.TRANSPOSE, OpType.SOFTMAX, OpType.LOGISTIC,
+    OpType.TANH,
+})
+_PASSTHROUGH = frozenset({OpType.MAX_POOL_2D, OpType.RESHAPE, OpType.PAD, OpType.TRANSPOSE})
+_FIXED = {OpType.SOFTMAX: (1 / 256, -128), OpType.LOGISTIC: (1 / 256, -128),
+          OpType.TANH: (1 / 128, 0)}
+_INT8_ACTS = frozenset({Activation.NONE, Activation.RELU, Activation.RELU6,
+                        Activation.RELU_N1_TO_1})
+_WEIGHTED = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED)
+
+
+def _affine(lo: float, hi: float) -> ir.Quantization:
+    """Asymmetric int8 parameters covering [lo, hi] and 0 exactly."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if hi - lo < 1e-8:
+        hi = lo + 1e-8
+    scale = (hi - lo) / 255.0
+    zp = int(np.clip(round(-128 - lo / scale), -128, 127))
+    return ir.Quantization((float(scale),), (zp,))
+
+
+def _quantize_values(x: np.ndarray, q: ir.Quantization) -> np.ndarray:
+    s = np.asarray(q.scale, np.float64)
+    z = np.asarray(q.zero_point, np.float64)
+    if q.axis is None:
+        s, z = s.reshape(()), z.reshape(())
+    else:
+        shape = [1] * x.ndim
+        shape[q.axis] = -1
+        s, z = s.reshape(shape), z.reshape(shape)
+    return np.clip(np.round(x / s) + z, -128, 127).astype(np.int8)
+
+
+class _Lowering:
+    """Walks the float graph once; node inputs keep referring to the float names.
+
+    A float tensor computed by an int8 node exists as its int8 twin only; its float name is
+    produced by a DEQUANTIZE the first time a float op or a graph output needs it.
+    """
+
+    def __init__(self, graph: ir.Graph, ranges: Mapping[str, tuple[float, float]]) -> None:
+        self.g = graph
+        self.ranges = ranges
+        self.tensors: dict[str, ir.Tensor] = dict(graph.tensors)
+        self.nodes: list[ir.Node] = []
+        self.int8_of: dict[str, str] = {}      # float name -> int8 twin
+        self.has_float: set[str] = set(graph.inputs)
+        self.quant: dict[str, ir.Quantization] = {}
+
+    def unique(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.tensors:
+            name = f"{base}_{i}"
+            i += 1
+        return name
+
+    def act_quant(self, name: str) -> ir.Quantization:
+        if name not in self.quant:
+            if name not in self.ranges:
+                raise ConversionError(f"int8: no calibration range for tensor '{name}'")
+            self.quant[name] = _affine(*self.ranges[name])
+        return self.quant[name]
+
+    def as_int8(self, name: str, node: ir.Node) -> str:
+        """The int8 twin of float tensor `name` (a QUANTIZE or constant made once)."""
+        if name in self.int8_of:
+            return self.int8_of[name]
+        t = self.tensors[name]
+        if t.is_constant:
+            q = _affine(float(np.min(t.data)), float(np.max(t.data)))
+            new = ir.Tensor(self.unique(f"{name}/int8"), t.shape, DType.INT8,
+                            _quantize_values(np.asarray(t.data, np.float64), q), q)
+            self.tensors[new.name] = new
+        else:
+            new = ir.Tensor(self.unique(f"{name}/int8"), t.shape, DType.INT8, None,
+                            self.act_quant(name))
+            self.tensors[new.name] = new
+            self.nodes.append(ir.Node(OpType.QUANTIZE, f"{node.name}/quantize", (name,),
+                                      (new.name,)))
+        self.int8_of[name] = new.name
+        return new.name
+
+    def as_float(self, name: str, node_name: str) -> str:
+        """Makes float tensor `name` exist (DEQUANTIZE of its int8 twin, once)."""
+        t = self.tensors[name]
+        if t.is_constant or name in self.has_float:
+            return name
+        self.nodes.append(ir.Node(OpType.DEQUANTIZE, f"{node_name}/dequantize",
+                                  (self.int8_of[name],), (name,)))
+        self.has_float.add(name)
+        return name
+
+    def weights(self, node: ir.Node, x_q: ir.Quantization) -> tuple[str, str | None]:
+        w = self.tensors[node.inputs[1]]  # type: ignore[index]
+        axis = 3 if node.op == OpType.DEPTHWISE_CONV_2D else 0
+        wv = np.asarray(w.data, np.float64)
+        other = tuple(i for i in range(wv.ndim) if i != axis)
+        amax = np.max(np.abs(wv), axis=other)
+        scale = np.where(amax > 0, amax / 127.0, 1e-8)
+        wq = ir.Quantization(tuple(float(s) for s in scale), (0,) * len(scale), axis)
+        w_new = ir.Tensor(self.unique(f"{w.name}/int8"), w.shape, DType.INT8,
+                          _quantize_values(wv, wq), wq)
+        self.tensors[w_new.name] = w_new
+        b_name = node.inputs[2] if len(node.inputs) > 2 else None
+        if b_name is None:
+            return w_new.name, None
+        b = self.tensors[b_name]
+        bscale = x_q.scale[0] * np.asarray(wq.scale, np.float64)
+        bv = np.clip(np.round(np.asarray(b.data, np.float64) / bscale), -2**31, 2**31 - 1)
+        bq = ir.Quantization(tuple(float(s) for s in bscale), (0,) * len(bscale), 0)
+        b_new = ir.Tensor(self.unique(f"{b.name}/int32"), b.shape, DType.INT32,
+                          bv.astype(np.int32), bq)
+        self.tensors[b_new.name] = b_new
+        return w_new.name, b_new.name
+
+    def int8_ok(self, node: ir.Node) -> bool:
+        if node.op not in INT8_OPS or node.activation not in _INT8_ACTS:
+            return False
+        if node.op in _WEIGHTED:
+            w = self.g.tensors[node.inputs[1]]  # type: ignore[index]
+            b = (self.g.tensors[node.inputs[2]]  # type: ignore[index]
+                 if len(node.inputs) > 2 and node.inputs[2] is not None else None)
+            if not w.is_constant or (b is not None and not b.is_constant):
+                return False
+        return True
+
+    def run(self) -> ir.Graph:
+        for node in self.g.nodes:
+            if not self.int8_ok(node):
+                for n in node.inputs:
+                    if n is not None:
+                        self.as_float(n, node.name)
+                self.nodes.append(node)
+                self.has_float.update(node.outputs)
+                continue
+            x = self.as_int8(node.inputs[0], node)  # type: ignore[arg-type]
+            x_q = self.tensors[x].quant
+            assert x_q is not None
+            if node.op in _WEIGHTED:
+                w, b = self.weights(node, x_q)
+                ins: tuple[str | None, ...] = (x, w, b)
+            else:
+                ins = (x,) + tuple(None if n is None else self.as_int8(n, node)
+                                   for n in node.inputs[1:])
+            out = node.outputs[0]
+            if node.op in _PASSTHROUGH:
+                q = x_q
+            elif node.op in _FIXED:
+                s, z = _FIXED[node.op]  # type: ignore[index]
+                q = ir.Quantization((s,), (z,))
+            else:
+                q = self.act_quant(out)
+            y = ir.Tensor(self.unique(f"{out}/int8"), self.tensors[out].shape, DType.INT8,
+                          None, q)
+            self.tensors[y.name] = y
+            self.nodes.append(replace(node, inputs=ins, outputs=(y.name,)))
+            self.int8_of[out] = y.name
+        for name in self.g.outputs:
+            self.as_float(name, name)
+        graph = ir.Graph(self.tensors, tuple(self.nodes), self.g.inputs, self.g.outputs,
+                         self.g.name)
+        return graph.rebuilt(graph.nodes)
+
+
+def quantize_int8(graph: ir.Graph, ranges: Mapping[str, tuple[float, float]]) -> ir.Graph:
+    """Returns the int8 version of an optimized float graph (see the module docstring).
+
+    Args:
+        graph: a lowered float graph (file ops only).
+        ranges: tensor name -> (min, max) from calibration, for every non-constant tensor.
+
+    Raises:
+        ConversionError: a range is missing or the graph is already quantized.
+    """
+    if any(t.dtype != DType.FLOAT32 for t in graph.tensors.values()):
+        raise ConversionError(f"int8: graph '{graph.name}' already has non-float tensors; "
+                              "quantize a float model")
+    result = _Lowering(graph, ranges).run()
+    ir.validate(result, context="after int8 lowering")
+    return result

@@ -1,0 +1,69 @@
+"""Helpers for the ONNX/TFLite frontend tests: tiny ONNX graphs and reference runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def model(nodes: Sequence[onnx.NodeProto], x_shape: Sequence[int], y_shape: Sequence[int] | None,
+          inits: dict[str, np.ndarray] | None = None, opset: int = 17, x: str = "x",
+          y: str = "y") -> onnx.ModelProto:
+    """One float input `x`, one float output `y` (shape None: from onnx shape inference)."""
+    g = helper.make_graph(
+        list(nodes), "g", [helper.make_tensor_value_info(x, TensorProto.FLOAT, list(x_shape))],
+        [] if y_shape is None else [helper.make_tensor_value_info(y, TensorProto.FLOAT,
+                                                                  list(y_shape))],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    if y_shape is None:
+        inferred = onnx.shape_inference.infer_shapes(m)
+        (vi,) = [v for v in inferred.graph.value_info if v.name == y]
+        m.graph.output.append(vi)
+    return m
+
+
+def ort_run(m: onnx.ModelProto | bytes | str, x: np.ndarray) -> np.ndarray:
+    """onnxruntime with graph optimizations disabled (the source runtime's own math)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    src = m.SerializeToString() if isinstance(m, onnx.ModelProto) else m
+    s = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def litert_run(content: bytes, x: np.ndarray) -> np.ndarray:
+    """LiteRT on one input (quantized inputs/outputs handled by the caller)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=content)
+    d = it.get_input_details()[0]
+    it.resize_tensor_input(d["index"], list(x.shape), strict=False)
+    it.allocate_tensors()
+    it.set_tensor(d["index"], x.astype(d["dtype"]))
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+def engine_run(data: bytes, x: np.ndarray) -> np.ndarray:
+    from tether.device import Engine
+
+    return np.asarray(Engine(data).run(x))
+
+
+def rel_err(y: np.ndarray, ref: np.ndarray) -> float:
+    """max |y - ref| / max |ref| (the issue's relative max error)."""
+    y = np.asarray(y, np.float64)
+    ref = np.asarray(ref, np.float64)
+    assert y.shape == ref.shape, (y.shape, ref.shape)
+    return float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
+def rand(shape: Sequence[int], seed: int = 0, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(lo, hi, tuple(shape)).astype(np.float32)

@@ -1,0 +1,148 @@
+"""Post-training int8: calibration evaluator, quantization parameters, graph structure, and
+the engine's int8 output against the float source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from converter_testlib import GraphBuilder
+from onnx_testlib import engine_run, rand, rel_err
+from tether.converter import convert, load
+from tether.converter._internal import ir
+from tether.converter._internal.calibrate import evaluate, tensor_ranges
+from tether.converter._internal.ops import Activation, DType, OpType
+from tether.converter._internal.quantize import quantize_int8
+
+from tether.errors import ConversionError
+
+keras = pytest.importorskip("keras")
+L = keras.layers
+
+
+def _graph() -> ir.Graph:
+    gb = GraphBuilder()
+    x = gb.input("x", (1, 8, 8, 3))
+    w = gb.const("w", rand((6, 3, 3, 3), 1, -0.5, 0.5))
+    b = gb.const("b", rand((6,), 2, -0.2, 0.2))
+    c = gb.node(OpType.CONV_2D, [x, w, b], "c", {"pads": (1, 1, 1, 1)}, Activation.RELU6)
+    dw = gb.const("dw", rand((1, 3, 3, 6), 3, -0.5, 0.5))
+    d = gb.node(OpType.DEPTHWISE_CONV_2D, [c, dw, None], "d", {"strides": (2, 2)})
+    hs = gb.node(OpType.HARD_SWISH, [d], "hs")
+    a = gb.node(OpType.ADD, [hs, gb.const("k", rand((6,), 4))], "a")
+    m = gb.node(OpType.MEAN, [a], "m", {"axes": (1, 2), "keepdims": (0,)})
+    fw = gb.const("fw", rand((5, 6), 5))
+    f = gb.node(OpType.FULLY_CONNECTED, [m, fw, gb.const("fb", rand((5,), 6))], "f")
+    gb.node(OpType.SOFTMAX, [f], "y", {"beta": (1.0,)})
+    return gb.graph("y")
+
+
+def test_evaluator_matches_the_engine_in_float() -> None:
+    g = _graph()
+    x = rand((1, 8, 8, 3), 7)
+    ref = evaluate(g, {"x": x})["y"]
+    from tether.converter._internal import tmodel
+
+    data = tmodel.encode(tmodel.graph_to_file(g))
+    assert rel_err(engine_run(data, x), ref) < 1e-5
+
+
+def test_ranges_cover_every_sample_and_include_relu6_clamp() -> None:
+    g = _graph()
+    xs = [rand((1, 8, 8, 3), s, -2, 2) for s in range(4)]
+    r = tensor_ranges(g, xs)
+    assert set(r) == {"x", "c", "d", "hs", "a", "m", "f", "y"}
+    assert r["x"][0] >= -2 and r["x"][1] <= 2 and r["x"][1] - r["x"][0] > 3
+    assert r["c"][0] >= 0 and r["c"][1] <= 6
+    with pytest.raises(ConversionError, match="does not fit input"):
+        tensor_ranges(g, [np.zeros((2, 3))])
+
+
+def test_quantized_graph_parameters() -> None:
+    g = _graph()
+    xs = [rand((1, 8, 8, 3), s) for s in range(4)]
+    q = quantize_int8(g, tensor_ranges(g, xs))
+    ops = q.op_counts()
+    # conv, dw, add, mean, fc, softmax int8; hard-swish float between DEQUANTIZE/QUANTIZE
+    assert ops["QUANTIZE"] == 2 and ops["DEQUANTIZE"] == 2 and ops["HARD_SWISH"] == 1
+    assert q.inputs == ("x",) and q.outputs == ("y",)
+    assert q.tensors["x"].dtype == DType.FLOAT32 and q.tensors["y"].dtype == DType.FLOAT32
+    conv = next(n for n in q.nodes if n.op == OpType.CONV_2D)
+    xq, wq, bq = (q.tensors[n] for n in conv.inputs)  # type: ignore[index]
+    assert xq.dtype == DType.INT8 and wq.dtype == DType.INT8 and bq.dtype == DType.INT32
+    assert wq.quant.axis == 0 and set(wq.quant.zero_point) == {0}
+    w = np.asarray(g.tensors["w"].data, np.float64)
+    s_w = np.asarray(wq.quant.scale)
+    np.testing.assert_allclose(s_w, np.abs(w).reshape(6, -1).max(1) / 127, rtol=1e-6)
+    assert np.abs(wq.data * s_w[:, None, None, None] - w).max() <= s_w.max() / 2 + 1e-7
+    np.testing.assert_allclose(bq.quant.scale, xq.quant.scale[0] * s_w, rtol=1e-6)
+    b = np.asarray(g.tensors["b"].data, np.float64)
+    np.testing.assert_array_equal(bq.data, np.round(b / (xq.quant.scale[0] * s_w)))
+    dw = next(n for n in q.nodes if n.op == OpType.DEPTHWISE_CONV_2D)
+    assert q.tensors[dw.inputs[1]].quant.axis == 3  # type: ignore[index]
+    sm = next(n for n in q.nodes if n.op == OpType.SOFTMAX)
+    assert q.tensors[sm.outputs[0]].quant == ir.Quantization((1 / 256,), (-128,))
+    # every float tensor range is representable: the zero point puts 0 on the grid
+    for t in q.tensors.values():
+        if t.dtype == DType.INT8 and t.quant.axis is None and not t.is_constant:
+            assert -128 <= t.quant.zero_point[0] <= 127
+
+
+def test_convert_int8_api_round_trips_and_rejects_bad_args() -> None:
+    x = keras.Input((8, 8, 3))
+    y = L.Conv2D(4, 3, activation="relu")(x)
+    y = L.GlobalAveragePooling2D()(y)
+    m = keras.Model(x, L.Dense(3)(y))
+    cal = rand((6, 1, 8, 8, 3))
+    tm = convert(m, quantize="int8", calibration=cal)
+    assert tm.report.ops_after["QUANTIZE"] == 1 and tm.report.ops_after["DEQUANTIZE"] == 1
+    assert load(tm.to_bytes()).report.ops_after == tm.report.ops_after
+    with pytest.raises(ConversionError, match="needs calibration"):
+        convert(m, quantize="int8")
+    with pytest.raises(ConversionError, match="'int4' is not supported"):
+        convert(m, quantize="int4", calibration=cal)
+    with pytest.raises(ConversionError, match="without quantize"):
+        convert(m, calibration=cal)
+
+
+def test_int8_engine_matches_float_source_top1() -> None:
+    # needs the engine's int8 kernels (MEAN included) and QUANTIZE/DEQUANTIZE (18, 19).
+    # Min-max ranges from 32 samples: an input beyond them saturates the int8 logits, so
+    # single samples may be off by more than the typical ~1-2%.
+    keras.utils.set_random_seed(0)
+    x = keras.Input((12, 12, 3))
+    y = L.Conv2D(8, 3, padding="same", activation="relu")(x)
+    y = L.DepthwiseConv2D(3, strides=2, activation="relu6")(y)
+    y = L.GlobalAveragePooling2D()(y)
+    m = keras.Model(x, L.Dense(10)(y))
+    cal = rand((32, 1, 12, 12, 3), 1)
+    tm = convert(m, quantize="int8", calibration=cal)
+    xs = rand((20, 1, 12, 12, 3), 2)
+    errs, agree = [], 0
+    for x_ in xs:
+        ref = np.asarray(m(x_))
+        y_ = engine_run(tm.to_bytes(), x_)
+        errs.append(rel_err(y_, ref))
+        agree += int(np.argmax(y_) == np.argmax(ref))
+    assert np.median(errs) < 0.05 and max(errs) < 0.3
+    assert agree >= 18
+
+
+def test_int8_conv_chain_engine_close_to_float_source() -> None:
+    # conv/depthwise/fully-connected/reshape only: the int8 kernels the engine has first
+    keras.utils.set_random_seed(1)
+    x = keras.Input((12, 12, 3))
+    y = L.Conv2D(8, 3, padding="same", activation="relu")(x)
+    y = L.DepthwiseConv2D(3, strides=2, activation="relu6")(y)
+    y = L.Conv2D(8, 1)(y)
+    m = keras.Model(x, L.Dense(10)(L.Flatten()(y)))
+    tm = convert(m, quantize="int8", calibration=rand((32, 1, 12, 12, 3), 1))
+    assert set(tm.report.ops_after) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
+                                        "RESHAPE", "QUANTIZE", "DEQUANTIZE"}
+    errs, agree = [], 0
+    for x_ in rand((20, 1, 12, 12, 3), 2):
+        ref = np.asarray(m(x_))
+        y_ = engine_run(tm.to_bytes(), x_)
+        errs.append(rel_err(y_, ref))
+        agree += int(np.argmax(y_) == np.argmax(ref))
+    assert np.median(errs) < 0.05 and max(errs) < 0.3  # (see the test above on outliers)
+    assert agree >= 18

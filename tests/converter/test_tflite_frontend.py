@@ -1,0 +1,163 @@
+"""TFLite frontend: fp32 and int8 flatbuffers from TensorFlow's converter, errors.
+
+Engine outputs are compared with LiteRT running the same .tflite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("ai_edge_litert")
+
+from onnx_testlib import engine_run, litert_run, rand, rel_err
+from tether.converter import convert
+from tether.converter._internal.frontends.tflite import from_tflite
+from tether.converter._internal.ops import DType
+
+from tether.errors import ConversionError, ModelFormatError
+from tether.peers import keras_to_tflite
+
+L = keras.layers
+TOL = 1e-4
+
+
+def _randomize(model: keras.Model, seed: int = 0) -> keras.Model:
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.2, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def block() -> tuple[keras.Model, bytes]:
+    """Conv/BN/ReLU6, depthwise, SE multiply, hard-swish, residual add, pool, dense head."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((20, 20, 3))
+    y = L.Rescaling(1 / 127.5, offset=-1)(x)
+    y = L.ZeroPadding2D(((0, 1), (0, 1)))(y)
+    y = L.Conv2D(8, 3, strides=2, use_bias=False)(y)
+    y = L.BatchNormalization()(y)
+    y = L.ReLU(6.0)(y)
+    d = L.DepthwiseConv2D(3, padding="same")(y)
+    d = L.Activation("hard_swish")(d)
+    se = L.GlobalAveragePooling2D(keepdims=True)(d)
+    se = L.Conv2D(8, 1, activation="sigmoid")(se)
+    d = L.Multiply()([d, se])
+    y = L.Add()([y, d])
+    y = L.MaxPooling2D(2)(y)
+    y = L.AveragePooling2D(2, padding="same")(y)
+    y = L.Flatten()(y)
+    y = L.Dense(10, activation="softmax")(y)
+    m = _randomize(keras.Model(x, y, name="block"))
+    return m, keras_to_tflite(m)
+
+
+def test_fp32_block_matches_litert(block) -> None:
+    _, content = block
+    tm = convert(content)
+    x = rand((1, 20, 20, 3), lo=0, hi=255)
+    assert rel_err(engine_run(tm.to_bytes(), x), litert_run(content, x)) < TOL
+    assert tm.report.source == "tflite:<bytes>"
+    assert "HARD_SWISH" in tm.report.ops_after or tm.report.action_counts.get("fuse_activation")
+
+
+def test_fp32_from_path_keeps_io(tmp_path, block) -> None:
+    _, content = block
+    p = tmp_path / "m.tflite"
+    p.write_bytes(content)
+    g = from_tflite(str(p), batch_size=2)
+    assert g.tensors[g.inputs[0]].shape == (2, 20, 20, 3)
+    assert g.tensors[g.outputs[0]].shape == (2, 10)
+    tm = convert(str(p), batch_size=2)
+    x = rand((2, 20, 20, 3), lo=0, hi=255)
+    assert rel_err(engine_run(tm.to_bytes(), x), litert_run(content, x)) < TOL
+
+
+@pytest.fixture(scope="module")
+def int8_block(block) -> tuple[keras.Model, bytes]:
+    m, _ = block
+    rep = np.random.default_rng(1).uniform(0, 255, (16, 20, 20, 3)).astype(np.float32)
+    return m, keras_to_tflite(m, rep)
+
+
+def test_int8_import_keeps_tflite_integers(int8_block) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, content = int8_block
+    g = from_tflite(content)
+    it = Interpreter(model_content=content)
+    details = {d["name"]: d for d in it.get_tensor_details()}
+    int8 = [t for t in g.tensors.values() if t.dtype == DType.INT8]
+    assert int8, "the int8 model imported without int8 tensors"
+    checked = 0
+    for t in g.tensors.values():
+        d = details.get(t.name)
+        if d is None or t.quant is None:
+            continue
+        q = d["quantization_parameters"]
+        np.testing.assert_array_equal(np.asarray(t.quant.scale, np.float32), q["scales"])
+        np.testing.assert_array_equal(np.asarray(t.quant.zero_point), q["zero_points"])
+        if t.is_constant:
+            np.testing.assert_array_equal(t.data, it.get_tensor(d["index"]))
+            checked += 1
+    assert checked >= 4  # weights and int32 biases kept bit for bit
+    ops = g.op_counts()
+    assert ops["QUANTIZE"] >= 1 and ops["DEQUANTIZE"] >= 1
+
+
+def test_int8_engine_top1_matches_litert(int8_block) -> None:
+    _, content = int8_block
+    tm = convert(content)
+    xs = np.random.default_rng(2).uniform(0, 255, (20, 1, 20, 20, 3)).astype(np.float32)
+    same = sum(int(np.argmax(engine_run(tm.to_bytes(), x)) == np.argmax(litert_run(content, x)))
+               for x in xs)
+    assert same == len(xs)
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+def test_unsupported_op_names_node_op_and_frontend() -> None:
+    x = keras.Input((4, 4, 2))
+    y = L.Activation("elu", name="elu_act")(x)
+    y = L.Conv2D(2, 1)(y)  # (the last op's tensor is named after the signature instead)
+    content = keras_to_tflite(keras.Model(x, y))
+    with pytest.raises(ConversionError, match=r"tflite: node '[^']*elu_act[^']*' \(ELU\): op ELU "
+                                              r"is not supported"):
+        convert(content)
+
+
+def test_malformed_tflite_files(tmp_path, block) -> None:
+    _, content = block
+    with pytest.raises(ModelFormatError, match="not a TFLite flatbuffer"):
+        from_tflite(b"\0\0\0\0XXXX" + content[8:])
+    with pytest.raises(ModelFormatError, match="tflite"):
+        from_tflite(content[:200])
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(content[:8] + bytes(64))
+    with pytest.raises((ModelFormatError, ConversionError), match="tflite"):
+        convert(str(bad))
+
+
+@pytest.mark.slow
+def test_int8_mobilenet_v2_top1_matches_litert_on_200_inputs() -> None:
+    # the issue's criterion; needs the engine's int8 kernels and QUANTIZE/DEQUANTIZE
+    keras.utils.set_random_seed(0)
+    m = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, weights=None,
+                                       classifier_activation=None)
+    _randomize(m)
+    rng = np.random.default_rng(3)
+    content = keras_to_tflite(m, rng.uniform(-1, 1, (32, 64, 64, 3)).astype(np.float32))
+    tm = convert(content)
+    ops = tm.report.ops_after
+    assert ops["QUANTIZE"] == 1 and ops["DEQUANTIZE"] == 1 and "BATCH_NORM" not in ops
+    xs = rng.uniform(-1, 1, (200, 1, 64, 64, 3)).astype(np.float32)
+    data = tm.to_bytes()
+    same = sum(int(np.argmax(engine_run(data, x)) == np.argmax(litert_run(content, x)))
+               for x in xs)
+    assert same == 200
