@@ -74,4 +74,10 @@ def load_model(src: str) -> Any:
             f"({', '.join(sorted(BUILTIN_MODELS))})")
     import keras
 
-    return keras.models.load_model(path, compile=False)
+    from tether.errors import TetherError
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types, some with misleading messages
+        raise TetherError(f"{path}: not a loadable Keras model file ({type(exc).__name__}: "
+                          f"{exc})") from exc

@@ -84,12 +84,36 @@ def keras_to_tflite(model: Any,
 
 
 def keras_to_onnx(model: Any, batch_size: int = 1, opset: int = 17) -> bytes:
-    """tf2onnx over a fixed-shape tf.function of the model."""
-    import tf2onnx
+    """tf2onnx over a frozen, fixed-shape tf.function of the model.
 
-    forward, spec = _fixed_signature(model, batch_size)
+    Freezing first turns every captured variable and tensor (e.g. a Normalization layer's
+    mean and variance) into a constant; converting the tf.function directly would leave
+    those as extra graph inputs. The graph's input is named `input`, its outputs `output`,
+    `output_1`, ...
+    """
+    import onnx
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    forward, _ = _fixed_signature(model, batch_size)
+    frozen = convert_variables_to_constants_v2(forward.get_concrete_function())
+    inputs = [t.name for t in frozen.inputs]
+    outputs = [t.name for t in frozen.outputs]
     with _quiet():
-        proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
+        proto, _ = tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(), input_names=inputs, output_names=outputs, opset=opset)
+    rename = {inputs[0]: "input"}
+    rename.update({name: "output" if i == 0 else f"output_{i}"
+                   for i, name in enumerate(outputs)})
+    graph = proto.graph
+    for value in list(graph.input) + list(graph.output):
+        value.name = rename.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [rename.get(n, n) for n in node.input]
+        node.output[:] = [rename.get(n, n) for n in node.output]
+    onnx.checker.check_model(proto)
     return proto.SerializeToString()
 
 

@@ -51,17 +51,7 @@ def _randomize_bn(model: keras.Model) -> None:
 
 
 def _onnx_export(model: keras.Model) -> bytes:
-    """tf2onnx; Normalization statistics it leaves as graph inputs become initializers."""
-    m = onnx.load_from_string(keras_to_onnx(model))
-    norm = [layer for layer in model.layers if isinstance(layer, keras.layers.Normalization)]
-    for vi in list(m.graph.input):
-        if "normalization" in vi.name and norm:
-            value = norm[0].mean if "Sub" in vi.name else norm[0].variance
-            arr = np.asarray(value, np.float32).reshape(
-                [d.dim_value for d in vi.type.tensor_type.shape.dim])
-            m.graph.initializer.append(onnx.numpy_helper.from_array(arr, vi.name))
-            m.graph.input.remove(vi)
-    return m.SerializeToString()
+    return keras_to_onnx(model)
 
 
 @pytest.mark.slow

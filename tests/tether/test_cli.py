@@ -68,3 +68,12 @@ def test_bench_prints_one_json_record_per_engine():
 def test_bench_rejects_unknown_engine():
     r = runner.invoke(app, ["bench", "demo_cnn", "--engines", "tether,tvm"])
     assert r.exit_code != 0 and "tvm" in r.output
+
+
+def test_corrupt_keras_file_is_named(tmp_path):
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    r = runner.invoke(app, ["convert", str(bad), "-o", str(tmp_path / "o.tmodel")])
+    assert r.exit_code != 0 and "broken.keras" in r.output
+    assert "not a loadable Keras model file" in r.output
+    assert not (tmp_path / "o.tmodel").exists()
