@@ -1,1 +1,65 @@
-"""tether.federated: see ARCHITECTURE.md; this part is not built yet."""
+"""tether.federated: FedAvg on Flower's Message API, update codecs, secure aggregation, DP.
+
+Pure numpy / cryptography parts import eagerly; the Flower-based parts (strategies, mods,
+apps, simulation) load on first access so ``import tether.federated`` stays light.
+
+>>> from tether.federated import codecs
+>>> codecs.make("qsgd:4").spec
+'qsgd:4'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.federated import codecs, dp, partition, secagg
+from tether.federated.codecs import CodecError, make
+from tether.federated.dp import DPConfig, RdpAccountant
+from tether.federated.secagg import (
+    SecAggAbort,
+    SecAggConfig,
+    SecAggError,
+    SecAggTamper,
+    aggregate_in_process,
+)
+
+__all__ = [
+    "CodecError",
+    "CodecMod",
+    "DPConfig",
+    "FedConfig",
+    "RdpAccountant",
+    "SecAggAbort",
+    "SecAggConfig",
+    "SecAggError",
+    "SecAggFedAvg",
+    "SecAggMod",
+    "SecAggTamper",
+    "TetherFedAvg",
+    "aggregate_in_process",
+    "codecs",
+    "dp",
+    "make",
+    "make_client_app",
+    "make_server_app",
+    "partition",
+    "register_secagg",
+    "secagg",
+    "simulate",
+]
+
+_LAZY = {
+    "TetherFedAvg": "tether.federated.strategy", "CodecMod": "tether.federated.strategy",
+    "SecAggFedAvg": "tether.federated.secagg_flower", "SecAggMod": "tether.federated.secagg_flower",
+    "register_secagg": "tether.federated.secagg_flower", "FedConfig": "tether.federated.apps",
+    "simulate": "tether.federated.apps", "make_client_app": "tether.federated.apps",
+    "make_server_app": "tether.federated.apps",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tether.federated' has no attribute {name!r}")

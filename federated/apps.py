@@ -1,0 +1,283 @@
+"""tether's Flower apps: a ClientApp training the numpy MLP on one partition, and a ServerApp
+running :class:`~tether.federated.strategy.TetherFedAvg` (or secure aggregation).
+
+Everything an app needs comes from a :class:`FedConfig`; it travels as Flower's run config
+(``flwr run ... --run-config``) or is baked into the apps by :func:`make_client_app` /
+:func:`make_server_app` for the Simulation Engine. ``client_app`` / ``server_app`` at module
+level read the run config, so ``tether.federated.apps:client_app`` works as a Flower app
+reference for ``flower-supernode`` / ``flwr run``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from tether.federated import model
+from tether.federated.dp import DPConfig
+from tether.federated.partition import partition
+from tether.federated.strategy import CodecMod, TetherFedAvg
+
+__all__ = [
+    "FedConfig",
+    "RunReport",
+    "client_app",
+    "load_partition",
+    "make_client_app",
+    "make_server_app",
+    "server_app",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    """One federated run.
+
+    Args:
+        dataset: Built-in dataset name (default "mnist5k").
+        clients: Number of clients / partitions N (default 100).
+        partition: "iid" or "noniid" (2 label-sorted shards per client) (default "noniid").
+        fraction: C, the share of clients sampled per round (default 0.1).
+        rounds: R (default 10).
+        epochs: E local epochs (default 5).
+        batch_size: B; 0 means full batch (FedSGD) (default 10).
+        lr: Client learning rate (default 0.1).
+        hidden: MLP hidden units; 0 = softmax regression (default 200).
+        codec: Uplink codec spec (default "none").
+        downlink: Downlink codec spec or "" (default "").
+        secagg: Secure aggregation (default False).
+        secagg_threshold: t as a fraction of the sampled clients (default 0.5).
+        secagg_levels: Levels L of the shared stochastic-quantization grid (default 7 = 4 bits).
+        secagg_clip: Grid range [-c, c] per coordinate of an update (default 0.05).
+        dropout: Probability that a sampled client drops after sharing keys (secagg) or
+            before replying (default 0).
+        dp_clip: Client-level DP clip C; 0 disables DP (default 0).
+        dp_noise: DP noise multiplier z (default 1.0).
+        seed: Seed of partitions, init and sampling-side randomness (default 0).
+        out: JSON file the ServerApp writes its report to ("" = none).
+        drop: Comma-separated partition ids whose training always fails (with secure
+            aggregation: a drop after key sharing); for deployment tests ("" = none).
+    """
+
+    dataset: str = "mnist5k"
+    clients: int = 100
+    partition: str = "noniid"
+    fraction: float = 0.1
+    rounds: int = 10
+    epochs: int = 5
+    batch_size: int = 10
+    lr: float = 0.1
+    hidden: int = 200
+    codec: str = "none"
+    downlink: str = ""
+    secagg: bool = False
+    secagg_threshold: float = 0.5
+    secagg_levels: int = 7
+    secagg_clip: float = 0.05
+    dropout: float = 0.0
+    dp_clip: float = 0.0
+    dp_noise: float = 1.0
+    seed: int = 0
+    out: str = ""
+    drop: str = ""
+
+    def __post_init__(self) -> None:
+        if self.clients < 1:
+            raise ValueError(f"FedConfig.clients must be >= 1. Received: clients={self.clients}")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"FedConfig.fraction must be in (0, 1]. Received: fraction={self.fraction}")
+        if self.partition not in ("iid", "noniid"):
+            raise ValueError(f"FedConfig.partition must be 'iid' or 'noniid'. Received: {self.partition!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"FedConfig.dropout must be in [0, 1). Received: dropout={self.dropout}")
+
+    def to_run_config(self) -> dict[str, Any]:
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_run_config(cls, rc: Any) -> FedConfig:
+        kw = {}
+        for f in fields(cls):
+            key = f.name.replace("_", "-")
+            if key in rc:
+                kw[f.name] = type(f.default)(rc[key]) if not isinstance(f.default, bool) else \
+                    str(rc[key]).lower() in ("1", "true", "yes")
+        return cls(**kw)
+
+
+@dataclass
+class RunReport:
+    """What a ServerApp run produced."""
+
+    config: dict[str, Any]
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+_DATA: dict[tuple[str, str, int, int], tuple[Any, list[np.ndarray]]] = {}
+
+
+def load_partition(cfg: FedConfig, pid: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of partition ``pid`` (x flattened to (n, features)); cached per process."""
+    from tether.data import load
+
+    key = (cfg.dataset, cfg.partition, cfg.clients, cfg.seed)
+    if key not in _DATA:
+        ds = load(cfg.dataset)
+        _DATA[key] = (ds, partition(cfg.partition, ds.y_train, cfg.clients, cfg.seed))
+    ds, parts = _DATA[key]
+    idx = parts[pid % cfg.clients]
+    return ds.x_train[idx].reshape(len(idx), -1), ds.y_train[idx]
+
+
+def _test_split(cfg: FedConfig) -> tuple[np.ndarray, np.ndarray]:
+    from tether.data import load
+
+    ds = load(cfg.dataset)
+    return ds.x_test.reshape(len(ds.x_test), -1), ds.y_test
+
+
+def _train_handler(cfg_fixed: FedConfig | None):
+    def train(msg: Message, context: Context) -> Message:
+        cfg = cfg_fixed or FedConfig.from_run_config(context.run_config)
+        pid = int(context.node_config.get("partition-id", 0))
+        x, y = load_partition(cfg, pid)
+        rec = next(iter(msg.content.array_records.values()))
+        keys = list(rec)
+        params = [rec[k].numpy() for k in keys]
+        conf = msg.content.config_records.get("config", ConfigRecord())
+        rnd = int(conf.get("server-round", 0))
+        if (cfg.dropout > 0 and not cfg.secagg
+                and np.random.default_rng([cfg.seed, rnd, pid, 7]).random() < cfg.dropout):
+            raise RuntimeError(f"simulated dropout of partition {pid} in round {rnd}")
+        if str(pid) in cfg.drop.split(","):
+            raise RuntimeError(f"partition {pid} is configured to drop (drop={cfg.drop!r})")
+        bs = cfg.batch_size if cfg.batch_size > 0 else None
+        new, loss = model.train(params, x, y, cfg.epochs, bs, cfg.lr, seed=cfg.seed * 1000003 + rnd * 1009 + pid)
+        content = RecordDict({
+            "arrays": ArrayRecord({k: Array(v) for k, v in zip(keys, new)}),
+            "metrics": MetricRecord({"num-examples": len(x), "train-loss": loss}),
+        })
+        return Message(content=content, reply_to=msg)
+
+    return train
+
+
+def make_client_app(cfg: FedConfig | None = None) -> ClientApp:
+    """A ClientApp training the numpy MLP on its partition, with the codec mod (and the
+    secure-aggregation mod when ``cfg.secagg``). ``cfg=None`` reads Flower's run config."""
+    from tether.federated.secagg_flower import SecAggMod, register_secagg
+
+    sa = SecAggMod()
+    app = ClientApp(mods=[sa, CodecMod()])
+    app.train()(_train_handler(cfg))
+    register_secagg(app, sa)
+    return app
+
+
+def make_server_app(cfg: FedConfig | None = None, report: RunReport | None = None) -> ServerApp:
+    """A ServerApp running FedAvg/FedSGD (or secure aggregation) for ``cfg.rounds`` rounds,
+    evaluating the global model on the held-out test split after every round. The per-round
+    figures go to ``report`` (if given) and to ``cfg.out`` as JSON (if set)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        c = cfg or FedConfig.from_run_config(context.run_config)
+        run_server(grid, c, report)
+
+    return app
+
+
+def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None) -> RunReport:
+    """The ServerApp body: build the strategy, run it, collect per-round figures."""
+    from tether.federated.secagg_flower import SecAggFedAvg
+
+    t0 = time.time()
+    rep = report if report is not None else RunReport(asdict(c))
+    rep.config = asdict(c)
+    xt, yt = _test_split(c)
+    n_in, n_out = xt.shape[1], int(yt.max()) + 1
+    init = model.init_params(n_in, n_out, c.hidden, seed=c.seed)
+    keys = [str(i) for i in range(len(init))]
+    sample = max(1, round(c.clients * c.fraction))
+    kw: dict[str, Any] = {"fraction_train": c.fraction, "fraction_evaluate": 0.0,
+                          "min_train_nodes": sample, "min_available_nodes": c.clients}
+    dp = DPConfig(c.dp_clip, c.dp_noise) if c.dp_clip > 0 else None
+    if c.secagg:
+        strategy: TetherFedAvg = SecAggFedAvg(threshold=c.secagg_threshold, levels=c.secagg_levels,
+                                              clip=c.secagg_clip, dropout=c.dropout, seed=c.seed, **kw)
+    else:
+        strategy = TetherFedAvg(codec=c.codec, downlink=c.downlink or None, dp=dp, seed=c.seed, **kw)
+    accs: dict[int, float] = {}
+
+    def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+        loss, acc = model.evaluate([arrays[k].numpy() for k in keys], xt, yt)
+        accs[rnd] = acc
+        return MetricRecord({"loss": loss, "accuracy": acc})
+
+    strategy.start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in zip(keys, init)}),
+                   num_rounds=c.rounds, timeout=600, evaluate_fn=evaluate_fn)
+    rows = []
+    for row in strategy.history:
+        r = dict(row)
+        r["accuracy"] = accs.get(int(r["round"]), float("nan"))
+        rows.append(r)
+    rep.rounds = rows
+    rep.wall_s = time.time() - t0
+    if c.out:
+        Path(c.out).write_text(json.dumps(asdict(rep)))
+    return rep
+
+
+def _env() -> None:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+
+
+def simulate(cfg: FedConfig, num_cpus: int | None = None) -> RunReport:
+    """Run ``cfg`` on Flower's Simulation Engine (Ray backend), in this process.
+
+    Ray actors get 1 CPU each (so ``num_cpus`` actors, default all cores). TensorFlow is kept
+    out of the actors: its import costs 20-30 s per actor and the numpy model does not need it.
+    """
+    _env()
+    from flwr.simulation import run_simulation
+
+    report = RunReport(asdict(cfg))
+    ncpu = num_cpus or os.cpu_count() or 1
+    backend = {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"num_cpus": ncpu, "include_dashboard": False},
+        "actor": {"tensorflow": 0},
+    }
+    run_simulation(server_app=make_server_app(cfg, report), client_app=make_client_app(cfg),
+                   num_supernodes=cfg.clients, backend_config=backend)  # type: ignore[arg-type]
+    if not report.rounds:
+        from tether.errors import TetherError
+
+        raise TetherError(f"simulation of {cfg.clients} clients produced no rounds; see the Flower log")
+    return report
+
+
+client_app = make_client_app(None)
+server_app = make_server_app(None)
