@@ -13,21 +13,22 @@ export FLWR_DISABLE_UPDATE_CHECK ?= 1
 ENGINE_SOURCES := $(shell find device/runtime/src device/runtime/include device/runtime/tools device/runtime/CMakeLists.txt -type f 2>/dev/null)
 # Debian packages the build and the ARM tests need: command -> package.
 SYSTEM_TOOLS := cmake:cmake gcc:gcc aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
-                arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf qemu-aarch64:qemu-user qemu-arm:qemu-user
+                arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf qemu-aarch64:qemu-user qemu-arm:qemu-user \
+                clang:clang llvm-symbolizer:llvm /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
-.PHONY: demo test setup sysdeps engine test-c test-c-asan test-arm test-types test-py clean
+.PHONY: demo test setup sysdeps engine test-c test-c-asan test-arm test-fuzz test-types test-py clean
 
 demo: setup
 	$(VENV)/bin/tether demo
 
-test: setup test-c test-c-asan test-arm test-types test-py
+test: setup test-c test-c-asan test-arm test-fuzz test-types test-py
 
 setup: sysdeps $(VENV)/.installed
 
 sysdeps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	  command -v $$cmd >/dev/null 2>&1 || test -e $$cmd || missing="$$missing $$pkg"; \
 	done; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	if [ -n "$${missing// /}" ]; then \
@@ -63,6 +64,10 @@ test-c-asan: sysdeps
 
 test-arm: sysdeps
 	bash device/runtime/scripts/test-arm.sh
+
+# libFuzzer on the .tmodel loader under ASan/UBSan, bounded; findings go to tests/fuzz/regressions.
+test-fuzz: sysdeps
+	bash device/runtime/scripts/fuzz.sh 60
 
 # The public Python API is type-checked.
 test-types: setup

@@ -145,7 +145,8 @@ const char* tether_op_type_name(uint32_t type) {
   static const char* const names[] = {
       "?", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "MAX_POOL_2D",
       "AVERAGE_POOL_2D", "MEAN", "RESHAPE", "CONCATENATION", "PAD", "SOFTMAX", "RELU",
-      "RELU6", "LOGISTIC", "TANH", "HARD_SWISH",
+      "RELU6", "LOGISTIC", "TANH", "HARD_SWISH", "QUANTIZE", "DEQUANTIZE", "SUB", "DIV",
+      "TRANSPOSE", "CLAMP", "HARD_SIGMOID",
   };
   return type < sizeof(names) / sizeof(names[0]) ? names[type] : "?";
 }

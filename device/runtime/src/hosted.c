@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
+#include "ukernels.h"
 
 static void* default_allocate(void* context, size_t size, size_t alignment) {
   (void)context;
@@ -82,4 +84,12 @@ tether_status tether_model_load_file(const char* path, tether_model_t* model_out
   model->owned_buffer = buffer;
   *model_out = model;
   return TETHER_STATUS_SUCCESS;
+}
+
+const char* tether_isa_from_environment(void) { return getenv("TETHER_ISA"); }
+
+uint64_t tether_now_ns(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }

@@ -63,6 +63,10 @@ typedef struct tether_tensor {
   const void* data;                  /* constants: in place in the model buffer */
   float scale;                       /* quant == 1: the scale, else 0 */
   int32_t zero_point;                /* quant == 1: the zero point, else 0 */
+  uint32_t quant_axis;               /* quant == 2: the channel axis */
+  uint32_t quant_count;              /* quant != 0: scales (1 or shape[quant_axis]) */
+  const uint8_t* quant_params;       /* quant != 0: float scale[count], int32 zp[count] in
+                                        the model buffer (read with memcpy) */
   int32_t producer;                  /* index of the op that writes it; -1 = none */
   /* Memory plan (non-constant tensors that some op or the graph I/O uses). */
   int32_t first_use;                 /* op index; -1 = not planned */
@@ -87,6 +91,10 @@ typedef struct tether_op_params {
   int32_t paddings_count;            /* 0 = not given */
   float value;                       /* PAD */
   float beta;                        /* SOFTMAX */
+  int32_t perm[TETHER_MAX_DIMS];     /* TRANSPOSE */
+  int32_t perm_count;
+  float clamp_min, clamp_max;        /* CLAMP */
+  float alpha, offset;               /* HARD_SIGMOID */
 } tether_op_params;
 
 typedef struct tether_node {
@@ -99,6 +107,11 @@ typedef struct tether_node {
   const uint32_t* outputs;
   tether_op_params params;
   size_t scratch_bytes;              /* arena scratch this op's kernel needs */
+  /* Set by prepare for the optimized paths (see ops/conv2d.c): */
+  size_t packed_floats;              /* packed GEMM weights this op needs; 0 = none */
+  const float* packed;               /* its part of tether_model.packed (after load) */
+  uint8_t fused_activation;          /* 1 = the kernel applies `activation` itself */
+  uint8_t quantized;                 /* 1 = the int8 path (ops/quantized.c) */
 } tether_node;
 
 struct tether_model {
@@ -118,6 +131,11 @@ struct tether_model {
   size_t activation_bytes;           /* planned activations, a multiple of 64 */
   size_t scratch_bytes;              /* largest per-op scratch */
   size_t arena_size;                 /* activation_bytes + scratch_bytes */
+  /* Kernels chosen at load (ukernels.h) and the packed weights for them: one block from
+   * `allocator`, 64-byte aligned, owned by the model, NULL when no op packs weights. */
+  const struct tether_kernels* kernels;
+  float* packed;
+  size_t packed_bytes;
 };
 
 /* Static name of an op id ("CONV_2D"), or "?" for an unknown id. */
@@ -129,6 +147,9 @@ tether_status tether_op_error(const struct tether_model* model, uint32_t op_inde
 
 /* Byte size of one element of `dtype` (0 for an unknown id). */
 size_t tether_dtype_size(uint32_t dtype);
+
+/* Monotonic nanoseconds (hosted.c); 0 in builds without a clock. */
+uint64_t tether_now_ns(void);
 
 /* Default allocator (hosted.c, malloc-based) or NULL in builds without one. */
 const tether_allocator* tether_default_allocator(void);
@@ -144,14 +165,15 @@ tether_status tether_plan_memory(struct tether_model* model);
  */
 typedef tether_status (*tether_prepare_fn)(const struct tether_model* model, uint32_t op_index,
                                            tether_node* op);
+struct tether_pool;
 typedef void (*tether_eval_fn)(const struct tether_model* model, const tether_node* op,
-                               void* const* data, void* scratch);
+                               void* const* data, void* scratch, struct tether_pool* pool);
 
 #define TETHER_DECLARE_OP(family)                                                           \
   tether_status tether_##family##_prepare(const struct tether_model* model, uint32_t op_index, \
                                           tether_node* op);                                     \
   void tether_##family##_eval(const struct tether_model* model, const tether_node* op,         \
-                              void* const* data, void* scratch)
+                              void* const* data, void* scratch, struct tether_pool* pool)
 
 TETHER_DECLARE_OP(conv2d);
 TETHER_DECLARE_OP(depthwise_conv2d);
@@ -164,6 +186,16 @@ TETHER_DECLARE_OP(concat);
 TETHER_DECLARE_OP(pad);
 TETHER_DECLARE_OP(softmax);
 TETHER_DECLARE_OP(activation);
+TETHER_DECLARE_OP(transpose);
+
+/* Packs the weights of every op with packed_floats > 0 into model->packed (after validation). */
+tether_status tether_pack_weights(struct tether_model* model);
+/* The [min, max] clamp of a fused activation the GEMM/dwconv epilogues can apply; returns 0
+ * for activations they cannot (tanh, sigmoid, hard swish). */
+struct tether_f32_minmax;
+int tether_f32_minmax_of(uint32_t activation, struct tether_f32_minmax* out);
+void conv2d_pack(const struct tether_model* model, const tether_node* op, float* packed);
+void fully_connected_pack(const struct tether_model* model, const tether_node* op, float* packed);
 
 /* Applies a fused activation in place to n floats. */
 void tether_f32_activation_apply(float* y, size_t n, uint32_t activation);
@@ -200,6 +232,41 @@ tether_status tether_check_window_output(const struct tether_model* model, uint3
                                          int32_t kernel_h, int32_t kernel_w, int32_t dilation_h,
                                          int32_t dilation_w, int32_t channels);
 
+/* ---- integer quantization (quantization.c; TFLite's arithmetic) ------------------------ */
+
+/* real = multiplier * 2^(shift - 31), multiplier in [2^30, 2^31) (TFLite QuantizeMultiplier). */
+void tether_quantize_multiplier(double real, int32_t* multiplier, int32_t* shift);
+int32_t tether_saturating_rounding_doubling_high_mul(int32_t a, int32_t b);
+int32_t tether_rounding_divide_by_pot(int32_t x, int32_t exponent);
+/* TFLite MultiplyByQuantizedMultiplier: round(x * multiplier * 2^(shift - 31)). */
+int32_t tether_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
+/* Scale / zero point of channel c (any c for per-tensor quantization). */
+float tether_quant_scale(const tether_tensor* t, uint32_t c);
+int32_t tether_quant_zero_point(const tether_tensor* t, uint32_t c);
+/* int8 clamp range of a fused activation; returns 0 for activations int8 cannot fuse. */
+int tether_q8_activation_range(uint32_t activation, float scale, int32_t zero_point,
+                               int32_t* lo, int32_t* hi);
+
+/* int8 op families (ops/quantized.c), reached from the float families' prepare/eval. */
+tether_status tether_q8_conv_prepare(const struct tether_model* model, uint32_t op_index,
+                                     tether_node* op);
+void tether_q8_conv_eval(const struct tether_model* model, const tether_node* op,
+                         void* const* data);
+/* Computes an int8 op's packed words (multipliers, shifts); rejects unusable scales. */
+tether_status tether_q8_pack(const struct tether_model* model, const tether_node* op,
+                             int32_t* words);
+void tether_q8_mean_pack(const struct tether_model* model, const tether_node* op,
+                         int32_t* words);
+tether_status tether_q8_add_prepare(const struct tether_model* model, uint32_t op_index,
+                                    tether_node* op);
+/* Adds `count` elements; a_index / b_index (NULL = identity) give each one's source index. */
+void tether_q8_add_elements(const tether_node* op, const tether_tensor* a, const tether_tensor* b,
+                            const tether_tensor* y, const int8_t* ad, const int8_t* bd,
+                            size_t count, const size_t* a_index, const size_t* b_index,
+                            int8_t* yd);
+TETHER_DECLARE_OP(quantize);
+TETHER_DECLARE_OP(dequantize);
+
 /* ---- reference kernels (plain C; the oracle for any optimized kernel) ------------------- */
 
 typedef struct tether_conv_geometry {
@@ -228,9 +295,32 @@ void tether_f32_softmax_ukernel__scalar(size_t rows, size_t n, float beta, const
 /* Table-driven CRC-32 (zlib polynomial) over n bytes, continuing from `crc` (start 0). */
 uint32_t tether_crc32(uint32_t crc, const void* data, size_t n);
 
-/* Eval of one op with caller-chosen storage (the session's invoke uses it; so do tests). */
+/* Eval of one op with caller-chosen storage on the calling thread (tests use it). */
 void tether_op_eval(const struct tether_model* model, uint32_t op_index, void* const* data,
                     void* scratch);
+/* The same with work split over `pool` (NULL = the calling thread); the session's invoke. */
+void tether_op_eval_parallel(const struct tether_model* model, uint32_t op_index,
+                             void* const* data, void* scratch, struct tether_pool* pool);
+
+/* ---- thread pool (threadpool.c; a serial stand-in in freestanding builds) --------------- */
+
+typedef void (*tether_task_fn)(void* context, size_t task);
+/*
+ * Creates a pool of `threads` - 1 workers (the caller is the last thread) with `allocator`;
+ * *pool_out = NULL for threads <= 1. No allocation after this.
+ */
+tether_status tether_pool_create(const tether_allocator* allocator, uint32_t threads,
+                                 struct tether_pool** pool_out);
+void tether_pool_destroy(struct tether_pool* pool);
+/* Threads in the pool, the caller included (1 for NULL). */
+size_t tether_pool_threads(const struct tether_pool* pool);
+/*
+ * Runs fn(context, i) for i in [0, count) on the pool's threads and the caller, and returns
+ * when all are done. Which thread runs a task is unspecified, so tasks must write disjoint
+ * outputs and never depend on one another: results then do not depend on the thread count.
+ */
+void tether_parallelize(struct tether_pool* pool, tether_task_fn fn, void* context,
+                        size_t count);
 
 #ifdef __cplusplus
 }  /* extern "C" */

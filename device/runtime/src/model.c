@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "ukernels.h"
 
 /* ---- format constants (FORMAT.md) --------------------------------------------------- */
 
@@ -53,7 +54,12 @@ enum {
   ATTR_PADDINGS = 11,
   ATTR_VALUE = 12,
   ATTR_BETA = 13,
-  ATTR_IDS = 14,
+  ATTR_PERM = 14,
+  ATTR_MIN = 15,
+  ATTR_MAX = 16,
+  ATTR_ALPHA = 17,
+  ATTR_OFFSET = 18,
+  ATTR_IDS = 19,
 };
 
 #define ATTR_MAX_VALUES 8u
@@ -83,6 +89,11 @@ static const attr_spec kAttrSpecs[ATTR_IDS] = {
     {"paddings", ATTR_TYPE_INT, 2, ATTR_MAX_VALUES},
     {"value", ATTR_TYPE_FLOAT, 1, 1},
     {"beta", ATTR_TYPE_FLOAT, 1, 1},
+    {"perm", ATTR_TYPE_INT, 1, TETHER_MAX_DIMS},
+    {"min", ATTR_TYPE_FLOAT, 1, 1},
+    {"max", ATTR_TYPE_FLOAT, 1, 1},
+    {"alpha", ATTR_TYPE_FLOAT, 1, 1},
+    {"offset", ATTR_TYPE_FLOAT, 1, 1},
 };
 
 #define BIT(a) (1u << (a))
@@ -135,6 +146,17 @@ static const op_spec kOpSpecs[] = {
                         tether_activation_eval},
     [TETHER_OP_HARD_SWISH] = {1, 1, NO_OPTIONAL, 0, tether_activation_prepare,
                               tether_activation_eval},
+    [TETHER_OP_QUANTIZE] = {1, 1, NO_OPTIONAL, 0, tether_quantize_prepare, tether_quantize_eval},
+    [TETHER_OP_DEQUANTIZE] = {1, 1, NO_OPTIONAL, 0, tether_dequantize_prepare,
+                              tether_dequantize_eval},
+    [TETHER_OP_SUB] = {2, 2, NO_OPTIONAL, 0, tether_binary_prepare, tether_binary_eval},
+    [TETHER_OP_DIV] = {2, 2, NO_OPTIONAL, 0, tether_binary_prepare, tether_binary_eval},
+    [TETHER_OP_TRANSPOSE] = {1, 1, NO_OPTIONAL, BIT(ATTR_PERM), tether_transpose_prepare,
+                             tether_transpose_eval},
+    [TETHER_OP_CLAMP] = {1, 1, NO_OPTIONAL, BIT(ATTR_MIN) | BIT(ATTR_MAX),
+                         tether_activation_prepare, tether_activation_eval},
+    [TETHER_OP_HARD_SIGMOID] = {1, 1, NO_OPTIONAL, BIT(ATTR_ALPHA) | BIT(ATTR_OFFSET),
+                                tether_activation_prepare, tether_activation_eval},
 };
 
 #define OP_TYPE_COUNT (sizeof(kOpSpecs) / sizeof(kOpSpecs[0]))
@@ -275,8 +297,12 @@ tether_status tether_check_window_output(const struct tether_model* model, uint3
                            p->pad_bottom, p->pad_right);
   }
   const int32_t expected[4] = {x->shape[0], (int32_t)oh, (int32_t)ow, channels};
-  tether_status status = tether_check_f32(model, op_index, y, "output 0");
-  if (status != TETHER_STATUS_SUCCESS) return status;
+  /* The output has the input's dtype (float32, or int8 on the int8 paths). */
+  if (y->dtype != x->dtype) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "output 0 (tensor '%s') has dtype %u, input 0 has %u", y->name,
+                           (unsigned)y->dtype, (unsigned)x->dtype);
+  }
   return tether_check_shape(model, op_index, y, "output 0", 4, expected);
 }
 
@@ -550,6 +576,9 @@ static tether_status read_tensor(loader* l, uint32_t index, tether_tensor* t) {
       t->scale = rdf32(q);
       t->zero_point = rdi32(q + 4);
     }
+    t->quant_axis = quant_axis;
+    t->quant_count = quant_count;
+    t->quant_params = q;
   } else if (quant_axis != 0 || quant_count != 0 || quant_offset != 0) {
     return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
                             "tensor %u '%s': quant is 0 but quant fields are set", index,
@@ -643,6 +672,10 @@ static tether_status read_attrs(loader* l, uint32_t op_index, uint32_t first, ui
   }
   uint32_t seen = 0;
   const uint8_t* base = l->base + l->sections[SECTION_ATTRS].offset;
+  const uint32_t required = op->type == TETHER_OP_TRANSPOSE ? BIT(ATTR_PERM)
+                            : op->type == TETHER_OP_CLAMP   ? BIT(ATTR_MIN) | BIT(ATTR_MAX)
+                            : op->type == TETHER_OP_HARD_SIGMOID ? BIT(ATTR_ALPHA) | BIT(ATTR_OFFSET)
+                                                                 : 0;
   for (uint32_t a = 0; a < count; a++) {
     const uint8_t* r = base + (uint64_t)(first + a) * ATTR_RECORD;
     uint16_t id = rd16(r);
@@ -690,7 +723,20 @@ static tether_status read_attrs(loader* l, uint32_t op_index, uint32_t first, ui
         break;
       case ATTR_VALUE: pr->value = rdf32(r + 8); break;
       case ATTR_BETA: pr->beta = rdf32(r + 8); break;
+      case ATTR_PERM:
+        pr->perm_count = n;
+        for (int k = 0; k < n; k++) pr->perm[k] = v[k];
+        break;
+      case ATTR_MIN: pr->clamp_min = rdf32(r + 8); break;
+      case ATTR_MAX: pr->clamp_max = rdf32(r + 8); break;
+      case ATTR_ALPHA: pr->alpha = rdf32(r + 8); break;
+      case ATTR_OFFSET: pr->offset = rdf32(r + 8); break;
     }
+  }
+  if ((seen & required) != required) {
+    return tether_op_error(m, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "a required attribute is missing (TRANSPOSE needs perm, CLAMP min "
+                           "and max, HARD_SIGMOID alpha and offset)");
   }
   /* Values shared by the window ops; each op's prepare checks the rest. */
   if (pr->stride_h < 1 || pr->stride_w < 1 || pr->dilation_h < 1 || pr->dilation_w < 1) {
@@ -796,7 +842,8 @@ static tether_status read_op(loader* l, uint32_t index) {
   if (status != TETHER_STATUS_SUCCESS) return status;
   for (uint32_t o = 0; o < output_count; o++) {
     tether_tensor* tt = &m->tensors[op->outputs[o]];
-    if (op->activation != TETHER_ACT_NONE && tt->dtype != TETHER_DTYPE_FLOAT32) {
+    if (op->activation != TETHER_ACT_NONE && tt->dtype != TETHER_DTYPE_FLOAT32 &&
+        !op->quantized) {
       return tether_op_error(m, index, TETHER_STATUS_FORMAT_ERROR,
                              "fused activation %u on a non-float32 output",
                              (unsigned)op->activation);
@@ -849,6 +896,7 @@ static tether_status allocate_model(loader* l, const tether_allocator* allocator
   memset(block, 0, (size_t)total);
   struct tether_model* m = (struct tether_model*)block;
   m->allocator = *allocator;
+  m->kernels = tether_kernels_current();
   m->data = l->base;
   m->size = (size_t)l->size;
   m->tensor_count = (uint32_t)tensors;
@@ -921,6 +969,7 @@ tether_status tether_model_load(const void* data, size_t size, const tether_allo
   if (status == TETHER_STATUS_SUCCESS) status = read_sections(&l);
   if (status == TETHER_STATUS_SUCCESS) status = allocate_model(&l, allocator);
   if (status == TETHER_STATUS_SUCCESS) status = validate(&l);
+  if (status == TETHER_STATUS_SUCCESS) status = tether_pack_weights(l.model);
   if (status != TETHER_STATUS_SUCCESS) {
     if (l.model != NULL) allocator->deallocate(allocator->context, l.model);
     return status;
@@ -934,6 +983,7 @@ void tether_model_destroy(tether_model_t model) {
   if (model == NULL) return;
   tether_allocator allocator = model->allocator;
   void* owned = model->owned_buffer;
+  allocator.deallocate(allocator.context, model->packed);
   allocator.deallocate(allocator.context, model);
   allocator.deallocate(allocator.context, owned);
 }
@@ -1023,10 +1073,60 @@ size_t tether_model_op_count(tether_model_t model) {
 
 void tether_op_eval(const struct tether_model* model, uint32_t op_index, void* const* data,
                     void* scratch) {
+  tether_op_eval_parallel(model, op_index, data, scratch, NULL);
+}
+
+void tether_op_eval_parallel(const struct tether_model* model, uint32_t op_index,
+                             void* const* data, void* scratch, struct tether_pool* pool) {
   const tether_node* op = &model->ops[op_index];
-  kOpSpecs[op->type].eval(model, op, data, scratch);
-  if (op->activation != TETHER_ACT_NONE) {
+  kOpSpecs[op->type].eval(model, op, data, scratch, pool);
+  if (op->activation != TETHER_ACT_NONE && !op->fused_activation) {
     const tether_tensor* y = &model->tensors[op->outputs[0]];
     tether_f32_activation_apply((float*)data[op->outputs[0]], y->elements, op->activation);
   }
+}
+
+/* ---- packed weights ------------------------------------------------------------------- */
+
+tether_status tether_pack_weights(struct tether_model* m) {
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < m->op_count; i++) {
+    /* 16 floats of padding per op keep every op's panel 64-byte aligned. */
+    if (m->ops[i].packed_floats > 0) total += ((uint64_t)m->ops[i].packed_floats + 15) / 16 * 16;
+  }
+  if (total == 0) return TETHER_STATUS_SUCCESS;
+  if (total > SIZE_MAX / 8) {
+    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY, "packed weights need %llu floats",
+                            (unsigned long long)total);
+  }
+  const tether_allocator* a = &m->allocator;
+  float* block = (float*)a->allocate(a->context, (size_t)total * sizeof(float),
+                                     TETHER_ARENA_ALIGNMENT);
+  if (block == NULL) {
+    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
+                            "cannot allocate %llu bytes for packed weights",
+                            (unsigned long long)total * 4);
+  }
+  m->packed = block;
+  m->packed_bytes = (size_t)total * sizeof(float);
+  float* p = block;
+  for (uint32_t i = 0; i < m->op_count; i++) {
+    tether_node* op = &m->ops[i];
+    if (op->packed_floats == 0) continue;
+    if (op->quantized) {
+      tether_status status = tether_q8_pack(m, op, (int32_t*)(void*)p);
+      if (status != TETHER_STATUS_SUCCESS) {
+        a->deallocate(a->context, block);
+        m->packed = NULL;
+        return status;
+      }
+    } else if (op->type == TETHER_OP_CONV_2D) {
+      conv2d_pack(m, op, p);
+    } else {
+      fully_connected_pack(m, op, p);
+    }
+    op->packed = p;
+    p += (op->packed_floats + 15) / 16 * 16;
+  }
+  return TETHER_STATUS_SUCCESS;
 }

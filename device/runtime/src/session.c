@@ -12,8 +12,10 @@
  *      holds it, or after the highest of them. Offsets and sizes are multiples of 64.
  *   3. Scratch: the largest per-op scratch request sits after the activations.
  *
- * num_threads is accepted and ignored for now: every kernel runs on the calling thread.
- * A thread pool comes later; the arena plan does not depend on it.
+ * num_threads > 1 starts a thread pool at create (threadpool.c): convolutions, dense layers
+ * and depthwise convolutions split their output rows/column panels over it, each output
+ * element computed the same way whatever the split, so results are bit-identical for any
+ * thread count. The arena plan does not depend on the thread count.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -28,6 +30,10 @@ struct tether_session {
   uint8_t* arena;
   int owns_arena;
   void* scratch;
+  struct tether_pool* pool;  /* NULL = the calling thread only */
+  int profiling;
+  uint64_t* op_ns;           /* per op: nanoseconds summed over profiled invokes */
+  uint64_t profiled_invokes;
   void** data;  /* per tensor: constant bytes in the model, arena storage, or NULL */
 };
 
@@ -175,7 +181,6 @@ tether_status tether_session_arena_size(tether_model_t model, size_t* size_out) 
 
 tether_status tether_session_create(tether_model_t model, void* arena, size_t arena_size,
                                     uint32_t num_threads, tether_session_t* session_out) {
-  (void)num_threads;  /* accepted, ignored until the thread pool lands (see the top) */
   if (model == NULL || session_out == NULL) {
     return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "NULL model or session_out");
   }
@@ -195,7 +200,11 @@ tether_status tether_session_create(tether_model_t model, void* arena, size_t ar
   if (model->tensor_count > (SIZE_MAX - header) / sizeof(void*)) {
     return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY, "too many tensors");
   }
-  size_t total = header + (size_t)model->tensor_count * sizeof(void*);
+  if (model->op_count > (SIZE_MAX - header) / sizeof(uint64_t) - model->tensor_count) {
+    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY, "too many ops");
+  }
+  size_t total = header + (size_t)model->op_count * sizeof(uint64_t) +
+                 (size_t)model->tensor_count * sizeof(void*);
   uint8_t* block = (uint8_t*)a->allocate(a->context, total, 16);
   if (block == NULL) {
     return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
@@ -204,7 +213,8 @@ tether_status tether_session_create(tether_model_t model, void* arena, size_t ar
   memset(block, 0, total);
   struct tether_session* s = (struct tether_session*)block;
   s->model = model;
-  s->data = (void**)(block + header);
+  s->op_ns = (uint64_t*)(block + header);
+  s->data = (void**)(block + header + (size_t)model->op_count * sizeof(uint64_t));
   if (arena == NULL) {
     arena = a->allocate(a->context, model->arena_size, TETHER_ARENA_ALIGNMENT);
     if (arena == NULL) {
@@ -224,6 +234,12 @@ tether_status tether_session_create(tether_model_t model, void* arena, size_t ar
       s->data[t] = s->arena + tt->arena_offset;
     }
   }
+  tether_status status = tether_pool_create(a, num_threads, &s->pool);
+  if (status != TETHER_STATUS_SUCCESS) {
+    if (s->owns_arena) a->deallocate(a->context, s->arena);
+    a->deallocate(a->context, block);
+    return status;
+  }
   /* Inputs start as zeros, so invoke before set_input reads defined memory. */
   for (uint32_t i = 0; i < model->input_count; i++) {
     const tether_tensor* tt = &model->tensors[model->inputs[i]];
@@ -237,6 +253,7 @@ tether_status tether_session_create(tether_model_t model, void* arena, size_t ar
 void tether_session_destroy(tether_session_t session) {
   if (session == NULL) return;
   const tether_allocator* a = &session->model->allocator;
+  tether_pool_destroy(session->pool);
   if (session->owns_arena) a->deallocate(a->context, session->arena);
   a->deallocate(a->context, session);
 }
@@ -306,8 +323,45 @@ tether_status tether_session_io_data(tether_session_t session, tether_io kind, s
 tether_status tether_session_invoke(tether_session_t session) {
   if (session == NULL) return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "session is NULL");
   const struct tether_model* m = session->model;
-  for (uint32_t i = 0; i < m->op_count; i++) {
-    tether_op_eval(m, i, session->data, session->scratch);
+  if (session->profiling) {
+    for (uint32_t i = 0; i < m->op_count; i++) {
+      const uint64_t t0 = tether_now_ns();
+      tether_op_eval_parallel(m, i, session->data, session->scratch, session->pool);
+      session->op_ns[i] += tether_now_ns() - t0;
+    }
+    session->profiled_invokes++;
+    return TETHER_STATUS_SUCCESS;
   }
+  for (uint32_t i = 0; i < m->op_count; i++) {
+    tether_op_eval_parallel(m, i, session->data, session->scratch, session->pool);
+  }
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_session_set_profiling(tether_session_t session, bool enable) {
+  if (session == NULL) return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "session is NULL");
+  if (enable && tether_now_ns() == 0) {
+    return tether_set_error(TETHER_STATUS_UNSUPPORTED_HARDWARE,
+                            "this build has no clock (freestanding); profiling is unavailable");
+  }
+  session->profiling = enable ? 1 : 0;
+  for (uint32_t i = 0; i < session->model->op_count; i++) session->op_ns[i] = 0;
+  session->profiled_invokes = 0;
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_session_op_profile(tether_session_t session, size_t op_index,
+                                        tether_op* type_out, double* ms_out) {
+  if (session == NULL || type_out == NULL || ms_out == NULL) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "NULL session or output pointer");
+  }
+  if (op_index >= session->model->op_count) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "op index %zu out of range [0, %u)",
+                            op_index, session->model->op_count);
+  }
+  *type_out = (tether_op)session->model->ops[op_index].type;
+  *ms_out = session->profiled_invokes == 0
+                ? 0.0
+                : (double)session->op_ns[op_index] / 1e6 / (double)session->profiled_invokes;
   return TETHER_STATUS_SUCCESS;
 }

@@ -81,6 +81,11 @@ static int run_op(const char* name, tb_builder* b, uint32_t n_in, const uint32_t
     memcpy(bufs[i].p, in_data[i], bufs[i].n * 4);
     data[ins[i]] = bufs[i].p;
   }
+  for (uint32_t t = 0; t < model->tensor_count; t++) {  /* constants: in the model */
+    if (model->tensors[t].flags & TETHER_TENSOR_CONSTANT) {
+      data[t] = (void*)(uintptr_t)model->tensors[t].data;
+    }
+  }
   guarded yb = guarded_new(ny);
   for (size_t i = 0; i < ny; i++) yb.p[i] = NAN;
   data[out] = yb.p;
@@ -208,21 +213,32 @@ static double* padded_copy(const float* x, int n, int h, int w, int c, int pt, i
   return p;
 }
 
+/*
+ * 1: weights and bias are constants in the model (the loader packs them and the optimized
+ * GEMM paths run); 0: they are graph inputs (the reference paths run).
+ */
+static int g_const_weights;
+
 static void run_conv(const conv_case* k, int depthwise) {
   char name[256];
   snprintf(name, sizeof(name),
-           "%s n%d h%d w%d c%d oc%d k%dx%d s%d,%d d%d,%d p%d,%d,%d,%d g%d m%d bias%d act%u",
-           depthwise ? "dwconv" : "conv", k->n, k->h, k->w, k->c, k->oc, k->kh, k->kw, k->sh,
+           "%s[%s%s] n%d h%d w%d c%d oc%d k%dx%d s%d,%d d%d,%d p%d,%d,%d,%d g%d m%d bias%d act%u",
+           depthwise ? "dwconv" : "conv", tether_isa(), g_const_weights ? ",const" : "", k->n, k->h, k->w, k->c, k->oc, k->kh, k->kw, k->sh,
            k->sw, k->dh, k->dw, k->pt, k->pl, k->pb, k->pr, k->groups, k->m, k->bias, k->act);
   const int oh = out_dim(k->h, k->pt, k->pb, k->kh, k->sh, k->dh);
   const int ow = out_dim(k->w, k->pl, k->pr, k->kw, k->sw, k->dw);
   const int oc = depthwise ? k->c * k->m : k->oc;
   const int cg = depthwise ? 1 : k->c / k->groups;
   tb_builder* b = tb_new();
+  const size_t wn = (size_t)k->kh * k->kw * oc * (depthwise ? 1 : cg);
+  float* wd = random_data(wn);
+  float* bd = random_data((size_t)oc);
+  const float* wc = g_const_weights ? wd : NULL;
+  const float* bc = g_const_weights ? bd : NULL;
   uint32_t x = tb_tensor(b, "x", 4, (const int32_t[]){k->n, k->h, k->w, k->c}, NULL);
-  uint32_t wt = depthwise ? tb_tensor(b, "w", 4, (const int32_t[]){1, k->kh, k->kw, oc}, NULL)
-                          : tb_tensor(b, "w", 4, (const int32_t[]){oc, k->kh, k->kw, cg}, NULL);
-  uint32_t bt = tb_tensor(b, "b", 1, (const int32_t[]){oc}, NULL);
+  uint32_t wt = depthwise ? tb_tensor(b, "w", 4, (const int32_t[]){1, k->kh, k->kw, oc}, wc)
+                          : tb_tensor(b, "w", 4, (const int32_t[]){oc, k->kh, k->kw, cg}, wc);
+  uint32_t bt = tb_tensor(b, "b", 1, (const int32_t[]){oc}, bc);
   uint32_t y = tb_tensor(b, "y", 4, (const int32_t[]){k->n, oh, ow, oc}, NULL);
   uint32_t ins[3] = {x, wt, k->bias == 2 ? TETHER_NO_TENSOR : bt};
   tb_op(b, depthwise ? TETHER_OP_DEPTHWISE_CONV_2D : TETHER_OP_CONV_2D, k->act, "op",
@@ -236,12 +252,10 @@ static void run_conv(const conv_case* k, int depthwise) {
     tb_attr_i(b, 4, 1, &k->groups);
   }
   float* xd = random_data(elements_of(b, x));
-  float* wd = random_data(elements_of(b, wt));
-  float* bd = random_data((size_t)oc);
   const size_t ny = (size_t)k->n * oh * ow * oc;
   float* got = (float*)malloc(ny * 4);
   float* in_data[3] = {xd, wd, bd};
-  if (run_op(name, b, k->bias == 1 ? 3 : 2, ins, in_data, y, got)) {
+  if (run_op(name, b, g_const_weights ? 1 : k->bias == 1 ? 3 : 2, ins, in_data, y, got)) {
     double* want = (double*)malloc(ny * sizeof(double));
     double* xp = padded_copy(xd, k->n, k->h, k->w, k->c, k->pt, k->pl, k->pb, k->pr, 0, NULL);
     const int hp = k->h + k->pt + k->pb, wp = k->w + k->pl + k->pr;
@@ -344,21 +358,22 @@ static void test_fully_connected(void) {
     int32_t ys[4];
     memcpy(ys, xs, sizeof(xs));
     ys[lead - 1] = o;
+    float* wd = random_data((size_t)o * kk);
+    float* bd = random_data((size_t)o);
     tb_builder* b = tb_new();
     uint32_t x = tb_tensor(b, "x", (uint32_t)lead, xs, NULL);
-    uint32_t w = tb_tensor(b, "w", 2, (const int32_t[]){o, kk}, NULL);
-    uint32_t bb = tb_tensor(b, "b", 1, (const int32_t[]){o}, NULL);
+    uint32_t w = tb_tensor(b, "w", 2, (const int32_t[]){o, kk}, g_const_weights ? wd : NULL);
+    uint32_t bb = tb_tensor(b, "b", 1, (const int32_t[]){o}, g_const_weights ? bd : NULL);
     uint32_t y = tb_tensor(b, "y", (uint32_t)lead, ys, NULL);
     uint32_t ins[3] = {x, w, bb};
     tb_op(b, TETHER_OP_FULLY_CONNECTED, act, "fc", bias ? 3 : 2, ins, y);
     float* xd = random_data(rows * kk);
-    float* wd = random_data((size_t)o * kk);
-    float* bd = random_data((size_t)o);
     float* got = (float*)malloc(rows * o * 4);
     float* in_data[3] = {xd, wd, bd};
-    char name[96];
-    snprintf(name, sizeof(name), "fc rows%zu k%d o%d bias%d act%u", rows, kk, o, bias, act);
-    if (run_op(name, b, bias ? 3 : 2, ins, in_data, y, got)) {
+    char name[128];
+    snprintf(name, sizeof(name), "fc[%s%s] rows%zu k%d o%d bias%d act%u", tether_isa(),
+             g_const_weights ? ",const" : "", rows, kk, o, bias, act);
+    if (run_op(name, b, g_const_weights ? 1 : bias ? 3 : 2, ins, in_data, y, got)) {
       double* want = (double*)malloc(rows * o * sizeof(double));
       for (size_t r = 0; r < rows; r++)
         for (int j = 0; j < o; j++) {
@@ -796,8 +811,19 @@ static void test_activations(void) {
 }
 
 int main(void) {
-  test_convolutions();
-  test_fully_connected();
+  /* Convolutions and FULLY_CONNECTED on every kernel set this CPU has, with weights given
+   * as graph inputs (reference conv/FC paths) and as constants (packed GEMM paths). */
+  static const char* const kIsas[] = {"scalar", "avx2", "avx512", "neon"};
+  for (size_t i = 0; i < sizeof(kIsas) / sizeof(kIsas[0]); i++) {
+    if (tether_set_isa(kIsas[i]) != TETHER_STATUS_SUCCESS) continue;
+    printf("test_kernels: convolutions and fully connected with isa %s\n", tether_isa());
+    for (g_const_weights = 0; g_const_weights < 2; g_const_weights++) {
+      test_convolutions();
+      test_fully_connected();
+    }
+  }
+  tether_set_isa("auto");
+  printf("test_kernels: other ops with isa %s\n", tether_isa());
   test_binary();
   test_pools();
   test_mean();

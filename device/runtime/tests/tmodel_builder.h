@@ -32,6 +32,10 @@ typedef struct tb_tensor_rec {
   int32_t shape[6];
   const void* data;  /* constant contents (copied at tb_finish), or NULL */
   size_t data_size;
+  uint8_t quant;     /* 0 none, 1 per tensor, 2 per channel (tb_quantize) */
+  uint32_t quant_axis, quant_count;
+  float scales[1024];
+  int32_t zero_points[1024];
 } tb_tensor_rec;
 
 typedef struct tb_op_rec {
@@ -102,6 +106,36 @@ static inline uint32_t tb_tensor(tb_builder* b, const char* name, uint32_t ndim,
     t->data_size = n * 4;
   }
   return b->tensor_count++;
+}
+
+/* A tensor of any dtype; `data` != NULL (element count x dtype size bytes) makes it a constant. */
+static inline uint32_t tb_tensor_typed(tb_builder* b, const char* name, uint32_t dtype,
+                                       uint32_t ndim, const int32_t* shape, const void* data) {
+  uint32_t t = tb_tensor(b, name, ndim, shape, NULL);
+  tb_tensor_rec* r = &b->tensors[t];
+  r->dtype = (uint8_t)dtype;
+  if (data != NULL) {
+    size_t n = 1;
+    for (uint32_t i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    r->flags = 1;
+    r->data = data;
+    r->data_size = n * (dtype == 1 || dtype == 2 ? 1 : 4);
+  }
+  return t;
+}
+
+/* Quantization of tensor t: count 1 = per tensor, else per channel along `axis`. */
+static inline void tb_quantize(tb_builder* b, uint32_t t, uint32_t axis, uint32_t count,
+                               const float* scales, const int32_t* zero_points) {
+  tb_tensor_rec* r = &b->tensors[t];
+  if (count > 1024) tb_die("too many quantization channels");
+  r->quant = count == 1 && axis == 0 ? 1 : 2;
+  r->quant_axis = axis;
+  r->quant_count = count;
+  for (uint32_t i = 0; i < count; i++) {
+    r->scales[i] = scales[i];
+    r->zero_points[i] = zero_points != NULL ? zero_points[i] : 0;
+  }
 }
 
 /* Appends an op with one output; attributes added next with tb_attr_* belong to it. */
@@ -220,7 +254,13 @@ static inline uint8_t* tb_finish(const tb_builder* b, size_t* size_out) {
   pos = tb_align(pos, 64);
   offsets[8] = pos;
   size_t blob_offsets[TB_MAX_TENSORS] = {0};
+  size_t quant_offsets[TB_MAX_TENSORS] = {0};
   for (uint32_t t = 0; t < b->tensor_count; t++) {
+    if (b->tensors[t].quant) {
+      pos = tb_align(pos, 64);
+      quant_offsets[t] = pos;
+      pos += 8 * (size_t)b->tensors[t].quant_count;
+    }
     if (!b->tensors[t].data) continue;
     pos = tb_align(pos, 64);
     blob_offsets[t] = pos;
@@ -253,8 +293,16 @@ static inline uint8_t* tb_finish(const tb_builder* b, size_t* size_out) {
     tb_w32(p, r->name);
     p[4] = r->dtype;
     p[5] = r->ndim;
-    p[6] = 0;
+    p[6] = r->quant;
     p[7] = r->flags;
+    if (r->quant) {
+      tb_w32(p + 32, r->quant_axis);
+      tb_w32(p + 36, r->quant_count);
+      tb_w64(p + 40, quant_offsets[t]);
+      memcpy(f + quant_offsets[t], r->scales, 4 * (size_t)r->quant_count);
+      memcpy(f + quant_offsets[t] + 4 * (size_t)r->quant_count, r->zero_points,
+             4 * (size_t)r->quant_count);
+    }
     for (int d = 0; d < 6; d++) tb_w32(p + 8 + 4 * d, (uint32_t)(d < r->ndim ? r->shape[d] : 0));
     if (r->data) {
       tb_w64(p + 48, blob_offsets[t]);

@@ -2,10 +2,13 @@
  * tether-run — loads a .tmodel, runs it on .npy inputs and writes output 0 as .npy.
  *
  *   tether-run MODEL.tmodel [--input IN.npy]... [--output OUT.npy] [--repeat N] [--threads N]
+ *              [--profile]
  *
  * Inputs are given in the model's input order; a missing --input runs on zeros. Only
  * little-endian C-order arrays of the input's dtype ('<f4' for float32) are read. Exits
- * non-zero with the engine's message on any failure. Uses the public API only.
+ * non-zero with the engine's message on any failure. Uses the public API only. --profile
+ * times every op over the --repeat runs (at least 10) and prints milliseconds per op type,
+ * largest first, then per op. The kernels' ISA is printed with the arena size.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -223,8 +226,59 @@ static int compare_double(const void* a, const void* b) {
 static int usage(void) {
   fprintf(stderr,
           "usage: tether-run MODEL.tmodel [--input IN.npy]... [--output OUT.npy] [--repeat N] "
-          "[--threads N]\n");
+          "[--threads N] [--profile]\n");
   return 2;
+}
+
+static const char* op_name(tether_op op) {
+  static const char* const kNames[] = {
+      "?", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "MAX_POOL_2D",
+      "AVERAGE_POOL_2D", "MEAN", "RESHAPE", "CONCATENATION", "PAD", "SOFTMAX", "RELU", "RELU6",
+      "LOGISTIC", "TANH", "HARD_SWISH", "QUANTIZE", "DEQUANTIZE", "SUB", "DIV", "TRANSPOSE",
+      "CLAMP", "HARD_SIGMOID"};
+  return (size_t)op < sizeof(kNames) / sizeof(kNames[0]) ? kNames[op] : "?";
+}
+
+/* Times each op over `runs` invokes; prints ms per op type (largest first), then per op. */
+static int profile(tether_session_t session, size_t ops, long runs) {
+  tether_status s = tether_session_set_profiling(session, true);
+  if (s != TETHER_STATUS_SUCCESS) return fail("profiling", s);
+  for (long r = 0; r < runs; r++) {
+    s = tether_session_invoke(session);
+    if (s != TETHER_STATUS_SUCCESS) return fail("invoke", s);
+  }
+  double by_type[64] = {0};
+  int count[64] = {0};
+  double total = 0;
+  for (size_t i = 0; i < ops; i++) {
+    tether_op type;
+    double ms = 0;
+    tether_session_op_profile(session, i, &type, &ms);
+    if ((size_t)type < 64) {
+      by_type[type] += ms;
+      count[type]++;
+    }
+    total += ms;
+  }
+  printf("profile: %.3f ms per invoke over %ld runs (ops timed one by one)\n", total, runs);
+  for (;;) {
+    int best = -1;
+    for (int t = 0; t < 64; t++) {
+      if (count[t] > 0 && (best < 0 || by_type[t] > by_type[best])) best = t;
+    }
+    if (best < 0) break;
+    printf("  %-18s %3d ops %9.3f ms %5.1f%%\n", op_name((tether_op)best), count[best],
+           by_type[best], total > 0 ? 100.0 * by_type[best] / total : 0.0);
+    count[best] = 0;
+  }
+  for (size_t i = 0; i < ops; i++) {
+    tether_op type;
+    double ms = 0;
+    tether_session_op_profile(session, i, &type, &ms);
+    printf("  op %3zu %-18s %9.4f ms\n", i, op_name(type), ms);
+  }
+  tether_session_set_profiling(session, false);
+  return 0;
 }
 
 static int parse_count(const char* text, long* out) {
@@ -238,6 +292,7 @@ static int parse_count(const char* text, long* out) {
 int main(int argc, char** argv) {
   const char* model_path = NULL;
   const char* output_path = NULL;
+  int want_profile = 0;
   const char* inputs[MAX_INPUTS];
   size_t input_files = 0;
   long repeat = 0, threads = 1;
@@ -250,6 +305,8 @@ int main(int argc, char** argv) {
       output_path = argv[++i];
     } else if (strcmp(a, "--repeat") == 0 && i + 1 < argc) {
       if (parse_count(argv[++i], &repeat)) return usage();
+    } else if (strcmp(a, "--profile") == 0) {
+      want_profile = 1;
     } else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
       if (parse_count(argv[++i], &threads) || threads > 1024) return usage();
     } else if (a[0] == '-' || model_path != NULL) {
@@ -292,7 +349,7 @@ int main(int argc, char** argv) {
     fail("arena size", s);
     goto done;
   }
-  printf("arena: %zu bytes\n", arena_size);
+  printf("arena: %zu bytes, isa %s\n", arena_size, tether_isa());
   s = tether_session_create(model, NULL, 0, (uint32_t)threads, &session);
   if (s != TETHER_STATUS_SUCCESS) {
     fail("create session", s);
@@ -330,6 +387,9 @@ int main(int argc, char** argv) {
     double median = repeat % 2 ? times[repeat / 2]
                                : 0.5 * (times[repeat / 2 - 1] + times[repeat / 2]);
     printf("latency: median %.3f ms, min %.3f ms over %ld runs\n", median, times[0], repeat);
+  }
+  if (want_profile && profile(session, tether_model_op_count(model), repeat < 10 ? 10 : repeat)) {
+    goto done;
   }
   if (output_path != NULL) {
     if (n_out == 0) {

@@ -284,6 +284,60 @@ tether_status tether_session_io_data(tether_session_t session, tether_io kind, s
  */
 tether_status tether_session_invoke(tether_session_t session);
 
+/* ---- kernel selection ---------------------------------------------------------------- */
+
+/*
+ * Kernels and memory. tether_model_load picks the kernels (below) and, for every
+ * CONV_2D / FULLY_CONNECTED whose weights are constants, packs them once into the layout
+ * of the chosen GEMM micro-kernel (panels of NR output channels, bias first). The packed
+ * copy lives in one block obtained from the model's allocator at load time (so it counts
+ * in the model's memory, not in the session arena) and is freed by tether_model_destroy;
+ * int8 ops keep their per-channel requantization multipliers in the same block. Depthwise
+ * weights and all other constants are used in place from `data`. Sessions still allocate
+ * nothing after create; num_threads > 1 starts that many - 1 worker threads (hosted builds)
+ * and results are bit-identical for any thread count.
+ */
+
+/*
+ * Name of the instruction set whose kernels models loaded from now on use: "scalar",
+ * "avx2" (AVX2 + FMA), "avx512" (AVX-512F) or "neon". By default the best the CPU supports;
+ * hosted builds honour the TETHER_ISA environment variable (same names, or "auto") until
+ * tether_set_isa is called. Static string; never NULL.
+ */
+const char* tether_isa(void);
+
+/*
+ * Chooses the kernels for models loaded after this call (a loaded model keeps the kernels,
+ * and the packed weights, it was loaded with). Not synchronised: call it before loading
+ * models on other threads. Meant for tests and benchmarks.
+ *
+ * @param isa  "auto", "scalar", "avx2", "avx512" or "neon" (caller-owned, not kept)
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT      NULL isa
+ * @retval TETHER_STATUS_UNSUPPORTED_HARDWARE  unknown name, or this CPU or build lacks it
+ */
+tether_status tether_set_isa(const char* isa);
+
+/* ---- profiling (hosted builds) ------------------------------------------------------- */
+
+/*
+ * Turns per-op timing of tether_session_invoke on or off, and clears the sums. Timing adds
+ * two clock reads per op.
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT      NULL session
+ * @retval TETHER_STATUS_UNSUPPORTED_HARDWARE  no clock in this build (freestanding)
+ */
+tether_status tether_session_set_profiling(tether_session_t session, bool enable);
+
+/*
+ * Op `op_index`'s type and its mean wall time in milliseconds over the invokes made since
+ * profiling was turned on (0 when there were none).
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL pointer or op index out of range
+ */
+tether_status tether_session_op_profile(tether_session_t session, size_t op_index,
+                                        tether_op* type_out, double* ms_out);
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "../internal.h"
+#include "../ukernels.h"
 
 float tether_f32_activation_one(float x, uint32_t activation) {
   switch (activation) {
@@ -68,13 +69,48 @@ tether_status tether_activation_prepare(const struct tether_model* model, uint32
   if (status == TETHER_STATUS_SUCCESS) {
     status = tether_check_shape(model, op_index, y, "output 0", x->ndim, x->shape);
   }
+  if (status == TETHER_STATUS_SUCCESS && op->type == TETHER_OP_CLAMP &&
+      !(op->params.clamp_min <= op->params.clamp_max)) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "CLAMP needs min <= max (and neither NaN)");
+  }
+  if (status == TETHER_STATUS_SUCCESS && op->type == TETHER_OP_HARD_SIGMOID &&
+      !(isfinite(op->params.alpha) && isfinite(op->params.offset))) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "HARD_SIGMOID needs finite alpha and offset");
+  }
   return status;
 }
 
 void tether_activation_eval(const struct tether_model* model, const tether_node* op,
-                            void* const* data, void* scratch) {
+                            void* const* data, void* scratch, struct tether_pool* pool) {
+  (void)pool;
   (void)scratch;
   const tether_tensor* y = tether_output(model, op, 0);
+  if (op->type == TETHER_OP_CLAMP || op->type == TETHER_OP_HARD_SIGMOID) {
+    const float* x = (const float*)data[op->inputs[0]];
+    float* out = (float*)data[op->outputs[0]];
+    const int clamp = op->type == TETHER_OP_CLAMP;
+    const float lo = clamp ? op->params.clamp_min : 0.0f, hi = clamp ? op->params.clamp_max : 1.0f;
+    const float alpha = clamp ? 1.0f : op->params.alpha, offset = clamp ? 0.0f : op->params.offset;
+    for (size_t i = 0; i < y->elements; i++) {
+      const float v = clamp ? x[i] : alpha * x[i] + offset;
+      out[i] = v < lo ? lo : v > hi ? hi : v;
+    }
+    return;
+  }
   tether_f32_activation_ukernel__scalar(y->elements, (const float*)data[op->inputs[0]],
                                         (float*)data[op->outputs[0]], activation_of_op(op->type));
+}
+
+int tether_f32_minmax_of(uint32_t activation, tether_f32_minmax* out) {
+  out->min = -INFINITY;
+  out->max = INFINITY;
+  switch (activation) {
+    case TETHER_ACT_NONE: return 1;
+    case TETHER_ACT_RELU: out->min = 0.0f; return 1;
+    case TETHER_ACT_RELU6: out->min = 0.0f; out->max = 6.0f; return 1;
+    case TETHER_ACT_RELU_N1_TO_1: out->min = -1.0f; out->max = 1.0f; return 1;
+  }
+  return 0;
 }

@@ -1,5 +1,5 @@
 /*
- * binary.c — ADD and MUL with numpy broadcasting over up to 6 dims.
+ * binary.c — ADD, MUL, SUB and DIV with numpy broadcasting over up to 6 dims.
  *
  * Shapes are right-aligned and padded to 6 dims with 1s; a dim of size 1 is broadcast by
  * giving it stride 0.
@@ -52,16 +52,34 @@ static void broadcast_strides(const size_t* dims, const size_t* out, size_t* str
 
 TETHER_BINARY_UKERNEL(tether_f32_vadd_ukernel__scalar, va + vb)
 TETHER_BINARY_UKERNEL(tether_f32_vmul_ukernel__scalar, va * vb)
+TETHER_BINARY_UKERNEL(tether_f32_vsub_ukernel__scalar, va - vb)
+TETHER_BINARY_UKERNEL(tether_f32_vdiv_ukernel__scalar, va / vb)
+
+static tether_status check_broadcast(const struct tether_model* model, uint32_t op_index,
+                                     const tether_tensor* a, const tether_tensor* b,
+                                     const tether_tensor* y);
 
 tether_status tether_binary_prepare(const struct tether_model* model, uint32_t op_index,
                                     tether_node* op) {
   const tether_tensor* a = tether_input(model, op, 0);
   const tether_tensor* b = tether_input(model, op, 1);
   const tether_tensor* y = tether_output(model, op, 0);
-  tether_status status = tether_check_f32(model, op_index, a, "input 0");
+  tether_status status = TETHER_STATUS_SUCCESS;
+  if (a->dtype == TETHER_DTYPE_INT8) {
+    status = tether_q8_add_prepare(model, op_index, op);
+    if (status != TETHER_STATUS_SUCCESS) return status;
+    return check_broadcast(model, op_index, a, b, y);
+  }
+  status = tether_check_f32(model, op_index, a, "input 0");
   if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, b, "input 1");
   if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
   if (status != TETHER_STATUS_SUCCESS) return status;
+  return check_broadcast(model, op_index, a, b, y);
+}
+
+static tether_status check_broadcast(const struct tether_model* model, uint32_t op_index,
+                                     const tether_tensor* a, const tether_tensor* b,
+                                     const tether_tensor* y) {
   size_t da[TETHER_MAX_DIMS], db[TETHER_MAX_DIMS];
   padded_shape(a, da);
   padded_shape(b, db);
@@ -81,7 +99,8 @@ tether_status tether_binary_prepare(const struct tether_model* model, uint32_t o
 }
 
 void tether_binary_eval(const struct tether_model* model, const tether_node* op,
-                        void* const* data, void* scratch) {
+                        void* const* data, void* scratch, struct tether_pool* pool) {
+  (void)pool;
   (void)scratch;
   broadcast bc;
   size_t da[TETHER_MAX_DIMS], db[TETHER_MAX_DIMS];
@@ -90,12 +109,48 @@ void tether_binary_eval(const struct tether_model* model, const tether_node* op,
   for (uint32_t d = 0; d < TETHER_MAX_DIMS; d++) bc.out[d] = da[d] > db[d] ? da[d] : db[d];
   broadcast_strides(da, bc.out, bc.a_stride);
   broadcast_strides(db, bc.out, bc.b_stride);
+  if (op->quantized) {
+    const tether_tensor* ta = tether_input(model, op, 0);
+    const tether_tensor* tb = tether_input(model, op, 1);
+    const tether_tensor* ty = tether_output(model, op, 0);
+    const int8_t* a8 = (const int8_t*)data[op->inputs[0]];
+    const int8_t* b8 = (const int8_t*)data[op->inputs[1]];
+    int8_t* y8 = (int8_t*)data[op->outputs[0]];
+    if (ta->elements == ty->elements && tb->elements == ty->elements) {
+      tether_q8_add_elements(op, ta, tb, ty, a8, b8, ty->elements, NULL, NULL, y8);
+      return;
+    }
+    /* Broadcasting: one innermost row at a time, indices from the strides. */
+    size_t ia[64], ib[64];
+    size_t done = 0;
+    for (size_t i0 = 0; i0 < bc.out[0]; i0++)
+      for (size_t i1 = 0; i1 < bc.out[1]; i1++)
+        for (size_t i2 = 0; i2 < bc.out[2]; i2++)
+          for (size_t i3 = 0; i3 < bc.out[3]; i3++)
+            for (size_t i4 = 0; i4 < bc.out[4]; i4++) {
+              const size_t oa = i0 * bc.a_stride[0] + i1 * bc.a_stride[1] +
+                                i2 * bc.a_stride[2] + i3 * bc.a_stride[3] + i4 * bc.a_stride[4];
+              const size_t ob = i0 * bc.b_stride[0] + i1 * bc.b_stride[1] +
+                                i2 * bc.b_stride[2] + i3 * bc.b_stride[3] + i4 * bc.b_stride[4];
+              for (size_t i5 = 0; i5 < bc.out[5]; i5 += 64) {
+                const size_t n = bc.out[5] - i5 < 64 ? bc.out[5] - i5 : 64;
+                for (size_t k = 0; k < n; k++) {
+                  ia[k] = oa + (i5 + k) * bc.a_stride[5];
+                  ib[k] = ob + (i5 + k) * bc.b_stride[5];
+                }
+                tether_q8_add_elements(op, ta, tb, ty, a8, b8, n, ia, ib, y8 + done);
+                done += n;
+              }
+            }
+    return;
+  }
   const float* a = (const float*)data[op->inputs[0]];
   const float* b = (const float*)data[op->inputs[1]];
   float* y = (float*)data[op->outputs[0]];
-  if (op->type == TETHER_OP_ADD) {
-    tether_f32_vadd_ukernel__scalar(&bc, a, b, y);
-  } else {
-    tether_f32_vmul_ukernel__scalar(&bc, a, b, y);
+  switch (op->type) {
+    case TETHER_OP_ADD: tether_f32_vadd_ukernel__scalar(&bc, a, b, y); break;
+    case TETHER_OP_SUB: tether_f32_vsub_ukernel__scalar(&bc, a, b, y); break;
+    case TETHER_OP_DIV: tether_f32_vdiv_ukernel__scalar(&bc, a, b, y); break;
+    default: tether_f32_vmul_ukernel__scalar(&bc, a, b, y); break;
   }
 }

@@ -49,7 +49,8 @@ tether_status tether_concat_prepare(const struct tether_model* model, uint32_t o
 }
 
 void tether_concat_eval(const struct tether_model* model, const tether_node* op,
-                        void* const* data, void* scratch) {
+                        void* const* data, void* scratch, struct tether_pool* pool) {
+  (void)pool;
   (void)scratch;
   const tether_tensor* y = tether_output(model, op, 0);
   const uint32_t axis = (uint32_t)op->params.axis;

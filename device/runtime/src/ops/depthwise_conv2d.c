@@ -1,10 +1,13 @@
 /*
  * depthwise_conv2d.c — DEPTHWISE_CONV_2D: NHWC input, weights [1, KH, KW, C*M], optional
  * bias [C*M], any strides, dilations, explicit pads and depth multiplier M.
+ * With M = 1 the model kernels' dwconv micro-kernel runs (weights used in place, bias and
+ * RELU/RELU6/RELU_N1_TO_1 fused); M > 1 runs the reference kernel below.
  */
 #include <stddef.h>
 
 #include "../internal.h"
+#include "../ukernels.h"
 
 /* y[n,oh,ow,c*M+m] = bias[c*M+m] + sum_{kh,kw} x[n, oh*s+kh*d-pt, ow*s+kw*d-pl, c] * w[kh,kw,c*M+m] */
 void tether_f32_dwconv2d_ukernel__scalar(const tether_conv_geometry* g, const float* x,
@@ -39,8 +42,29 @@ void tether_f32_dwconv2d_ukernel__scalar(const tether_conv_geometry* g, const fl
   }
 }
 
+typedef struct dw_job {
+  const tether_conv_geometry* g;
+  tether_f32_dwconv_ukernel_fn fn;
+  tether_f32_minmax mm;
+  const float* x;
+  const float* w;
+  const float* bias;
+  float* y;
+  size_t rows;  /* output rows per task */
+} dw_job;
+
+static void dw_task(void* context, size_t task) {
+  const dw_job* j = (const dw_job*)context;
+  const size_t begin = task * j->rows;
+  const size_t end = begin + j->rows < j->g->out_h ? begin + j->rows : j->g->out_h;
+  j->fn(j->g, begin, end, j->x, j->w, j->bias, j->y, &j->mm);
+}
+
 tether_status tether_depthwise_conv2d_prepare(const struct tether_model* model,
                                               uint32_t op_index, tether_node* op) {
+  if (tether_input(model, op, 0)->dtype == TETHER_DTYPE_INT8) {
+    return tether_q8_conv_prepare(model, op_index, op);
+  }
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* w = tether_input(model, op, 1);
   const tether_tensor* b = op->input_count > 2 ? tether_input(model, op, 2) : NULL;
@@ -66,12 +90,23 @@ tether_status tether_depthwise_conv2d_prepare(const struct tether_model* model,
     }
     if (status != TETHER_STATUS_SUCCESS) return status;
   }
-  return tether_check_window_output(model, op_index, x, y, w->shape[1], w->shape[2],
-                                    p->dilation_h, p->dilation_w, w->shape[3]);
+  status = tether_check_window_output(model, op_index, x, y, w->shape[1], w->shape[2],
+                                      p->dilation_h, p->dilation_w, w->shape[3]);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (m == 1) {
+    tether_f32_minmax mm;
+    op->fused_activation = (uint8_t)tether_f32_minmax_of(op->activation, &mm);
+  }
+  return TETHER_STATUS_SUCCESS;
 }
 
 void tether_depthwise_conv2d_eval(const struct tether_model* model, const tether_node* op,
-                                  void* const* data, void* scratch) {
+                                  void* const* data, void* scratch, struct tether_pool* pool) {
+  (void)pool;
+  if (op->quantized) {
+    tether_q8_conv_eval(model, op, data);
+    return;
+  }
   (void)scratch;
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* w = tether_input(model, op, 1);
@@ -87,6 +122,22 @@ void tether_depthwise_conv2d_eval(const struct tether_model* model, const tether
       .stride_w = p->stride_w, .dilation_h = p->dilation_h, .dilation_w = p->dilation_w,
       .pad_top = p->pad_top, .pad_left = p->pad_left,
   };
+  if (g.depth_multiplier == 1) {
+    dw_job j;
+    j.g = &g;
+    j.fn = model->kernels->dwconv;
+    tether_f32_minmax_of(op->fused_activation ? op->activation : TETHER_ACT_NONE, &j.mm);
+    j.x = (const float*)data[op->inputs[0]];
+    j.w = (const float*)data[op->inputs[1]];
+    j.bias = has_bias ? (const float*)data[op->inputs[2]] : NULL;
+    j.y = (float*)data[op->outputs[0]];
+    /* Output rows split into about 4 tasks per thread; rows are independent. */
+    const size_t tasks_wanted = 4 * tether_pool_threads(pool);
+    j.rows = (g.out_h + tasks_wanted - 1) / tasks_wanted;
+    if (tether_pool_threads(pool) == 1) j.rows = g.out_h;
+    tether_parallelize(pool, dw_task, &j, (g.out_h + j.rows - 1) / j.rows);
+    return;
+  }
   tether_f32_dwconv2d_ukernel__scalar(&g, (const float*)data[op->inputs[0]],
                                       (const float*)data[op->inputs[1]],
                                       has_bias ? (const float*)data[op->inputs[2]] : NULL,

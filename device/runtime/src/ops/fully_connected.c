@@ -1,11 +1,14 @@
 /*
  * fully_connected.c — FULLY_CONNECTED: y[r,o] = b[o] + sum_k x[r,k] * W[o,k], with r running
  * over all leading dims of x. The output keeps x's leading dims ([..., O]) or flattens them
- * ([R, O]); both have the same layout.
+ * ([R, O]); both have the same layout. With constant weights (and bias) the weights are
+ * packed at load and the op runs as a GEMM with bias and clamp in the epilogue; otherwise
+ * the reference GEMV below runs.
  */
 #include <stddef.h>
 
 #include "../internal.h"
+#include "../ukernels.h"
 
 void tether_f32_gemv_ukernel__scalar(size_t rows, size_t k, size_t outputs, const float* x,
                                      const float* w, const float* bias, float* y) {
@@ -22,6 +25,9 @@ void tether_f32_gemv_ukernel__scalar(size_t rows, size_t k, size_t outputs, cons
 
 tether_status tether_fully_connected_prepare(const struct tether_model* model,
                                              uint32_t op_index, tether_node* op) {
+  if (tether_input(model, op, 0)->dtype == TETHER_DTYPE_INT8) {
+    return tether_q8_conv_prepare(model, op_index, op);
+  }
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* w = tether_input(model, op, 1);
   const tether_tensor* b = op->input_count > 2 ? tether_input(model, op, 2) : NULL;
@@ -54,16 +60,43 @@ tether_status tether_fully_connected_prepare(const struct tether_model* model,
                            op->outputs[0], y->name, tether_shape_string(y, ys, sizeof(ys)),
                            w->shape[0], rows);
   }
+  if ((w->flags & TETHER_TENSOR_CONSTANT) && (b == NULL || (b->flags & TETHER_TENSOR_CONSTANT))) {
+    op->packed_floats = tether_f32_gemm_packed_floats(model->kernels->gemm_nr,
+                                                      (size_t)w->shape[0], (size_t)w->shape[1]);
+    tether_f32_minmax mm;
+    op->fused_activation = (uint8_t)tether_f32_minmax_of(op->activation, &mm);
+  }
   return TETHER_STATUS_SUCCESS;
 }
 
+void fully_connected_pack(const struct tether_model* model, const tether_node* op,
+                          float* packed) {
+  const tether_tensor* w = tether_input(model, op, 1);
+  const tether_tensor* b = op->input_count > 2 ? tether_input(model, op, 2) : NULL;
+  tether_f32_gemm_pack(model->kernels->gemm_nr, (size_t)w->shape[0], (size_t)w->shape[1],
+                       (const float*)w->data, b != NULL ? (const float*)b->data : NULL, packed);
+}
+
 void tether_fully_connected_eval(const struct tether_model* model, const tether_node* op,
-                                 void* const* data, void* scratch) {
+                                 void* const* data, void* scratch, struct tether_pool* pool) {
+  (void)pool;
+  if (op->quantized) {
+    tether_q8_conv_eval(model, op, data);
+    return;
+  }
   (void)scratch;
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* w = tether_input(model, op, 1);
   const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
   const size_t k = (size_t)w->shape[1], outputs = (size_t)w->shape[0];
+  if (op->packed != NULL) {
+    tether_f32_minmax mm;
+    tether_f32_minmax_of(op->fused_activation ? op->activation : TETHER_ACT_NONE, &mm);
+    tether_f32_gemm_parallel(pool, model->kernels, x->elements / k, outputs, k,
+                    (const float*)data[op->inputs[0]], k * sizeof(float), op->packed,
+                    (float*)data[op->outputs[0]], outputs * sizeof(float), &mm);
+    return;
+  }
   tether_f32_gemv_ukernel__scalar(x->elements / k, k, outputs, (const float*)data[op->inputs[0]],
                                   (const float*)data[op->inputs[1]],
                                   has_bias ? (const float*)data[op->inputs[2]] : NULL,

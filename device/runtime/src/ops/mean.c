@@ -37,6 +37,53 @@ static void tether_f32_mean_ukernel__scalar(const mean_geometry* g, const float*
   for (size_t i = 0; i < g->y_elements; i++) y[i] = y[i] / count;
 }
 
+/*
+ * int8 (TFLite's QuantizedMeanOrSum with a multiplier, as in current TFLite and TFLM):
+ * (M, shift) = QuantizeMultiplier(s_x / s_y); the 1/count is folded in with
+ * k = min(floor(log2 count), 32, 31 + shift), M' = (M << k) / count, shift' = shift - k;
+ * y = clamp(MBQM(sum q - z_x * count, M', shift') + z_y).
+ * Packed words: M', shift', z_x * count, z_y.
+ */
+static void tether_qs8_mean_ukernel__scalar(const mean_geometry* g, const int8_t* x, int8_t* y,
+                                            int32_t* acc, const int32_t* words) {
+  for (size_t i = 0; i < g->y_elements; i++) acc[i] = 0;
+  size_t index[TETHER_MAX_DIMS] = {0};
+  size_t yi = 0;
+  for (size_t i = 0; i < g->x_elements; i++) {
+    acc[yi] += x[i];
+    for (uint32_t d = g->ndim; d-- > 0;) {
+      index[d]++;
+      yi += g->y_stride[d];
+      if (index[d] < g->dims[d]) break;
+      yi -= g->y_stride[d] * index[d];
+      index[d] = 0;
+    }
+  }
+  for (size_t i = 0; i < g->y_elements; i++) {
+    int32_t v = tether_multiply_by_quantized_multiplier(acc[i] - words[2], words[0], words[1]) +
+                words[3];
+    y[i] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+  }
+}
+
+void tether_q8_mean_pack(const struct tether_model* model, const tether_node* op,
+                         int32_t* words) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* y = tether_output(model, op, 0);
+  const int64_t count = y->elements > 0 ? (int64_t)(x->elements / y->elements) : 1;
+  int32_t multiplier, shift;
+  tether_quantize_multiplier((double)x->scale / (double)y->scale, &multiplier, &shift);
+  int k = 0;
+  while (k < 63 && (count >> (k + 1)) != 0) k++;  /* floor(log2(count)) */
+  if (k > 32) k = 32;
+  if (k > 31 + shift) k = 31 + shift;
+  if (k < 0) k = 0;
+  words[0] = (int32_t)(((int64_t)multiplier << k) / count);
+  words[1] = shift - k;
+  words[2] = (int32_t)((int64_t)x->zero_point * count);
+  words[3] = y->zero_point;
+}
+
 static uint32_t reduced_mask(const tether_op_params* p) {
   uint32_t mask = 0;
   for (int32_t k = 0; k < p->axes_count; k++) mask |= 1u << p->axes[k];
@@ -48,9 +95,25 @@ tether_status tether_mean_prepare(const struct tether_model* model, uint32_t op_
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
   const tether_op_params* p = &op->params;
-  tether_status status = tether_check_f32(model, op_index, x, "input 0");
-  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
-  if (status != TETHER_STATUS_SUCCESS) return status;
+  tether_status status = TETHER_STATUS_SUCCESS;
+  if (x->dtype == TETHER_DTYPE_INT8) {
+    /* int8: TFLite's reference Mean (sum of q in int32, then one requantization). */
+    if (x->quant != 1 || y->dtype != TETHER_DTYPE_INT8 || y->quant != 1) {
+      return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                             "int8 MEAN needs int8 input and output quantized per tensor");
+    }
+    op->quantized = 1;
+    op->packed_floats = 4;  /* words: multiplier, shift, z_x * count, z_y */
+    if (x->elements / (y->elements > 0 ? y->elements : 1) > (1u << 22)) {
+      return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                             "int8 MEAN over more than 2^22 elements would overflow int32");
+    }
+    op->scratch_bytes = y->elements * sizeof(int32_t);
+  } else {
+    status = tether_check_f32(model, op_index, x, "input 0");
+    if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
+    if (status != TETHER_STATUS_SUCCESS) return status;
+  }
   if (p->axes_count < 1) {
     return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
                            "attribute axes is required");
@@ -82,8 +145,8 @@ tether_status tether_mean_prepare(const struct tether_model* model, uint32_t op_
 }
 
 void tether_mean_eval(const struct tether_model* model, const tether_node* op, void* const* data,
-                      void* scratch) {
-  (void)scratch;
+                      void* scratch, struct tether_pool* pool) {
+  (void)pool;
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
   const uint32_t mask = reduced_mask(&op->params);
@@ -103,6 +166,12 @@ void tether_mean_eval(const struct tether_model* model, const tether_node* op, v
       g.y_stride[d] = stride;
       stride *= g.dims[d];
     }
+  }
+  if (op->quantized) {
+    tether_qs8_mean_ukernel__scalar(&g, (const int8_t*)data[op->inputs[0]],
+                                    (int8_t*)data[op->outputs[0]], (int32_t*)scratch,
+                                    (const int32_t*)(const void*)op->packed);
+    return;
   }
   tether_f32_mean_ukernel__scalar(&g, (const float*)data[op->inputs[0]],
                                   (float*)data[op->outputs[0]]);

@@ -32,7 +32,8 @@ tether_status tether_pad_prepare(const struct tether_model* model, uint32_t op_i
 }
 
 void tether_pad_eval(const struct tether_model* model, const tether_node* op, void* const* data,
-                     void* scratch) {
+                     void* scratch, struct tether_pool* pool) {
+  (void)pool;
   (void)scratch;
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);

@@ -20,7 +20,8 @@ tether_status tether_reshape_prepare(const struct tether_model* model, uint32_t 
 }
 
 void tether_reshape_eval(const struct tether_model* model, const tether_node* op,
-                         void* const* data, void* scratch) {
+                         void* const* data, void* scratch, struct tether_pool* pool) {
+  (void)pool;
   (void)scratch;
   memcpy(data[op->outputs[0]], data[op->inputs[0]], tether_output(model, op, 0)->bytes);
 }

@@ -24,13 +24,49 @@ void tether_f32_softmax_ukernel__scalar(size_t rows, size_t n, float beta, const
   }
 }
 
+/*
+ * int8 rows: p = softmax(beta * s_x * (q - z_x)) computed in float, y = clamp(round(256 p) -
+ * 128). Not TFLite's fixed-point (gemmlowp) arithmetic: results can differ from TFLite's
+ * int8 SOFTMAX by one step (1/256) where p lies near a rounding boundary.
+ */
+static void qs8_softmax(size_t rows, size_t n, float beta_scale, int32_t zero_point,
+                        const int8_t* x, int8_t* y) {
+  for (size_t r = 0; r < rows; r++) {
+    const int8_t* xr = x + r * n;
+    int8_t* yr = y + r * n;
+    int32_t max = -128;
+    for (size_t i = 0; i < n; i++) max = xr[i] > max ? xr[i] : max;
+    float sum = 0.0f;
+    for (size_t i = 0; i < n; i++) sum += expf(beta_scale * (float)(xr[i] - max));
+    const float inv = 1.0f / sum;
+    for (size_t i = 0; i < n; i++) {
+      const float p = expf(beta_scale * (float)(xr[i] - max)) * inv;
+      int32_t v = (int32_t)roundf(p * 256.0f) - 128;
+      yr[i] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+    }
+  }
+  (void)zero_point;  /* cancels in the difference from the row maximum */
+}
+
 tether_status tether_softmax_prepare(const struct tether_model* model, uint32_t op_index,
                                      tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
-  tether_status status = tether_check_f32(model, op_index, x, "input 0");
-  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
-  if (status != TETHER_STATUS_SUCCESS) return status;
+  tether_status status = TETHER_STATUS_SUCCESS;
+  if (x->dtype == TETHER_DTYPE_INT8) {
+    /* FORMAT.md: int8 SOFTMAX outputs s = 1/256, z = -128. */
+    if (x->quant != 1 || y->dtype != TETHER_DTYPE_INT8 || y->quant != 1 ||
+        y->scale != 1.0f / 256.0f || y->zero_point != -128) {
+      return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                             "int8 SOFTMAX needs int8 per-tensor input and output with scale "
+                             "1/256 and zero point -128");
+    }
+    op->quantized = 1;
+  } else {
+    status = tether_check_f32(model, op_index, x, "input 0");
+    if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
+    if (status != TETHER_STATUS_SUCCESS) return status;
+  }
   if (x->ndim < 1) {
     return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
                            "input 0 needs at least one axis");
@@ -42,10 +78,16 @@ tether_status tether_softmax_prepare(const struct tether_model* model, uint32_t 
 }
 
 void tether_softmax_eval(const struct tether_model* model, const tether_node* op,
-                         void* const* data, void* scratch) {
+                         void* const* data, void* scratch, struct tether_pool* pool) {
+  (void)pool;
   (void)scratch;
   const tether_tensor* x = tether_input(model, op, 0);
   const size_t n = (size_t)x->shape[x->ndim - 1];
+  if (op->quantized) {
+    qs8_softmax(x->elements / n, n, op->params.beta * x->scale, x->zero_point,
+                (const int8_t*)data[op->inputs[0]], (int8_t*)data[op->outputs[0]]);
+    return;
+  }
   tether_f32_softmax_ukernel__scalar(x->elements / n, n, op->params.beta,
                                      (const float*)data[op->inputs[0]],
                                      (float*)data[op->outputs[0]]);

@@ -1,0 +1,66 @@
+/*
+ * 8x32-avx512.c — f32 GEMM micro-kernel, 8 rows x 32 columns (16 zmm accumulators),
+ * AVX-512F. Built with -mavx512f; selected at run time only when the CPU and OS support it.
+ * Twin: tether_f32_gemm_minmax_ukernel_8x32__scalar.
+ */
+#include <immintrin.h>
+#include <stddef.h>
+
+#include "../ukernels.h"
+
+void tether_f32_gemm_minmax_ukernel_8x32__avx512(size_t mr, size_t nc, size_t kc,
+                                                 const float* a, size_t a_stride,
+                                                 const float* w, float* c, size_t c_stride,
+                                                 const tether_f32_minmax* params) {
+  const float* a0 = a;
+  const float* a1 = mr > 1 ? (const float*)((const char*)a0 + a_stride) : a0;
+  const float* a2 = mr > 2 ? (const float*)((const char*)a1 + a_stride) : a1;
+  const float* a3 = mr > 3 ? (const float*)((const char*)a2 + a_stride) : a2;
+  const float* a4 = mr > 4 ? (const float*)((const char*)a3 + a_stride) : a3;
+  const float* a5 = mr > 5 ? (const float*)((const char*)a4 + a_stride) : a4;
+  const float* a6 = mr > 6 ? (const float*)((const char*)a5 + a_stride) : a5;
+  const float* a7 = mr > 7 ? (const float*)((const char*)a6 + a_stride) : a6;
+  __m512 c0l = _mm512_loadu_ps(w), c0h = _mm512_loadu_ps(w + 16);
+  __m512 c1l = c0l, c1h = c0h, c2l = c0l, c2h = c0h, c3l = c0l, c3h = c0h, c4l = c0l,
+         c4h = c0h, c5l = c0l, c5h = c0h, c6l = c0l, c6h = c0h, c7l = c0l, c7h = c0h;
+  w += 32;
+  for (size_t k = 0; k < kc; k++) {
+    const __m512 bl = _mm512_loadu_ps(w), bh = _mm512_loadu_ps(w + 16);
+    w += 32;
+    __m512 v = _mm512_set1_ps(a0[k]);
+    c0l = _mm512_fmadd_ps(v, bl, c0l);
+    c0h = _mm512_fmadd_ps(v, bh, c0h);
+    v = _mm512_set1_ps(a1[k]);
+    c1l = _mm512_fmadd_ps(v, bl, c1l);
+    c1h = _mm512_fmadd_ps(v, bh, c1h);
+    v = _mm512_set1_ps(a2[k]);
+    c2l = _mm512_fmadd_ps(v, bl, c2l);
+    c2h = _mm512_fmadd_ps(v, bh, c2h);
+    v = _mm512_set1_ps(a3[k]);
+    c3l = _mm512_fmadd_ps(v, bl, c3l);
+    c3h = _mm512_fmadd_ps(v, bh, c3h);
+    v = _mm512_set1_ps(a4[k]);
+    c4l = _mm512_fmadd_ps(v, bl, c4l);
+    c4h = _mm512_fmadd_ps(v, bh, c4h);
+    v = _mm512_set1_ps(a5[k]);
+    c5l = _mm512_fmadd_ps(v, bl, c5l);
+    c5h = _mm512_fmadd_ps(v, bh, c5h);
+    v = _mm512_set1_ps(a6[k]);
+    c6l = _mm512_fmadd_ps(v, bl, c6l);
+    c6h = _mm512_fmadd_ps(v, bh, c6h);
+    v = _mm512_set1_ps(a7[k]);
+    c7l = _mm512_fmadd_ps(v, bl, c7l);
+    c7h = _mm512_fmadd_ps(v, bh, c7h);
+  }
+  const __m512 lo = _mm512_set1_ps(params->min), hi = _mm512_set1_ps(params->max);
+  const __m512 acc[16] = {c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h,
+                          c4l, c4h, c5l, c5h, c6l, c6h, c7l, c7h};
+  /* Lanes [0, nc) of the 32: a mask per half. */
+  const __mmask16 ml = (__mmask16)(nc >= 16 ? 0xFFFFu : (1u << nc) - 1u);
+  const __mmask16 mh = (__mmask16)(nc >= 32 ? 0xFFFFu : nc <= 16 ? 0u : (1u << (nc - 16)) - 1u);
+  for (size_t i = 0; i < mr; i++) {
+    float* ci = (float*)((char*)c + i * c_stride);
+    _mm512_mask_storeu_ps(ci, ml, _mm512_min_ps(_mm512_max_ps(acc[2 * i], lo), hi));
+    _mm512_mask_storeu_ps(ci + 16, mh, _mm512_min_ps(_mm512_max_ps(acc[2 * i + 1], lo), hi));
+  }
+}

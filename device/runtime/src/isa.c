@@ -1,0 +1,126 @@
+/*
+ * isa.c — run-time kernel selection from the CPU's features.
+ *
+ * A model picks its kernel table when it loads (tether_kernels_current) and keeps it, so the
+ * packed weights and the kernels always agree. The selection is, in order: tether_set_isa,
+ * the TETHER_ISA environment variable (hosted builds), or the best the CPU supports:
+ * x86-64 avx512 > avx2 > scalar (checked with CPUID and XGETBV, so the OS must save the
+ * registers); aarch64 and armv7 built with NEON: neon.
+ */
+#include <stddef.h>
+#include <string.h>
+
+#include "internal.h"
+#include "ukernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define TETHER_ARCH_X86_64 1
+#include <cpuid.h>
+#endif
+#if defined(__aarch64__) || (defined(__ARM_NEON) && defined(__ARM_FEATURE_FMA))
+#define TETHER_ARCH_NEON 1
+#endif
+
+static const tether_kernels kScalar = {
+    "scalar", 4, 8, tether_f32_gemm_minmax_ukernel_4x8__scalar,
+    tether_f32_gemm_minmax_ukernel_4x8__scalar,
+    tether_f32_dwconv2d_minmax_ukernel_c1__scalar,
+};
+#ifdef TETHER_ARCH_X86_64
+static const tether_kernels kAvx2 = {
+    "avx2", 6, 16, tether_f32_gemm_minmax_ukernel_6x16__avx2,
+    tether_f32_gemm_minmax_ukernel_6x16__scalar,
+    tether_f32_dwconv2d_minmax_ukernel_c8__avx2,
+};
+static const tether_kernels kAvx512 = {
+    "avx512", 8, 32, tether_f32_gemm_minmax_ukernel_8x32__avx512,
+    tether_f32_gemm_minmax_ukernel_8x32__scalar,
+    tether_f32_dwconv2d_minmax_ukernel_c16__avx512,
+};
+
+static unsigned long long xgetbv0(void) {
+  unsigned int lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return ((unsigned long long)hi << 32) | lo;
+}
+
+/* 0 = none, 1 = AVX2 + FMA, 2 = AVX-512F as well (with OS support for the registers). */
+static int x86_level(void) {
+  unsigned int a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+  const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+  if (!fma || !osxsave || !avx) return 0;
+  const unsigned long long xcr0 = xgetbv0();
+  if ((xcr0 & 0x6) != 0x6) return 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+  const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1;
+  if (!avx2) return 0;
+  if (avx512f && (xcr0 & 0xE6) == 0xE6) return 2;
+  return 1;
+}
+#endif
+#ifdef TETHER_ARCH_NEON
+static const tether_kernels kNeon = {
+#ifdef __aarch64__
+    "neon", 6, 8, tether_f32_gemm_minmax_ukernel_6x8__neon,
+    tether_f32_gemm_minmax_ukernel_6x8__scalar,
+#else
+    "neon", 4, 8, tether_f32_gemm_minmax_ukernel_4x8__neon,
+    tether_f32_gemm_minmax_ukernel_4x8__scalar,
+#endif
+    tether_f32_dwconv2d_minmax_ukernel_c4__neon,
+};
+#endif
+
+static const tether_kernels* best(void) {
+#ifdef TETHER_ARCH_X86_64
+  const int level = x86_level();
+  if (level >= 2) return &kAvx512;
+  if (level >= 1) return &kAvx2;
+#endif
+#ifdef TETHER_ARCH_NEON
+  return &kNeon;
+#endif
+  return &kScalar;
+}
+
+const tether_kernels* tether_kernels_for(const char* isa) {
+  if (isa == NULL) return NULL;
+  if (strcmp(isa, "auto") == 0) return best();
+  if (strcmp(isa, "scalar") == 0) return &kScalar;
+#ifdef TETHER_ARCH_X86_64
+  if (strcmp(isa, "avx2") == 0) return x86_level() >= 1 ? &kAvx2 : NULL;
+  if (strcmp(isa, "avx512") == 0) return x86_level() >= 2 ? &kAvx512 : NULL;
+#endif
+#ifdef TETHER_ARCH_NEON
+  if (strcmp(isa, "neon") == 0) return &kNeon;
+#endif
+  return NULL;
+}
+
+/* Set by tether_set_isa; NULL = not chosen yet. Not synchronised (see tether.h). */
+static const tether_kernels* g_selected = NULL;
+
+const tether_kernels* tether_kernels_current(void) {
+  if (g_selected == NULL) {
+    const tether_kernels* k = tether_kernels_for(tether_isa_from_environment());
+    g_selected = k != NULL ? k : best();
+  }
+  return g_selected;
+}
+
+const char* tether_isa(void) { return tether_kernels_current()->isa; }
+
+tether_status tether_set_isa(const char* isa) {
+  if (isa == NULL) return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "isa is NULL");
+  const tether_kernels* k = tether_kernels_for(isa);
+  if (k == NULL) {
+    return tether_set_error(TETHER_STATUS_UNSUPPORTED_HARDWARE,
+                            "isa '%s' is unknown or this CPU lacks it (known: auto, scalar, "
+                            "avx2, avx512, neon)",
+                            isa);
+  }
+  g_selected = k;
+  tether_clear_error();
+  return TETHER_STATUS_SUCCESS;
+}

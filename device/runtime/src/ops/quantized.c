@@ -1,0 +1,420 @@
+/*
+ * quantized.c — the int8 paths of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and ADD, and
+ * the QUANTIZE / DEQUANTIZE ops (converter/FORMAT.md, "Integer (int8) execution").
+ *
+ * Arithmetic is TensorFlow Lite's int8 reference kernels', bit for bit:
+ *   acc = bias[c] + sum w * (x - z_x)     (int32; taps in the padding contribute nothing)
+ *   y   = clamp(z_y + MultiplyByQuantizedMultiplier(acc, M_c, shift_c), lo, hi)
+ * with M_c, shift_c = QuantizeMultiplier((double)s_x * s_w[c] / s_y) computed at load into
+ * the model's packed block (words [M_0..M_{C-1}, shift_0..shift_{C-1}]), and [lo, hi] the
+ * fused activation's range in the quantized domain.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../internal.h"
+
+typedef struct q8_params {
+  const int32_t* multiplier;
+  const int32_t* shift;
+  int32_t x_zero, y_zero, lo, hi;
+} q8_params;
+
+static inline int8_t q8_output(int64_t acc64, const q8_params* p, size_t c) {
+  /* int32 two's-complement wrap of the sum (defined here; TFLite's int32 adds wrap the same
+   * way in practice). Valid models never get near it. */
+  const int32_t acc = (int32_t)(uint32_t)(uint64_t)acc64;
+  int32_t v = tether_multiply_by_quantized_multiplier(acc, p->multiplier[c], p->shift[c]) +
+              p->y_zero;
+  v = v < p->lo ? p->lo : v;
+  return (int8_t)(v > p->hi ? p->hi : v);
+}
+
+/* CONV_2D, weights [OC, KH, KW, C/G]. */
+static void qs8_conv2d_ukernel__scalar(const tether_conv_geometry* g, const int8_t* x,
+                                       const int8_t* w, const int32_t* bias, int8_t* y,
+                                       const q8_params* p) {
+  const size_t group_in = g->in_c / g->groups, group_out = g->out_c / g->groups;
+  for (size_t n = 0; n < g->batch; n++) {
+    const int8_t* x_n = x + n * g->in_h * g->in_w * g->in_c;
+    for (size_t oh = 0; oh < g->out_h; oh++) {
+      for (size_t ow = 0; ow < g->out_w; ow++) {
+        int8_t* yp = y + ((n * g->out_h + oh) * g->out_w + ow) * g->out_c;
+        for (size_t o = 0; o < g->out_c; o++) {
+          const size_t c0 = (o / group_out) * group_in;
+          int64_t acc = 0;  /* wraps to int32 below, as TFLite's int32 sum does */
+          for (size_t kh = 0; kh < g->kernel_h; kh++) {
+            const ptrdiff_t ih = (ptrdiff_t)oh * g->stride_h + (ptrdiff_t)kh * g->dilation_h - g->pad_top;
+            if (ih < 0 || ih >= (ptrdiff_t)g->in_h) continue;
+            for (size_t kw = 0; kw < g->kernel_w; kw++) {
+              const ptrdiff_t iw = (ptrdiff_t)ow * g->stride_w + (ptrdiff_t)kw * g->dilation_w - g->pad_left;
+              if (iw < 0 || iw >= (ptrdiff_t)g->in_w) continue;
+              const int8_t* xp = x_n + ((size_t)ih * g->in_w + (size_t)iw) * g->in_c + c0;
+              const int8_t* wp = w + ((o * g->kernel_h + kh) * g->kernel_w + kw) * group_in;
+              for (size_t i = 0; i < group_in; i++) acc += (int32_t)wp[i] * ((int32_t)xp[i] - p->x_zero);
+            }
+          }
+          if (bias != NULL) acc += bias[o];
+          yp[o] = q8_output(acc, p, o);
+        }
+      }
+    }
+  }
+}
+
+/* DEPTHWISE_CONV_2D, weights [1, KH, KW, C*M]. */
+static void qs8_dwconv2d_ukernel__scalar(const tether_conv_geometry* g, const int8_t* x,
+                                         const int8_t* w, const int32_t* bias, int8_t* y,
+                                         const q8_params* p) {
+  const size_t m = g->depth_multiplier;
+  for (size_t n = 0; n < g->batch; n++) {
+    const int8_t* x_n = x + n * g->in_h * g->in_w * g->in_c;
+    for (size_t oh = 0; oh < g->out_h; oh++) {
+      for (size_t ow = 0; ow < g->out_w; ow++) {
+        int8_t* yp = y + ((n * g->out_h + oh) * g->out_w + ow) * g->out_c;
+        for (size_t o = 0; o < g->out_c; o++) {
+          int64_t acc = 0;  /* wraps to int32 below, as TFLite's int32 sum does */
+          for (size_t kh = 0; kh < g->kernel_h; kh++) {
+            const ptrdiff_t ih = (ptrdiff_t)oh * g->stride_h + (ptrdiff_t)kh * g->dilation_h - g->pad_top;
+            if (ih < 0 || ih >= (ptrdiff_t)g->in_h) continue;
+            for (size_t kw = 0; kw < g->kernel_w; kw++) {
+              const ptrdiff_t iw = (ptrdiff_t)ow * g->stride_w + (ptrdiff_t)kw * g->dilation_w - g->pad_left;
+              if (iw < 0 || iw >= (ptrdiff_t)g->in_w) continue;
+              acc += (int32_t)w[(kh * g->kernel_w + kw) * g->out_c + o] *
+                     ((int32_t)x_n[((size_t)ih * g->in_w + (size_t)iw) * g->in_c + o / m] - p->x_zero);
+            }
+          }
+          if (bias != NULL) acc += bias[o];
+          yp[o] = q8_output(acc, p, o);
+        }
+      }
+    }
+  }
+}
+
+/* FULLY_CONNECTED, weights [O, K]. */
+static void qs8_fc_ukernel__scalar(size_t rows, size_t k, size_t outputs, const int8_t* x,
+                                   const int8_t* w, const int32_t* bias, int8_t* y,
+                                   const q8_params* p) {
+  for (size_t r = 0; r < rows; r++) {
+    for (size_t o = 0; o < outputs; o++) {
+      int64_t acc = 0;
+      for (size_t i = 0; i < k; i++) acc += (int32_t)w[o * k + i] * ((int32_t)x[r * k + i] - p->x_zero);
+      if (bias != NULL) acc += bias[o];
+      y[r * outputs + o] = q8_output(acc, p, o);
+    }
+  }
+}
+
+/* ---- prepare ---------------------------------------------------------------------------- */
+
+static tether_status need_per_tensor_int8(const struct tether_model* model, uint32_t op_index,
+                                          const tether_tensor* t, const char* slot) {
+  if (t->dtype != TETHER_DTYPE_INT8 || t->quant != 1) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "%s (tensor '%s') must be int8 quantized per tensor (dtype %u, "
+                           "quant %u)",
+                           slot, t->name, (unsigned)t->dtype, (unsigned)t->quant);
+  }
+  if (t->zero_point < -128 || t->zero_point > 127) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "%s (tensor '%s') has zero point %d outside [-128, 127]", slot,
+                           t->name, t->zero_point);
+  }
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_q8_conv_prepare(const struct tether_model* model, uint32_t op_index,
+                                     tether_node* op) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* w = tether_input(model, op, 1);
+  const tether_tensor* b = op->input_count > 2 ? tether_input(model, op, 2) : NULL;
+  const tether_tensor* y = tether_output(model, op, 0);
+  const tether_op_params* p = &op->params;
+  tether_status status = need_per_tensor_int8(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = need_per_tensor_int8(model, op_index, y, "output 0");
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  const int fc = op->type == TETHER_OP_FULLY_CONNECTED;
+  const int dw = op->type == TETHER_OP_DEPTHWISE_CONV_2D;
+  const uint32_t channel_axis = dw ? 3 : 0;
+  if (w->dtype != TETHER_DTYPE_INT8 || !(w->flags & TETHER_TENSOR_CONSTANT) || w->quant == 0 ||
+      (w->quant == 2 && w->quant_axis != channel_axis) || w->ndim != (fc ? 2 : 4)) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "int8 input 1 (weights '%s') must be a constant int8 tensor of rank "
+                           "%d quantized per tensor or per channel along axis %u",
+                           w->name, fc ? 2 : 4, channel_axis);
+  }
+  const int32_t channels = w->shape[channel_axis];
+  for (uint32_t c = 0; c < w->quant_count; c++) {
+    if (tether_quant_zero_point(w, c) != 0) {
+      return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                             "int8 weights '%s' must be symmetric; zero point %u is %d", w->name,
+                             c, tether_quant_zero_point(w, c));
+    }
+  }
+  if (b != NULL && (b->dtype != TETHER_DTYPE_INT32 || !(b->flags & TETHER_TENSOR_CONSTANT) ||
+                    b->ndim != 1 || b->shape[0] != channels)) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "int8 input 2 (bias '%s') must be a constant int32 [%d]", b->name,
+                           channels);
+  }
+  if (fc) {
+    if (x->ndim < 1 || w->shape[1] != x->shape[x->ndim - 1] ||
+        y->elements != x->elements / (size_t)w->shape[1] * (size_t)w->shape[0] ||
+        y->shape[y->ndim - 1] != w->shape[0]) {
+      return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                             "needs input 0 [..., K], input 1 [O, K] and output [..., O]");
+    }
+  } else if (dw) {
+    if (x->ndim != 4 || p->depth_multiplier < 1 || w->shape[0] != 1 ||
+        (int64_t)w->shape[3] != (int64_t)x->shape[3] * p->depth_multiplier) {
+      return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                             "needs input 0 [N,H,W,C] and input 1 [1,KH,KW,C*M]");
+    }
+  } else if (x->ndim != 4 || p->groups < 1 || x->shape[3] % p->groups != 0 ||
+             w->shape[0] % p->groups != 0 || w->shape[3] != x->shape[3] / p->groups) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "needs input 0 [N,H,W,C] and input 1 [OC,KH,KW,C/G] with groups=%d",
+                           p->groups);
+  }
+  if (!fc) {
+    status = tether_check_window_output(model, op_index, x, y, w->shape[1], w->shape[2],
+                                        p->dilation_h, p->dilation_w, channels);
+    if (status != TETHER_STATUS_SUCCESS) return status;
+  }
+  int32_t lo, hi;
+  if (!tether_q8_activation_range(op->activation, y->scale, y->zero_point, &lo, &hi)) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "fused activation %u is not supported on int8 outputs",
+                           (unsigned)op->activation);
+  }
+  op->quantized = 1;
+  op->fused_activation = 1;
+  op->packed_floats = 2 * (size_t)channels;  /* 4-byte words: multipliers, shifts */
+  return TETHER_STATUS_SUCCESS;
+}
+
+/* Shifts MultiplyByQuantizedMultiplier can apply: x << 30 at most (and >> 31, which
+ * QuantizeMultiplier guarantees by flushing smaller multipliers to 0). */
+static tether_status check_shifts(const struct tether_model* model, const tether_node* op,
+                                  const int32_t* shifts, size_t count, size_t stride) {
+  for (size_t i = 0; i < count; i++) {
+    if (shifts[i * stride] > 30) {
+      return tether_op_error(model, (uint32_t)(op - model->ops), TETHER_STATUS_FORMAT_ERROR,
+                             "int8 requantization scale %zu is 2^%d or more (scales out of "
+                             "range: s_x * s_w / s_y must be below 2^30)",
+                             i, (int)shifts[i * stride] - 1);
+    }
+  }
+  return TETHER_STATUS_SUCCESS;
+}
+
+static void q8_pack_words(const struct tether_model* model, const tether_node* op,
+                          int32_t* words);
+
+tether_status tether_q8_pack(const struct tether_model* model, const tether_node* op,
+                             int32_t* words) {
+  q8_pack_words(model, op, words);
+  switch (op->type) {
+    case TETHER_OP_MEAN:
+    case TETHER_OP_QUANTIZE: return check_shifts(model, op, words + 1, 1, 1);
+    case TETHER_OP_ADD: return check_shifts(model, op, words + 1, 3, 2);
+    default: {
+      const size_t channels = op->packed_floats / 2;
+      return check_shifts(model, op, words + channels, channels, 1);
+    }
+  }
+}
+
+static void q8_pack_words(const struct tether_model* model, const tether_node* op,
+                          int32_t* words) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  if (op->type == TETHER_OP_MEAN) {
+    tether_q8_mean_pack(model, op, words);
+    return;
+  }
+  if (op->type == TETHER_OP_ADD) {  /* TFLite PrepareGeneralSubOp / Add int8, left shift 20 */
+    const tether_tensor* x2 = tether_input(model, op, 1);
+    const tether_tensor* y = tether_output(model, op, 0);
+    const float larger = x->scale > x2->scale ? x->scale : x2->scale;
+    const double twice_max = (double)(2.0f * larger);
+    tether_quantize_multiplier((double)x->scale / twice_max, &words[0], &words[1]);
+    tether_quantize_multiplier((double)x2->scale / twice_max, &words[2], &words[3]);
+    tether_quantize_multiplier(twice_max / (double)((float)(1 << 20) * y->scale), &words[4],
+                               &words[5]);
+    return;
+  }
+  if (op->type == TETHER_OP_QUANTIZE) {  /* int8 -> int8: TFLite Requantize */
+    const tether_tensor* y = tether_output(model, op, 0);
+    tether_quantize_multiplier((double)x->scale / (double)y->scale, &words[0], &words[1]);
+    return;
+  }
+  const tether_tensor* w = tether_input(model, op, 1);
+  const tether_tensor* y = tether_output(model, op, 0);
+  const size_t channels = op->packed_floats / 2;
+  for (size_t c = 0; c < channels; c++) {
+    const double real = (double)x->scale * (double)tether_quant_scale(w, (uint32_t)c) /
+                        (double)y->scale;
+    tether_quantize_multiplier(real, &words[c], &words[channels + c]);
+  }
+}
+
+void tether_q8_conv_eval(const struct tether_model* model, const tether_node* op,
+                         void* const* data) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* w = tether_input(model, op, 1);
+  const tether_tensor* y = tether_output(model, op, 0);
+  const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
+  const size_t channels = op->packed_floats / 2;
+  const int32_t* words = (const int32_t*)(const void*)op->packed;
+  q8_params qp = {words, words + channels, x->zero_point, y->zero_point, -128, 127};
+  tether_q8_activation_range(op->activation, y->scale, y->zero_point, &qp.lo, &qp.hi);
+  const int8_t* xd = (const int8_t*)data[op->inputs[0]];
+  const int8_t* wd = (const int8_t*)data[op->inputs[1]];
+  const int32_t* bd = has_bias ? (const int32_t*)data[op->inputs[2]] : NULL;
+  int8_t* yd = (int8_t*)data[op->outputs[0]];
+  if (op->type == TETHER_OP_FULLY_CONNECTED) {
+    const size_t k = (size_t)w->shape[1];
+    qs8_fc_ukernel__scalar(x->elements / k, k, channels, xd, wd, bd, yd, &qp);
+    return;
+  }
+  const tether_op_params* p = &op->params;
+  const tether_conv_geometry g = {
+      .batch = (size_t)x->shape[0], .in_h = (size_t)x->shape[1], .in_w = (size_t)x->shape[2],
+      .in_c = (size_t)x->shape[3], .out_h = (size_t)y->shape[1], .out_w = (size_t)y->shape[2],
+      .out_c = (size_t)y->shape[3], .kernel_h = (size_t)w->shape[1],
+      .kernel_w = (size_t)w->shape[2],
+      .groups = op->type == TETHER_OP_CONV_2D ? (size_t)p->groups : 1,
+      .depth_multiplier =
+          op->type == TETHER_OP_DEPTHWISE_CONV_2D ? (size_t)p->depth_multiplier : 1,
+      .stride_h = p->stride_h, .stride_w = p->stride_w, .dilation_h = p->dilation_h,
+      .dilation_w = p->dilation_w, .pad_top = p->pad_top, .pad_left = p->pad_left,
+  };
+  if (op->type == TETHER_OP_DEPTHWISE_CONV_2D) {
+    qs8_dwconv2d_ukernel__scalar(&g, xd, wd, bd, yd, &qp);
+  } else {
+    qs8_conv2d_ukernel__scalar(&g, xd, wd, bd, yd, &qp);
+  }
+}
+
+/* ---- QUANTIZE / DEQUANTIZE ---------------------------------------------------------------- */
+
+tether_status tether_quantize_prepare(const struct tether_model* model, uint32_t op_index,
+                                      tether_node* op) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* y = tether_output(model, op, 0);
+  tether_status status = need_per_tensor_int8(model, op_index, y, "output 0");
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (x->dtype == TETHER_DTYPE_INT8) {
+    status = need_per_tensor_int8(model, op_index, x, "input 0");
+    if (status != TETHER_STATUS_SUCCESS) return status;
+    op->quantized = 1;
+    op->packed_floats = 2;  /* requantize: multiplier, shift */
+  } else if (x->dtype != TETHER_DTYPE_FLOAT32) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "input 0 (tensor '%s') must be float32 or int8", x->name);
+  }
+  return tether_check_shape(model, op_index, y, "output 0", x->ndim, x->shape);
+}
+
+void tether_quantize_eval(const struct tether_model* model, const tether_node* op,
+                          void* const* data, void* scratch, struct tether_pool* pool) {
+  (void)scratch;
+  (void)pool;
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* y = tether_output(model, op, 0);
+  int8_t* yd = (int8_t*)data[op->outputs[0]];
+  if (op->quantized) {  /* TFLite Requantize */
+    const int32_t* words = (const int32_t*)(const void*)op->packed;
+    const int8_t* xd = (const int8_t*)data[op->inputs[0]];
+    for (size_t i = 0; i < x->elements; i++) {
+      int32_t v = tether_multiply_by_quantized_multiplier((int32_t)xd[i] - x->zero_point,
+                                                          words[0], words[1]) +
+                  y->zero_point;
+      yd[i] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+    }
+    return;
+  }
+  /* TFLite AffineQuantize: round(x / s) + z in float, clamped. */
+  const float* xd = (const float*)data[op->inputs[0]];
+  for (size_t i = 0; i < x->elements; i++) {
+    const float r = roundf(xd[i] / y->scale);
+    const float clamped = r < -1e9f ? -1e9f : r > 1e9f ? 1e9f : r;  /* NaN-free int cast */
+    int32_t v = (clamped == clamped ? (int32_t)clamped : 0) + y->zero_point;
+    yd[i] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+  }
+}
+
+tether_status tether_dequantize_prepare(const struct tether_model* model, uint32_t op_index,
+                                        tether_node* op) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* y = tether_output(model, op, 0);
+  tether_status status = need_per_tensor_int8(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  return tether_check_shape(model, op_index, y, "output 0", x->ndim, x->shape);
+}
+
+void tether_dequantize_eval(const struct tether_model* model, const tether_node* op,
+                            void* const* data, void* scratch, struct tether_pool* pool) {
+  (void)scratch;
+  (void)pool;
+  const tether_tensor* x = tether_input(model, op, 0);
+  const int8_t* xd = (const int8_t*)data[op->inputs[0]];
+  float* yd = (float*)data[op->outputs[0]];
+  const double scale = (double)x->scale;
+  for (size_t i = 0; i < x->elements; i++) {
+    yd[i] = (float)(scale * (double)((int32_t)xd[i] - x->zero_point));
+  }
+}
+
+/* ---- ADD ------------------------------------------------------------------------------------ */
+
+tether_status tether_q8_add_prepare(const struct tether_model* model, uint32_t op_index,
+                                    tether_node* op) {
+  const tether_tensor* a = tether_input(model, op, 0);
+  const tether_tensor* b = tether_input(model, op, 1);
+  const tether_tensor* y = tether_output(model, op, 0);
+  tether_status status = need_per_tensor_int8(model, op_index, a, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = need_per_tensor_int8(model, op_index, b, "input 1");
+  if (status == TETHER_STATUS_SUCCESS) status = need_per_tensor_int8(model, op_index, y, "output 0");
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (op->type != TETHER_OP_ADD) {
+    return tether_op_error(model, op_index, TETHER_STATUS_UNSUPPORTED_OP,
+                           "int8 %s is not implemented yet (int8 ADD is)",
+                           tether_op_type_name(op->type));
+  }
+  int32_t lo, hi;
+  if (!tether_q8_activation_range(op->activation, y->scale, y->zero_point, &lo, &hi)) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "fused activation %u is not supported on int8 outputs",
+                           (unsigned)op->activation);
+  }
+  op->quantized = 1;
+  op->fused_activation = 1;
+  op->packed_floats = 6;  /* words: input 1, input 2 and output multipliers and shifts */
+  return TETHER_STATUS_SUCCESS;
+}
+
+/*
+ * y = clamp(z_y + R_out(R_1((a - z_a) << 20) + R_2((b - z_b) << 20))), each R a
+ * MultiplyByQuantizedMultiplier; `a_index`/`b_index` give the broadcast element of each input.
+ */
+void tether_q8_add_elements(const tether_node* op, const tether_tensor* a, const tether_tensor* b,
+                            const tether_tensor* y, const int8_t* ad, const int8_t* bd,
+                            size_t count, const size_t* a_index, const size_t* b_index,
+                            int8_t* yd) {
+  const int32_t* w = (const int32_t*)(const void*)op->packed;
+  int32_t lo = -128, hi = 127;
+  tether_q8_activation_range(op->activation, y->scale, y->zero_point, &lo, &hi);
+  for (size_t i = 0; i < count; i++) {
+    const int32_t va = ((int32_t)ad[a_index != NULL ? a_index[i] : i] - a->zero_point) * (1 << 20);
+    const int32_t vb = ((int32_t)bd[b_index != NULL ? b_index[i] : i] - b->zero_point) * (1 << 20);
+    const int32_t sum = tether_multiply_by_quantized_multiplier(va, w[0], w[1]) +
+                        tether_multiply_by_quantized_multiplier(vb, w[2], w[3]);
+    int32_t v = tether_multiply_by_quantized_multiplier(sum, w[4], w[5]) + y->zero_point;
+    v = v < lo ? lo : v > hi ? hi : v;
+    yd[i] = (int8_t)v;
+  }
+}
