@@ -281,6 +281,54 @@ static void test_add(uint32_t act) {
   free(b);
 }
 
+/* int8 MUL and SUB with broadcasting ([2,3,4] op [4]) against the int64 re-implementation of
+ * TFLite's int8 Mul (M = s_a s_b / s_y) and Sub (Add's scheme, input 2 negated), and loosely
+ * against float arithmetic. */
+static void test_mul_sub(uint32_t type) {
+  const float sa = 0.1f, sb = 0.05f, sy = type == TETHER_OP_MUL ? 0.3f : 0.2f;
+  const int32_t za = 2, zb = -3, zy = 1;
+  int8_t a[24], bq[4], y[24];
+  for (int i = 0; i < 24; i++) a[i] = (int8_t)tb_range(-128, 127);
+  for (int i = 0; i < 4; i++) bq[i] = (int8_t)tb_range(-128, 127);
+  tb_builder* b = tb_new();
+  uint32_t at = tb_tensor_typed(b, "a", 1, 3, (const int32_t[]){2, 3, 4}, NULL);
+  tb_quantize(b, at, 0, 1, &sa, &za);
+  uint32_t bt = tb_tensor_typed(b, "b", 1, 1, (const int32_t[]){4}, bq);
+  tb_quantize(b, bt, 0, 1, &sb, &zb);
+  uint32_t yt = tb_tensor_typed(b, "y", 1, 3, (const int32_t[]){2, 3, 4}, NULL);
+  tb_quantize(b, yt, 0, 1, &sy, &zy);
+  const char* what = type == TETHER_OP_MUL ? "int8 mul" : "int8 sub";
+  tb_op(b, type, TETHER_ACT_NONE, what, 2, (const uint32_t[]){at, bt}, yt);
+  tb_graph_io(b, 1, &at, 1, &yt);
+  const void* in[1] = {a};
+  const size_t bytes[1] = {24};
+  if (run_model(b, in, bytes, 1, y, 24, what)) {
+    for (int i = 0; i < 24; i++) {
+      int32_t v;
+      double real;
+      if (type == TETHER_OP_MUL) {
+        v = ref_requantize((int64_t)(a[i] - za) * (bq[i % 4] - zb),
+                           (double)sa * (double)sb / (double)sy) + zy;
+        real = (double)sa * (a[i] - za) * (double)sb * (bq[i % 4] - zb);
+      } else {
+        const double twice = (double)(2.0f * (sa > sb ? sa : sb));
+        const int64_t s1 = ref_requantize((int64_t)(a[i] - za) * (1 << 20), (double)sa / twice);
+        const int64_t s2 = ref_requantize((int64_t)(bq[i % 4] - zb) * (1 << 20),
+                                          -(double)sb / twice);
+        v = ref_requantize(s1 + s2, twice / (double)((float)(1 << 20) * sy)) + zy;
+        real = (double)sa * (a[i] - za) - (double)sb * (bq[i % 4] - zb);
+      }
+      v = v < -128 ? -128 : v > 127 ? 127 : v;
+      TB_CHECK(y[i] == v, "%s: y[%d] = %d, want %d", what, i, y[i], v);
+      const double lim_lo = sy * (-128 - zy), lim_hi = sy * (127 - zy);
+      const double want = real < lim_lo ? lim_lo : real > lim_hi ? lim_hi : real;
+      TB_CHECK(fabs(sy * (y[i] - zy) - want) <= sy + 1e-6, "%s: y[%d] = %g dequantized, "
+               "float %g", what, i, sy * (y[i] - zy), want);
+    }
+  }
+  free(b);
+}
+
 /* int8 MEAN over H, W: q = [1, 2, 3, 4] (s 1, z 0) -> s_y 1, z_y 0: (M, shift) = (2^30, 1),
  * k = 2, M' = 2^30, shift' = -1: MBQM(10) = round_half_away(2.5) = 3. With z_x = -1, s_y = 0.5,
  * z_y = 5: sum - z_x*4 = 14, real 2 * 14 / 4 = 7 -> 12. */
@@ -500,6 +548,7 @@ int main(void) {
   test_conv_by_hand(TETHER_ACT_RELU6, (const int8_t[]){4, 3}, "int8 conv by hand, relu6");
   test_random_convs();
   for (int i = 0; i < 10; i++) test_add(i % 2 ? TETHER_ACT_RELU : TETHER_ACT_NONE);
+  for (int i = 0; i < 10; i++) test_mul_sub(i % 2 ? TETHER_OP_SUB : TETHER_OP_MUL);
   test_mean(0, 1.0f, 0, 3);
   test_mean(-1, 0.5f, 5, 12);
   test_quantize_ops();

@@ -1,5 +1,5 @@
 /*
- * quantized.c — the int8 paths of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and ADD, and
+ * quantized.c — the int8 paths of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL and
  * the QUANTIZE / DEQUANTIZE ops (converter/FORMAT.md, "Integer (int8) execution").
  *
  * Arithmetic is TensorFlow Lite's int8 reference kernels', bit for bit:
@@ -219,7 +219,9 @@ tether_status tether_q8_pack(const struct tether_model* model, const tether_node
   switch (op->type) {
     case TETHER_OP_MEAN:
     case TETHER_OP_QUANTIZE: return check_shifts(model, op, words + 1, 1, 1);
-    case TETHER_OP_ADD: return check_shifts(model, op, words + 1, 3, 2);
+    case TETHER_OP_MUL: return check_shifts(model, op, words + 1, 1, 1);
+    case TETHER_OP_ADD:
+    case TETHER_OP_SUB: return check_shifts(model, op, words + 1, 3, 2);
     default: {
       const size_t channels = op->packed_floats / 2;
       return check_shifts(model, op, words + channels, channels, 1);
@@ -234,7 +236,15 @@ static void q8_pack_words(const struct tether_model* model, const tether_node* o
     tether_q8_mean_pack(model, op, words);
     return;
   }
-  if (op->type == TETHER_OP_ADD) {  /* TFLite PrepareGeneralSubOp / Add int8, left shift 20 */
+  if (op->type == TETHER_OP_MUL) {  /* TFLite Mul int8: M = s_a * s_b / s_y */
+    const tether_tensor* x2 = tether_input(model, op, 1);
+    const tether_tensor* y = tether_output(model, op, 0);
+    tether_quantize_multiplier((double)x->scale * (double)x2->scale / (double)y->scale,
+                               &words[0], &words[1]);
+    return;
+  }
+  if (op->type == TETHER_OP_ADD || op->type == TETHER_OP_SUB) {
+    /* TFLite PrepareGeneralSubOp / Add int8, left shift 20; SUB negates input 2's multiplier */
     const tether_tensor* x2 = tether_input(model, op, 1);
     const tether_tensor* y = tether_output(model, op, 0);
     const float larger = x->scale > x2->scale ? x->scale : x2->scale;
@@ -243,6 +253,7 @@ static void q8_pack_words(const struct tether_model* model, const tether_node* o
     tether_quantize_multiplier((double)x2->scale / twice_max, &words[2], &words[3]);
     tether_quantize_multiplier(twice_max / (double)((float)(1 << 20) * y->scale), &words[4],
                                &words[5]);
+    if (op->type == TETHER_OP_SUB) words[2] = -words[2];
     return;
   }
   if (op->type == TETHER_OP_QUANTIZE) {  /* int8 -> int8: TFLite Requantize */
@@ -380,9 +391,9 @@ tether_status tether_q8_add_prepare(const struct tether_model* model, uint32_t o
   if (status == TETHER_STATUS_SUCCESS) status = need_per_tensor_int8(model, op_index, b, "input 1");
   if (status == TETHER_STATUS_SUCCESS) status = need_per_tensor_int8(model, op_index, y, "output 0");
   if (status != TETHER_STATUS_SUCCESS) return status;
-  if (op->type != TETHER_OP_ADD) {
+  if (op->type != TETHER_OP_ADD && op->type != TETHER_OP_SUB && op->type != TETHER_OP_MUL) {
     return tether_op_error(model, op_index, TETHER_STATUS_UNSUPPORTED_OP,
-                           "int8 %s is not implemented yet (int8 ADD is)",
+                           "int8 %s is not implemented yet (int8 ADD, SUB and MUL are)",
                            tether_op_type_name(op->type));
   }
   int32_t lo, hi;
@@ -393,12 +404,13 @@ tether_status tether_q8_add_prepare(const struct tether_model* model, uint32_t o
   }
   op->quantized = 1;
   op->fused_activation = 1;
-  op->packed_floats = 6;  /* words: input 1, input 2 and output multipliers and shifts */
+  /* words: ADD/SUB: input 1, input 2 and output multipliers and shifts; MUL: one pair. */
+  op->packed_floats = op->type == TETHER_OP_MUL ? 2 : 6;
   return TETHER_STATUS_SUCCESS;
 }
 
 /*
- * y = clamp(z_y + R_out(R_1((a - z_a) << 20) + R_2((b - z_b) << 20))), each R a
+ * ADD/SUB: y = clamp(z_y + R_out(R_1((a - z_a) << 20) ± R_2((b - z_b) << 20))), each R a
  * MultiplyByQuantizedMultiplier; `a_index`/`b_index` give the broadcast element of each input.
  */
 void tether_q8_add_elements(const tether_node* op, const tether_tensor* a, const tether_tensor* b,
@@ -408,6 +420,16 @@ void tether_q8_add_elements(const tether_node* op, const tether_tensor* a, const
   const int32_t* w = (const int32_t*)(const void*)op->packed;
   int32_t lo = -128, hi = 127;
   tether_q8_activation_range(op->activation, y->scale, y->zero_point, &lo, &hi);
+  if (op->type == TETHER_OP_MUL) {  /* y = clamp(z_y + MBQM((a - z_a) * (b - z_b), M, shift)) */
+    for (size_t i = 0; i < count; i++) {
+      const int32_t va = (int32_t)ad[a_index != NULL ? a_index[i] : i] - a->zero_point;
+      const int32_t vb = (int32_t)bd[b_index != NULL ? b_index[i] : i] - b->zero_point;
+      int32_t v = tether_multiply_by_quantized_multiplier(va * vb, w[0], w[1]) + y->zero_point;
+      v = v < lo ? lo : v > hi ? hi : v;
+      yd[i] = (int8_t)v;
+    }
+    return;
+  }
   for (size_t i = 0; i < count; i++) {
     const int32_t va = ((int32_t)ad[a_index != NULL ? a_index[i] : i] - a->zero_point) * (1 << 20);
     const int32_t vb = ((int32_t)bd[b_index != NULL ? b_index[i] : i] - b->zero_point) * (1 << 20);
