@@ -16,7 +16,7 @@ from tether.converter import convert
 from tether.converter._internal.frontends.tflite import from_tflite
 from tether.converter._internal.ops import DType
 
-from tether.errors import ConversionError, ModelFormatError
+from tether.errors import ConversionError, EngineError, ModelFormatError
 from tether.peers import keras_to_tflite
 
 L = keras.layers
@@ -110,6 +110,9 @@ def test_int8_import_keeps_tflite_integers(int8_block) -> None:
     assert ops["QUANTIZE"] >= 1 and ops["DEQUANTIZE"] >= 1
 
 
+@pytest.mark.xfail(strict=True, raises=EngineError,
+                   reason="the engine has no int8 HARD_SWISH/LOGISTIC fused activations or int8 "
+                          "pooling kernels yet (issue #3); strict: passes once they land")
 def test_int8_engine_top1_matches_litert(int8_block) -> None:
     _, content = int8_block
     tm = convert(content)
