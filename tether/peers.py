@@ -16,7 +16,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-__all__ = ["Runner", "ENGINES", "make_runner", "keras_to_tflite", "keras_to_onnx"]
+__all__ = ["Runner", "ENGINES", "make_runner", "keras_to_tflite", "keras_to_onnx",
+           "litert_arena_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ class Runner:
         engine: Engine name (one of ENGINES).
         run: Maps one input array (the model's input shape, batch included) to the output.
         model_bytes: Size of the engine's model file.
-        arena_bytes: Activation memory the engine planned, when it reports it.
+        arena_bytes: Activation memory the engine planned (tether), or read back from its
+            arena (LiteRT, `litert_arena_bytes`); None when the engine exposes neither.
     """
 
     engine: str
@@ -117,13 +119,45 @@ def keras_to_onnx(model: Any, batch_size: int = 1, opset: int = 17) -> bytes:
     return proto.SerializeToString()
 
 
+def litert_arena_bytes(content: bytes, input_shape: tuple[int, ...]) -> int:
+    """Bytes spanned by LiteRT's activation tensors in TFLite's arena (builtin kernels).
+
+    LiteRT reports no arena size, so this reads it back: an interpreter without the default
+    (XNNPACK) delegate plans every graph input and op output into one arena; the span from
+    the lowest to the highest byte they occupy, op temporaries (im2col buffers) included where
+    the interpreter lists them, is that plan's activation memory; unlisted temporaries make it
+    a lower bound. With XNNPACK, LiteRT keeps a workspace of its own instead, which no API
+    reports.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_content=content,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    inp = interp.get_input_details()[0]["index"]
+    interp.resize_tensor_input(inp, list(input_shape), strict=False)
+    interp.allocate_tensors()
+    # Arena tensors: graph inputs, op outputs, and the op temporaries the interpreter lists
+    # (tensors no op reads); every other listed tensor is a constant in the model's buffers.
+    ops = interp._get_ops_details()
+    read = {int(i) for op in ops for i in op["inputs"] if i >= 0}
+    planned = {d["index"] for d in interp.get_input_details()}
+    planned.update(int(i) for op in ops for i in op["outputs"] if i >= 0)
+    planned.update(d["index"] for d in interp.get_tensor_details() if d["index"] not in read)
+    spans = []
+    for index in sorted(planned):
+        view = interp.tensor(index)()
+        spans.append((view.ctypes.data, view.ctypes.data + view.nbytes))
+    return max(end for _, end in spans) - min(start for start, _ in spans) if spans else 0
+
+
 def _litert_runner(model: Any, threads: int) -> Runner:
     from ai_edge_litert.interpreter import Interpreter
 
     content = keras_to_tflite(model)
+    shape = (1, *model.inputs[0].shape[1:])
     interp = Interpreter(model_content=content, num_threads=threads)
     inp = interp.get_input_details()[0]["index"]
-    interp.resize_tensor_input(inp, [1, *model.inputs[0].shape[1:]], strict=False)
+    interp.resize_tensor_input(inp, list(shape), strict=False)
     interp.allocate_tensors()
     out = interp.get_output_details()[0]["index"]
 
@@ -132,7 +166,7 @@ def _litert_runner(model: Any, threads: int) -> Runner:
         interp.invoke()
         return interp.get_tensor(out)
 
-    return Runner("litert", run, len(content))
+    return Runner("litert", run, len(content), litert_arena_bytes(content, shape))
 
 
 def _onnxruntime_runner(model: Any, threads: int) -> Runner:

@@ -107,6 +107,7 @@ typedef struct tether_node {
   const uint32_t* outputs;
   tether_op_params params;
   size_t scratch_bytes;              /* arena scratch this op's kernel needs */
+  size_t scratch_offset;             /* where the plan put it in the arena */
   /* Set by prepare for the optimized paths (see ops/conv2d.c): */
   size_t packed_floats;              /* packed GEMM weights this op needs; 0 = none */
   const float* packed;               /* its part of tether_model.packed (after load) */
@@ -130,7 +131,8 @@ struct tether_model {
   uint32_t* outputs;
   size_t activation_bytes;           /* planned activations, a multiple of 64 */
   size_t scratch_bytes;              /* largest per-op scratch */
-  size_t arena_size;                 /* activation_bytes + scratch_bytes */
+  size_t arena_size;                 /* activations and every op's scratch, as planned; at
+                                      * most activation_bytes + scratch_bytes */
   /* Kernels chosen at load (ukernels.h) and the packed weights for them: one block from
    * `allocator`, 64-byte aligned, owned by the model, NULL when no op packs weights. */
   const struct tether_kernels* kernels;

@@ -6,11 +6,12 @@
  *
  *   1. Lifetimes: each non-constant tensor lives from the first to the last op that reads or
  *      writes it (inclusive, so an op's inputs never share bytes with its outputs). Graph
- *      inputs and outputs live for the whole run.
+ *      inputs live for the whole run, graph outputs from the op that writes them to the end.
  *   2. Placement: tensors in order of size (largest first, then by index); each one goes into
  *      the smallest gap, among already-placed tensors whose lifetimes overlap its own, that
  *      holds it, or after the highest of them. Offsets and sizes are multiples of 64.
- *   3. Scratch: the largest per-op scratch request sits after the activations.
+ *   3. Scratch: each op's scratch request lives for that op only and is placed the same way,
+ *      among the tensors the op's step keeps alive (best-fit gap, else after them).
  *
  * num_threads > 1 starts a thread pool at create (threadpool.c): convolutions, dense layers
  * and depthwise convolutions split their output rows/column panels over it, each output
@@ -29,7 +30,6 @@ struct tether_session {
   const struct tether_model* model;
   uint8_t* arena;
   int owns_arena;
-  void* scratch;
   struct tether_pool* pool;  /* NULL = the calling thread only */
   int profiling;
   uint64_t* op_ns;           /* per op: nanoseconds summed over profiled invokes */
@@ -81,6 +81,36 @@ static int lifetimes_overlap(const tether_tensor* a, const tether_tensor* b) {
   return a->first_use <= b->last_use && b->first_use <= a->last_use;
 }
 
+/* Inserts tensor `t` into conflicts[0..c) kept sorted by arena offset; returns c + 1. */
+static size_t insert_by_offset(const tether_tensor* tensors, uint32_t* conflicts, size_t c,
+                               uint32_t t) {
+  size_t k = c;
+  while (k > 0 && tensors[conflicts[k - 1]].arena_offset > tensors[t].arena_offset) {
+    conflicts[k] = conflicts[k - 1];
+    k--;
+  }
+  conflicts[k] = t;
+  return c + 1;
+}
+
+/* The smallest gap between the placed tensors conflicts[0..c) (sorted by offset) that holds
+ * `size` bytes, or the end of the highest of them. */
+static uint64_t best_fit(const tether_tensor* tensors, const uint32_t* conflicts, size_t c,
+                         uint64_t size) {
+  uint64_t cursor = 0, best = UINT64_MAX, best_gap = UINT64_MAX;
+  for (size_t k = 0; k < c; k++) {
+    const tether_tensor* p = &tensors[conflicts[k]];
+    uint64_t gap = p->arena_offset > cursor ? p->arena_offset - cursor : 0;
+    if (gap >= size && gap < best_gap) {
+      best = cursor;
+      best_gap = gap;
+    }
+    uint64_t end = (uint64_t)p->arena_offset + planned_bytes(p);
+    if (end > cursor) cursor = end;
+  }
+  return best != UINT64_MAX ? best : cursor;
+}
+
 tether_status tether_plan_memory(struct tether_model* m) {
   tether_tensor* tensors = m->tensors;
   for (uint32_t t = 0; t < m->tensor_count; t++) {
@@ -99,23 +129,28 @@ tether_status tether_plan_memory(struct tether_model* m) {
     if (s > scratch) scratch = s;
   }
   int32_t last_op = m->op_count > 0 ? (int32_t)m->op_count - 1 : 0;
+  /* Inputs stay whole from before the first op; outputs from their producer to the end. */
   for (uint32_t k = 0; k < m->input_count + m->output_count; k++) {
-    tether_tensor* t = &tensors[k < m->input_count ? m->inputs[k] : m->outputs[k - m->input_count]];
-    t->first_use = 0;
+    const int is_input = k < m->input_count;
+    tether_tensor* t = &tensors[is_input ? m->inputs[k] : m->outputs[k - m->input_count]];
+    if (t->flags & TETHER_TENSOR_CONSTANT) continue;
+    if (is_input || t->first_use < 0) t->first_use = 0;
     t->last_use = last_op;
   }
 
   size_t planned = 0;
   for (uint32_t t = 0; t < m->tensor_count; t++) planned += tensors[t].first_use >= 0;
   uint64_t peak = 0;
+  uint32_t* order = NULL;
+  uint32_t* conflicts = NULL;
   if (planned > 0) {
     const tether_allocator* a = &m->allocator;
-    uint32_t* order = (uint32_t*)a->allocate(a->context, 2 * planned * sizeof(uint32_t), 16);
+    order = (uint32_t*)a->allocate(a->context, 2 * planned * sizeof(uint32_t), 16);
     if (order == NULL) {
       return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
                               "cannot allocate the memory planner's work space");
     }
-    uint32_t* conflicts = order + planned;
+    conflicts = order + planned;
     size_t n = 0;
     for (uint32_t t = 0; t < m->tensor_count; t++) {
       if (tensors[t].first_use >= 0) order[n++] = t;
@@ -127,27 +162,11 @@ tether_status tether_plan_memory(struct tether_model* m) {
       /* Placed tensors whose lifetimes overlap this one, sorted by offset (insertion). */
       size_t c = 0;
       for (size_t j = 0; j < i; j++) {
-        const tether_tensor* p = &tensors[order[j]];
-        if (!lifetimes_overlap(t, p)) continue;
-        size_t k = c++;
-        while (k > 0 && tensors[conflicts[k - 1]].arena_offset > p->arena_offset) {
-          conflicts[k] = conflicts[k - 1];
-          k--;
+        if (lifetimes_overlap(t, &tensors[order[j]])) {
+          c = insert_by_offset(tensors, conflicts, c, order[j]);
         }
-        conflicts[k] = order[j];
       }
-      uint64_t cursor = 0, best = UINT64_MAX, best_gap = UINT64_MAX;
-      for (size_t k = 0; k < c; k++) {
-        const tether_tensor* p = &tensors[conflicts[k]];
-        uint64_t gap = p->arena_offset > cursor ? p->arena_offset - cursor : 0;
-        if (gap >= size && gap < best_gap) {
-          best = cursor;
-          best_gap = gap;
-        }
-        uint64_t end = (uint64_t)p->arena_offset + planned_bytes(p);
-        if (end > cursor) cursor = end;
-      }
-      uint64_t offset = best != UINT64_MAX ? best : cursor;
+      uint64_t offset = best_fit(tensors, conflicts, c, size);
       if (offset > SIZE_MAX / 2 || size > SIZE_MAX / 2 - offset) {
         a->deallocate(a->context, order);
         return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
@@ -156,15 +175,34 @@ tether_status tether_plan_memory(struct tether_model* m) {
       t->arena_offset = (size_t)offset;
       if (offset + size > peak) peak = offset + size;
     }
-    a->deallocate(a->context, order);
   }
-  if (peak > SIZE_MAX / 2 || scratch > SIZE_MAX / 2 - peak) {
-    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
-                            "the arena would need more than half the address space");
+  const uint64_t activations = peak;
+  /* Each op's scratch, among the tensors live at that op. */
+  for (uint32_t i = 0; i < m->op_count; i++) {
+    tether_node* op = &m->ops[i];
+    const uint64_t size = ((uint64_t)op->scratch_bytes + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN;
+    op->scratch_offset = 0;
+    if (size == 0) continue;
+    size_t c = 0;
+    for (size_t j = 0; j < planned; j++) {
+      const tether_tensor* p = &tensors[order[j]];
+      if (p->first_use <= (int32_t)i && (int32_t)i <= p->last_use) {
+        c = insert_by_offset(tensors, conflicts, c, order[j]);
+      }
+    }
+    const uint64_t offset = best_fit(tensors, conflicts, c, size);
+    if (offset > SIZE_MAX / 2 || size > SIZE_MAX / 2 - offset) {
+      if (order != NULL) m->allocator.deallocate(m->allocator.context, order);
+      return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
+                              "the arena would need more than half the address space");
+    }
+    op->scratch_offset = (size_t)offset;
+    if (offset + size > peak) peak = offset + size;
   }
-  m->activation_bytes = (size_t)peak;
+  if (order != NULL) m->allocator.deallocate(m->allocator.context, order);
+  m->activation_bytes = (size_t)activations;
   m->scratch_bytes = (size_t)scratch;
-  m->arena_size = (size_t)(peak + scratch);
+  m->arena_size = (size_t)peak;
   if (m->arena_size == 0) m->arena_size = (size_t)PLAN_ALIGN;
   return TETHER_STATUS_SUCCESS;
 }
@@ -225,7 +263,6 @@ tether_status tether_session_create(tether_model_t model, void* arena, size_t ar
     s->owns_arena = 1;
   }
   s->arena = (uint8_t*)arena;
-  s->scratch = s->arena + model->activation_bytes;
   for (uint32_t t = 0; t < model->tensor_count; t++) {
     const tether_tensor* tt = &model->tensors[t];
     if (tt->flags & TETHER_TENSOR_CONSTANT) {
@@ -326,14 +363,16 @@ tether_status tether_session_invoke(tether_session_t session) {
   if (session->profiling) {
     for (uint32_t i = 0; i < m->op_count; i++) {
       const uint64_t t0 = tether_now_ns();
-      tether_op_eval_parallel(m, i, session->data, session->scratch, session->pool);
+      tether_op_eval_parallel(m, i, session->data, session->arena + m->ops[i].scratch_offset,
+                              session->pool);
       session->op_ns[i] += tether_now_ns() - t0;
     }
     session->profiled_invokes++;
     return TETHER_STATUS_SUCCESS;
   }
   for (uint32_t i = 0; i < m->op_count; i++) {
-    tether_op_eval_parallel(m, i, session->data, session->scratch, session->pool);
+    tether_op_eval_parallel(m, i, session->data, session->arena + m->ops[i].scratch_offset,
+                              session->pool);
   }
   return TETHER_STATUS_SUCCESS;
 }

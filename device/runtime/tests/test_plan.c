@@ -37,7 +37,11 @@ static void check_plan(const char* name, const tb_builder* b, const struct tethe
   }
   const int32_t end = b->op_count > 0 ? (int32_t)b->op_count - 1 : 0;
   for (uint32_t k = 0; k < b->input_count; k++) first[b->inputs[k]] = 0, last[b->inputs[k]] = end;
-  for (uint32_t k = 0; k < b->output_count; k++) first[b->outputs[k]] = 0, last[b->outputs[k]] = end;
+  for (uint32_t k = 0; k < b->output_count; k++) {
+    const uint32_t o = b->outputs[k];
+    if (first[o] < 0) first[o] = 0;  /* outputs live from their producer to the end */
+    last[o] = end;
+  }
 
   size_t sum = 0;
   for (uint32_t t = 0; t < nt; t++) {
@@ -62,8 +66,28 @@ static void check_plan(const char* name, const tb_builder* b, const struct tethe
   }
   size_t arena = 0;
   tether_session_arena_size((tether_model_t)model, &arena);
-  TB_CHECK(arena <= sum || sum == 0, "%s: arena %zu > sum of activations %zu", name, arena, sum);
-  TB_CHECK(arena >= model->activation_bytes + model->scratch_bytes, "%s: arena too small", name);
+  const size_t max_scratch = round64(model->scratch_bytes);
+  TB_CHECK(arena <= sum + max_scratch || sum == 0, "%s: arena %zu > activations %zu + scratch %zu",
+           name, arena, sum, max_scratch);
+  TB_CHECK(arena >= model->activation_bytes, "%s: arena smaller than its activations", name);
+  TB_CHECK(arena <= model->activation_bytes + max_scratch, "%s: arena %zu above the "
+           "activations-then-scratch layout", name, arena);
+  /* Each op's scratch: aligned, inside the arena, clear of every tensor live at that op. */
+  for (uint32_t i = 0; i < b->op_count; i++) {
+    const tether_node* op = &model->ops[i];
+    if (op->scratch_bytes == 0) continue;
+    TB_CHECK(op->scratch_offset % 64 == 0 && op->scratch_offset + op->scratch_bytes <= arena,
+             "%s: op %u scratch [%zu, +%zu) misplaced in a %zu-byte arena", name, i,
+             op->scratch_offset, op->scratch_bytes, arena);
+    for (uint32_t t = 0; t < nt; t++) {
+      if (first[t] < 0 || first[t] > (int32_t)i || last[t] < (int32_t)i) continue;
+      const tether_tensor* tt = &model->tensors[t];
+      TB_CHECK(tt->arena_offset + tt->bytes <= op->scratch_offset ||
+                   op->scratch_offset + op->scratch_bytes <= tt->arena_offset,
+               "%s: op %u scratch [%zu, +%zu) overlaps live tensor %u [%zu, +%zu)", name, i,
+               op->scratch_offset, op->scratch_bytes, t, tt->arena_offset, tt->bytes);
+    }
+  }
   free(first);
   free(last);
 }
@@ -94,8 +118,10 @@ static void test_chain(void) {
   tether_model_t model = load("chain", b, &file);
   if (model != NULL) {
     check_plan("chain", b, model);
-    TB_CHECK(model->activation_bytes == 4 * 4096, "chain: %zu activation bytes, want %d",
-             model->activation_bytes, 4 * 4096);
+    /* x lives throughout; the hidden rows alternate between two slots, and the last op's
+     * output (live from that op on) takes the one its input does not hold. */
+    TB_CHECK(model->activation_bytes == 3 * 4096, "chain: %zu activation bytes, want %d",
+             model->activation_bytes, 3 * 4096);
     tether_model_destroy(model);
   }
   free(file);
@@ -248,10 +274,83 @@ static void test_identity(void) {
   free(b);
 }
 
+/* A 3x3 convolution's im2col scratch lands in the gap a dead, larger tensor left behind:
+ * x [1,8,8,4] -PAD-> big [1,64,64,4] -MAX_POOL 8x8/8-> s [1,8,8,4] -CONV 3x3-> y [1,8,8,4].
+ * The arena then needs no bytes beyond the activations, and the output is still right. */
+static void test_scratch_in_gap(void) {
+  static float w[4 * 3 * 3 * 4];
+  for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++) w[i] = (float)((int)(i % 7) - 3) / 8.0f;
+  tb_builder* b = tb_new();
+  const int32_t small[4] = {1, 8, 8, 4}, large[4] = {1, 64, 64, 4}, wshape[4] = {4, 3, 3, 4};
+  uint32_t x = tb_tensor(b, "x", 4, small, NULL);
+  uint32_t big = tb_tensor(b, "big", 4, large, NULL);
+  uint32_t s = tb_tensor(b, "s", 4, small, NULL);
+  uint32_t wt = tb_tensor(b, "w", 4, wshape, w);
+  uint32_t y = tb_tensor(b, "y", 4, small, NULL);
+  tb_op(b, TETHER_OP_PAD, 0, "pad", 1, &x, big);
+  tb_attr_i(b, 11, 8, (const int32_t[]){0, 0, 0, 56, 0, 56, 0, 0});
+  tb_op(b, TETHER_OP_MAX_POOL_2D, 0, "pool", 1, &big, s);
+  tb_attr_i(b, 1, 2, (const int32_t[]){8, 8});
+  tb_attr_i(b, 6, 2, (const int32_t[]){8, 8});
+  tb_op(b, TETHER_OP_CONV_2D, 0, "conv", 2, (const uint32_t[]){s, wt}, y);
+  tb_attr_i(b, 3, 4, (const int32_t[]){1, 1, 1, 1});
+  tb_graph_io(b, 1, &x, 1, &y);
+  uint8_t* file = NULL;
+  tether_model_t model = load("scratch", b, &file);
+  if (model != NULL) {
+    check_plan("scratch", b, model);
+    size_t arena = 0;
+    tether_session_arena_size(model, &arena);
+    TB_CHECK(model->ops[2].scratch_bytes > 0, "scratch: the 3x3 conv asked for no scratch");
+    TB_CHECK(arena == model->activation_bytes,
+             "scratch: arena %zu, want the %zu activation bytes (scratch in the gap)", arena,
+             model->activation_bytes);
+    /* The pool takes the top-left 8x8 block of each window: x[0,0] only for window (0,0). */
+    float in[8 * 8 * 4], out[8 * 8 * 4], pooled[8 * 8 * 4];
+    for (size_t i = 0; i < 8 * 8 * 4; i++) in[i] = (float)((int)(i % 11) - 5);
+    for (size_t i = 0; i < 8 * 8 * 4; i++) pooled[i] = 0.0f;
+    for (size_t c = 0; c < 4; c++) {
+      float m = in[c];
+      for (size_t i = 0; i < 8 * 8; i++) m = in[i * 4 + c] > m ? in[i * 4 + c] : m;
+      pooled[c] = m;  /* window (0,0) covers all of x; the others only padding zeros */
+    }
+    tether_session_t sess = NULL;
+    TB_CHECK(tether_session_create(model, NULL, 0, 1, &sess) == TETHER_STATUS_SUCCESS,
+             "scratch: create");
+    tether_session_set_input(sess, 0, in, sizeof(in));
+    TB_CHECK(tether_session_invoke(sess) == TETHER_STATUS_SUCCESS, "scratch: invoke");
+    tether_session_get_output(sess, 0, out, sizeof(out));
+    for (int oh = 0; oh < 8; oh++) {
+      for (int ow = 0; ow < 8; ow++) {
+        for (int o = 0; o < 4; o++) {
+          float acc = 0.0f;
+          for (int kh = 0; kh < 3; kh++) {
+            for (int kw = 0; kw < 3; kw++) {
+              const int ih = oh + kh - 1, iw = ow + kw - 1;
+              if (ih < 0 || ih >= 8 || iw < 0 || iw >= 8) continue;
+              for (int c = 0; c < 4; c++) {
+                acc += pooled[(ih * 8 + iw) * 4 + c] * w[((o * 3 + kh) * 3 + kw) * 4 + c];
+              }
+            }
+          }
+          const float got = out[(oh * 8 + ow) * 4 + o];
+          TB_CHECK(fabsf(got - acc) <= 1e-5f, "scratch: y[%d,%d,%d] = %g, want %g", oh, ow, o,
+                   (double)got, (double)acc);
+        }
+      }
+    }
+    tether_session_destroy(sess);
+    tether_model_destroy(model);
+  }
+  free(file);
+  free(b);
+}
+
 int main(void) {
   test_chain();
   test_random_graphs();
   test_identity();
+  test_scratch_in_gap();
   if (tb_failures != 0) {
     fprintf(stderr, "%d check(s) failed\n", tb_failures);
     return 1;
