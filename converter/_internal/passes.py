@@ -392,10 +392,17 @@ _FUSE_TARGETS = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTE
                  OpType.MUL, OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D)
 
 
+# int8 ops clamp these in the quantized domain; the others stay separate int8 ops
+_INT8_FUSABLE = (OpType.RELU, OpType.RELU6)
+
+
 def _fuse_activation(m: Match) -> Rewrite | None:
     """producer (plain, single use) -> activation op  =>  producer with fused activation."""
     pi, prod = m.nodes["prod"]
     ai, act = m.nodes["act"]
+    mid, out = m.graph.tensors[prod.outputs[0]], m.graph.tensors[act.outputs[0]]
+    if mid.dtype != DType.FLOAT32 and (mid.quant != out.quant or act.op not in _INT8_FUSABLE):
+        return None  # int8: the activation op requantizes q_mid -> q_out (FORMAT.md); keep it
     new = replace(prod, outputs=act.outputs, activation=ACTIVATION_OF_OP[act.op])  # type: ignore[index]
     return Rewrite("fuse_activation", f"fused {act.name} ({act.op.name}) into {prod.name}",
                    (pi, ai), (new,))

@@ -32,6 +32,7 @@ extern "C" {
 #define TETHER_MAX_OP_INPUTS 65535u
 
 #define TETHER_TENSOR_CONSTANT 0x01u
+#define TETHER_TENSOR_SPARSE 0x02u   /* constant stored bitmask-encoded (FORMAT.md) */
 
 /* ---- errors --------------------------------------------------------------------------- */
 
@@ -60,7 +61,9 @@ typedef struct tether_tensor {
   int32_t shape[TETHER_MAX_DIMS];    /* first ndim used, rest 1 */
   size_t elements;
   size_t bytes;
-  const void* data;                  /* constants: in place in the model buffer */
+  const void* data;                  /* constants: in place in the model buffer, or (sparse
+                                        ones) decoded into tether_model.unpacked */
+  const uint8_t* sparse;             /* sparse constants: the encoded blob in the buffer */
   float scale;                       /* quant == 1: the scale, else 0 */
   int32_t zero_point;                /* quant == 1: the zero point, else 0 */
   uint32_t quant_axis;               /* quant == 2: the channel axis */
@@ -138,6 +141,10 @@ struct tether_model {
   const struct tether_kernels* kernels;
   float* packed;
   size_t packed_bytes;
+  /* Sparse constants decoded at load: one block from `allocator`, each tensor at a 64-byte
+   * boundary, owned by the model, NULL when no constant is sparse. */
+  void* unpacked;
+  size_t unpacked_bytes;
 };
 
 /* Static name of an op id ("CONV_2D"), or "?" for an unknown id. */
@@ -253,7 +260,7 @@ int tether_q8_activation_range(uint32_t activation, float scale, int32_t zero_po
 tether_status tether_q8_conv_prepare(const struct tether_model* model, uint32_t op_index,
                                      tether_node* op);
 void tether_q8_conv_eval(const struct tether_model* model, const tether_node* op,
-                         void* const* data);
+                         void* const* data, void* scratch, struct tether_pool* pool);
 /* Computes an int8 op's packed words (multipliers, shifts); rejects unusable scales. */
 tether_status tether_q8_pack(const struct tether_model* model, const tether_node* op,
                              int32_t* words);
@@ -268,6 +275,25 @@ void tether_q8_add_elements(const tether_node* op, const tether_tensor* a, const
                             int8_t* yd);
 TETHER_DECLARE_OP(quantize);
 TETHER_DECLARE_OP(dequantize);
+
+/* int8 pools, CONCATENATION, PAD and elementwise ops (ops/quantized_ops.c): prepare checks the
+ * quantization and sets op->quantized; the float family's eval hands the op over. */
+tether_status tether_q8_pool_prepare(const struct tether_model* model, uint32_t op_index,
+                                     tether_node* op);
+void tether_q8_pool_eval(const struct tether_model* model, const tether_node* op,
+                         void* const* data);
+tether_status tether_q8_concat_prepare(const struct tether_model* model, uint32_t op_index,
+                                       tether_node* op);
+void tether_q8_concat_eval(const struct tether_model* model, const tether_node* op,
+                           void* const* data);
+tether_status tether_q8_pad_prepare(const struct tether_model* model, uint32_t op_index,
+                                    tether_node* op);
+void tether_q8_pad_eval(const struct tether_model* model, const tether_node* op,
+                        void* const* data);
+tether_status tether_q8_unary_prepare(const struct tether_model* model, uint32_t op_index,
+                                      tether_node* op);
+void tether_q8_unary_eval(const struct tether_model* model, const tether_node* op,
+                          void* const* data);
 
 /* ---- reference kernels (plain C; the oracle for any optimized kernel) ------------------- */
 

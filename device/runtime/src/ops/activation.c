@@ -64,8 +64,12 @@ tether_status tether_activation_prepare(const struct tether_model* model, uint32
                                         tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
-  tether_status status = tether_check_f32(model, op_index, x, "input 0");
-  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
+  tether_status status = x->dtype == TETHER_DTYPE_INT8
+                             ? tether_q8_unary_prepare(model, op_index, op)
+                             : tether_check_f32(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS && !op->quantized) {
+    status = tether_check_f32(model, op_index, y, "output 0");
+  }
   if (status == TETHER_STATUS_SUCCESS) {
     status = tether_check_shape(model, op_index, y, "output 0", x->ndim, x->shape);
   }
@@ -86,6 +90,10 @@ void tether_activation_eval(const struct tether_model* model, const tether_node*
                             void* const* data, void* scratch, struct tether_pool* pool) {
   (void)pool;
   (void)scratch;
+  if (op->quantized) {
+    tether_q8_unary_eval(model, op, data);
+    return;
+  }
   const tether_tensor* y = tether_output(model, op, 0);
   if (op->type == TETHER_OP_CLAMP || op->type == TETHER_OP_HARD_SIGMOID) {
     const float* x = (const float*)data[op->inputs[0]];

@@ -10,7 +10,9 @@ tether_status tether_concat_prepare(const struct tether_model* model, uint32_t o
   const tether_tensor* x0 = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
   const int32_t axis = op->params.axis;
-  tether_status status = tether_check_f32(model, op_index, y, "output 0");
+  const int int8 = y->dtype == TETHER_DTYPE_INT8;
+  tether_status status = int8 ? tether_q8_concat_prepare(model, op_index, op)
+                              : tether_check_f32(model, op_index, y, "output 0");
   if (status != TETHER_STATUS_SUCCESS) return status;
   if (axis < 0 || axis >= (int32_t)x0->ndim) {
     return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
@@ -22,7 +24,7 @@ tether_status tether_concat_prepare(const struct tether_model* model, uint32_t o
     const tether_tensor* x = tether_input(model, op, i);
     char slot[32];
     tether_format(slot, sizeof(slot), "input %u", i);
-    status = tether_check_f32(model, op_index, x, slot);
+    status = int8 ? TETHER_STATUS_SUCCESS : tether_check_f32(model, op_index, x, slot);
     if (status != TETHER_STATUS_SUCCESS) return status;
     int same = x->ndim == x0->ndim;
     for (uint32_t d = 0; same && d < x->ndim; d++) {
@@ -52,6 +54,10 @@ void tether_concat_eval(const struct tether_model* model, const tether_node* op,
                         void* const* data, void* scratch, struct tether_pool* pool) {
   (void)pool;
   (void)scratch;
+  if (op->quantized) {
+    tether_q8_concat_eval(model, op, data);
+    return;
+  }
   const tether_tensor* y = tether_output(model, op, 0);
   const uint32_t axis = (uint32_t)op->params.axis;
   size_t outer = 1, inner = 1;

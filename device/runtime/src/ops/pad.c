@@ -10,8 +10,12 @@ tether_status tether_pad_prepare(const struct tether_model* model, uint32_t op_i
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
   const tether_op_params* p = &op->params;
-  tether_status status = tether_check_f32(model, op_index, x, "input 0");
-  if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
+  tether_status status = x->dtype == TETHER_DTYPE_INT8
+                             ? tether_q8_pad_prepare(model, op_index, op)
+                             : tether_check_f32(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS && !op->quantized) {
+    status = tether_check_f32(model, op_index, y, "output 0");
+  }
   if (status != TETHER_STATUS_SUCCESS) return status;
   if (x->ndim < 1 || p->paddings_count != 2 * (int32_t)x->ndim) {
     return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
@@ -35,6 +39,10 @@ void tether_pad_eval(const struct tether_model* model, const tether_node* op, vo
                      void* scratch, struct tether_pool* pool) {
   (void)pool;
   (void)scratch;
+  if (op->quantized) {
+    tether_q8_pad_eval(model, op, data);
+    return;
+  }
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
   const int32_t* pads = op->params.paddings;

@@ -75,7 +75,9 @@ tether_status tether_pool_prepare(const struct tether_model* model, uint32_t op_
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
   const tether_op_params* p = &op->params;
-  tether_status status = tether_check_f32(model, op_index, x, "input 0");
+  tether_status status = x->dtype == TETHER_DTYPE_INT8
+                             ? tether_q8_pool_prepare(model, op_index, op)
+                             : tether_check_f32(model, op_index, x, "input 0");
   if (status != TETHER_STATUS_SUCCESS) return status;
   if (x->ndim != 4) {
     return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
@@ -105,6 +107,10 @@ void tether_pool_eval(const struct tether_model* model, const tether_node* op, v
                       void* scratch, struct tether_pool* pool) {
   (void)pool;
   (void)scratch;
+  if (op->quantized) {
+    tether_q8_pool_eval(model, op, data);
+    return;
+  }
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
   const tether_op_params* p = &op->params;

@@ -1,0 +1,196 @@
+"""int8 pools, concatenation, pad and activations: TensorFlow's full-integer quantizer -> LiteRT
+and the same .tflite -> tether's TFLite frontend -> the engine, integers compared exactly.
+
+Models take and return int8 (inference_input/output_type int8), so both runtimes see the
+same integers in and must give the same integers out (FORMAT.md "Integer (int8) execution").
+The oracle is LiteRT running TFLite's reference kernels (OpResolverType.BUILTIN_REF): LiteRT's
+default path (XNNPACK, float requantization) and its optimized builtin kernels (ruy GEMM) can
+round an int8 convolution's output 1 LSB differently from the reference. Models without
+convolutions or dense layers are also checked against LiteRT's default path, exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+pytest.importorskip("ai_edge_litert")
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx_testlib import engine_run
+from tether.converter import convert
+
+L = keras.layers
+CI = settings(max_examples=6, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])
+
+
+def int8_tflite(model: keras.Model, rep: np.ndarray) -> bytes:
+    """TensorFlow's full-integer converter with int8 inputs and outputs."""
+    c = tf.lite.TFLiteConverter.from_keras_model(model)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in rep)
+    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    c.inference_input_type = tf.int8
+    c.inference_output_type = tf.int8
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return bytes(c.convert())
+
+
+def litert(content: bytes, x: np.ndarray, delegates: bool = False) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_REF
+    it = Interpreter(model_content=content, experimental_op_resolver_type=kind)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+def litert_ops(content: bytes) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [o["op_name"] for o in Interpreter(model_content=content)._get_ops_details()]
+
+
+def check_exact(model: keras.Model, lo: float, hi: float, seed: int = 0, inputs: int = 3,
+                expect: str | None = None) -> str:
+    """Quantizes `model` with TF (calibration uniform in [lo, hi]) and checks tether's
+    integers equal LiteRT's on random int8 inputs; returns the LiteRT op list."""
+    shape = tuple(model.inputs[0].shape[1:])
+    rng = np.random.default_rng(seed)
+    content = int8_tflite(model, rng.uniform(lo, hi, (24, *shape)).astype(np.float32))
+    ops = litert_ops(content)
+    if expect is not None:
+        assert expect in ops, ops
+    data = convert(content).to_bytes()
+    for k in range(inputs):
+        x = rng.integers(-128, 128, (1, *shape)).astype(np.int8)
+        if k == 0 and x.size >= 256:  # every int8 value at least once
+            x.reshape(-1)[:256] = np.arange(-128, 128)
+        want = litert(content, x)
+        if not any(op in ops for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")):
+            np.testing.assert_array_equal(litert(content, x, delegates=True), want)
+        got = engine_run(data, x)
+        assert got.dtype == np.int8 and got.shape == want.shape, (got.dtype, got.shape)
+        diff = np.abs(got.astype(np.int32) - want).max()
+        assert diff == 0, f"{ops}: input {k}: {int((got != want).sum())} of {got.size} " \
+                          f"integers differ, max {diff} LSB"
+    return " ".join(ops)
+
+
+def model_of(shape: tuple[int, ...], fn) -> keras.Model:
+    x = keras.Input(shape)
+    return keras.Model(x, fn(x))
+
+
+# -------------------------------------------------------------------------- elementwise ops
+
+
+@pytest.mark.parametrize("act,expect,lo,hi", [
+    ("sigmoid", "LOGISTIC", -7, 5),
+    ("tanh", "TANH", -3, 2),
+    ("hard_swish", "HARD_SWISH", -5, 4),
+    ("hard_swish", "HARD_SWISH", -0.5, 9),
+    ("relu", None, -2, 3),
+])
+def test_activation_exact(act: str, expect: str | None, lo: float, hi: float) -> None:
+    check_exact(model_of((16, 16), lambda x: L.Activation(act)(x)), lo, hi, expect=expect)
+
+
+@pytest.mark.parametrize("act,expect", [("sigmoid", "LOGISTIC"), ("tanh", "TANH"),
+                                        ("hard_swish", "HARD_SWISH")])
+def test_activation_after_conv_stays_separate_and_exact(act: str, expect: str) -> None:
+    # TFLite keeps conv -> activation as two int8 ops with their own quantization; fusing
+    # them would lose the conv output's quantization (passes.fuse_activations keeps them)
+    keras.utils.set_random_seed(1)
+    m = model_of((6, 6, 3), lambda x: L.Conv2D(5, 3, padding="same", activation=act)(x))
+    check_exact(m, -2, 2, expect=expect)
+
+
+# --------------------------------------------------------------------------------- pools
+
+
+@given(h=st.integers(2, 9), w=st.integers(2, 9), c=st.integers(1, 5), k=st.integers(1, 3),
+       s=st.integers(1, 2), same=st.booleans(), avg=st.booleans())
+@CI
+def test_pool_exact(h: int, w: int, c: int, k: int, s: int, same: bool, avg: bool) -> None:
+    k = min(k, h, w)
+    layer = (L.AveragePooling2D if avg else L.MaxPooling2D)(
+        k, strides=s, padding="same" if same else "valid")
+    check_exact(model_of((h, w, c), layer), -3, 4, inputs=2,
+                expect="AVERAGE_POOL_2D" if avg else "MAX_POOL_2D")
+
+
+def test_global_and_padded_average_pool_exact() -> None:
+    check_exact(model_of((7, 5, 4), lambda x: L.AveragePooling2D(3, 2, padding="same")(x)),
+                -1, 6, expect="AVERAGE_POOL_2D")
+
+
+# ------------------------------------------------------------------------ concat and pad
+
+
+@given(n=st.integers(1, 6), m=st.integers(1, 6), axis=st.sampled_from([-1, 1]))
+@CI
+def test_concat_of_differently_scaled_branches_exact(n: int, m: int, axis: int) -> None:
+    keras.utils.set_random_seed(n * 7 + m)
+
+    def fn(x):
+        a = L.Conv2D(n, 1)(x)
+        b = L.Conv2D(m if axis == -1 else 3, 1, activation="relu")(x)
+        return L.Concatenate(axis=axis)([a, b] if axis == -1 else [x, b])
+
+    check_exact(model_of((4, 3, 3), fn), -2, 2, inputs=2, expect="CONCATENATION")
+
+
+@given(t=st.integers(0, 2), b=st.integers(0, 2), lft=st.integers(0, 2), r=st.integers(0, 2))
+@CI
+def test_zero_padding_exact(t: int, b: int, lft: int, r: int) -> None:
+    keras.utils.set_random_seed(t + b)
+
+    def fn(x):
+        y = L.ZeroPadding2D(((t, b), (lft, r)))(x)
+        return L.Conv2D(2, 2)(y)  # keeps the PAD from folding into the output
+
+    check_exact(model_of((4, 5, 2), fn), 0.5, 3, inputs=2)
+
+
+def test_softmax_exact() -> None:
+    keras.utils.set_random_seed(3)
+    m = model_of((24,), lambda x: L.Softmax()(L.Dense(10)(x)))
+    check_exact(m, -3, 3, inputs=5, expect="SOFTMAX")
+
+
+# -------------------------------------------------------------------------- whole blocks
+
+
+def test_mobilenet_v3_style_block_exact() -> None:
+    keras.utils.set_random_seed(4)
+
+    def fn(x):
+        y = L.ZeroPadding2D(1)(x)
+        y = L.Conv2D(8, 3, strides=2)(y)
+        y = L.Activation("hard_swish")(y)
+        d = L.DepthwiseConv2D(3, padding="same")(y)
+        d = L.Activation("hard_swish")(d)
+        se = L.GlobalAveragePooling2D(keepdims=True)(d)
+        se = L.Conv2D(4, 1, activation="relu")(se)
+        se = L.Conv2D(8, 1, activation="sigmoid")(se)
+        d = L.Multiply()([d, se])
+        c = L.Concatenate()([y, d])
+        c = L.MaxPooling2D(2)(c)
+        c = L.AveragePooling2D(2, padding="same")(c)
+        c = L.Activation("tanh")(L.Dense(6)(L.Flatten()(c)))
+        return L.Softmax()(L.Dense(5)(c))
+
+    ops = check_exact(model_of((12, 12, 3), fn), -1, 1, inputs=4)
+    for op in ("HARD_SWISH", "LOGISTIC", "TANH", "CONCATENATION", "MAX_POOL_2D",
+               "AVERAGE_POOL_2D", "PAD", "SOFTMAX"):
+        assert op in ops, ops
