@@ -31,6 +31,7 @@ from tether.compression._errors import CompressionError
 from tether.compression._graph import Node, parse, rebuild
 from tether.compression.quantize import (
     _FUSABLE_ACT,
+    _PASSTHROUGH,
     _WEIGHTED,
     PRE_ACTIVATION,
     QuantizationPlan,
@@ -234,7 +235,7 @@ def prepare_qat(model: Any, calibration: np.ndarray, config: QATConfig = QATConf
             out = layer(*args, **kwargs)
             layer.set_weights(node.layer.get_weights())
         out_name = producers.get(node.name, node.name)
-        if fused_with_next(out_name):
+        if fused_with_next(out_name) or cls in _PASSTHROUGH:  # int8 keeps the input's scale
             return out
         lo, hi = plan.activation_ranges[out_name]
         return FakeQuantRange(lo, hi, config.ema_decay, name=f"{out_name}__fq")(out)
@@ -253,6 +254,8 @@ def export_qat(qat_model: Any) -> tuple[Any, QuantizationPlan]:
     The float model has the folded kernels and biases (no BN); the plan keys each range by
     the Keras layer name in the exported model whose output it quantizes (and the input by
     its InputLayer name), and holds the per-channel int8 scales of the folded kernels.
+    `tether.converter.convert(plain, quantize="int8", plan=plan)` lowers the pair to the
+    int8 `.tmodel` whose engine output follows the QAT model's fake-quant forward.
     """
     import keras
 
@@ -297,9 +300,15 @@ def export_qat(qat_model: Any) -> tuple[Any, QuantizationPlan]:
         if bn in ranges and conv not in ranges:
             ranges[conv] = ranges[bn]
     in_name = plain.inputs[0].name
-    for n in list(ranges):
-        if n not in names and n not in folded_alias.values() and n != in_name:
+    for n in list(ranges):  # the folded BNs are gone from the export
+        if n not in names and n != in_name:
             logger.debug("QAT range for %s has no layer in the export", n)
+            del ranges[n]
+    pgraph = parse(plain)
+    for name in pgraph.order:  # pooling/reshape/dropout outputs keep their input's range
+        node = pgraph.nodes[name]
+        if name not in ranges and node.class_name in _PASSTHROUGH and node.inputs[0] in ranges:
+            ranges[name] = ranges[node.inputs[0]]
     scales = {l.name: _per_channel_scale(np.asarray(l.kernel),
                                          _channel_axis(type(l).__name__, np.asarray(l.kernel)), 127)
               for l in plain.layers if type(l).__name__ in _WEIGHTED}

@@ -46,6 +46,11 @@ logger = logging.getLogger(__name__)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 _WEIGHTED = ("Conv1D", "Conv2D", "Conv3D", "Dense", "DepthwiseConv2D")
 _FUSABLE_ACT = ("ReLU",)
+# layers whose int8 output keeps its input's scale and zero point (the converter lowers them
+# to MAX_POOL_2D, RESHAPE, PAD or drops them), so no fake-quant follows them
+_PASSTHROUGH = ("MaxPooling2D", "GlobalMaxPooling2D", "Flatten", "Reshape", "ZeroPadding2D",
+                "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise",
+                "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity")
 
 
 # ---------------------------------------------------------------------------- weights
@@ -209,9 +214,9 @@ class CalibrationConfig:
 
     Attributes:
         method: "minmax" (default), "percentile" or "entropy" (KL divergence over a
-            histogram of |x|, TensorRT's search over thresholds; exact zeros are left out
-            of the histogram since int8 represents 0 exactly, otherwise ReLU's spike at 0
-            drives the threshold to the smallest candidate).
+            histogram of |x|, TensorRT's search over thresholds from 128 bins up; exact
+            zeros are left out of the histogram since int8 represents 0 exactly, and other
+            spikes are flattened (`_flatten_spikes`): either drives KL to clip the tail).
         percentile: For "percentile": keep this percentage of values, in (50, 100]
             (default 99.99); the lower bound uses 100 - percentile.
         num_bins: Histogram bins for percentile/entropy (default 2048, >= 256).
@@ -298,21 +303,49 @@ def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
     return round(scale, 12), zp
 
 
-def _entropy_threshold(hist: np.ndarray, bin_width: float, levels: int) -> float:
-    """TensorRT's KL calibration over a histogram of |x| (or x >= 0)."""
+def _flatten_spikes(hist: np.ndarray, window: int = 33, factor: float = 2.0) -> np.ndarray:
+    """Caps each bin at max(factor x the median, the mean) of the `window` bins around it.
+
+    A spike (one bin far above its neighbours) is a value repeated exactly: a channel's
+    constant response to a flat background, a clipped ReLU6 at 6. int8 keeps such a value
+    to within half a step whatever the threshold, but KL reads the spike spread over its
+    quantization bucket as information lost and so prefers thresholds that give it a bucket
+    of its own, clipping the real tail (TensorRT's calibrator flattens the one spike it
+    expects, bin 0, the same way). Smooth histograms pass unchanged.
+
+    >>> _flatten_spikes(np.r_[np.full(20, 4), 100, np.full(20, 4)])[18:23].tolist()
+    [4.0, 4.0, 8.0, 4.0, 4.0]
+    """
+    h = hist.astype(np.float64)
+    pad = window // 2
+    win = np.lib.stride_tricks.sliding_window_view(np.pad(h, pad, mode="edge"), window)
+    cap = np.maximum(factor * np.median(win, axis=1), win.mean(axis=1))
+    return np.minimum(h, cap)
+
+
+def _entropy_threshold(hist: np.ndarray, bin_width: float, levels: int,
+                       start: int = 128) -> float:
+    """TensorRT's KL calibration over a histogram of |x| (of x when x >= 0): the threshold
+    (i + 0.5)·bin_width whose clipped reference P (the first i bins, outliers folded into
+    the last) is nearest in KL divergence to Q (the same bins merged into `levels` buckets,
+    each bucket's count spread evenly over its non-empty bins), for i in [start, bins];
+    ties go to the larger threshold. Spikes are flattened first (`_flatten_spikes`).
+
+    >>> rng = np.random.default_rng(0)
+    >>> h, _ = np.histogram(np.abs(rng.normal(size=100_000)), 2048, (0.0, 20.0))
+    >>> 3.0 < _entropy_threshold(h, 20.0 / 2048, 128) < 6.0
+    True
+    """
     n = hist.size
-    hist = hist.astype(np.float64)
+    hist = _flatten_spikes(hist)
     best_i, best_kl = n, math.inf
-    total = hist.sum()
-    if total == 0:
+    if hist.sum() == 0:
         return n * bin_width
-    for i in range(levels, n + 1):
+    for i in range(min(max(start, levels // 2), n), n + 1):
         p = hist[:i].copy()
         p[-1] += hist[i:].sum()
-        # quantize the first i bins into `levels` groups; each group's count is spread
-        # evenly over its nonzero bins (TensorRT's expansion)
         src = hist[:i]
-        edges = np.linspace(0, i, levels + 1).astype(int)[:-1]
+        edges = np.unique(np.linspace(0, i, min(levels, i) + 1).astype(int)[:-1])
         sums = np.add.reduceat(src, edges)
         cnts = np.add.reduceat((src > 0).astype(np.float64), edges)
         group = np.searchsorted(edges, np.arange(i), side="right") - 1
@@ -322,7 +355,7 @@ def _entropy_threshold(hist: np.ndarray, bin_width: float, levels: int) -> float
         valid = nz & (qs > 0)
         kl = float(np.sum(ps[valid] * np.log(ps[valid] / qs[valid])))
         kl += 1e3 * float(ps[nz & (qs == 0)].sum())  # mass Q cannot represent
-        if kl < best_kl:
+        if kl <= best_kl:
             best_kl, best_i = kl, i
     return (best_i + 0.5) * bin_width
 
@@ -582,7 +615,8 @@ def simulate_int8(model: Any, plan: QuantizationPlan) -> Any:
     """A float Keras model that mimics the int8 model the converter would build from
     `model` and `plan`: BN folded, kernels quantize-dequantized per channel (int8), and every
     tensor the int8 graph materialises (the input, and each layer output that is not folded
-    into or fused with the next layer's ReLU) quantize-dequantized with the plan's range.
+    into or fused with the next layer's ReLU) quantize-dequantized with the plan's range;
+    max pooling, reshapes, padding and dropout keep their input's quantization.
     Used to measure a plan's accuracy before the engine can run int8; it is an emulation,
     not the engine.
 
@@ -633,7 +667,7 @@ def simulate_int8(model: Any, plan: QuantizationPlan) -> Any:
             pre = FakeQuant(*rng(node.name + PRE_ACTIVATION), name=f"{node.name}_pre_fq")(pre)
             out = keras.layers.Activation(act)(pre)
         out_name = producers.get(node.name, node.name)
-        if fused_with_next(out_name):
+        if fused_with_next(out_name) or node.class_name in _PASSTHROUGH:
             return out
         return FakeQuant(*rng(out_name), name=f"{node.name}_fq")(out)
 

@@ -207,11 +207,12 @@ def _source_kind(model: Any) -> tuple[str, Any, str]:
         f"sources: {', '.join(SUPPORTED_SOURCES)}")
 
 
-def _frontend_graph(kind: str, src: Any, batch_size: int) -> ir.Graph:
+def _frontend_graph(kind: str, src: Any, batch_size: int,
+                    origins: dict[str, str] | None = None) -> ir.Graph:
     if kind == "keras":
         from tether.converter._internal.frontends.keras import from_keras
 
-        return from_keras(src, batch_size=batch_size)
+        return from_keras(src, batch_size=batch_size, origins=origins)
     if kind == "onnx":
         from tether.converter._internal.frontends.onnx import from_onnx
 
@@ -223,7 +224,7 @@ def _frontend_graph(kind: str, src: Any, batch_size: int) -> ir.Graph:
 
 def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
             quantize: str | None = None, calibration: np.ndarray | None = None,
-            samples: np.ndarray | int | None = None) -> TModel:
+            plan: Any = None, samples: np.ndarray | int | None = None) -> TModel:
     """Converts a source model to a `.tmodel`.
 
     Args:
@@ -242,6 +243,13 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
             QUANTIZE/DEQUANTIZE at the float interface (FORMAT.md, int8 execution).
         calibration: representative inputs for quantize="int8": a stack of inputs, each of
             the model's input shape (with or without the batch axis of 1).
+        plan: instead of `calibration`, for a Keras model: a `tether.compression`
+            `QuantizationPlan` (from `calibrate` or `export_qat`) whose `activation_ranges`
+            (Keras layer name -> (min, max)) give the int8 ranges. Each int8 tensor takes the
+            range of the Keras layer whose output it carries: a fused chain (conv, BN, ReLU)
+            the last layer's, the tensor before a softmax/sigmoid/tanh activation
+            "<layer>:pre_activation", a model input its InputLayer's name. None (default)
+            calibrates on `calibration`.
         samples: inputs to measure output parity on (engine vs the source runtime:
             Keras, onnxruntime or LiteRT), either one input of the model's input shape or a
             stack of them, or a count of random inputs (uniform in [-1, 1], seed 0); the
@@ -252,18 +260,33 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
 
     Raises:
         ConversionError: the source type, a layer/op, activation or attribute is
-            unsupported (the message names the frontend, the node and its op), or the
-            engine cannot run the model for the parity check.
+            unsupported (the message names the frontend, the node and its op), the
+            engine cannot run the model for the parity check, or `plan` names a layer the
+            model does not have or lacks a range the int8 graph needs (the message names
+            the tensor and the layer).
         ModelFormatError: an ONNX or TFLite file is malformed.
     """
     if batch_size < 1:
         raise ConversionError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     kind, src, source = _source_kind(model)
-    graph = _frontend_graph(kind, src, batch_size)
+    origins: dict[str, str] = {}
+    graph = _frontend_graph(kind, src, batch_size, origins)
     ops_before = graph.op_counts()
     pipeline = passes.OPTIMIZE_PIPELINE if optimize else passes.LOWER_PIPELINE
     graph, log = passes.run_passes(graph, pipeline)
-    if quantize is not None:
+    if plan is not None:
+        if quantize != "int8":
+            raise ConversionError(f"plan= needs quantize='int8'. Received: quantize={quantize!r}")
+        if calibration is not None:
+            raise ConversionError("give either calibration= (the converter calibrates) or "
+                                  "plan= (ranges from tether.compression), not both")
+        if kind != "keras":
+            raise ConversionError(f"{source}: plan= keys ranges by Keras layer name and needs a "
+                                  "keras.Model; pass calibration= for ONNX/TFLite sources")
+        from tether.converter._internal.quantize import quantize_int8
+
+        graph = quantize_int8(graph, _plan_ranges(graph, origins, plan, src))
+    elif quantize is not None:
         graph = _quantize(graph, quantize, calibration)
     elif calibration is not None:
         raise ConversionError("calibration data was given without quantize='int8'")
@@ -296,6 +319,86 @@ def _quantize(graph: ir.Graph, quantize: str, calibration: np.ndarray | None) ->
                               "inputs), e.g. calibration=x_train[:100]")
     ranges = tensor_ranges(graph, np.asarray(calibration, np.float32))
     return quantize_int8(graph, ranges)
+
+
+class _PlanRanges(Mapping[str, tuple[float, float]]):
+    """IR tensor name -> (min, max) read from a plan keyed by Keras layer name.
+
+    Lookups resolve lazily so that only the tensors the int8 lowering asks for must have a
+    range; a tensor it asks for and the plan lacks raises a ConversionError naming the
+    tensor, the node that makes it and the Keras layer (so `in` is True for every tensor).
+    """
+
+    def __init__(self, graph: ir.Graph, keys: Mapping[str, str],
+                 ranges: Mapping[str, tuple[float, float]], model_name: str) -> None:
+        self._graph, self._keys, self._ranges, self._model = graph, keys, ranges, model_name
+        self._makers = {o: n for n in graph.nodes for o in n.outputs}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._graph.tensors
+
+    def __getitem__(self, name: str) -> tuple[float, float]:
+        key = self._keys.get(name)
+        made = self._makers.get(name)
+        where = (f"tensor '{name}' (output of node {made.describe()})" if made is not None
+                 else f"input tensor '{name}'")
+        if key is None:
+            raise ConversionError(
+                f"int8 with plan: {where} of model '{self._model}' carries no Keras layer's "
+                "output (it is made inside a layer or by a rewrite), so the plan cannot give "
+                "its range; convert with calibration= instead")
+        if key not in self._ranges:
+            raise ConversionError(
+                f"int8 with plan: no range for Keras layer '{key}' ({where}) of model "
+                f"'{self._model}'; calibrate this model with tether.compression.calibrate, or "
+                f"add activation_ranges['{key}']")
+        lo, hi = self._ranges[key]
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+            raise ConversionError(f"int8 with plan: range of Keras layer '{key}' is "
+                                  f"({lo}, {hi}); need finite min <= max")
+        return float(lo), float(hi)
+
+    def __iter__(self) -> Any:
+        return (n for n, k in self._keys.items() if k in self._ranges
+                and n in self._graph.tensors)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _plan_ranges(graph: ir.Graph, origins: Mapping[str, str], plan: Any,
+                 model: Any) -> _PlanRanges:
+    """Checks `plan` against the Keras `model` and maps its ranges onto IR tensors."""
+    ranges = getattr(plan, "activation_ranges", None)
+    if not isinstance(ranges, Mapping):
+        raise ConversionError(f"plan must be a tether.compression.QuantizationPlan (with "
+                              f"activation_ranges). Received: {type(plan).__name__}")
+    import keras
+
+    known: set[str] = set()
+
+    def walk(m: Any, prefix: str) -> None:
+        for layer in m.layers:
+            known.update({prefix + layer.name, prefix + layer.name + ":pre_activation"})
+            if isinstance(layer, keras.Model):
+                walk(layer, prefix + layer.name + "/")
+
+    walk(model, "")
+    inputs = [kt._keras_history.operation.name for kt in model.inputs]
+    known.update(inputs)
+    keys = dict(origins)
+    if isinstance(model, keras.Sequential):  # tether.compression names it "<model>_input"
+        known.add(f"{model.name}_input")
+        for t in graph.inputs:
+            if keys.get(t) not in ranges and f"{model.name}_input" in ranges:
+                keys[t] = f"{model.name}_input"
+    unknown = sorted(k for k in ranges if k not in known)
+    if unknown:
+        raise ConversionError(
+            f"plan names {len(unknown)} layer(s) model '{model.name}' does not have: "
+            f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}; the plan was made for "
+            "another model (calibrate this one, or convert the model export_qat returned)")
+    return _PlanRanges(graph, keys, ranges, model.name)
 
 
 def _is_keras_model(model: Any) -> bool:

@@ -155,3 +155,45 @@ def test_softmax_output_has_the_fixed_range_and_logits_are_calibrated():
         sim = simulate_int8(model, plan)
         diff = np.abs(sim.predict(x, verbose=0) - model.predict(x, verbose=0)).max()
         assert diff < 0.03, (method, diff)  # int8 softmax steps are 1/256
+
+
+def test_entropy_threshold_of_a_relu_of_a_gaussian():
+    x_in = keras.Input((64,), name="x")
+    model = keras.Model(x_in, layers.ReLU(name="relu")(x_in))
+    x = np.random.default_rng(6).normal(size=(300, 64)).astype("float32")
+    x[0, 0] = 40.0  # one outlier
+    lo, hi = calibrate(model, x, CalibrationConfig("entropy")).activation_ranges["relu"]
+    assert lo == 0.0 and 2.5 < hi < 6.0, hi  # a few sigma: past the bulk, short of 40
+
+
+def test_entropy_is_not_fooled_by_repeated_values():
+    # A ReLU layer over a flat background: each channel repeats one constant on 60% of the
+    # samples (what a conv+BN does to MNIST's zero pixels). KL over the raw histogram reads
+    # those spikes as information lost and clipped a quarter of the signal (t ~ 0.6).
+    x_in = keras.Input((16,), name="x")
+    model = keras.Model(x_in, layers.ReLU(name="relu")(x_in))
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.3, 1.0, size=(2000, 16)).astype("float32")
+    background = rng.uniform(size=(2000, 1)) < 0.6
+    x = np.where(background, np.linspace(-0.3, 0.6, 16, dtype="float32"), x)
+    out = np.maximum(x, 0.0)
+    lo, hi = calibrate(model, x, CalibrationConfig("entropy")).activation_ranges["relu"]
+    assert lo == 0.0
+    assert np.percentile(out[out > 0], 99) < hi <= out.max(), hi
+
+
+@pytest.mark.slow
+def test_entropy_calibrated_cnn_keeps_the_accuracy_of_minmax():
+    from tether.compression import fine_tune
+    from tether.compression._common import accuracy
+
+    from tether.data import digits
+
+    ds = digits()
+    model = _cnn()
+    fine_tune(model, ds.x_train, ds.y_train, epochs=5, batch_size=32, learning_rate=3e-3)
+    acc = {m: accuracy(simulate_int8(model, calibrate(model, ds.x_train[:200],
+                                                      CalibrationConfig(m))),
+                       ds.x_test, ds.y_test) for m in ("minmax", "entropy")}
+    assert acc["minmax"] > 0.6, acc  # the model learned something
+    assert acc["entropy"] >= acc["minmax"] - 0.01, acc

@@ -84,6 +84,9 @@ class _Builder:
         self.tensors: dict[str, ir.Tensor] = {}
         self.nodes: list[ir.Node] = []
         self.current = ""  # node name of the layer being converted (nested: "outer/inner")
+        # tensor -> Keras layer it carries the output of ("outer/inner" when nested;
+        # "<layer>:pre_activation" for the tensor before a layer's `activation`)
+        self.origins: dict[str, str] = {}
 
     # -- naming and emission
 
@@ -523,6 +526,10 @@ class _Walker:
                 raise _fail(layer, f"output shape {list(kt.shape)} is not static")
             self.b.current = name
             outs = [conv(self.b, layer, ins, self.b.unique(name), declared)]  # type: ignore[arg-type]
+        for out in outs:
+            self.b.origins.setdefault(out, name)
+            if f"{out}/pre_activation" in self.b.tensors:
+                self.b.origins.setdefault(f"{out}/pre_activation", f"{name}:pre_activation")
         for kt, out in zip(node.output_tensors, outs):
             want = _keras_shape(kt, self.b.batch_size)
             got = self.b.shape(out)
@@ -532,12 +539,16 @@ class _Walker:
         return outs
 
 
-def from_keras(model: Any, *, batch_size: int = 1) -> ir.Graph:
+def from_keras(model: Any, *, batch_size: int = 1,
+               origins: dict[str, str] | None = None) -> ir.Graph:
     """Converts a Keras 3 Functional or Sequential model to an IR graph.
 
     Args:
         model: a built `keras.Model` (Functional or Sequential; nested models allowed).
         batch_size: the fixed batch dimension of every input; 1 by default.
+        origins: if given, filled with IR tensor name -> the Keras layer whose output it
+            is (inputs: their InputLayer name; "<layer>:pre_activation" for the tensor
+            before a layer's activation); tensors a layer makes internally are absent.
 
     Returns:
         The graph, with BatchNormalization as internal BATCH_NORM nodes and inference
@@ -568,6 +579,7 @@ def from_keras(model: Any, *, batch_size: int = 1) -> ir.Graph:
                                   "inputs are supported")
         name = b.unique(layer.name)
         b.tensors[name] = ir.Tensor(name, shape)  # type: ignore[arg-type]
+        b.origins[name] = layer.name
         input_names.append(name)
     outputs = _Walker(b).model(model, input_names, "")
     final: list[str] = []
@@ -578,4 +590,6 @@ def from_keras(model: Any, *, batch_size: int = 1) -> ir.Graph:
     graph = ir.Graph(b.tensors, tuple(b.nodes), tuple(input_names), tuple(final), model.name)
     graph = graph.rebuilt(graph.nodes)  # drop weights of layers that were not reached
     logger.debug("keras model '%s': %d nodes", model.name, len(graph.nodes))
+    if origins is not None:
+        origins.update(b.origins)
     return graph
