@@ -73,6 +73,10 @@ class ConversionReport:
         outputs: graph outputs.
         parity: engine vs source runtime on sample inputs (`convert(..., samples=...)`);
             None when not measured.
+        constant_bytes: bytes of the constants (weights, biases) stored dense.
+        stored_constant_bytes: bytes they take in the file, sparse ones encoded
+            (FORMAT.md, "Sparse constants"); equal to `constant_bytes` when none is sparse.
+        sparse_tensors: constants stored sparse.
     """
 
     source: str
@@ -84,6 +88,9 @@ class ConversionReport:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     parity: Parity | None = None
+    constant_bytes: int = 0
+    stored_constant_bytes: int = 0
+    sparse_tensors: int = 0
 
     def __str__(self) -> str:
         def ops(d: Mapping[str, int]) -> str:
@@ -93,7 +100,9 @@ class ConversionReport:
                  f"ops before ({sum(self.ops_before.values())}): {ops(self.ops_before)}",
                  f"ops after ({sum(self.ops_after.values())}): {ops(self.ops_after)}",
                  f"rewrites: {ops(self.action_counts)}",
-                 f"size: {self.size_bytes:,} bytes"]
+                 f"size: {self.size_bytes:,} bytes",
+                 (f"constants: {self.constant_bytes:,} bytes dense, "
+                  f"{self.stored_constant_bytes:,} stored ({self.sparse_tensors} sparse)")]
         for kind, infos in (("input", self.inputs), ("output", self.outputs)):
             lines += [f"{kind}: {t.name} {list(t.shape)} {t.dtype}" for t in infos]
         if self.parity is not None:
@@ -224,7 +233,8 @@ def _frontend_graph(kind: str, src: Any, batch_size: int,
 
 def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
             quantize: str | None = None, calibration: np.ndarray | None = None,
-            plan: Any = None, samples: np.ndarray | int | None = None) -> TModel:
+            plan: Any = None, samples: np.ndarray | int | None = None,
+            sparse: float | None = 0.3) -> TModel:
     """Converts a source model to a `.tmodel`.
 
     Args:
@@ -254,6 +264,11 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
             Keras, onnxruntime or LiteRT), either one input of the model's input shape or a
             stack of them, or a count of random inputs (uniform in [-1, 1], seed 0); the
             result is `report.parity`. None (default) skips the check.
+        sparse: store a constant sparse (a bitmask of its nonzero elements, then their
+            values; FORMAT.md, "Sparse constants") when at least this fraction of its
+            elements is zero and the encoding is smaller; 0.3 by default, None stores every
+            constant dense. The engine decodes at load, so outputs are bit-identical.
+            `report.constant_bytes` / `stored_constant_bytes` say what it saved.
 
     Returns:
         The converted `TModel`.
@@ -291,7 +306,10 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
     elif calibration is not None:
         raise ConversionError("calibration data was given without quantize='int8'")
     metadata = (("producer", _producer()), ("source", source))
-    data = tmodel.encode(tmodel.graph_to_file(graph, metadata))
+    if sparse is not None and not 0.0 <= sparse <= 1.0:
+        raise ConversionError(f"sparse must be a fraction in [0, 1] or None. Received: "
+                              f"sparse={sparse}")
+    data = tmodel.encode(tmodel.graph_to_file(graph, metadata), sparse=sparse)
     parity = None
     if samples is not None:
         from tether.converter._internal.parity import measure
@@ -300,9 +318,11 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
             shape = graph.tensors[graph.inputs[0]].shape
             samples = np.random.default_rng(0).uniform(-1, 1, (int(samples), *shape))
         parity = measure(data, kind, src, np.asarray(samples, np.float32))
+    stats = tmodel.sparse_stats(data)
     report = ConversionReport(source, ops_before, graph.op_counts(), log.actions, log.counts,
                               len(data), _io(graph, graph.inputs), _io(graph, graph.outputs),
-                              parity)
+                              parity, stats.constant_bytes, stats.stored_bytes,
+                              stats.sparse_tensors)
     logger.info("converted %s: %d -> %d ops, %d bytes", source, sum(ops_before.values()),
                 len(graph.nodes), len(data))
     return TModel(graph, data, report, metadata)
@@ -432,8 +452,10 @@ def load(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> TMo
     meta = mf.metadata_dict()
     graph = tmodel.file_to_graph(mf, meta.get("source", ""))
     counts = graph.op_counts()
+    stats = tmodel.sparse_stats(data)
     report = ConversionReport(meta.get("source", ""), counts, counts, (), {}, len(data),
-                              _io(graph, graph.inputs), _io(graph, graph.outputs))
+                              _io(graph, graph.inputs), _io(graph, graph.outputs), None,
+                              stats.constant_bytes, stats.stored_bytes, stats.sparse_tensors)
     tm = TModel(graph, data, report, mf.metadata)
     tm._file = mf
     return tm

@@ -4,6 +4,11 @@
 first-use order, blobs 64-byte aligned in tensor order, zero padding), so that
 `encode(decode(b)) == b` for every `b` that `encode` wrote. `decode` validates what the C
 engine validates and raises `ModelFormatError` naming the field at fault.
+
+Constants with many zeros may be stored *sparse* (FORMAT.md, "Sparse constants"): a
+16-byte header, a bitmask of the elements stored, then the stored elements' bytes.
+`encode(..., sparse=0.3)` picks that form for every constant with at least 30% zero
+elements whose encoding is smaller than its dense bytes.
 """
 
 from __future__ import annotations
@@ -40,15 +45,24 @@ __all__ = [
     "ModelFile",
     "OpRecord",
     "SectionKind",
+    "SparseStats",
     "decode",
     "encode",
     "file_to_graph",
     "graph_to_file",
+    "sparse_decode",
+    "sparse_encode",
+    "sparse_stats",
 ]
 
 MAGIC = b"TMOD\r\n\x1a\n"
 VERSION_MAJOR = 1
 VERSION_MINOR = 0
+VERSION_MINOR_SPARSE = 1  # written when a tensor uses the sparse flag (FORMAT.md)
+TENSOR_CONSTANT = 1
+TENSOR_SPARSE = 2
+SPARSE_BITMASK = 1
+SPARSE_HEADER = struct.Struct("<IIQ")
 HEADER_SIZE = 64
 CHECKSUM_OFFSET = 24
 ABSENT = 0xFFFFFFFF
@@ -126,6 +140,8 @@ class ModelFile:
         outputs: tensor indices of the graph outputs.
         metadata: (key, value) pairs in file order.
         version: (major, minor).
+        sparse: indices of the constants stored sparse (FORMAT.md, "Sparse constants");
+            `encode` stores these sparse whatever its `sparse` threshold.
     """
 
     tensors: tuple[ir.Tensor, ...]
@@ -134,6 +150,7 @@ class ModelFile:
     outputs: tuple[int, ...]
     metadata: tuple[tuple[str, str], ...] = ()
     version: tuple[int, int] = (VERSION_MAJOR, VERSION_MINOR)
+    sparse: frozenset[int] = frozenset()
 
     def metadata_dict(self) -> dict[str, str]:
         """Returns the metadata as a dict (the last value wins for a repeated key)."""
@@ -208,6 +225,129 @@ def graph_to_file(graph: ir.Graph, metadata: Sequence[tuple[str, str]] = ()) -> 
     )
 
 
+# ---------------------------------------------------------------------------- sparse
+
+
+@dataclass(frozen=True)
+class SparseStats:
+    """How a `.tmodel` stores its constants.
+
+    Attributes:
+        constant_bytes: bytes of every constant stored dense (element count x dtype size).
+        stored_bytes: bytes the constants take in the file (sparse ones encoded, without
+            the 64-byte alignment padding).
+        sparse_tensors: constants stored sparse.
+        constants: constants in the file.
+    """
+
+    constant_bytes: int
+    stored_bytes: int
+    sparse_tensors: int
+    constants: int
+
+    @property
+    def saved_bytes(self) -> int:
+        """constant_bytes - stored_bytes."""
+        return self.constant_bytes - self.stored_bytes
+
+
+def sparse_size(elements: int, stored: int, itemsize: int) -> int:
+    """Bytes of the bitmask encoding: 16 + align8(ceil(elements / 8)) + stored x itemsize.
+
+    >>> sparse_size(100, 20, 4)
+    112
+    """
+    return SPARSE_HEADER.size + _align((elements + 7) // 8, 8) + stored * itemsize
+
+
+def sparse_encode(raw: bytes, itemsize: int) -> bytes:
+    """Encodes a constant's dense bytes as FORMAT.md's bitmask form.
+
+    An element is stored when any of its bytes is nonzero (-0.0 is stored, so decoding is
+    bit-exact); bit i % 8 of mask byte i // 8 says whether element i is stored.
+
+    >>> blob = sparse_encode(np.array([0, 2, 0, 0, 3], "<f4").tobytes(), 4)
+    >>> len(blob), blob[16], np.frombuffer(blob[24:], "<f4").tolist()
+    (32, 18, [2.0, 3.0])
+    """
+    if itemsize < 1 or len(raw) % itemsize:
+        raise ConversionError(f"sparse_encode: {len(raw)} bytes are not a whole number of "
+                              f"{itemsize}-byte elements")
+    elems = np.frombuffer(raw, np.uint8).reshape(-1, itemsize)
+    keep = elems.any(axis=1)
+    mask = np.packbits(keep, bitorder="little").tobytes()
+    return (SPARSE_HEADER.pack(SPARSE_BITMASK, 0, int(keep.sum())) + mask
+            + bytes(_align(len(mask), 8) - len(mask)) + elems[keep].tobytes())
+
+
+def sparse_decode(blob: bytes, elements: int, itemsize: int, what: str = "tensor") -> bytes:
+    """Decodes FORMAT.md's bitmask form back to dense bytes, validating it as the C loader
+    does (encoding id, reserved field, size, mask popcount, bits past the last element).
+
+    >>> raw = np.array([0, 2, 0, 0, 3], "<f4").tobytes()
+    >>> sparse_decode(sparse_encode(raw, 4), 5, 4) == raw
+    True
+
+    Raises:
+        ModelFormatError: naming `what` and the field at fault.
+    """
+    if len(blob) < SPARSE_HEADER.size:
+        raise _fail(f"{what}: sparse data_size {len(blob)} < the {SPARSE_HEADER.size}-byte "
+                    "sparse header")
+    encoding, reserved, count = SPARSE_HEADER.unpack_from(blob, 0)
+    if encoding != SPARSE_BITMASK:
+        raise _fail(f"{what}: sparse encoding {encoding} unknown (1 = bitmask)")
+    if reserved:
+        raise _fail(f"{what}: sparse header reserved field is {reserved}, must be 0")
+    if count > elements:
+        raise _fail(f"{what}: sparse nonzero_count {count} > element count {elements}")
+    want = sparse_size(elements, count, itemsize)
+    if len(blob) != want:
+        raise _fail(f"{what}: sparse data_size {len(blob)} != 16 + align8(ceil({elements} / "
+                    f"8)) + nonzero_count {count} x {itemsize} = {want}")
+    mask_bytes = (elements + 7) // 8
+    bits = np.unpackbits(np.frombuffer(blob, np.uint8, mask_bytes, SPARSE_HEADER.size),
+                         bitorder="little")
+    if bits[elements:].any():
+        raise _fail(f"{what}: sparse mask has bits set past element {elements - 1}")
+    keep = bits[:elements].astype(bool)
+    if int(keep.sum()) != count:
+        raise _fail(f"{what}: sparse mask has {int(keep.sum())} bits set but nonzero_count "
+                    f"is {count}")
+    start = SPARSE_HEADER.size + _align(mask_bytes, 8)
+    out = np.zeros((elements, itemsize), np.uint8)
+    out[keep] = np.frombuffer(blob, np.uint8, count * itemsize, start).reshape(-1, itemsize)
+    return out.tobytes()
+
+
+def _use_sparse(raw: bytes, itemsize: int, threshold: float) -> bool:
+    elems = np.frombuffer(raw, np.uint8).reshape(-1, itemsize)
+    stored = int(elems.any(axis=1).sum())
+    n = len(elems)
+    return (n - stored) >= threshold * n and sparse_size(n, stored, itemsize) < len(raw)
+
+
+def sparse_stats(data: bytes) -> SparseStats:
+    """Dense vs stored bytes of the constants of `.tmodel` bytes (header and tensor table
+    checked; use `decode` to validate the whole file)."""
+    r = _Reader(bytes(data))
+    r.header()
+    off, count = r.records(SectionKind.TENSORS, _TENSOR.size)
+    dense = stored = constants = sparse = 0
+    for i in range(count):
+        (_name, dtype, ndim, _quant, flags, *rest) = _TENSOR.unpack_from(r.buf,
+                                                                        off + i * _TENSOR.size)
+        if not flags & TENSOR_CONSTANT:
+            continue
+        if dtype not in DType._value2member_map_ or ndim > ir.MAX_DIMS:
+            raise _fail(f"tensor {i}: dtype {dtype} / ndim {ndim} invalid")
+        constants += 1
+        sparse += bool(flags & TENSOR_SPARSE)
+        dense += math.prod(rest[:ndim]) * DTYPE_SIZE[DType(dtype)]
+        stored += rest[-1]
+    return SparseStats(dense, stored, sparse, constants)
+
+
 class _Strings:
     def __init__(self) -> None:
         self.buf = bytearray(b"\0")
@@ -223,12 +363,24 @@ class _Strings:
         return self.offsets[s]
 
 
-def encode(model: ModelFile) -> bytes:
-    """Lays `model` out as `.tmodel` bytes (FORMAT.md, version 1.0).
+def encode(model: ModelFile, *, sparse: float | None = None) -> bytes:
+    """Lays `model` out as `.tmodel` bytes (FORMAT.md, version 1.0; 1.1 when a constant is
+    stored sparse).
+
+    Args:
+        model: the records.
+        sparse: None (default) stores constants dense, except those in `model.sparse`; a
+            threshold t in [0, 1] also stores sparse every constant with at least a
+            fraction t of zero elements whose bitmask encoding is smaller than its dense
+            bytes.
 
     Raises:
-        ConversionError: a record cannot be represented (e.g. rank > 6).
+        ConversionError: a record cannot be represented (e.g. rank > 6), or `sparse` is
+            not in [0, 1].
     """
+    if sparse is not None and not 0.0 <= sparse <= 1.0:
+        raise ConversionError(f"sparse threshold must be in [0, 1] or None. Received: "
+                              f"sparse={sparse}")
     strings = _Strings()
     tensor_names = [strings.add(t.name) for t in model.tensors]
     op_names = [strings.add(op.name) for op in model.ops]
@@ -280,12 +432,20 @@ def encode(model: ModelFile) -> bytes:
     blobs: list[tuple[int, bytes]] = []
     tensor_bytes = bytearray()
     pos = data_start
-    for t, name_off in zip(model.tensors, tensor_names):
+    any_sparse = False
+    for index, (t, name_off) in enumerate(zip(model.tensors, tensor_names)):
         if len(t.shape) > ir.MAX_DIMS:
             raise ConversionError(f"tensor '{t.name}': rank {len(t.shape)} > {ir.MAX_DIMS}")
         data_off = data_size = 0
+        flags = 0
         if t.data is not None:
+            flags = TENSOR_CONSTANT
             raw = np.ascontiguousarray(t.data, dtype=DTYPE_NUMPY[t.dtype]).tobytes()
+            size = DTYPE_SIZE[t.dtype]
+            if index in model.sparse or (sparse is not None and _use_sparse(raw, size, sparse)):
+                raw = sparse_encode(raw, size)
+                flags |= TENSOR_SPARSE
+                any_sparse = True
             data_off, data_size = pos, len(raw)
             blobs.append((pos, raw))
             pos = _align(pos + len(raw), BLOB_ALIGN)
@@ -301,7 +461,7 @@ def encode(model: ModelFile) -> bytes:
             pos = _align(pos + len(raw), BLOB_ALIGN)
         shape = list(t.shape) + [0] * (ir.MAX_DIMS - len(t.shape))
         tensor_bytes += _TENSOR.pack(name_off, int(t.dtype), len(t.shape), quant,
-                                     1 if t.data is not None else 0, *shape, quant_axis,
+                                     flags, *shape, quant_axis,
                                      quant_count, quant_off, data_off, data_size)
     file_size = pos
     sizes[SectionKind.DATA] = file_size - data_start
@@ -322,7 +482,8 @@ def encode(model: ModelFile) -> bytes:
         buf[off:off + len(raw)] = raw
     directory = b"".join(_SECTION.pack(k, 0, offsets[k], sizes[k]) for k in kinds)
     buf[HEADER_SIZE:HEADER_SIZE + len(directory)] = directory
-    buf[0:HEADER_SIZE] = _HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, HEADER_SIZE,
+    minor = VERSION_MINOR_SPARSE if any_sparse else VERSION_MINOR
+    buf[0:HEADER_SIZE] = _HEADER.pack(MAGIC, VERSION_MAJOR, minor, HEADER_SIZE,
                                       file_size, 0, len(kinds), HEADER_SIZE, bytes(24))
     struct.pack_into("<I", buf, CHECKSUM_OFFSET, zlib.crc32(buf) & 0xFFFFFFFF)
     return bytes(buf)
@@ -421,6 +582,7 @@ class _Reader:
     def tensors(self) -> list[ir.Tensor]:
         off, count = self.records(SectionKind.TENSORS, _TENSOR.size)
         result = []
+        self.sparse: set[int] = set()
         for i in range(count):
             (name_off, dtype, ndim, quant, flags, *rest) = _TENSOR.unpack_from(
                 self.buf, off + i * _TENSOR.size)
@@ -436,10 +598,18 @@ class _Reader:
             shape = tuple(dims[:ndim])
             if any(d < 1 for d in shape):
                 raise _fail(f"{label}: shape {list(shape)} has a dim < 1")
-            if flags & ~1:
+            if flags & ~(TENSOR_CONSTANT | TENSOR_SPARSE):
                 raise _fail(f"{label}: flags {flags:#x} has unknown bits")
+            if flags & TENSOR_SPARSE and not flags & TENSOR_CONSTANT:
+                raise _fail(f"{label}: flags {flags:#x}: sparse (bit 1) without constant "
+                            "(bit 0)")
             data = None
-            if flags & 1:
+            if flags & TENSOR_SPARSE:
+                raw = sparse_decode(self.blob(data_off, data_size, f"{label} data"),
+                                    math.prod(shape), DTYPE_SIZE[dt], label)
+                data = np.frombuffer(raw, dtype=DTYPE_NUMPY[dt]).reshape(shape)
+                self.sparse.add(i)
+            elif flags & 1:
                 want = math.prod(shape) * DTYPE_SIZE[dt]
                 if data_size != want:
                     raise _fail(f"{label}: data_size {data_size} != element count x dtype size "
@@ -617,7 +787,8 @@ def decode(data: bytes) -> ModelFile:
     inputs, outputs = r.graph_io(len(tensors))
     metadata = r.metadata()
     _check_graph(tensors, ops, inputs, outputs)
-    return ModelFile(tuple(tensors), tuple(ops), inputs, outputs, metadata, version)
+    return ModelFile(tuple(tensors), tuple(ops), inputs, outputs, metadata, version,
+                     frozenset(r.sparse))
 
 
 def file_to_graph(model: ModelFile, name: str = "") -> ir.Graph:

@@ -482,6 +482,111 @@ static tether_status read_sections(loader* l) {
   return TETHER_STATUS_SUCCESS;
 }
 
+/* ---- sparse constants (FORMAT.md, "Sparse constants") --------------------------------- */
+
+#define SPARSE_HEADER 16u
+#define SPARSE_BITMASK 1u
+
+static uint32_t popcount8(uint8_t v) {
+  uint32_t n = 0;
+  for (; v != 0; v &= (uint8_t)(v - 1)) n++;
+  return n;
+}
+
+/* Validates a bitmask-encoded blob of `size` bytes for tensor `t` (elements already
+ * checked against TETHER_MAX_ELEMENTS, so every sum below fits in 64 bits). */
+static tether_status check_sparse(const uint8_t* p, uint64_t size, const tether_tensor* t,
+                                  uint32_t index, size_t elem) {
+  if (size < SPARSE_HEADER) {
+    return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
+                            "tensor %u '%s': sparse data_size %llu is shorter than the %u-byte "
+                            "sparse header",
+                            index, t->name, (unsigned long long)size, SPARSE_HEADER);
+  }
+  uint32_t encoding = rd32(p), reserved = rd32(p + 4);
+  uint64_t count = rd64(p + 8);
+  if (encoding != SPARSE_BITMASK || reserved != 0) {
+    return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
+                            "tensor %u '%s': sparse encoding %u (reserved %u); this engine "
+                            "reads encoding 1 (bitmask) with reserved 0",
+                            index, t->name, encoding, reserved);
+  }
+  uint64_t elements = t->elements;
+  if (count > elements) {
+    return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
+                            "tensor %u '%s': sparse nonzero_count %llu exceeds its %llu "
+                            "elements",
+                            index, t->name, (unsigned long long)count,
+                            (unsigned long long)elements);
+  }
+  uint64_t mask_bytes = (elements + 7) / 8;
+  uint64_t expected = SPARSE_HEADER + (mask_bytes + 7) / 8 * 8 + count * elem;
+  if (size != expected) {
+    return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
+                            "tensor %u '%s': sparse data_size %llu, expected %llu (16 + mask "
+                            "%llu rounded to 8 + %llu values x %zu)",
+                            index, t->name, (unsigned long long)size,
+                            (unsigned long long)expected, (unsigned long long)mask_bytes,
+                            (unsigned long long)count, elem);
+  }
+  const uint8_t* mask = p + SPARSE_HEADER;
+  uint64_t set = 0;
+  for (uint64_t i = 0; i < mask_bytes; i++) set += popcount8(mask[i]);
+  if (elements % 8 != 0 && (mask[mask_bytes - 1] >> (elements % 8)) != 0) {
+    return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
+                            "tensor %u '%s': sparse mask has bits set past its %llu elements",
+                            index, t->name, (unsigned long long)elements);
+  }
+  if (set != count) {
+    return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
+                            "tensor %u '%s': sparse mask has %llu bits set but nonzero_count "
+                            "is %llu",
+                            index, t->name, (unsigned long long)set, (unsigned long long)count);
+  }
+  return TETHER_STATUS_SUCCESS;
+}
+
+/* Decodes every sparse constant into one block from the model's allocator (as the packed
+ * weights are), each at a 64-byte boundary; the blobs were validated by check_sparse. */
+static tether_status unpack_sparse(struct tether_model* m) {
+  uint64_t total = 0;
+  for (uint32_t t = 0; t < m->tensor_count; t++) {
+    if (m->tensors[t].sparse != NULL) total += ((uint64_t)m->tensors[t].bytes + 63) / 64 * 64;
+  }
+  if (total == 0) return TETHER_STATUS_SUCCESS;
+  if (total > SIZE_MAX / 2) {
+    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
+                            "sparse constants decode to %llu bytes", (unsigned long long)total);
+  }
+  const tether_allocator* a = &m->allocator;
+  uint8_t* block = (uint8_t*)a->allocate(a->context, (size_t)total, TETHER_ARENA_ALIGNMENT);
+  if (block == NULL) {
+    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
+                            "cannot allocate %llu bytes for the decoded sparse constants",
+                            (unsigned long long)total);
+  }
+  m->unpacked = block;
+  m->unpacked_bytes = (size_t)total;
+  uint8_t* out = block;
+  for (uint32_t i = 0; i < m->tensor_count; i++) {
+    tether_tensor* t = &m->tensors[i];
+    if (t->sparse == NULL) continue;
+    size_t elem = tether_dtype_size(t->dtype);
+    const uint8_t* mask = t->sparse + SPARSE_HEADER;
+    const uint8_t* value = mask + ((t->elements + 7) / 8 + 7) / 8 * 8;
+    memset(out, 0, t->bytes);
+    for (size_t e = 0; e < t->elements; e++) {
+      if (mask[e / 8] & (1u << (e % 8))) {
+        memcpy(out + e * elem, value, elem);
+        value += elem;
+      }
+    }
+    t->data = out;
+    out += (t->bytes + 63) / 64 * 64;
+  }
+  return TETHER_STATUS_SUCCESS;
+}
+
 static tether_status read_tensor(loader* l, uint32_t index, tether_tensor* t) {
   const uint8_t* r = l->base + l->sections[SECTION_TENSORS].offset + (uint64_t)index * TENSOR_RECORD;
   uint32_t name = rd32(r);
@@ -494,7 +599,7 @@ static tether_status read_tensor(loader* l, uint32_t index, tether_tensor* t) {
   t->dtype = r[4];
   t->ndim = r[5];
   t->quant = r[6];
-  t->flags = r[7] & TETHER_TENSOR_CONSTANT;
+  t->flags = r[7];
   t->producer = -1;
   t->first_use = -1;
   t->last_use = -1;
@@ -502,6 +607,13 @@ static tether_status read_tensor(loader* l, uint32_t index, tether_tensor* t) {
   if (elem == 0) {
     return tether_set_error(TETHER_STATUS_FORMAT_ERROR, "tensor %u '%s': unknown dtype %u",
                             index, t->name, (unsigned)t->dtype);
+  }
+  if ((t->flags & ~(TETHER_TENSOR_CONSTANT | TETHER_TENSOR_SPARSE)) != 0 ||
+      (t->flags & (TETHER_TENSOR_CONSTANT | TETHER_TENSOR_SPARSE)) == TETHER_TENSOR_SPARSE) {
+    return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
+                            "tensor %u '%s': flags 0x%x has unknown bits or sparse (bit 1) "
+                            "without constant (bit 0)",
+                            index, t->name, (unsigned)t->flags);
   }
   if (t->ndim > TETHER_MAX_DIMS) {
     return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
@@ -585,7 +697,18 @@ static tether_status read_tensor(loader* l, uint32_t index, tether_tensor* t) {
                             t->name);
   }
 
-  if (t->flags & TETHER_TENSOR_CONSTANT) {
+  if (t->flags & TETHER_TENSOR_SPARSE) {
+    if (!blob_ok(l, data_offset, data_size)) {
+      return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
+                              "tensor %u '%s': sparse data at offset %llu (%llu bytes) is not a "
+                              "64-aligned range inside DATA",
+                              index, t->name, (unsigned long long)data_offset,
+                              (unsigned long long)data_size);
+    }
+    tether_status status = check_sparse(l->base + data_offset, data_size, t, index, elem);
+    if (status != TETHER_STATUS_SUCCESS) return status;
+    t->sparse = l->base + data_offset;
+  } else if (t->flags & TETHER_TENSOR_CONSTANT) {
     if (data_size != t->bytes) {
       return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
                               "tensor %u '%s': data_size %llu, expected %zu (shape x %s)",
@@ -923,6 +1046,8 @@ static tether_status validate(loader* l) {
     status = read_tensor(l, t, &m->tensors[t]);
     if (status != TETHER_STATUS_SUCCESS) return status;
   }
+  status = unpack_sparse(m);
+  if (status != TETHER_STATUS_SUCCESS) return status;
   status = read_graph_io(l);
   if (status != TETHER_STATUS_SUCCESS) return status;
   for (uint32_t i = 0; i < m->op_count; i++) {
@@ -971,7 +1096,10 @@ tether_status tether_model_load(const void* data, size_t size, const tether_allo
   if (status == TETHER_STATUS_SUCCESS) status = validate(&l);
   if (status == TETHER_STATUS_SUCCESS) status = tether_pack_weights(l.model);
   if (status != TETHER_STATUS_SUCCESS) {
-    if (l.model != NULL) allocator->deallocate(allocator->context, l.model);
+    if (l.model != NULL) {
+      allocator->deallocate(allocator->context, l.model->unpacked);
+      allocator->deallocate(allocator->context, l.model);
+    }
     return status;
   }
   tether_clear_error();
@@ -984,6 +1112,7 @@ void tether_model_destroy(tether_model_t model) {
   tether_allocator allocator = model->allocator;
   void* owned = model->owned_buffer;
   allocator.deallocate(allocator.context, model->packed);
+  allocator.deallocate(allocator.context, model->unpacked);
   allocator.deallocate(allocator.context, model);
   allocator.deallocate(allocator.context, owned);
 }

@@ -56,6 +56,71 @@ static uint8_t* demo_model(size_t* size) {
   return file;
 }
 
+/* ---- sparse constants (FORMAT.md, "Sparse constants") ---------------------------------- */
+
+/* Bitmask encoding of n floats: 16-byte header, mask padded to 8, then the nonzero values. */
+static uint8_t* sparse_blob(const float* v, size_t n, size_t* size_out) {
+  size_t mask = (n + 7) / 8, padded = (mask + 7) / 8 * 8, count = 0;
+  for (size_t i = 0; i < n; i++) count += v[i] != 0.0f;
+  size_t size = 16 + padded + 4 * count;
+  uint8_t* p = (uint8_t*)calloc(1, size);
+  tb_w32(p, 1);
+  tb_w64(p + 8, count);
+  float* out = (float*)(void*)(p + 16 + padded);
+  for (size_t i = 0; i < n; i++) {
+    if (v[i] != 0.0f) {
+      p[16 + i / 8] |= (uint8_t)(1u << (i % 8));
+      *out++ = v[i];
+    }
+  }
+  *size_out = size;
+  return p;
+}
+
+/* Marks constant tensor t of `b` sparse, its contents replaced by `blob` (borrowed). */
+static void tb_make_sparse(tb_builder* b, uint32_t t, const uint8_t* blob, size_t size) {
+  b->tensors[t].flags = 3;
+  b->tensors[t].data = blob;
+  b->tensors[t].data_size = size;
+}
+
+/* The demo model with conv/w (no zeros: valid, if not smaller) and fc/w (two zeros) sparse. */
+static uint8_t* g_sparse_conv_w;
+static uint8_t* g_sparse_fc_w;
+
+static uint8_t* sparse_demo_model(size_t* size) {
+  for (int i = 0; i < 9; i++) {
+    g_conv_w[i] = 1.0f;
+    g_conv_w[9 + i] = 0.5f;
+  }
+  size_t conv_size = 0, fc_size = 0;
+  free(g_sparse_conv_w);
+  free(g_sparse_fc_w);
+  g_sparse_conv_w = sparse_blob(g_conv_w, 18, &conv_size);
+  g_sparse_fc_w = sparse_blob(g_fc_w, 6, &fc_size);
+  tb_builder* b = tb_new();
+  uint32_t x = tb_tensor(b, "image", 4, (const int32_t[]){1, 4, 4, 1}, NULL);
+  uint32_t cw = tb_tensor(b, "conv/w", 4, (const int32_t[]){2, 3, 3, 1}, g_conv_w);
+  uint32_t cb = tb_tensor(b, "conv/b", 1, (const int32_t[]){2}, g_conv_b);
+  uint32_t h1 = tb_tensor(b, "conv/out", 4, (const int32_t[]){1, 4, 4, 2}, NULL);
+  uint32_t h2 = tb_tensor(b, "mean/out", 2, (const int32_t[]){1, 2}, NULL);
+  uint32_t fw = tb_tensor(b, "fc/w", 2, (const int32_t[]){3, 2}, g_fc_w);
+  uint32_t fb = tb_tensor(b, "fc/b", 1, (const int32_t[]){3}, g_fc_b);
+  uint32_t y = tb_tensor(b, "logits", 2, (const int32_t[]){1, 3}, NULL);
+  tb_make_sparse(b, cw, g_sparse_conv_w, conv_size);
+  tb_make_sparse(b, fw, g_sparse_fc_w, fc_size);
+  tb_op(b, TETHER_OP_CONV_2D, TETHER_ACT_RELU, "conv2d_1", 3, (const uint32_t[]){x, cw, cb}, h1);
+  tb_attr_i(b, 3, 4, (const int32_t[]){1, 1, 1, 1});
+  tb_op(b, TETHER_OP_MEAN, TETHER_ACT_NONE, "gap", 1, (const uint32_t[]){h1}, h2);
+  tb_attr_i(b, 8, 2, (const int32_t[]){1, 2});
+  tb_op(b, TETHER_OP_FULLY_CONNECTED, TETHER_ACT_NONE, "dense", 3, (const uint32_t[]){h2, fw, fb},
+        y);
+  tb_graph_io(b, 1, &x, 1, &y);
+  uint8_t* file = tb_finish(b, size);
+  free(b);
+  return file;
+}
+
 static uint8_t* copy_of(const uint8_t* file, size_t size) {
   uint8_t* c = (uint8_t*)aligned_alloc(64, (size + 63) / 64 * 64);
   memcpy(c, file, size);
@@ -456,6 +521,142 @@ static int run_tool(const char* tool, const char* dir) {
   return tb_failures == 0 ? 0 : 1;
 }
 
+/* Counts what the loader takes from and gives back to a caller allocator. */
+typedef struct counting {
+  size_t live, allocations, bytes;
+  size_t fail_at;  /* 1-based allocation that returns NULL; 0 = none */
+} counting;
+
+static void* counting_allocate(void* context, size_t size, size_t alignment) {
+  counting* c = (counting*)context;
+  if (c->fail_at != 0 && c->allocations + 1 == c->fail_at) return NULL;
+  void* p = aligned_alloc(alignment < 16 ? 16 : alignment, (size + 63) / 64 * 64);
+  if (p != NULL) {
+    c->live++;
+    c->allocations++;
+    c->bytes += size;
+  }
+  return p;
+}
+
+static void counting_deallocate(void* context, void* p) {
+  if (p == NULL) return;
+  ((counting*)context)->live--;
+  free(p);
+}
+
+static uint64_t sparse_offset_of(const uint8_t* f, uint32_t tensor) {
+  return tb_r64(f + section_of(f, 2) + 64 * (uint64_t)tensor + 48);
+}
+
+/* fc/w is tensor 5: 6 elements, mask 1 byte (0b111001 = 0x39), 4 values. */
+static void edit_sparse_encoding(uint8_t* f) { tb_w32(f + sparse_offset_of(f, 5), 2); }
+static void edit_sparse_reserved(uint8_t* f) { tb_w32(f + sparse_offset_of(f, 5) + 4, 1); }
+static void edit_sparse_count_huge(uint8_t* f) { tb_w64(f + sparse_offset_of(f, 5) + 8, 1ull << 62); }
+static void edit_sparse_count(uint8_t* f) { tb_w64(f + sparse_offset_of(f, 5) + 8, 3); }
+static void edit_sparse_popcount(uint8_t* f) { f[sparse_offset_of(f, 5) + 16] ^= 0x01; }
+static void edit_sparse_tail_bit(uint8_t* f) { f[sparse_offset_of(f, 5) + 16] |= 0x80; }
+static void edit_sparse_short(uint8_t* f) { tb_w64(f + section_of(f, 2) + 5 * 64 + 56, 8); }
+static void edit_sparse_size(uint8_t* f) { tb_w64(f + section_of(f, 2) + 5 * 64 + 56, 36); }
+static void edit_sparse_offset(uint8_t* f) { tb_w64(f + section_of(f, 2) + 5 * 64 + 48, 1ull << 40); }
+static void edit_sparse_not_constant(uint8_t* f) { f[section_of(f, 2) + 5 * 64 + 7] = 2; }
+static void edit_flags_unknown(uint8_t* f) { f[section_of(f, 2) + 2 * 64 + 7] = 5; }
+
+static void test_sparse(void) {
+  size_t size = 0;
+  uint8_t* file = sparse_demo_model(&size);
+  /* Loads, decodes into model memory (not in place), and computes what the dense model
+   * does, bit for bit. */
+  counting c = {0, 0, 0, 0};
+  tether_allocator a = {&c, counting_allocate, counting_deallocate};
+  tether_model_t model = NULL;
+  tether_status s = tether_model_load(file, size, &a, &model);
+  TB_CHECK(s == TETHER_STATUS_SUCCESS, "sparse load: %s", tether_last_error());
+  const counting loaded = c;
+  if (s == TETHER_STATUS_SUCCESS) {
+    const uint8_t* w = (const uint8_t*)model->tensors[1].data;
+    TB_CHECK(!(w >= file && w < file + size) && (uintptr_t)w % 64 == 0 &&
+                 memcmp(w, g_conv_w, sizeof(g_conv_w)) == 0,
+             "sparse conv/w not decoded into the model's 64-aligned memory");
+    TB_CHECK(memcmp(model->tensors[5].data, g_fc_w, sizeof(g_fc_w)) == 0, "fc/w decoded");
+    TB_CHECK(model->unpacked_bytes == 192, "decoded block is %zu bytes, want 128 + 64",
+             model->unpacked_bytes);
+    run_demo(model, 1.0f, (const float[]){6.75f, 1.75f, 11.75f});
+    run_demo(model, 2.0f, (const float[]){13.0f, 4.75f, 21.25f});
+    tether_model_destroy(model);
+  }
+  TB_CHECK(c.live == 0, "%zu allocator blocks leaked", c.live);
+  /* The decoded block comes from the caller's allocator at load: one more block than the
+   * dense model takes, 192 bytes larger (72 and 24 bytes, each rounded up to 64). */
+  size_t dense_size = 0;
+  uint8_t* dense = demo_model(&dense_size);
+  counting d = {0, 0, 0, 0};
+  tether_allocator da = {&d, counting_allocate, counting_deallocate};
+  model = NULL;
+  TB_CHECK(tether_model_load(dense, dense_size, &da, &model) == TETHER_STATUS_SUCCESS, "dense");
+  tether_model_destroy(model);
+  TB_CHECK(loaded.allocations == d.allocations + 1 && loaded.bytes == d.bytes + 192,
+           "sparse load took %zu blocks / %zu bytes, dense %zu / %zu", loaded.allocations,
+           loaded.bytes,
+           d.allocations, d.bytes);
+  free(dense);
+  /* An allocator that fails at any of the load's allocations (the decode block among them):
+   * out_of_memory, nothing leaked. */
+  for (size_t fail_at = 1; fail_at <= loaded.allocations; fail_at++) {
+    counting f = {0, 0, 0, fail_at};
+    tether_allocator fa = {&f, counting_allocate, counting_deallocate};
+    model = NULL;
+    s = tether_model_load(file, size, &fa, &model);
+    TB_CHECK(s == TETHER_STATUS_OUT_OF_MEMORY && model == NULL && f.live == 0,
+             "allocation %zu failing: %s, %zu blocks leaked", fail_at, tether_status_string(s),
+             f.live);
+  }
+
+  expect_resealed(file, size, edit_sparse_encoding, TETHER_STATUS_FORMAT_ERROR,
+                  "'fc/w': sparse encoding 2", "sparse encoding id");
+  expect_resealed(file, size, edit_sparse_reserved, TETHER_STATUS_FORMAT_ERROR,
+                  "reserved 1", "sparse reserved");
+  expect_resealed(file, size, edit_sparse_count_huge, TETHER_STATUS_FORMAT_ERROR,
+                  "nonzero_count", "sparse count > elements");
+  expect_resealed(file, size, edit_sparse_count, TETHER_STATUS_FORMAT_ERROR,
+                  "sparse data_size", "sparse count vs data_size");
+  expect_resealed(file, size, edit_sparse_popcount, TETHER_STATUS_FORMAT_ERROR,
+                  "bits set but nonzero_count", "sparse popcount");
+  expect_resealed(file, size, edit_sparse_tail_bit, TETHER_STATUS_FORMAT_ERROR,
+                  "past its 6 elements", "sparse bit past the end");
+  expect_resealed(file, size, edit_sparse_short, TETHER_STATUS_FORMAT_ERROR,
+                  "shorter than the 16-byte", "sparse blob shorter than its header");
+  expect_resealed(file, size, edit_sparse_size, TETHER_STATUS_FORMAT_ERROR,
+                  "expected 40", "sparse data_size");
+  expect_resealed(file, size, edit_sparse_offset, TETHER_STATUS_FORMAT_ERROR,
+                  "sparse data at offset", "sparse data outside DATA");
+  expect_resealed(file, size, edit_sparse_not_constant, TETHER_STATUS_FORMAT_ERROR,
+                  "'fc/w': flags 0x2", "sparse without constant");
+  expect_resealed(file, size, edit_flags_unknown, TETHER_STATUS_FORMAT_ERROR,
+                  "'conv/b': flags 0x5", "unknown flag bit");
+  /* Every single-byte change inside the encoded blobs, resealed, is either rejected with a
+   * message or (a value byte) loads and runs: never a crash or an out-of-bounds read. */
+  for (uint32_t tensor = 1; tensor <= 5; tensor += 4) {
+    uint64_t off = sparse_offset_of(file, tensor);
+    uint64_t len = tb_r64(file + section_of(file, 2) + 64 * (uint64_t)tensor + 56);
+    for (uint64_t i = 0; i < len; i++) {
+      uint8_t* x = copy_of(file, size);
+      x[off + i] ^= 0xFF;
+      tb_reseal(x, size);
+      model = NULL;
+      s = tether_model_load(x, size, NULL, &model);
+      TB_CHECK(s == TETHER_STATUS_SUCCESS || tether_last_error()[0] != '\0',
+               "byte %llu of tensor %u's blob: empty message", (unsigned long long)i, tensor);
+      tether_model_destroy(model);
+      free(x);
+    }
+  }
+  free(file);
+  free(g_sparse_conv_w);
+  free(g_sparse_fc_w);
+  g_sparse_conv_w = g_sparse_fc_w = NULL;
+}
+
 int main(int argc, char** argv) {
   if (argc == 4 && strcmp(argv[1], "--tool") == 0) return run_tool(argv[2], argv[3]);
   size_t size = 0;
@@ -469,6 +670,7 @@ int main(int argc, char** argv) {
   test_arguments(file, size);
   test_load_file(file, size);
   test_random_damage(file, size);
+  test_sparse();
   free(file);
   if (tb_failures != 0) {
     fprintf(stderr, "%d check(s) failed\n", tb_failures);
