@@ -8,10 +8,12 @@ without the teacher), weight-only int8/int4, PTQ int8 (minmax/percentile/entropy
 and TensorFlow's own full-integer post-training quantization run in LiteRT.
 
 Accuracy of float rows is measured in Keras (the engine's float parity is tested by the
-converter's suite); int8 rows of tether are *emulated* in Keras (`simulate_int8`: BN folded,
-per-channel int8 weights, int8 activations at the plan's ranges) until the converter lowers
-a `QuantizationPlan` to an int8 `.tmodel`; their engine latency is then null. Nothing here
-asserts on time.
+converter's suite). The int8 rows of tether (PTQ plans of each calibration method, QAT, the
+converter's own calibration) are `convert(model, quantize="int8", plan=...)` run by the
+engine on the whole test split, beside TensorFlow's full-integer PTQ (same calibration
+inputs) in LiteRT; their latencies are timed round-robin in one process
+(`--cases int8` runs only the baseline and these rows). `emulated_accuracy` is the Keras
+emulation (`simulate_int8`) of the same plan. Nothing here asserts on time.
 """
 
 from __future__ import annotations
@@ -63,29 +65,6 @@ def _engine(model: Any, x1: np.ndarray, runs: int) -> dict[str, Any]:
     return out
 
 
-def _litert_int8(model: Any, calib: np.ndarray, x: np.ndarray, y: np.ndarray, runs: int
-                 ) -> dict[str, Any]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    from tether.peers import keras_to_tflite
-
-    content = keras_to_tflite(model, representative=calib)
-    interp = Interpreter(model_content=content, num_threads=1)
-    inp = interp.get_input_details()[0]
-    interp.resize_tensor_input(inp["index"], [1, *x.shape[1:]], strict=False)
-    interp.allocate_tensors()
-    out = interp.get_output_details()[0]["index"]
-
-    def run(a: np.ndarray) -> np.ndarray:
-        interp.set_tensor(inp["index"], a)
-        interp.invoke()
-        return interp.get_tensor(out)
-
-    pred = np.array([np.argmax(run(x[i:i + 1])) for i in range(len(x))])
-    return {"accuracy": float(np.mean(pred == y)), "size_bytes": len(content),
-            **{f"litert_{k}": v for k, v in _timeit(run, x[:1], runs).items()}}
-
-
 def _bench_cnn(input_shape: tuple[int, int, int], classes: int, seed: int) -> Any:
     """demo_cnn's ops (conv+BN+ReLU, depthwise, residual add, pooling, softmax) at a width
     where the engine's time is in the kernels rather than per-op overhead."""
@@ -115,24 +94,139 @@ def _bench_cnn(input_shape: tuple[int, int, int], classes: int, seed: int) -> An
     return keras.Model(x_in, out, name="mnist_cnn")
 
 
-def _tether_int8(model: Any, calib: np.ndarray, x: np.ndarray, y: np.ndarray, runs: int
-                 ) -> dict[str, Any]:
-    """The converter's own int8 lowering (its min-max calibration), run in the engine."""
-    import inspect
+def _timeit_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], x: np.ndarray,
+                        runs: int) -> dict[str, dict[str, float]]:
+    """Median/p90 ms of each runner, timed round-robin (one call of each per round) so
+    that load changes on a shared machine hit every runner alike."""
+    for run in runners.values():
+        for _ in range(5):
+            run(x)
+    ts: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(runs):
+        for k, run in runners.items():
+            t0 = time.perf_counter()
+            run(x)
+            ts[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90))}
+            for k, v in ts.items()}
 
+
+def _engine_int8(model: Any, x: np.ndarray, y: np.ndarray, **convert_kw: Any
+                 ) -> tuple[dict[str, Any], Callable[[np.ndarray], Any] | None,
+                            np.ndarray | None]:
+    """tether int8: `convert(model, quantize="int8", **convert_kw)` run by the engine on
+    every test input (batch 1, 1 thread). Returns (fields, runner, outputs); a model the
+    engine cannot load (an int8 kernel it lacks) gives engine_error and no runner."""
     from tether.converter import convert
     from tether.device import Engine
 
-    if "quantize" not in inspect.signature(convert).parameters:
-        return {"error": "tether.converter.convert has no quantize= yet"}
     try:
-        data = convert(model, quantize="int8", calibration=calib).to_bytes()
+        data = convert(model, quantize="int8", **convert_kw).to_bytes()
         eng = Engine(data, threads=1)
-        pred = np.array([np.argmax(eng.run(x[i:i + 1])) for i in range(len(x))])
-    except Exception as e:  # noqa: BLE001 - the converter's int8 path is in progress
-        return {"error": f"{type(e).__name__}: {e}"[:300]}
-    return {"accuracy": float(np.mean(pred == y)), "tmodel_bytes": len(data),
-            **{f"engine_{k}": v for k, v in _timeit(lambda a: eng.run(a), x[:1], runs).items()}}
+    except Exception as e:  # noqa: BLE001 - reported in the row, not hidden
+        return {"engine_error": f"{type(e).__name__}: {e}"[:300]}, None, None
+    out = np.concatenate([np.asarray(eng.run(x[i:i + 1])) for i in range(len(x))])
+    return ({"accuracy": float(np.mean(out.argmax(-1) == y)), "tmodel_bytes": len(data)},
+            lambda a: eng.run(a), out)
+
+
+def _litert_int8_runner(model: Any, calib: np.ndarray, x: np.ndarray, y: np.ndarray
+                        ) -> tuple[dict[str, Any], Callable[[np.ndarray], Any]]:
+    """TensorFlow's full-integer PTQ (same calibration inputs) run in LiteRT, 1 thread."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tether.peers import keras_to_tflite
+
+    content = keras_to_tflite(model, representative=calib)
+    interp = Interpreter(model_content=content, num_threads=1)
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], [1, *x.shape[1:]], strict=False)
+    interp.allocate_tensors()
+    out = interp.get_output_details()[0]["index"]
+
+    def run(a: np.ndarray) -> np.ndarray:
+        interp.set_tensor(inp["index"], a)
+        interp.invoke()
+        return interp.get_tensor(out)
+
+    pred = np.array([np.argmax(run(x[i:i + 1])) for i in range(len(x))])
+    return {"accuracy": float(np.mean(pred == y)), "size_bytes": len(content)}, run
+
+
+def bench_int8(name: str, base: Any, ds: Any, args: argparse.Namespace,
+               emit: Callable[[dict[str, Any]], None], row: Callable[..., dict[str, Any]]
+               ) -> dict[str, Any]:
+    """The int8 rows: TensorFlow's full-integer PTQ in LiteRT, the converter's own
+    calibration, tether PTQ plans (each calibration method) and QAT, each tether row
+    converted with `convert(..., quantize="int8", plan=...)` and run in the engine
+    (accuracy on the whole test split); latencies timed round-robin in one process."""
+    from tether.compression import (
+        CALIBRATION_METHODS,
+        CalibrationConfig,
+        calibrate,
+        export_qat,
+        fine_tune,
+        prepare_qat,
+        simulate_int8,
+    )
+    from tether.compression._common import accuracy
+    from tether.converter import convert
+    from tether.device import Engine
+
+    xt, yt, xv, yv = ds.x_train, ds.y_train, ds.x_test, ds.y_test
+    xv = xv.astype(np.float32)
+    calib = xt[:200].astype(np.float32)
+    summary: dict[str, Any] = {}
+    cases: list[tuple[str, dict[str, Any]]] = []
+    runners: dict[str, Callable[[np.ndarray], Any]] = {}
+    float_eng = Engine(convert(base).to_bytes(), threads=1)
+    runners["float_engine"] = lambda a: float_eng.run(a)
+
+    tf_fields, runners["tf_full_integer_ptq_litert"] = _litert_int8_runner(base, calib, xv, yv)
+    cases.append(("tf_full_integer_ptq_litert", tf_fields))
+    fields, run, _ = _engine_int8(base, xv, yv, calibration=calib)
+    fields["note"] = "the converter's own min-max calibration on the IR graph"
+    cases.append(("tether_converter_int8_engine", fields))
+    if run is not None:
+        runners["tether_converter_int8_engine"] = run
+    for method in CALIBRATION_METHODS:
+        t0 = time.perf_counter()
+        plan = calibrate(base, calib, CalibrationConfig(method))
+        cal_s = time.perf_counter() - t0
+        fields, run, _ = _engine_int8(base, xv, yv, plan=plan)
+        fields.update(calibration_s=cal_s,
+                      emulated_accuracy=accuracy(simulate_int8(base, plan), xv, yv))
+        cases.append((f"ptq_int8_{method}", fields))
+        if run is not None:
+            runners[f"ptq_int8_{method}"] = run
+
+    qat = prepare_qat(base, calib)
+    fine_tune(qat, xt, yt, epochs=args.qat_epochs, batch_size=64, learning_rate=1e-4)
+    plain, plan = export_qat(qat)
+    fields, run, out = _engine_int8(plain, xv, yv, plan=plan)
+    ref = qat.predict(xv, batch_size=256, verbose=0)
+    fields.update(qat_model_accuracy=float(np.mean(ref.argmax(-1) == yv)),
+                  emulated_accuracy=accuracy(simulate_int8(plain, plan), xv, yv),
+                  epochs=args.qat_epochs)
+    if out is not None:  # how closely the engine's int8 follows QAT's fake-quant forward
+        fields.update(engine_vs_qat_top1_agreement=float(np.mean(out.argmax(-1) ==
+                                                                 ref.argmax(-1))),
+                      engine_vs_qat_max_abs_diff=float(np.abs(out - ref).max()))
+        runners["qat_int8"] = run
+    cases.append(("qat_int8", fields))
+
+    lat = _timeit_interleaved(runners, xv[:1], args.runs)
+    load = os.getloadavg()
+    for case, fields in cases:
+        timing = lat.get(case, {})
+        key = "litert" if case.startswith("tf_") else "engine"
+        extra = {f"{key}_{k}": v for k, v in timing.items()}
+        if case in lat:
+            extra["float_engine_median_ms"] = lat["float_engine"]["median_ms"]
+        row(case, None, fields.get("accuracy", float("nan")), **fields, **extra,
+            loadavg_1m=load[0])
+        summary[f"{case}_accuracy"] = fields.get("accuracy")
+    return summary
 
 
 def _cnn_student(input_shape: tuple[int, int, int], classes: int, seed: int) -> Any:
@@ -152,22 +246,16 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
                emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     import keras
     from tether.compression import (
-        CALIBRATION_METHODS,
-        CalibrationConfig,
         ChannelPruningConfig,
         DistillationConfig,
         MagnitudePruning,
         PolynomialDecay,
         WeightQuantConfig,
-        calibrate,
         count_macs,
         distill,
-        export_qat,
         fine_tune,
-        prepare_qat,
         prune_channels,
         quantize_weights,
-        simulate_int8,
         sparsity_report,
         strip_pruning,
     )
@@ -175,7 +263,6 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
 
     xt, yt, xv, yv = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     x1 = xv[:1].astype(np.float32)
-    calib = xt[:200]
     base = model_fn(0)
     fine_tune(base, xt, yt, epochs=args.epochs, batch_size=64, learning_rate=2e-3)
     base_acc = accuracy(base, xv, yv)
@@ -198,6 +285,9 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
     b = row("baseline", base, base_acc)
     summary["baseline_accuracy"] = base_acc
     summary["baseline_engine_ms"] = b["engine_median_ms"]
+    if args.cases == "int8":
+        summary.update(bench_int8(name, base, ds, args, emit, row))
+        return summary
     ft_epochs = args.finetune_epochs
     # control: the baseline given the same extra fine-tuning every compressed model gets
     ctrl = keras.models.clone_model(base)
@@ -268,28 +358,7 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
             kernel_float_bytes=rep.float_bytes, kernel_quantized_bytes=rep.quantized_bytes,
             max_rel_error=rep.max_rel_error)
 
-    conv_int8 = _tether_int8(base, calib, xv, yv, args.runs)
-    row("tether_converter_int8_engine", None, conv_int8.get("accuracy", float("nan")),
-        **conv_int8, note="the converter's own min-max calibration (no QuantizationPlan "
-                          "input yet); engine accuracy on the test split")
-    summary["tether_converter_int8"] = conv_int8
-    tf_int8 = _litert_int8(base, calib, xv, yv, args.runs)
-    row("tf_full_integer_ptq_litert", None, tf_int8["accuracy"], **tf_int8)
-    summary["tf_ptq_accuracy"] = tf_int8["accuracy"]
-    for method in CALIBRATION_METHODS:
-        plan = calibrate(base, calib, CalibrationConfig(method))
-        acc = accuracy(simulate_int8(base, plan), xv, yv)
-        row(f"ptq_int8_{method}", None, acc, emulated=True, engine_median_ms=None,
-            note="int8 emulated in Keras; needs converter int8 lowering for the engine")
-        summary[f"ptq_{method}_accuracy"] = acc
-
-    qat = prepare_qat(base, calib)
-    fine_tune(qat, xt, yt, epochs=args.qat_epochs, batch_size=64, learning_rate=1e-4)
-    plain, plan = export_qat(qat)
-    acc = accuracy(simulate_int8(plain, plan), xv, yv)
-    row("qat_int8", None, acc, emulated=True, engine_median_ms=None,
-        qat_model_accuracy=accuracy(qat, xv, yv))
-    summary["qat_accuracy"] = acc
+    summary.update(bench_int8(name, base, ds, args, emit, row))
     return summary
 
 
@@ -301,6 +370,8 @@ def main() -> None:
     parser.add_argument("--student-epochs", type=int, default=5)
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--cases", default="all", choices=("all", "int8"),
+                        help="int8: only the baseline and the int8 rows (PTQ, QAT, TensorFlow)")
     args = parser.parse_args()
 
     import keras
