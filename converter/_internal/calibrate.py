@@ -15,7 +15,21 @@ from tether.converter._internal.ops import Activation, DType, OpType
 
 from tether.errors import ConversionError
 
-__all__ = ["evaluate", "tensor_ranges"]
+__all__ = ["PRE_ACTIVATION", "evaluate", "pre_activation_key", "tensor_ranges"]
+
+# Fused activations int8 cannot apply as a clamp: the int8 lowering splits them off into an
+# int8 activation op, whose input is quantized from the range recorded under
+# pre_activation_key(output).
+PRE_ACTIVATION = frozenset({Activation.TANH, Activation.SIGMOID, Activation.HARD_SWISH})
+
+
+def pre_activation_key(name: str) -> str:
+    """Range key of the value node `name` computes before its fused activation.
+
+    >>> pre_activation_key("conv1")
+    'conv1:pre_activation'
+    """
+    return f"{name}:pre_activation"
 
 
 def _act(x: np.ndarray, a: Activation) -> np.ndarray:
@@ -131,11 +145,14 @@ def _run(node: ir.Node, xs: list[np.ndarray | None]) -> np.ndarray:
     raise ConversionError(f"calibration: node {node.describe()} cannot be evaluated")
 
 
-def evaluate(graph: ir.Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def evaluate(graph: ir.Graph, feeds: dict[str, np.ndarray], *,
+             pre_activations: bool = False) -> dict[str, np.ndarray]:
     """Returns every non-constant tensor of a float graph (float64) for one input set.
 
-    RESHAPE reshapes to the declared output shape. Raises ConversionError on int8 graphs
-    or ops it does not know.
+    RESHAPE reshapes to the declared output shape. With `pre_activations` (False by
+    default), a node whose fused activation is in PRE_ACTIVATION also gives its value before
+    the activation, under `pre_activation_key(output)`. Raises ConversionError on int8
+    graphs or ops it does not know.
     """
     values: dict[str, np.ndarray] = {k: np.asarray(v, np.float64) for k, v in feeds.items()}
 
@@ -155,7 +172,10 @@ def evaluate(graph: ir.Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndar
         if node.op == OpType.RESHAPE:
             y = xs[0].reshape(out.shape)  # type: ignore[union-attr]
         else:
-            y = _act(_run(node, xs), node.activation)
+            pre = _run(node, xs)
+            if pre_activations and node.activation in PRE_ACTIVATION:
+                values[pre_activation_key(node.outputs[0])] = pre
+            y = _act(pre, node.activation)
         if y.shape != out.shape:
             raise ConversionError(f"calibration: node {node.describe()} gave shape "
                                   f"{list(y.shape)}, expected {list(out.shape)}")
@@ -166,7 +186,8 @@ def evaluate(graph: ir.Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndar
 def tensor_ranges(graph: ir.Graph, samples: Iterable[np.ndarray]) -> dict[str, tuple[float,
                                                                                     float]]:
     """Min and max of every non-constant tensor over `samples` (each a full input of the
-    graph's single input)."""
+    graph's single input), and of the values before each TANH/SIGMOID/HARD_SWISH fused
+    activation (keyed `pre_activation_key(output)`)."""
     if len(graph.inputs) != 1:
         raise ConversionError(f"calibration supports single-input graphs; this one has "
                               f"{len(graph.inputs)}")
@@ -182,7 +203,7 @@ def tensor_ranges(graph: ir.Graph, samples: Iterable[np.ndarray]) -> dict[str, t
             else:
                 raise ConversionError(f"calibration sample of shape {list(x.shape)} does not "
                                       f"fit input '{name}' {list(shape)}")
-        for k, v in evaluate(graph, {name: x}).items():
+        for k, v in evaluate(graph, {name: x}, pre_activations=True).items():
             lo, hi = float(v.min()), float(v.max())
             if k in ranges:
                 lo, hi = min(lo, ranges[k][0]), max(hi, ranges[k][1])

@@ -6,11 +6,17 @@
   calibrated min/max (widened to include 0); weights symmetric per output channel (axis 0
   for conv and fully connected, 3 for depthwise); biases INT32 with scale s_x * s_w[c];
   constant operands of ADD/SUB/MUL/CONCATENATION per tensor;
-- MAX_POOL_2D, RESHAPE, PAD and TRANSPOSE keep their input's quantization; SOFTMAX and
-  LOGISTIC output s = 1/256, z = -128 and TANH s = 1/128, z = 0;
-- every other op (HARD_SWISH, CLAMP, HARD_SIGMOID, DIV, standalone RELU/RELU6, or a fused
-  activation other than RELU/RELU6/RELU_N1_TO_1) stays float, with DEQUANTIZE before and
-  QUANTIZE after it;
+- MAX_POOL_2D, AVERAGE_POOL_2D, RESHAPE, PAD and TRANSPOSE keep their input's quantization
+  (the engine's int8 pools need it); SOFTMAX and LOGISTIC output s = 1/256, z = -128 and
+  TANH s = 1/128, z = 0; HARD_SWISH, RELU, RELU6, CLAMP, HARD_SIGMOID and CONCATENATION
+  take their calibrated output range (CONCATENATION requantizes inputs quantized otherwise);
+- a fused RELU/RELU6/RELU_N1_TO_1 stays fused (a clamp in the quantized domain); a fused
+  SIGMOID/TANH/HARD_SWISH is split off, as TensorFlow's quantizer does: the op writes an int8
+  tensor quantized from the range calibrated before the activation
+  (`calibrate.pre_activation_key`), then an int8 LOGISTIC/TANH/HARD_SWISH op follows; without
+  that range the node stays float;
+- every other op (DIV, or an op whose weights are not constant) stays float, with
+  DEQUANTIZE before and QUANTIZE after it;
 - QUANTIZE follows each float graph input and DEQUANTIZE precedes each graph output, so the
   interface keeps its names, shapes and float dtype.
 """
@@ -22,6 +28,7 @@ from dataclasses import replace
 
 import numpy as np
 from tether.converter._internal import ir
+from tether.converter._internal.calibrate import pre_activation_key
 from tether.converter._internal.ops import Activation, DType, OpType
 
 from tether.errors import ConversionError
@@ -32,14 +39,19 @@ INT8_OPS = frozenset({
     OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED, OpType.ADD, OpType.SUB,
     OpType.MUL, OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.MEAN, OpType.RESHAPE,
     OpType.CONCATENATION, OpType.PAD, OpType.TRANSPOSE, OpType.SOFTMAX, OpType.LOGISTIC,
-    OpType.TANH,
+    OpType.TANH, OpType.HARD_SWISH, OpType.RELU, OpType.RELU6, OpType.CLAMP,
+    OpType.HARD_SIGMOID,
 })
-_PASSTHROUGH = frozenset({OpType.MAX_POOL_2D, OpType.RESHAPE, OpType.PAD, OpType.TRANSPOSE})
+_PASSTHROUGH = frozenset({OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.RESHAPE,
+                          OpType.PAD, OpType.TRANSPOSE})
 _FIXED = {OpType.SOFTMAX: (1 / 256, -128), OpType.LOGISTIC: (1 / 256, -128),
           OpType.TANH: (1 / 128, 0)}
 _INT8_ACTS = frozenset({Activation.NONE, Activation.RELU, Activation.RELU6,
                         Activation.RELU_N1_TO_1})
 _WEIGHTED = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED)
+# fused activations that become a separate int8 op after the one they were fused into
+_SPLIT = {Activation.SIGMOID: OpType.LOGISTIC, Activation.TANH: OpType.TANH,
+          Activation.HARD_SWISH: OpType.HARD_SWISH}
 
 
 def _affine(lo: float, hi: float) -> ir.Quantization:
@@ -146,9 +158,30 @@ class _Lowering:
         self.tensors[b_new.name] = b_new
         return w_new.name, b_new.name
 
+    def output_quant(self, node: ir.Node, out: str, x_q: ir.Quantization) -> ir.Quantization:
+        """The int8 quantization of `node`'s output `out` (FORMAT.md's constraints)."""
+        if node.op in _PASSTHROUGH:
+            return x_q
+        if node.op in _FIXED:
+            s, z = _FIXED[node.op]  # type: ignore[index]
+            return ir.Quantization((s,), (z,))
+        q = self.act_quant(out)
+        if node.op == OpType.HARD_SWISH and q.scale[0] <= x_q.scale[0] / 128:
+            # the engine's (TFLite's) fixed-point hard-swish needs s_y > s_x / 128: a
+            # degenerate calibrated range (inputs all below -3) is widened to s_y = s_x / 64
+            lo = min(self.ranges[out][0], 0.0)
+            q = _affine(lo, lo + 255 * x_q.scale[0] / 64)
+        return q
+
     def int8_ok(self, node: ir.Node) -> bool:
-        if node.op not in INT8_OPS or node.activation not in _INT8_ACTS:
+        if node.op not in INT8_OPS:
             return False
+        if node.activation not in _INT8_ACTS:
+            if node.activation not in _SPLIT or node.op in _FIXED:
+                return False
+            if (node.op not in _PASSTHROUGH
+                    and pre_activation_key(node.outputs[0]) not in self.ranges):
+                return False
         if node.op in _WEIGHTED:
             w = self.g.tensors[node.inputs[1]]  # type: ignore[index]
             b = (self.g.tensors[node.inputs[2]]  # type: ignore[index]
@@ -176,15 +209,20 @@ class _Lowering:
                 ins = (x,) + tuple(None if n is None else self.as_int8(n, node)
                                    for n in node.inputs[1:])
             out = node.outputs[0]
-            if node.op in _PASSTHROUGH:
-                q = x_q
-            elif node.op in _FIXED:
-                s, z = _FIXED[node.op]  # type: ignore[index]
-                q = ir.Quantization((s,), (z,))
-            else:
-                q = self.act_quant(out)
+            split = _SPLIT.get(node.activation)
+            if split is not None:  # op -> int8 pre-activation tensor -> int8 activation op
+                mid_q = x_q if node.op in _PASSTHROUGH else self.act_quant(
+                    pre_activation_key(out))
+                mid = ir.Tensor(self.unique(f"{out}/pre_activation/int8"),
+                                self.tensors[out].shape, DType.INT8, None, mid_q)
+                self.tensors[mid.name] = mid
+                self.nodes.append(replace(node, inputs=ins, outputs=(mid.name,),
+                                          activation=Activation.NONE))
+                node = ir.Node(split, f"{node.name}/{split.name.lower()}", (mid.name,),
+                               node.outputs)
+                ins, x_q = (mid.name,), mid_q
             y = ir.Tensor(self.unique(f"{out}/int8"), self.tensors[out].shape, DType.INT8,
-                          None, q)
+                          None, self.output_quant(node, out, x_q))
             self.tensors[y.name] = y
             self.nodes.append(replace(node, inputs=ins, outputs=(y.name,)))
             self.int8_of[out] = y.name

@@ -62,8 +62,10 @@ def test_quantized_graph_parameters() -> None:
     xs = [rand((1, 8, 8, 3), s) for s in range(4)]
     q = quantize_int8(g, tensor_ranges(g, xs))
     ops = q.op_counts()
-    # conv, dw, add, mean, fc, softmax int8; hard-swish float between DEQUANTIZE/QUANTIZE
-    assert ops["QUANTIZE"] == 2 and ops["DEQUANTIZE"] == 2 and ops["HARD_SWISH"] == 1
+    # every op int8 (hard-swish included): QUANTIZE after the input, DEQUANTIZE at the end
+    assert ops["QUANTIZE"] == 1 and ops["DEQUANTIZE"] == 1 and ops["HARD_SWISH"] == 1
+    hs = next(n for n in q.nodes if n.op == OpType.HARD_SWISH)
+    assert all(q.tensors[t].dtype == DType.INT8 for t in hs.inputs + hs.outputs)  # type: ignore[operator]
     assert q.inputs == ("x",) and q.outputs == ("y",)
     assert q.tensors["x"].dtype == DType.FLOAT32 and q.tensors["y"].dtype == DType.FLOAT32
     conv = next(n for n in q.nodes if n.op == OpType.CONV_2D)
@@ -146,3 +148,76 @@ def test_int8_conv_chain_engine_close_to_float_source() -> None:
         agree += int(np.argmax(y_) == np.argmax(ref))
     assert np.median(errs) < 0.05 and max(errs) < 0.3  # (see the test above on outliers)
     assert agree >= 18
+
+
+# --------------------------------------------- pools, concat, pad and activations in int8
+
+
+def _mixed_block(seed: int = 0) -> keras.Model:
+    """Zero padding, conv + hard-swish, SE (sigmoid), tanh branch, concat, pools, dense."""
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((12, 12, 3))
+    y = L.Conv2D(8, 3, strides=2, activation="hard_swish")(x)
+    d = L.DepthwiseConv2D(3, padding="same")(y)
+    d = L.Activation("hard_swish")(d)
+    se = L.GlobalAveragePooling2D(keepdims=True)(d)
+    se = L.Conv2D(8, 1, activation="sigmoid")(se)
+    d = L.Multiply()([d, se])
+    t = L.Conv2D(4, 1, activation="tanh")(y)
+    c = L.Concatenate()([d, t, y])
+    c = L.ZeroPadding2D(((0, 1), (1, 0)))(c)  # a PAD before a pool stays a PAD
+    c = L.MaxPooling2D(2)(c)
+    c = L.AveragePooling2D(2, padding="same")(c)
+    c = L.Flatten()(c)
+    return keras.Model(x, L.Dense(10)(L.Dense(16, activation="relu6")(c)))
+
+
+def test_fused_activations_split_into_int8_ops_with_pre_activation_ranges() -> None:
+    gb = GraphBuilder()
+    x = gb.input("x", (1, 6, 6, 2))
+    c = gb.node(OpType.CONV_2D, [x, gb.const("w", rand((4, 3, 3, 2), 1)), None], "c",
+                {"pads": (1, 1, 1, 1)}, Activation.HARD_SWISH)
+    s = gb.node(OpType.FULLY_CONNECTED, [gb.node(OpType.RESHAPE, [c], "r", shape=(1, 144)),
+                                         gb.const("fw", rand((3, 144), 2)), None], "s",
+                act=Activation.SIGMOID)
+    g = gb.graph(s)
+    r = tensor_ranges(g, [rand((1, 6, 6, 2), k, -2, 2) for k in range(4)])
+    pre = r["c:pre_activation"]
+    assert pre[0] < r["c"][0] and r["c"][0] >= -0.375  # hard-swish's minimum is -3/8
+    q = quantize_int8(g, r)
+    assert q.op_counts() == {"QUANTIZE": 1, "CONV_2D": 1, "HARD_SWISH": 1, "RESHAPE": 1,
+                             "FULLY_CONNECTED": 1, "LOGISTIC": 1, "DEQUANTIZE": 1}
+    conv = next(n for n in q.nodes if n.op == OpType.CONV_2D)
+    assert conv.activation == Activation.NONE
+    mid = q.tensors[conv.outputs[0]]
+    lo, hi = min(pre[0], 0), max(pre[1], 0)
+    assert mid.dtype == DType.INT8 and abs(mid.quant.scale[0] - (hi - lo) / 255) < 1e-9
+    lg = next(n for n in q.nodes if n.op == OpType.LOGISTIC)
+    assert q.tensors[lg.outputs[0]].quant == ir.Quantization((1 / 256,), (-128,))
+    # without pre-activation ranges (e.g. a plan keyed by layer) the node stays float
+    q2 = quantize_int8(g, {k: v for k, v in r.items() if not k.endswith(":pre_activation")})
+    assert q2.op_counts()["CONV_2D"] == 1 and "HARD_SWISH" not in q2.op_counts()
+    assert q2.tensors[next(n for n in q2.nodes if n.op == OpType.CONV_2D).outputs[0]].dtype \
+        == DType.FLOAT32
+
+
+def test_int8_pools_concat_pad_activations_run_end_to_end() -> None:
+    m = _mixed_block()
+    cal = rand((32, 1, 12, 12, 3), 1)
+    tm = convert(m, quantize="int8", calibration=cal)
+    ops = tm.report.ops_after
+    for op in ("PAD", "HARD_SWISH", "LOGISTIC", "TANH", "CONCATENATION", "MAX_POOL_2D",
+               "AVERAGE_POOL_2D"):
+        assert ops.get(op, 0) >= 1, (op, ops)
+    assert ops["QUANTIZE"] == 1 and ops["DEQUANTIZE"] == 1  # the whole body runs in int8
+    floats = [t.name for t in tm.graph.tensors.values()
+              if t.dtype == DType.FLOAT32 and not t.is_constant]
+    assert sorted(floats) == sorted(tm.graph.inputs + tm.graph.outputs)
+    errs, agree = [], 0
+    xs = rand((20, 1, 12, 12, 3), 2)
+    for x_ in xs:
+        ref = np.asarray(m(x_))
+        y_ = engine_run(tm.to_bytes(), x_)
+        errs.append(rel_err(y_, ref))
+        agree += int(np.argmax(y_) == np.argmax(ref))
+    assert np.median(errs) < 0.08 and agree >= 17, (np.median(errs), max(errs), agree)

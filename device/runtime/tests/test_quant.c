@@ -6,7 +6,10 @@
  *     scales, zero points, bias, fused RELU/RELU6 in the quantized domain) and on random
  *     models against an independent int64 re-implementation;
  *   - QUANTIZE (float -> int8, int8 -> int8), DEQUANTIZE, SUB, DIV, TRANSPOSE, CLAMP,
- *     HARD_SIGMOID.
+ *     HARD_SIGMOID;
+ *   - int8 MAX/AVERAGE_POOL_2D (rounding, pads, count_include_pad, fused RELU6), PAD,
+ *     CONCATENATION with requantized inputs, HARD_SWISH / LOGISTIC / TANH / RELU6 on
+ *     hand-computed or LiteRT-checked values, and the load-time errors.
  */
 #include <math.h>
 #include <stdint.h>
@@ -537,6 +540,212 @@ static void test_relu6_tiny_scale(void) {
   free(b);
 }
 
+/* ---- int8 pools, CONCATENATION, PAD and elementwise ops (ops/quantized_ops.c) ---------- */
+
+/* One int8 op y = op(x) on [1, H, W, C] tensors (s, z) -> (sy, zy); returns load status. */
+static tether_status run_q8_unary(uint32_t type, uint32_t act, const int32_t* xshape,
+                                  const int32_t* yshape, float sx, int32_t zx, float sy,
+                                  int32_t zy, const int8_t* x, int8_t* y, const int32_t* attrs,
+                                  const char* what) {
+  tb_builder* b = tb_new();
+  uint32_t xt = tb_tensor_typed(b, "x", 1, 4, xshape, NULL);
+  tb_quantize(b, xt, 0, 1, &sx, &zx);
+  uint32_t yt = tb_tensor_typed(b, "y", 1, 4, yshape, NULL);
+  tb_quantize(b, yt, 0, 1, &sy, &zy);
+  tb_op(b, type, act, "op", 1, &xt, yt);
+  if (type == TETHER_OP_MAX_POOL_2D || type == TETHER_OP_AVERAGE_POOL_2D) {
+    tb_attr_i(b, 6, 2, attrs);         /* kernel */
+    tb_attr_i(b, 1, 2, attrs + 2);     /* strides */
+    tb_attr_i(b, 3, 4, attrs + 4);     /* pads */
+    if (type == TETHER_OP_AVERAGE_POOL_2D) tb_attr_i(b, 7, 1, attrs + 8);
+  } else if (type == TETHER_OP_PAD) {
+    tb_attr_i(b, 11, 8, attrs);
+  }
+  tb_graph_io(b, 1, &xt, 1, &yt);
+  size_t size = 0;
+  uint8_t* file = tb_finish(b, &size);
+  free(b);
+  tether_model_t model = NULL;
+  const tether_status s = tether_model_load(file, size, NULL, &model);
+  if (s == TETHER_STATUS_SUCCESS) {
+    tether_session_t session = NULL;
+    const size_t nx = (size_t)xshape[0] * xshape[1] * xshape[2] * xshape[3];
+    const size_t ny = (size_t)yshape[0] * yshape[1] * yshape[2] * yshape[3];
+    TB_CHECK(tether_session_create(model, NULL, 0, 1, &session) == TETHER_STATUS_SUCCESS &&
+                 tether_session_set_input(session, 0, x, nx) == TETHER_STATUS_SUCCESS &&
+                 tether_session_invoke(session) == TETHER_STATUS_SUCCESS &&
+                 tether_session_get_output(session, 0, y, ny) == TETHER_STATUS_SUCCESS,
+             "%s: run: %s", what, tether_last_error());
+    tether_session_destroy(session);
+  }
+  tether_model_destroy(model);
+  free(file);
+  return s;
+}
+
+static void expect_q8(const char* what, const int8_t* got, const int8_t* want, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (got[i] != want[i]) {
+      TB_CHECK(0, "%s: y[%zu] = %d, want %d", what, i, got[i], want[i]);
+      return;
+    }
+  }
+}
+
+static void test_q8_pools(void) {
+  /* AVERAGE_POOL_2D 1x2 windows, stride 2: TFLite rounds (sum +- count/2) / count toward
+   * zero, i.e. halves away from zero: (3+0)/2 = 1.5 -> 2, (-3+0)/2 -> -2, (5+6)/2 = 5.5 -> 6,
+   * (-7-6)/2 = -6.5 -> -7, (1+2)/2 -> 2, (4+5)/2 -> 5 (clamped to 4 by RELU6: z 1 + 6/2). */
+  const int8_t x[12] = {3, 0, -3, 0, 5, 6, -7, -6, 1, 2, 4, 5};
+  int8_t y[6];
+  const int32_t avg_attrs[9] = {1, 2, 1, 2, 0, 0, 0, 0, 0};
+  if (run_q8_unary(TETHER_OP_AVERAGE_POOL_2D, 0, (const int32_t[]){1, 1, 12, 1},
+                   (const int32_t[]){1, 1, 6, 1}, 0.5f, 1, 0.5f, 1, x, y, avg_attrs,
+                   "int8 avgpool") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 avgpool", y, (const int8_t[]){2, -2, 6, -7, 2, 5}, 6);
+  }
+  if (run_q8_unary(TETHER_OP_AVERAGE_POOL_2D, TETHER_ACT_RELU6, (const int32_t[]){1, 1, 12, 1},
+                   (const int32_t[]){1, 1, 6, 1}, 2.0f, 1, 2.0f, 1, x, y, avg_attrs,
+                   "int8 avgpool relu6") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 avgpool relu6", y, (const int8_t[]){2, 1, 4, 1, 2, 4}, 6);
+  }
+  /* count_include_pad: window [pad, 5] holds z (= -1) for the pad: (-1 + 5) / 2 = 2; without
+   * it each window's single real cell is its average (5, 9). */
+  const int8_t x1[2] = {5, 9};
+  int32_t pad_attrs[9] = {1, 2, 1, 2, 0, 1, 0, 1, 1};
+  if (run_q8_unary(TETHER_OP_AVERAGE_POOL_2D, 0, (const int32_t[]){1, 1, 2, 1},
+                   (const int32_t[]){1, 1, 2, 1}, 0.1f, -1, 0.1f, -1, x1, y, pad_attrs,
+                   "int8 avgpool count_include_pad") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 avgpool count_include_pad", y, (const int8_t[]){2, 4}, 2);
+  }
+  pad_attrs[8] = 0;
+  if (run_q8_unary(TETHER_OP_AVERAGE_POOL_2D, 0, (const int32_t[]){1, 1, 2, 1},
+                   (const int32_t[]){1, 1, 2, 1}, 0.1f, -1, 0.1f, -1, x1, y, pad_attrs,
+                   "int8 avgpool pads") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 avgpool pads", y, (const int8_t[]){5, 9}, 2);
+  }
+  /* MAX_POOL_2D 2x2 stride 2 over [1, 2, 4, 2] (two channels), pads never win: the padded
+   * right column of a 3-wide input is ignored even where every real value is -128. */
+  const int8_t xm[18] = {-128, 1, -128, 2, -128, 3, -128, 4, -128, 5, -128, 6,
+                         -128, 7, -128, 8, -128, -9};
+  const int32_t max_attrs[8] = {2, 2, 2, 2, 0, 0, 1, 1};
+  int8_t ym[8];
+  if (run_q8_unary(TETHER_OP_MAX_POOL_2D, 0, (const int32_t[]){1, 3, 3, 2},
+                   (const int32_t[]){1, 2, 2, 2}, 0.5f, 0, 0.5f, 0, xm, ym, max_attrs,
+                   "int8 maxpool") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 maxpool", ym, (const int8_t[]){-128, 5, -128, 6, -128, 8, -128, -9}, 8);
+  }
+  /* Output quantized differently from the input: rejected at load, naming both tensors. */
+  const tether_status s = run_q8_unary(TETHER_OP_MAX_POOL_2D, 0, (const int32_t[]){1, 3, 3, 2},
+                                       (const int32_t[]){1, 2, 2, 2}, 0.5f, 0, 0.25f, 0, xm, ym,
+                                       max_attrs, "int8 maxpool requantized");
+  TB_CHECK(s == TETHER_STATUS_FORMAT_ERROR && strstr(tether_last_error(), "'y'") != NULL &&
+               strstr(tether_last_error(), "MAX_POOL_2D") != NULL,
+           "int8 maxpool with other output quantization: status %d, '%s'", (int)s,
+           tether_last_error());
+  /* A fused HARD_SWISH cannot clamp in the quantized domain: rejected. */
+  const tether_status s2 = run_q8_unary(TETHER_OP_MAX_POOL_2D, TETHER_ACT_HARD_SWISH,
+                                        (const int32_t[]){1, 3, 3, 2},
+                                        (const int32_t[]){1, 2, 2, 2}, 0.5f, 0, 0.5f, 0, xm, ym,
+                                        max_attrs, "int8 maxpool hard swish");
+  TB_CHECK(s2 == TETHER_STATUS_FORMAT_ERROR && strstr(tether_last_error(), "fused activation") != NULL,
+           "int8 maxpool with fused hard swish: status %d, '%s'", (int)s2, tether_last_error());
+}
+
+static void test_q8_pad(void) {
+  /* [1, 1, 2, 1] padded by (0,0), (1,0), (1,2), (0,0): cells outside hold z_x = -3. */
+  const int8_t x[2] = {7, -8};
+  int8_t y[10];
+  const int32_t pads[8] = {0, 0, 1, 0, 1, 2, 0, 0};
+  if (run_q8_unary(TETHER_OP_PAD, 0, (const int32_t[]){1, 1, 2, 1}, (const int32_t[]){1, 2, 5, 1},
+                   0.1f, -3, 0.1f, -3, x, y, pads, "int8 pad") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 pad", y, (const int8_t[]){-3, -3, -3, -3, -3, -3, 7, -8, -3, -3}, 10);
+  }
+}
+
+static void test_q8_concat(void) {
+  /* x0 (s 0.5, z 0) and x1 (s 0.25, z 2) into y (s 0.5, z -1) along the last axis:
+   * x0: 4 -> 4 - 1 = 3; x1: (7 - 2) * 0.25 / 0.5 = 2.5 -> 3 (half away) - 1 = 2,
+   * (-2 - 2) * 0.5 = -2 - 1 = -3; x2 is quantized like y and copied as is. */
+  const int8_t x0[2] = {4, -128}, x1[4] = {7, -2, 127, 2}, x2[2] = {9, -9};
+  tb_builder* b = tb_new();
+  uint32_t t0 = tb_tensor_typed(b, "x0", 1, 2, (const int32_t[]){2, 1}, NULL);
+  tb_quantize(b, t0, 0, 1, (const float[]){0.5f}, (const int32_t[]){0});
+  uint32_t t1 = tb_tensor_typed(b, "x1", 1, 2, (const int32_t[]){2, 2}, NULL);
+  tb_quantize(b, t1, 0, 1, (const float[]){0.25f}, (const int32_t[]){2});
+  uint32_t t2 = tb_tensor_typed(b, "x2", 1, 2, (const int32_t[]){2, 1}, x2);
+  tb_quantize(b, t2, 0, 1, (const float[]){0.5f}, (const int32_t[]){-1});
+  uint32_t yt = tb_tensor_typed(b, "y", 1, 2, (const int32_t[]){2, 4}, NULL);
+  tb_quantize(b, yt, 0, 1, (const float[]){0.5f}, (const int32_t[]){-1});
+  tb_op(b, TETHER_OP_CONCATENATION, 0, "concat", 3, (const uint32_t[]){t0, t1, t2}, yt);
+  tb_attr_i(b, 10, 1, (const int32_t[]){1});
+  tb_graph_io(b, 2, (const uint32_t[]){t0, t1}, 1, &yt);
+  int8_t y[8];
+  const void* in[2] = {x0, x1};
+  const size_t bytes[2] = {2, 4};
+  if (run_model(b, in, bytes, 2, y, 8, "int8 concat")) {
+    /* row 0: x0[0], x1[0, :], x2[0]; row 1: x0[1] (-128 - 1 saturates), x1[1, :], x2[1] */
+    expect_q8("int8 concat", y, (const int8_t[]){3, 2, -3, 9, -128, 62, -1, -9}, 8);
+  }
+  free(b);
+}
+
+static void test_q8_elementwise(void) {
+  /* s_x 0.05, z_x -10; inputs -128, -70, -10, 20, 60, 127 are the reals -5.9, -3, 0, 1.5,
+   * 3.5, 6.85. HARD_SWISH to (0.03, -100): TFLite's fixed-point recipe gives -62 for the
+   * real -62.5 and 17 for 16.67 (values checked against LiteRT). LOGISTIC and TANH use the
+   * float table: round(256 sigmoid(r)) - 128 and round(128 tanh(r)) clamped to 127. */
+  const int8_t x[6] = {-128, -70, -10, 20, 60, 127};
+  const int32_t shape[4] = {1, 1, 6, 1};
+  int8_t y[6];
+  if (run_q8_unary(TETHER_OP_HARD_SWISH, 0, shape, shape, 0.05f, -10, 0.03f, -100, x, y, NULL,
+                   "int8 hard swish") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 hard swish", y, (const int8_t[]){-100, -100, -100, -62, 17, 127}, 6);
+  }
+  if (run_q8_unary(TETHER_OP_LOGISTIC, 0, shape, shape, 0.05f, -10, 1.0f / 256.0f, -128, x, y,
+                   NULL, "int8 logistic") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 logistic", y, (const int8_t[]){-127, -116, 0, 81, 120, 127}, 6);
+  }
+  if (run_q8_unary(TETHER_OP_TANH, 0, shape, shape, 0.05f, -10, 1.0f / 128.0f, 0, x, y, NULL,
+                   "int8 tanh") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 tanh", y, (const int8_t[]){-128, -127, 0, 116, 127, 127}, 6);
+  }
+  /* RELU6 to (0.1, -50): -50 + round((q + 10) * 0.5) clamped to [-50, -50 + 60]. */
+  if (run_q8_unary(TETHER_OP_RELU6, 0, shape, shape, 0.05f, -10, 0.1f, -50, x, y, NULL,
+                   "int8 relu6") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 relu6", y, (const int8_t[]){-50, -50, -50, -35, -15, 10}, 6);
+  }
+  /* The table path (>= 256 elements) gives the same integers as the direct one. */
+  int8_t big[512], big_y[512];
+  for (int i = 0; i < 512; i++) big[i] = (int8_t)(i * 37 % 256 - 128);
+  const int32_t big_shape[4] = {1, 2, 256, 1};
+  if (run_q8_unary(TETHER_OP_HARD_SWISH, 0, big_shape, big_shape, 0.05f, -10, 0.03f, -100, big,
+                   big_y, NULL, "int8 hard swish table") == TETHER_STATUS_SUCCESS) {
+    for (int i = 0; i < 6; i++) {
+      for (int k = 0; k < 512; k++) {
+        if (big[k] == x[i]) {
+          const int8_t want[6] = {-100, -100, -100, -62, 17, 127};
+          TB_CHECK(big_y[k] == want[i], "hard swish table: %d -> %d, want %d", x[i], big_y[k],
+                   want[i]);
+          break;
+        }
+      }
+    }
+  }
+  /* LOGISTIC output must be (1/256, -128): other quantization is rejected by name. */
+  const tether_status s = run_q8_unary(TETHER_OP_LOGISTIC, 0, shape, shape, 0.05f, -10,
+                                       1.0f / 128.0f, 0, x, y, NULL, "int8 logistic bad");
+  TB_CHECK(s == TETHER_STATUS_FORMAT_ERROR && strstr(tether_last_error(), "1/256") != NULL &&
+               strstr(tether_last_error(), "'y'") != NULL,
+           "int8 logistic with output (1/128, 0): status %d, '%s'", (int)s, tether_last_error());
+  /* HARD_SWISH whose output scale is below s_x / 128 cannot be represented: rejected. */
+  const tether_status s2 = run_q8_unary(TETHER_OP_HARD_SWISH, 0, shape, shape, 1.0f, 0, 1e-4f,
+                                        0, x, y, NULL, "int8 hard swish bad");
+  TB_CHECK(s2 == TETHER_STATUS_FORMAT_ERROR && strstr(tether_last_error(), "HARD_SWISH") != NULL,
+           "int8 hard swish with tiny output scale: status %d, '%s'", (int)s2,
+           tether_last_error());
+}
+
 int main(void) {
   test_arithmetic();
   test_relu6_tiny_scale();
@@ -553,6 +762,10 @@ int main(void) {
   test_mean(-1, 0.5f, 5, 12);
   test_quantize_ops();
   test_float_ops();
+  test_q8_pools();
+  test_q8_pad();
+  test_q8_concat();
+  test_q8_elementwise();
   if (tb_failures != 0) {
     fprintf(stderr, "%d check(s) failed\n", tb_failures);
     return 1;
