@@ -147,9 +147,13 @@ def quantize(model: str = typer.Argument(..., help=MODEL_HELP),
              plan_out: Path | None = typer.Option(None, "--plan", help="Write the "
                                                      "QuantizationPlan JSON (ptq)"),
              output: Path | None = typer.Option(None, "-o", "--output",
-                                                   help="Write the weight-quantized .keras")
+                                                   help="Write the weight-quantized .keras"),
+             tmodel_out: Path | None = typer.Option(
+                 None, "--tmodel", help="ptq: write the int8 .tmodel the converter lowers "
+                 "from the plan, and report its accuracy in the engine")
              ) -> None:
-    """Weight-only int8/int4, or post-training int8 calibration (writes a plan)."""
+    """Weight-only int8/int4, or post-training int8 calibration (writes a plan and, with
+    --tmodel, the int8 .tmodel run by the engine)."""
     def go() -> None:
         m, ds = _load(model, data)
         from tether.compression import (
@@ -177,11 +181,24 @@ def quantize(model: str = typer.Argument(..., help=MODEL_HELP),
             plan = calibrate(m, ds.x_train[:samples], CalibrationConfig(calibration))
             if plan_out:
                 plan_out.write_text(plan.to_json())
-            _emit({"tensors": len(plan.activation_ranges), "method": calibration,
+            rec = {"tensors": len(plan.activation_ranges), "method": calibration,
                    "emulated_int8_accuracy": accuracy(simulate_int8(m, plan), ds.x_test,
                                                       ds.y_test),
                    "float_accuracy": accuracy(m, ds.x_test, ds.y_test),
-                   "plan": str(plan_out) if plan_out else None})
+                   "plan": str(plan_out) if plan_out else None}
+            if tmodel_out:
+                import numpy as np
+                from tether.converter import convert
+                from tether.device import Engine
+
+                tm = convert(m, quantize="int8", plan=plan)
+                tm.save(tmodel_out)
+                eng = Engine(tm.to_bytes(), threads=1)
+                x = ds.x_test.astype(np.float32)
+                pred = [int(np.argmax(eng.run(x[i:i + 1]))) for i in range(len(x))]
+                rec.update(engine_int8_accuracy=float(np.mean(np.array(pred) == ds.y_test)),
+                           tmodel=str(tmodel_out), tmodel_bytes=len(tm.to_bytes()))
+            _emit(rec)
         else:
             _fail(f"--mode must be ptq, int8-weights or int4-weights. Received: {mode!r}")
     _run(go)

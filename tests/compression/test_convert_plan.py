@@ -155,3 +155,19 @@ def test_calibration_data_of_wrong_shape_fails_clearly(shape):
         calibrate(_tiny(), bad)
     with pytest.raises(ConversionError, match=r"does not fit input 'image' \[1, 8, 8, 1\]"):
         convert(_tiny(), quantize="int8", calibration=bad)
+
+
+def test_cli_ptq_writes_an_int8_tmodel_the_engine_runs(tmp_path):
+    import json
+
+    from tether.compression.cli import app
+    from typer.testing import CliRunner
+
+    out = tmp_path / "demo_int8.tmodel"
+    res = CliRunner().invoke(app, ["quantize", "demo_cnn", "--data", "digits", "--samples",
+                                   "32", "--tmodel", str(out)])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.output)
+    assert out.is_file() and rec["tmodel_bytes"] == out.stat().st_size
+    # an untrained model: the engine's int8 accuracy tracks the emulation's, not a fixed number
+    assert abs(rec["engine_int8_accuracy"] - rec["emulated_int8_accuracy"]) <= 0.05, rec
