@@ -90,7 +90,8 @@ class Distiller:
 
     Use `model = Distiller(teacher, student, config).model`, then `model.compile(optimizer)`
     and `model.fit(x, y)`; the student's weights are trained in place (the teacher is
-    frozen and runs in inference mode). `Distiller.student` is the plain student.
+    frozen, `teacher.trainable = False`, and runs in inference mode; set it back to train
+    the teacher later — `distill` does). `Distiller.student` is the plain student.
     """
 
     def __init__(self, teacher: Any, student: Any,
@@ -147,7 +148,11 @@ def distill(teacher: Any, student: Any, x: np.ndarray, y: np.ndarray, *,
     if len(x) != len(y):
         raise CompressionError(
             f"distill: x has {len(x)} samples but y has {len(y)}; pass matching arrays")
-    d = Distiller(teacher, student, config)
-    d.model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=None)
-    return d.model.fit(x, y, epochs=epochs, batch_size=batch_size,
-                       validation_data=validation_data, verbose=verbose)
+    was_trainable = teacher.trainable
+    try:
+        d = Distiller(teacher, student, config)
+        d.model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=None)
+        return d.model.fit(x, y, epochs=epochs, batch_size=batch_size,
+                           validation_data=validation_data, verbose=verbose)
+    finally:
+        teacher.trainable = was_trainable  # the teacher is frozen only while distilling

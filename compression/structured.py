@@ -79,7 +79,20 @@ class ChannelPruningConfig:
             must be a layer of the model.
         min_channels: Fewest channels a group keeps (default 1, must be >= 1).
         round_to: Kept channel counts are rounded up to a multiple of this (default 1),
-            e.g. 4 or 8 to suit SIMD widths; never above the original count.
+            e.g. 4 or 8 to suit SIMD widths; never above the original count. With
+            `allocation="latency"` it is the step channels are removed in instead.
+        allocation: "uniform" (default): every prunable group loses the same fraction.
+            "latency" (needs `target="macs"`): groups lose `round_to` channels at a time,
+            greedily, always where the least importance is lost per unit of *latency
+            cost* saved, until the MAC target is met. The cost is MACs with every conv /
+            dense output width padded up to a multiple of `tile`, which is how a GEMM
+            micro-kernel with `tile` output channels per panel spends its time: cutting 64
+            channels to 40 saves nothing in a 32-wide kernel, cutting to 32 halves it.
+        tile: Output-channel tile (NR) of the target engine's GEMM kernel for the latency
+            cost (default 1 = plain MACs): tether's fp32 kernels use 32 on AVX-512, 16 on
+            AVX2 and 8 on NEON.
+        max_group_fraction: With `allocation="latency"`, the most a single group may lose
+            (default 0.75), so that no layer is pruned to a sliver.
     """
 
     fraction: float = 0.5
@@ -88,6 +101,9 @@ class ChannelPruningConfig:
     exclude: tuple[str, ...] = ()
     min_channels: int = 1
     round_to: int = 1
+    allocation: str = "uniform"
+    tile: int = 1
+    max_group_fraction: float = 0.75
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.fraction < 1.0) or math.isnan(self.fraction):
@@ -109,6 +125,21 @@ class ChannelPruningConfig:
         if self.round_to < 1:
             raise CompressionError(
                 f"ChannelPruningConfig.round_to must be >= 1. Received: round_to={self.round_to}")
+        if self.allocation not in ("uniform", "latency"):
+            raise CompressionError(
+                "ChannelPruningConfig.allocation must be 'uniform' or 'latency'. "
+                f"Received: allocation={self.allocation!r}")
+        if self.allocation == "latency" and self.target != "macs":
+            raise CompressionError(
+                "ChannelPruningConfig.allocation='latency' needs target='macs'. "
+                f"Received: target={self.target!r}")
+        if self.tile < 1:
+            raise CompressionError(
+                f"ChannelPruningConfig.tile must be >= 1. Received: tile={self.tile}")
+        if not 0.0 < self.max_group_fraction < 1.0:
+            raise CompressionError(
+                "ChannelPruningConfig.max_group_fraction must be in (0, 1). "
+                f"Received: max_group_fraction={self.max_group_fraction}")
         object.__setattr__(self, "exclude", tuple(self.exclude))
 
 
@@ -351,17 +382,23 @@ class _Analysis:
     def width(self, layout: _Layout, keep: dict[int, int]) -> int:
         return sum(keep.get(self.find(s), n) for s, n in layout.segments) * layout.repeat
 
-    def total_macs(self, keep: dict[int, int]) -> int:
+    def total_macs(self, keep: dict[int, int], tile: int = 1) -> int:
+        """MACs under `keep`; with tile > 1 every conv/dense output width is padded up to
+        a multiple of `tile` (the cost of a GEMM kernel with `tile`-wide panels)."""
         total = 0.0
+
+        def out(name: str) -> int:
+            w = self.width(self.layout[name], keep)
+            return -(-w // tile) * tile
+
         for name, t in self.macs.items():
             c_in = self.width(self.in_layout[name], keep)
             if t.kind in ("conv", "dense"):
-                total += t.coef * c_in * self.width(self.layout[name], keep)
+                total += t.coef * c_in * out(name)
             elif t.kind == "depthwise":
                 total += t.coef * c_in * t.dm
             else:
-                total += t.coef * c_in * t.dm + t.coef2 * c_in * t.dm * self.width(
-                    self.layout[name], keep)
+                total += t.coef * c_in * t.dm + t.coef2 * c_in * t.dm * out(name)
         return round(total)
 
     def groups(self) -> dict[int, list[int]]:
@@ -407,6 +444,56 @@ def _keep_count(n: int, ratio: float, cfg: ChannelPruningConfig) -> int:
     k = max(cfg.min_channels, math.ceil(n * (1.0 - ratio) - 1e-9))
     k = int(math.ceil(k / cfg.round_to) * cfg.round_to)
     return min(n, k)
+
+
+def _latency_allocation(an: _Analysis, prunable: dict[int, list[int]],
+                        importance: dict[int, np.ndarray], cfg: ChannelPruningConfig,
+                        macs0: int) -> dict[int, int]:
+    """Greedy non-uniform keep counts: remove `round_to` channels (or down to the next
+    whole tile) at a time from the group that loses the least (mean-normalised) importance
+    per unit of tile-padded MACs saved, until MACs <= (1 - fraction) x macs0."""
+    goal = (1.0 - cfg.fraction) * macs0
+    step = cfg.round_to
+    keep = {r: an.spaces[r].size for r in prunable}
+    floor = {r: max(cfg.min_channels, math.ceil(n * (1.0 - cfg.max_group_fraction) - 1e-9))
+             for r, n in keep.items()}
+    ranked = {}
+    for r in prunable:
+        imp = importance[r]
+        mean = float(imp.mean())
+        ranked[r] = np.sort(imp / mean if mean > 0 else imp)  # ascending: cheapest first
+
+    def cost(k: dict[int, int]) -> float:
+        return an.total_macs(k, cfg.tile) + 1e-3 * an.total_macs(k)
+
+    macs = an.total_macs(keep)
+    current = cost(keep)
+    while macs > goal:
+        best: tuple[float, int, int, float] | None = None
+        for r, k in keep.items():
+            # one step down, or straight down to the next whole tile (a cut that pays
+            # only once the width drops below a tile boundary)
+            for k2 in {(k - 1) // step * step, (k - 1) // cfg.tile * cfg.tile}:
+                if k2 < floor[r] or k2 < 1 or k2 % step:
+                    continue
+                saved = current - cost({**keep, r: k2})
+                if saved <= 0:
+                    continue
+                n = an.spaces[r].size
+                score = float(ranked[r][n - k:n - k2].sum()) / saved
+                if best is None or score < best[0]:
+                    best = (score, r, k2, saved)
+        if best is None:
+            raise CompressionError(
+                f"ChannelPruningConfig.fraction={cfg.fraction} of MACs cannot be reached with "
+                f"allocation='latency': every group is at its floor (max_group_fraction="
+                f"{cfg.max_group_fraction}, min_channels={cfg.min_channels}); MACs "
+                f"{macs} > goal {goal:.0f}; raise max_group_fraction or lower fraction")
+        _, r, k2, saved = best
+        keep[r] = k2
+        current -= saved
+        macs = an.total_macs(keep)
+    return keep
 
 
 def dependency_groups(model: Any) -> list[tuple[str, ...]]:
@@ -573,7 +660,10 @@ def prune_channels(model: Any, config: ChannelPruningConfig = ChannelPruningConf
         return {r: _keep_count(an.spaces[r].size, ratio, config) for r in prunable}
 
     ratio = config.fraction
-    if config.target == "macs" and config.fraction > 0:
+    if config.allocation == "latency" and config.fraction > 0:
+        keep = _latency_allocation(an, prunable, importance, config, macs0)
+        ratio = 1.0 - sum(keep.values()) / max(sum(an.spaces[r].size for r in prunable), 1)
+    elif config.target == "macs" and config.fraction > 0:
         goal = (1.0 - config.fraction) * macs0
         floor = an.total_macs(keep_for(1.0 - 1e-9))
         if floor > goal:
@@ -590,7 +680,8 @@ def prune_channels(model: Any, config: ChannelPruningConfig = ChannelPruningConf
             else:
                 lo = mid
         ratio = hi
-    keep = keep_for(ratio)
+    if not (config.allocation == "latency" and config.fraction > 0):
+        keep = keep_for(ratio)
     pruned = _apply(an, keep, importance)
     channels = {}
     for name, s in an.own.items():

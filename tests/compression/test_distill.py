@@ -66,6 +66,8 @@ def test_distill_trains_student_and_freezes_teacher():
     assert losses[-1] < losses[0]
     assert all(np.array_equal(a, b) for a, b in zip(t_before, teacher.get_weights()))
     assert not all(np.array_equal(a, b) for a, b in zip(s_before, student.get_weights()))
+    # frozen only while distilling: the teacher (or a model pruned from it) trains again
+    assert teacher.trainable and len(teacher.trainable_weights) == 4
 
 
 @pytest.mark.parametrize("kwargs, field", [({"temperature": 0.0}, "temperature"),

@@ -145,7 +145,9 @@ def test_sequential_model_is_supported():
 @pytest.mark.parametrize("kwargs, field", [
     ({"fraction": 1.0}, "fraction"), ({"fraction": -0.1}, "fraction"),
     ({"target": "flops"}, "target"), ({"importance": "l2"}, "importance"),
-    ({"min_channels": 0}, "min_channels"),
+    ({"min_channels": 0}, "min_channels"), ({"allocation": "greedy"}, "allocation"),
+    ({"allocation": "latency"}, "allocation"), ({"tile": 0}, "tile"),
+    ({"max_group_fraction": 1.0}, "max_group_fraction"),
 ])
 def test_bad_config_names_the_field(kwargs, field):
     with pytest.raises(CompressionError, match=f"ChannelPruningConfig.{field}.*Received"):
@@ -183,3 +185,53 @@ def test_separable_conv_channels_are_pruned_and_sliced():
     assert report.channels["c"] == (8, 4) and report.channels["sep"] == (6, 3)
     assert pruned.get_layer("sep").depthwise_kernel.shape[2] == 4
     assert tuple(pruned.get_layer("sep").pointwise_kernel.shape) == (1, 1, 4, 3)
+
+
+def _wide(seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((8, 8, 3))
+    h = layers.Conv2D(64, 3, padding="same", activation="relu", name="c1")(x)
+    h = layers.Conv2D(64, 3, padding="same", activation="relu", name="c2")(h)
+    h = layers.Conv2D(48, 1, activation="relu", name="c3")(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    return keras.Model(x, layers.Dense(4, name="out")(h))
+
+
+def test_latency_allocation_meets_target_in_tile_aligned_steps():
+    model = _wide()
+    cfg = ChannelPruningConfig(0.5, target="macs", allocation="latency", tile=32, round_to=8,
+                               max_group_fraction=0.6)
+    pruned, report = prune_channels(model, cfg)
+    assert report.macs_after <= 0.5 * report.macs_before
+    for name in ("c1", "c2", "c3"):
+        before, after = report.channels[name]
+        assert after % 8 == 0 and after >= 0.4 * before, (name, before, after)
+    # the padded cost the greedy minimises never exceeds what uniform pruning pays
+    from tether.compression._graph import parse
+    from tether.compression.structured import _Analysis
+
+    def padded(m: keras.Model) -> int:
+        return _Analysis(parse(m)).total_macs({}, 32)
+
+    uniform, _ = prune_channels(model, ChannelPruningConfig(0.5, target="macs", round_to=8))
+    assert padded(pruned) <= padded(uniform)
+    out = pruned(np.zeros((1, 8, 8, 3), "float32"))
+    assert tuple(out.shape) == (1, 4)
+
+
+def test_tile_padding_in_the_cost():
+    from tether.compression._graph import parse
+    from tether.compression.structured import _Analysis
+
+    x = keras.Input((4, 4, 2))
+    model = keras.Model(x, layers.Conv2D(20, 1, name="c")(x))
+    an = _Analysis(parse(model))
+    assert an.total_macs({}) == 16 * 2 * 20
+    assert an.total_macs({}, 16) == 16 * 2 * 32  # 20 outputs take two 16-wide panels
+
+
+def test_latency_allocation_unreachable_fails_clearly():
+    cfg = ChannelPruningConfig(0.9, target="macs", allocation="latency", round_to=8,
+                               max_group_fraction=0.5)
+    with pytest.raises(CompressionError, match="allocation='latency'.*max_group_fraction"):
+        prune_channels(_wide(), cfg)
