@@ -71,6 +71,94 @@ TETHER_DECLARE_F32_DWCONV(c16, avx512);
 TETHER_DECLARE_F32_DWCONV(c8, avx2);
 TETHER_DECLARE_F32_DWCONV(c4, neon);
 
+/*
+ * int8 (qs8) kernels: per-channel symmetric int8 weights, per-tensor asymmetric int8
+ * activations, TFLite's fixed-point requantization (quantization.c) in the epilogue, bit for
+ * bit: y = clamp(y_zero + MultiplyByQuantizedMultiplier(acc, M[c], shift[c]), lo, hi).
+ *
+ * Packed qs8 GEMM weights (tether_qs8_gemm_pack), for a kernel with tile NR and K-step KR:
+ * the N outputs are cut into panels of NR channels (the last one zero-padded); a panel is
+ *   int32 bias[NR]   bias[c] - (x_zero + (XOR ? 128 : 0)) * sum_k w[c][k]   (mod 2^32)
+ *   int32 mult[NR]   Q0.31 multiplier M[c]
+ *   int32 left[NR]   max(shift[c], 0)
+ *   int32 right[NR]  max(-shift[c], 0)
+ *   int8  w[ceil(K / KR)][NR][KR]   (k beyond K zero)
+ * so 16 * NR + ceil(K / KR) * KR * NR bytes (tether_qs8_gemm_panel_bytes). The kernel sums
+ * raw A (rows of int8, or with XOR each byte read as the unsigned x ^ 0x80 = x + 128, for
+ * u8 x s8 dot products such as VNNI's vpdpbusd) times W plus that bias, so the zero point
+ * costs nothing in the inner loop. Kernels read A rows only up to K (tails handled).
+ */
+typedef struct tether_qs8_params {
+  int32_t x_zero;  /* input zero point (depthwise; folded into the GEMM bias) */
+  int32_t y_zero;  /* output zero point */
+  int32_t lo, hi;  /* output clamp (fused activation), within [-128, 127] */
+} tether_qs8_params;
+
+/* C[mr x nc] = requantize(A[mr x kc] * W + bias) for one panel; strides in bytes. */
+typedef void (*tether_qs8_gemm_ukernel_fn)(size_t mr, size_t nc, size_t kc, const int8_t* a,
+                                           size_t a_stride, const void* w, int8_t* c,
+                                           size_t c_stride, const tether_qs8_params* params);
+
+#define TETHER_DECLARE_QS8_GEMM(mr, nr, kr, isa)                                               \
+  void tether_qs8_gemm_minmax_ukernel_##mr##x##nr##c##kr##__##isa(                             \
+      size_t mr_, size_t nc, size_t kc, const int8_t* a, size_t a_stride, const void* w,      \
+      int8_t* c, size_t c_stride, const tether_qs8_params* params)
+
+TETHER_DECLARE_QS8_GEMM(4, 8, 1, scalar);
+TETHER_DECLARE_QS8_GEMM(4, 16, 2, scalar);
+TETHER_DECLARE_QS8_GEMM(8, 16, 4, scalar_xor);
+TETHER_DECLARE_QS8_GEMM(4, 16, 4, scalar);
+TETHER_DECLARE_QS8_GEMM(4, 16, 2, avx2);
+TETHER_DECLARE_QS8_GEMM(8, 16, 4, avx512vnni);
+TETHER_DECLARE_QS8_GEMM(4, 8, 1, neon);
+TETHER_DECLARE_QS8_GEMM(4, 16, 4, neondot);
+
+/*
+ * Packed qs8 depthwise weights (depth multiplier 1; tether_qs8_dwconv_pack), C channels,
+ * T = KH * KW taps, all int32: bias[C], mult[C], left[C], right[C], then w[T][C] with each
+ * weight stored as (uint16_t)w, i.e. sign bits cleared, so that a 16-bit multiply-add of
+ * (x - x_zero) and the word gives the exact product. Output rows [oh_begin, oh_end).
+ */
+typedef void (*tether_qs8_dwconv_ukernel_fn)(const struct tether_conv_geometry* g,
+                                             size_t oh_begin, size_t oh_end, const int8_t* x,
+                                             const int32_t* w, int8_t* y,
+                                             const tether_qs8_params* params);
+
+#define TETHER_DECLARE_QS8_DWCONV(tile, isa)                                                   \
+  void tether_qs8_dwconv2d_minmax_ukernel_##tile##__##isa(                                     \
+      const struct tether_conv_geometry* g, size_t oh_begin, size_t oh_end, const int8_t* x,   \
+      const int32_t* w, int8_t* y, const tether_qs8_params* params)
+
+TETHER_DECLARE_QS8_DWCONV(c1, scalar);
+TETHER_DECLARE_QS8_DWCONV(c8, avx2);
+TETHER_DECLARE_QS8_DWCONV(c16, avx512);
+TETHER_DECLARE_QS8_DWCONV(c8, neon);
+
+/*
+ * int8 ADD / SUB of two same-shape tensors, TFLite's arithmetic (ops/quantized.c):
+ *   y = clamp(y_zero + MBQM(MBQM((a - a_zero) << 20, a_mult) + MBQM((b - b_zero) << 20,
+ *             b_mult), y_mult), lo, hi)
+ * with each MBQM as a multiplier and left / right shifts (SUB negates b_mult).
+ */
+typedef struct tether_qs8_add_params {
+  int32_t a_zero, b_zero, y_zero, lo, hi;
+  int32_t a_mult, a_left, a_right;
+  int32_t b_mult, b_left, b_right;
+  int32_t y_mult, y_left, y_right;
+} tether_qs8_add_params;
+
+typedef void (*tether_qs8_vadd_ukernel_fn)(size_t n, const int8_t* a, const int8_t* b,
+                                           int8_t* y, const tether_qs8_add_params* params);
+
+#define TETHER_DECLARE_QS8_VADD(isa)                                                           \
+  void tether_qs8_vadd_minmax_ukernel__##isa(size_t n, const int8_t* a, const int8_t* b,      \
+                                             int8_t* y, const tether_qs8_add_params* params)
+
+TETHER_DECLARE_QS8_VADD(scalar);
+TETHER_DECLARE_QS8_VADD(avx2);
+TETHER_DECLARE_QS8_VADD(avx512);
+TETHER_DECLARE_QS8_VADD(neon);
+
 /* The kernels one model uses, chosen from the CPU's features when the model loads. */
 typedef struct tether_kernels {
   const char* isa;                    /* "scalar", "avx2", "avx512", "neon" */
@@ -78,6 +166,13 @@ typedef struct tether_kernels {
   tether_f32_gemm_ukernel_fn gemm;
   tether_f32_gemm_ukernel_fn gemm_twin;  /* the __scalar kernel with the same tile */
   tether_f32_dwconv_ukernel_fn dwconv;
+  /* int8: GEMM tile MR x NR with K-step KR, A read as x ^ 0x80 when qs8_gemm_xor. */
+  size_t qs8_gemm_mr, qs8_gemm_nr, qs8_gemm_kr;
+  int qs8_gemm_xor;
+  tether_qs8_gemm_ukernel_fn qs8_gemm;
+  tether_qs8_gemm_ukernel_fn qs8_gemm_twin;  /* the __scalar kernel with the same layout */
+  tether_qs8_dwconv_ukernel_fn qs8_dwconv;
+  tether_qs8_vadd_ukernel_fn qs8_vadd;
 } tether_kernels;
 
 /* The table for the current selection (tether_set_isa, TETHER_ISA, or the best the CPU has). */
@@ -107,6 +202,29 @@ void tether_f32_gemm_parallel(struct tether_pool* pool, const tether_kernels* k,
                               size_t n, size_t kc, const float* a, size_t a_stride,
                               const float* packed, float* c, size_t c_stride,
                               const tether_f32_minmax* params);
+
+/* Bytes of one packed qs8 panel and of the whole block for N outputs of K inputs. */
+size_t tether_qs8_gemm_panel_bytes(size_t nr, size_t kr, size_t k);
+size_t tether_qs8_gemm_packed_bytes(size_t nr, size_t kr, size_t n, size_t k);
+/*
+ * Packs w [N][K] int8 (row-major), bias [N] int32 (NULL = zeros), per-channel multiplier
+ * and shift (TFLite's, shift > 0 = left) for a kernel with tile nr, K-step kr and `xor`.
+ */
+void tether_qs8_gemm_pack(size_t nr, size_t kr, int xor_a, size_t n, size_t k, const int8_t* w,
+                          const int32_t* bias, const int32_t* multiplier, const int32_t* shift,
+                          int32_t x_zero, void* packed);
+/* C[M x N] int8 with the model's qs8 kernel over rows [m_begin, m_end). */
+void tether_qs8_gemm(const tether_kernels* k, size_t m_begin, size_t m_end, size_t n,
+                     size_t kc, const int8_t* a, size_t a_stride, const void* packed, int8_t* c,
+                     size_t c_stride, const tether_qs8_params* params);
+/* tether_qs8_gemm over rows [0, m), split into row and panel tasks over `pool`. */
+void tether_qs8_gemm_parallel(struct tether_pool* pool, const tether_kernels* k, size_t m,
+                              size_t n, size_t kc, const int8_t* a, size_t a_stride,
+                              const void* packed, int8_t* c, size_t c_stride,
+                              const tether_qs8_params* params);
+/* Packs depthwise weights w [T][C] (the model's [1, KH, KW, C]) as documented above. */
+void tether_qs8_dwconv_pack(size_t channels, size_t taps, const int8_t* w, const int32_t* bias,
+                            const int32_t* multiplier, const int32_t* shift, int32_t* packed);
 
 #ifdef __cplusplus
 }  /* extern "C" */

@@ -160,7 +160,7 @@ void tether_conv2d_eval(const struct tether_model* model, const tether_node* op,
                         void* const* data, void* scratch, struct tether_pool* pool) {
   (void)pool;
   if (op->quantized) {
-    tether_q8_conv_eval(model, op, data);
+    tether_q8_conv_eval(model, op, data, scratch, pool);
     return;
   }
   const tether_tensor* x = tether_input(model, op, 0);

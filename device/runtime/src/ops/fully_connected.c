@@ -81,7 +81,7 @@ void tether_fully_connected_eval(const struct tether_model* model, const tether_
                                  void* const* data, void* scratch, struct tether_pool* pool) {
   (void)pool;
   if (op->quantized) {
-    tether_q8_conv_eval(model, op, data);
+    tether_q8_conv_eval(model, op, data, scratch, pool);
     return;
   }
   (void)scratch;

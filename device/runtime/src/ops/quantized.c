@@ -8,12 +8,25 @@
  * with M_c, shift_c = QuantizeMultiplier((double)s_x * s_w[c] / s_y) computed at load into
  * the model's packed block (words [M_0..M_{C-1}, shift_0..shift_{C-1}]), and [lo, hi] the
  * fused activation's range in the quantized domain.
+ *
+ * Execution paths (op->quantized, chosen at prepare):
+ *   Q8_GEMM   FULLY_CONNECTED, and CONV_2D with groups 1: the model's qs8 GEMM micro-kernel
+ *             over packed panels (ukernels.h); 1x1 stride-1 unpadded convolutions read the
+ *             NHWC input as A, other shapes go through im2col blocks in the scratch (taps in
+ *             the padding filled with z_x, so they contribute nothing).
+ *   Q8_DWCONV DEPTHWISE_CONV_2D with depth multiplier 1: the model's qs8 dwconv kernel.
+ *   Q8_REF    everything else (grouped convolution, depth multiplier > 1): the reference
+ *             kernels below, with the words [M_0..M_{C-1}, shift_0..shift_{C-1}].
+ * Work is split over the pool by output rows / column panels; integer sums make the result
+ * identical for any split.
  */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../internal.h"
+#include "../ukernels.h"
 
 typedef struct q8_params {
   const int32_t* multiplier;
@@ -109,6 +122,16 @@ static void qs8_fc_ukernel__scalar(size_t rows, size_t k, size_t outputs, const 
 
 /* ---- prepare ---------------------------------------------------------------------------- */
 
+enum { Q8_REF = 1, Q8_GEMM = 2, Q8_DWCONV = 3 };
+
+/* im2col rows per block: about 64 KiB of A, a multiple of MR, at most 64 tiles. */
+static size_t im2col_rows(const tether_kernels* kt, size_t k) {
+  const size_t mr = kt->qs8_gemm_mr;
+  size_t rows = (64 * 1024) / k / mr * mr;
+  if (rows > 64 * mr) rows = 64 * mr;
+  return rows < mr ? mr : rows;
+}
+
 static tether_status need_per_tensor_int8(const struct tether_model* model, uint32_t op_index,
                                           const tether_tensor* t, const char* slot) {
   if (t->dtype != TETHER_DTYPE_INT8 || t->quant != 1) {
@@ -189,9 +212,26 @@ tether_status tether_q8_conv_prepare(const struct tether_model* model, uint32_t 
                            "fused activation %u is not supported on int8 outputs",
                            (unsigned)op->activation);
   }
-  op->quantized = 1;
   op->fused_activation = 1;
-  op->packed_floats = 2 * (size_t)channels;  /* 4-byte words: multipliers, shifts */
+  const tether_kernels* kt = model->kernels;
+  const size_t taps = fc ? 1 : (size_t)w->shape[1] * (size_t)w->shape[2];
+  size_t bytes;
+  if (fc || (!dw && p->groups == 1)) {
+    const size_t k = fc ? (size_t)w->shape[1] : taps * (size_t)w->shape[3];
+    op->quantized = Q8_GEMM;
+    bytes = tether_qs8_gemm_packed_bytes(kt->qs8_gemm_nr, kt->qs8_gemm_kr, (size_t)channels, k);
+    if (!fc && !(taps == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 &&
+                 p->pad_left == 0 && p->pad_bottom == 0 && p->pad_right == 0)) {
+      op->scratch_bytes = im2col_rows(kt, k) * k;
+    }
+  } else if (dw && p->depth_multiplier == 1) {
+    op->quantized = Q8_DWCONV;
+    bytes = 4 * (4 + taps) * (size_t)channels;
+  } else {
+    op->quantized = Q8_REF;
+    bytes = 8 * (size_t)channels;  /* multipliers, shifts */
+  }
+  op->packed_floats = (bytes + 3) / 4;  /* in 4-byte words */
   return TETHER_STATUS_SUCCESS;
 }
 
@@ -213,8 +253,54 @@ static tether_status check_shifts(const struct tether_model* model, const tether
 static void q8_pack_words(const struct tether_model* model, const tether_node* op,
                           int32_t* words);
 
+static size_t q8_channels(const struct tether_model* model, const tether_node* op) {
+  const tether_tensor* w = tether_input(model, op, 1);
+  return (size_t)w->shape[op->type == TETHER_OP_DEPTHWISE_CONV_2D ? 3 : 0];
+}
+
+/* CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED on the GEMM or dwconv path: the
+ * per-channel words go through a temporary block, then into the kernel's packed layout. */
+static tether_status q8_pack_kernel(const struct tether_model* model, const tether_node* op,
+                                    int32_t* packed) {
+  const size_t channels = q8_channels(model, op);
+  const tether_allocator* a = &model->allocator;
+  int32_t* words = (int32_t*)a->allocate(a->context, 8 * channels, 64);
+  if (words == NULL) {
+    return tether_op_error(model, (uint32_t)(op - model->ops), TETHER_STATUS_OUT_OF_MEMORY,
+                           "cannot allocate %zu bytes to pack int8 weights", 8 * channels);
+  }
+  q8_pack_words(model, op, words);
+  tether_status status = check_shifts(model, op, words + channels, channels, 1);
+  if (status == TETHER_STATUS_SUCCESS) {
+    const tether_tensor* x = tether_input(model, op, 0);
+    const tether_tensor* w = tether_input(model, op, 1);
+    const tether_tensor* b = op->input_count > 2 ? tether_input(model, op, 2) : NULL;
+    const int8_t* wd = (const int8_t*)w->data;
+    const int32_t* bd = b != NULL ? (const int32_t*)b->data : NULL;
+    const tether_kernels* kt = model->kernels;
+    if (op->quantized == Q8_DWCONV) {
+      tether_qs8_dwconv_pack(channels, (size_t)w->shape[1] * (size_t)w->shape[2], wd, bd,
+                             words, words + channels, packed);
+    } else {
+      tether_qs8_gemm_pack(kt->qs8_gemm_nr, kt->qs8_gemm_kr, kt->qs8_gemm_xor, channels,
+                           w->elements / channels, wd, bd, words, words + channels,
+                           x->zero_point, packed);
+    }
+  }
+  a->deallocate(a->context, words);
+  return status;
+}
+
 tether_status tether_q8_pack(const struct tether_model* model, const tether_node* op,
                              int32_t* words) {
+  switch (op->type) {
+    case TETHER_OP_CONV_2D:
+    case TETHER_OP_DEPTHWISE_CONV_2D:
+    case TETHER_OP_FULLY_CONNECTED:
+      if (op->quantized != Q8_REF) return q8_pack_kernel(model, op, words);
+      break;
+    default: break;
+  }
   q8_pack_words(model, op, words);
   switch (op->type) {
     case TETHER_OP_MEAN:
@@ -223,7 +309,7 @@ tether_status tether_q8_pack(const struct tether_model* model, const tether_node
     case TETHER_OP_ADD:
     case TETHER_OP_SUB: return check_shifts(model, op, words + 1, 3, 2);
     default: {
-      const size_t channels = op->packed_floats / 2;
+      const size_t channels = q8_channels(model, op);
       return check_shifts(model, op, words + channels, channels, 1);
     }
   }
@@ -263,7 +349,7 @@ static void q8_pack_words(const struct tether_model* model, const tether_node* o
   }
   const tether_tensor* w = tether_input(model, op, 1);
   const tether_tensor* y = tether_output(model, op, 0);
-  const size_t channels = op->packed_floats / 2;
+  const size_t channels = q8_channels(model, op);
   for (size_t c = 0; c < channels; c++) {
     const double real = (double)x->scale * (double)tether_quant_scale(w, (uint32_t)c) /
                         (double)y->scale;
@@ -271,23 +357,72 @@ static void q8_pack_words(const struct tether_model* model, const tether_node* o
   }
 }
 
+/* Copies im2col rows [m0, m0 + rows) of the output positions (n, oh, ow) into a; taps in the
+ * padding hold z_x, which the packed bias cancels. */
+static void q8_im2col(const tether_conv_geometry* g, const int8_t* x, int8_t x_zero, size_t m0,
+                      size_t rows, int8_t* a) {
+  const size_t ic = g->in_c;
+  for (size_t r = 0; r < rows; r++) {
+    const size_t m = m0 + r;
+    const size_t ow = m % g->out_w, oh = (m / g->out_w) % g->out_h, n = m / (g->out_w * g->out_h);
+    const int8_t* x_n = x + n * g->in_h * g->in_w * ic;
+    for (size_t kh = 0; kh < g->kernel_h; kh++) {
+      const ptrdiff_t ih = (ptrdiff_t)oh * g->stride_h + (ptrdiff_t)kh * g->dilation_h - g->pad_top;
+      for (size_t kw = 0; kw < g->kernel_w; kw++) {
+        const ptrdiff_t iw =
+            (ptrdiff_t)ow * g->stride_w + (ptrdiff_t)kw * g->dilation_w - g->pad_left;
+        if (ih < 0 || ih >= (ptrdiff_t)g->in_h || iw < 0 || iw >= (ptrdiff_t)g->in_w) {
+          memset(a, (unsigned char)x_zero, ic);
+        } else {
+          memcpy(a, x_n + ((size_t)ih * g->in_w + (size_t)iw) * ic, ic);
+        }
+        a += ic;
+      }
+    }
+  }
+}
+
+typedef struct q8_dw_job {
+  const tether_conv_geometry* g;
+  tether_qs8_dwconv_ukernel_fn fn;
+  const int8_t* x;
+  const int32_t* w;
+  int8_t* y;
+  const tether_qs8_params* params;
+  size_t rows;  /* output rows per task */
+} q8_dw_job;
+
+static void q8_dw_task(void* context, size_t task) {
+  const q8_dw_job* j = (const q8_dw_job*)context;
+  const size_t begin = task * j->rows;
+  const size_t end = begin + j->rows < j->g->out_h ? begin + j->rows : j->g->out_h;
+  j->fn(j->g, begin, end, j->x, j->w, j->y, j->params);
+}
+
 void tether_q8_conv_eval(const struct tether_model* model, const tether_node* op,
-                         void* const* data) {
+                         void* const* data, void* scratch, struct tether_pool* pool) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* w = tether_input(model, op, 1);
   const tether_tensor* y = tether_output(model, op, 0);
   const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
-  const size_t channels = op->packed_floats / 2;
+  const size_t channels = q8_channels(model, op);
   const int32_t* words = (const int32_t*)(const void*)op->packed;
   q8_params qp = {words, words + channels, x->zero_point, y->zero_point, -128, 127};
   tether_q8_activation_range(op->activation, y->scale, y->zero_point, &qp.lo, &qp.hi);
+  const tether_qs8_params kp = {x->zero_point, y->zero_point, qp.lo, qp.hi};
+  const tether_kernels* kt = model->kernels;
   const int8_t* xd = (const int8_t*)data[op->inputs[0]];
   const int8_t* wd = (const int8_t*)data[op->inputs[1]];
   const int32_t* bd = has_bias ? (const int32_t*)data[op->inputs[2]] : NULL;
   int8_t* yd = (int8_t*)data[op->outputs[0]];
   if (op->type == TETHER_OP_FULLY_CONNECTED) {
     const size_t k = (size_t)w->shape[1];
-    qs8_fc_ukernel__scalar(x->elements / k, k, channels, xd, wd, bd, yd, &qp);
+    if (op->quantized == Q8_GEMM) {
+      tether_qs8_gemm_parallel(pool, kt, x->elements / k, channels, k, xd, k, op->packed, yd,
+                               channels, &kp);
+    } else {
+      qs8_fc_ukernel__scalar(x->elements / k, k, channels, xd, wd, bd, yd, &qp);
+    }
     return;
   }
   const tether_op_params* p = &op->params;
@@ -302,6 +437,32 @@ void tether_q8_conv_eval(const struct tether_model* model, const tether_node* op
       .stride_h = p->stride_h, .stride_w = p->stride_w, .dilation_h = p->dilation_h,
       .dilation_w = p->dilation_w, .pad_top = p->pad_top, .pad_left = p->pad_left,
   };
+  if (op->quantized == Q8_GEMM) {
+    const size_t m = g.batch * g.out_h * g.out_w;
+    const size_t k = g.kernel_h * g.kernel_w * g.in_c;
+    if (op->scratch_bytes == 0) {
+      tether_qs8_gemm_parallel(pool, kt, m, g.out_c, k, xd, k, op->packed, yd, g.out_c, &kp);
+      return;
+    }
+    const size_t block = op->scratch_bytes / k;
+    int8_t* a = (int8_t*)scratch;
+    for (size_t m0 = 0; m0 < m; m0 += block) {
+      const size_t rows = m - m0 < block ? m - m0 : block;
+      q8_im2col(&g, xd, (int8_t)x->zero_point, m0, rows, a);
+      tether_qs8_gemm_parallel(pool, kt, rows, g.out_c, k, a, k, op->packed,
+                               yd + m0 * g.out_c, g.out_c, &kp);
+    }
+    return;
+  }
+  if (op->quantized == Q8_DWCONV) {
+    q8_dw_job j = {&g, kt->qs8_dwconv, xd, (const int32_t*)(const void*)op->packed, yd, &kp, 0};
+    /* Output rows split into about 4 tasks per thread; rows are independent. */
+    const size_t threads = tether_pool_threads(pool);
+    const size_t tasks_wanted = 4 * threads;
+    j.rows = threads == 1 ? g.out_h : (g.out_h + tasks_wanted - 1) / tasks_wanted;
+    tether_parallelize(pool, q8_dw_task, &j, (g.out_h + j.rows - 1) / j.rows);
+    return;
+  }
   if (op->type == TETHER_OP_DEPTHWISE_CONV_2D) {
     qs8_dwconv2d_ukernel__scalar(&g, xd, wd, bd, yd, &qp);
   } else {
@@ -347,12 +508,19 @@ void tether_quantize_eval(const struct tether_model* model, const tether_node* o
     }
     return;
   }
-  /* TFLite AffineQuantize: round(x / s) + z in float, clamped. */
+  /* TFLite AffineQuantize: round(x / s) + z in float, clamped; roundf (half away from zero)
+   * written branch-free so that the loop vectorizes: t = trunc(q), then +-1 when the exact
+   * remainder q - t reaches 0.5 (|q| is clamped to 2^20 first; NaN gives z). */
   const float* xd = (const float*)data[op->inputs[0]];
+  const float scale = y->scale;
+  const int32_t zero = y->zero_point;
   for (size_t i = 0; i < x->elements; i++) {
-    const float r = roundf(xd[i] / y->scale);
-    const float clamped = r < -1e9f ? -1e9f : r > 1e9f ? 1e9f : r;  /* NaN-free int cast */
-    int32_t v = (clamped == clamped ? (int32_t)clamped : 0) + y->zero_point;
+    float q = xd[i] / scale;
+    q = q == q ? q : 0.0f;
+    q = q < -1048576.0f ? -1048576.0f : q > 1048576.0f ? 1048576.0f : q;
+    const int32_t t = (int32_t)q;
+    const float rem = q - (float)t;
+    const int32_t v = t + (rem >= 0.5f) - (rem <= -0.5f) + zero;
     yd[i] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
   }
 }
@@ -428,6 +596,15 @@ void tether_q8_add_elements(const tether_node* op, const tether_tensor* a, const
       v = v < lo ? lo : v > hi ? hi : v;
       yd[i] = (int8_t)v;
     }
+    return;
+  }
+  if (a_index == NULL && b_index == NULL) {  /* same shapes: the SIMD kernel of this CPU */
+    const tether_qs8_add_params kp = {
+        a->zero_point, b->zero_point, y->zero_point, lo, hi,
+        w[0], w[1] > 0 ? w[1] : 0, w[1] > 0 ? 0 : -w[1],
+        w[2], w[3] > 0 ? w[3] : 0, w[3] > 0 ? 0 : -w[3],
+        w[4], w[5] > 0 ? w[5] : 0, w[5] > 0 ? 0 : -w[5]};
+    tether_kernels_current()->qs8_vadd(count, ad, bd, yd, &kp);
     return;
   }
   for (size_t i = 0; i < count; i++) {

@@ -1,0 +1,181 @@
+/*
+ * scalar.c — the portable int8 GEMM micro-kernels: one twin per optimized tile (same MR x NR,
+ * K-step KR, packed layout and A encoding), the test oracle for the SIMD kernels and the
+ * fallback on any CPU; plus the packing, the row/panel driver and its thread split.
+ * Instantiated from one template (TETHER_QS8_GEMM_SCALAR below); edit the template only.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../internal.h"
+#include "../ukernels.h"
+
+/* y = clamp(y_zero + MultiplyByQuantizedMultiplier(acc, M, shift), lo, hi) with the packed
+ * left / right shifts (TFLite's arithmetic, quantization.c). */
+static inline int8_t qs8_requantize(int32_t acc, int32_t mult, int32_t left, int32_t right,
+                                    const tether_qs8_params* p) {
+  const int32_t shifted = (int32_t)((uint32_t)acc << left);
+  int32_t v = tether_rounding_divide_by_pot(
+                  tether_saturating_rounding_doubling_high_mul(shifted, mult), right) +
+              p->y_zero;
+  v = v < p->lo ? p->lo : v;
+  return (int8_t)(v > p->hi ? p->hi : v);
+}
+
+/* XOR = 1: A bytes are read as unsigned x ^ 0x80 (the layout of u8 x s8 dot kernels). */
+#define TETHER_QS8_GEMM_SCALAR(MR, NR, KR, XOR, SUFFIX)                                     \
+  void tether_qs8_gemm_minmax_ukernel_##MR##x##NR##c##KR##__##SUFFIX(                       \
+      size_t mr, size_t nc, size_t kc, const int8_t* a, size_t a_stride, const void* w,     \
+      int8_t* c, size_t c_stride, const tether_qs8_params* params) {                        \
+    const int32_t* head = (const int32_t*)w;                                                \
+    const int8_t* wk = (const int8_t*)(head + 4 * NR);                                      \
+    uint32_t acc[MR][NR];                                                                   \
+    const int8_t* rows[MR];                                                                 \
+    for (size_t i = 0; i < MR; i++) {                                                       \
+      rows[i] = (const int8_t*)((const char*)a + (i < mr ? i : mr - 1) * a_stride);         \
+      for (size_t j = 0; j < NR; j++) acc[i][j] = (uint32_t)head[j];                        \
+    }                                                                                       \
+    for (size_t k0 = 0; k0 < kc; k0 += KR) {                                                \
+      for (size_t i = 0; i < MR; i++) {                                                     \
+        for (size_t j = 0; j < NR; j++) {                                                   \
+          for (size_t kk = 0; kk < KR && k0 + kk < kc; kk++) {                              \
+            const int32_t av = XOR ? (int32_t)(uint8_t)(rows[i][k0 + kk] ^ 0x80)            \
+                                   : (int32_t)rows[i][k0 + kk];                             \
+            acc[i][j] += (uint32_t)(av * (int32_t)wk[j * KR + kk]);                         \
+          }                                                                                 \
+        }                                                                                   \
+      }                                                                                     \
+      wk += NR * KR;                                                                        \
+    }                                                                                       \
+    for (size_t i = 0; i < mr; i++) {                                                       \
+      int8_t* ci = (int8_t*)((char*)c + i * c_stride);                                      \
+      for (size_t j = 0; j < nc; j++) {                                                     \
+        ci[j] = qs8_requantize((int32_t)acc[i][j], head[NR + j], head[2 * NR + j],          \
+                               head[3 * NR + j], params);                                   \
+      }                                                                                     \
+    }                                                                                       \
+  }
+
+TETHER_QS8_GEMM_SCALAR(4, 8, 1, 0, scalar)
+TETHER_QS8_GEMM_SCALAR(4, 16, 2, 0, scalar)
+TETHER_QS8_GEMM_SCALAR(8, 16, 4, 1, scalar_xor)
+TETHER_QS8_GEMM_SCALAR(4, 16, 4, 0, scalar)
+
+size_t tether_qs8_gemm_panel_bytes(size_t nr, size_t kr, size_t k) {
+  return 16 * nr + (k + kr - 1) / kr * kr * nr;
+}
+
+size_t tether_qs8_gemm_packed_bytes(size_t nr, size_t kr, size_t n, size_t k) {
+  return (n + nr - 1) / nr * tether_qs8_gemm_panel_bytes(nr, kr, k);
+}
+
+void tether_qs8_gemm_pack(size_t nr, size_t kr, int xor_a, size_t n, size_t k, const int8_t* w,
+                          const int32_t* bias, const int32_t* multiplier, const int32_t* shift,
+                          int32_t x_zero, void* packed) {
+  uint8_t* out = (uint8_t*)packed;
+  const size_t kgroups = (k + kr - 1) / kr;
+  /* The zero point folded into the bias: acc = sum (x + offset) * w + bias', offset = 128
+   * when A is read as x ^ 0x80, so bias' = bias - (x_zero + offset) * sum w (mod 2^32). */
+  const uint32_t fold = (uint32_t)(x_zero + (xor_a ? 128 : 0));
+  for (size_t n0 = 0; n0 < n; n0 += nr) {
+    int32_t* head = (int32_t*)(void*)out;
+    for (size_t j = 0; j < nr; j++) {
+      const size_t o = n0 + j;
+      int32_t b = 0, m = 0, l = 0, r = 0;
+      if (o < n) {
+        uint32_t sum = 0;
+        for (size_t kk = 0; kk < k; kk++) sum += (uint32_t)(int32_t)w[o * k + kk];
+        b = (int32_t)((bias != NULL ? (uint32_t)bias[o] : 0u) - fold * sum);
+        m = multiplier[o];
+        l = shift[o] > 0 ? shift[o] : 0;
+        r = shift[o] > 0 ? 0 : -shift[o];
+      }
+      head[j] = b;
+      head[nr + j] = m;
+      head[2 * nr + j] = l;
+      head[3 * nr + j] = r;
+    }
+    int8_t* wp = (int8_t*)(out + 16 * nr);
+    for (size_t g = 0; g < kgroups; g++) {
+      for (size_t j = 0; j < nr; j++) {
+        for (size_t kk = 0; kk < kr; kk++) {
+          const size_t o = n0 + j, kidx = g * kr + kk;
+          *wp++ = (o < n && kidx < k) ? w[o * k + kidx] : 0;
+        }
+      }
+    }
+    out += tether_qs8_gemm_panel_bytes(nr, kr, k);
+  }
+}
+
+void tether_qs8_gemm(const tether_kernels* kt, size_t m_begin, size_t m_end, size_t n,
+                     size_t kc, const int8_t* a, size_t a_stride, const void* packed, int8_t* c,
+                     size_t c_stride, const tether_qs8_params* params) {
+  const size_t mr = kt->qs8_gemm_mr, nr = kt->qs8_gemm_nr;
+  const size_t panel = tether_qs8_gemm_panel_bytes(nr, kt->qs8_gemm_kr, kc);
+  /* Rows in blocks of about 32 KiB of A, so a block stays in L1/L2 while the panels stream. */
+  size_t block = (32 * 1024) / (kc + 1);
+  block = block < mr ? mr : block / mr * mr;
+  for (size_t m0 = m_begin; m0 < m_end; m0 += block) {
+    const size_t m1 = m0 + block < m_end ? m0 + block : m_end;
+    const uint8_t* w = (const uint8_t*)packed;
+    for (size_t n0 = 0; n0 < n; n0 += nr, w += panel) {
+      const size_t nc = n - n0 < nr ? n - n0 : nr;
+      for (size_t m = m0; m < m1; m += mr) {
+        const size_t rows = m1 - m < mr ? m1 - m : mr;
+        kt->qs8_gemm(rows, nc, kc, (const int8_t*)((const char*)a + m * a_stride), a_stride, w,
+                     (int8_t*)((char*)c + m * c_stride) + n0, c_stride, params);
+      }
+    }
+  }
+}
+
+/* ---- the GEMM split over a thread pool ------------------------------------------------- */
+
+typedef struct qs8_gemm_job {
+  const tether_kernels* kt;
+  size_t m, n, kc, a_stride, c_stride;
+  const int8_t* a;
+  const uint8_t* packed;
+  int8_t* c;
+  const tether_qs8_params* params;
+  size_t m_chunk, n_chunk, n_tasks;  /* rows and columns per task (multiples of MR, NR) */
+} qs8_gemm_job;
+
+static void qs8_gemm_task(void* context, size_t task) {
+  const qs8_gemm_job* j = (const qs8_gemm_job*)context;
+  const size_t m0 = (task / j->n_tasks) * j->m_chunk, n0 = (task % j->n_tasks) * j->n_chunk;
+  const size_t m1 = m0 + j->m_chunk < j->m ? m0 + j->m_chunk : j->m;
+  const size_t n1 = n0 + j->n_chunk < j->n ? n0 + j->n_chunk : j->n;
+  const size_t panel = tether_qs8_gemm_panel_bytes(j->kt->qs8_gemm_nr, j->kt->qs8_gemm_kr, j->kc);
+  tether_qs8_gemm(j->kt, m0, m1, n1 - n0, j->kc, j->a, j->a_stride,
+                  j->packed + n0 / j->kt->qs8_gemm_nr * panel, j->c + n0, j->c_stride,
+                  j->params);
+}
+
+void tether_qs8_gemm_parallel(struct tether_pool* pool, const tether_kernels* kt, size_t m,
+                              size_t n, size_t kc, const int8_t* a, size_t a_stride,
+                              const void* packed, int8_t* c, size_t c_stride,
+                              const tether_qs8_params* params) {
+  const size_t threads = tether_pool_threads(pool);
+  if (threads <= 1 || m == 0) {
+    tether_qs8_gemm(kt, 0, m, n, kc, a, a_stride, packed, c, c_stride, params);
+    return;
+  }
+  /* About 4 tasks per thread: rows first, then column panels when there are few row tiles.
+   * Every output element is computed the same way whatever the split (integer sums). */
+  const size_t mr = kt->qs8_gemm_mr, nr = kt->qs8_gemm_nr;
+  const size_t m_tiles = (m + mr - 1) / mr, n_panels = (n + nr - 1) / nr;
+  const size_t target = 4 * threads;
+  const size_t m_tasks = m_tiles < target ? m_tiles : target;
+  size_t n_tasks = (target + m_tasks - 1) / m_tasks;
+  if (n_tasks > n_panels) n_tasks = n_panels;
+  qs8_gemm_job j = {kt, m, n, kc, a_stride, c_stride, a, (const uint8_t*)packed, c, params,
+                    0, 0, 0};
+  j.m_chunk = (m_tiles + m_tasks - 1) / m_tasks * mr;
+  j.n_chunk = (n_panels + n_tasks - 1) / n_tasks * nr;
+  j.n_tasks = (n + j.n_chunk - 1) / j.n_chunk;
+  const size_t rows_tasks = (m + j.m_chunk - 1) / j.m_chunk;
+  tether_parallelize(pool, qs8_gemm_task, &j, rows_tasks * j.n_tasks);
+}
