@@ -115,6 +115,25 @@ def test_activation_after_conv_stays_separate_and_exact(act: str, expect: str) -
     check_exact(m, -2, 2, expect=expect)
 
 
+LAYERS = {  # name -> (input shape, model body, an op TF's quantizer must have emitted)
+    "hard_silu": ((20,), lambda x: L.Activation("hard_silu")(x), "HARD_SWISH"),
+    "relu6_after_concat": ((5,), lambda x: L.ReLU(6.0)(L.Concatenate()([x, L.Dense(3)(x)])),
+                           "RELU6"),
+    "relu_after_add": ((5,), lambda x: L.ReLU()(L.Add()([x, L.Dense(5)(x)])), "ADD"),
+    "relu_after_max_pool": ((4, 4, 2), lambda x: L.ReLU()(L.MaxPooling2D(2)(L.Conv2D(3, 1)(x))),
+                            "MAX_POOL_2D"),
+    "permute_dense3d": ((3, 5), lambda x: L.Permute((2, 1))(L.Dense(4)(x)), "TRANSPOSE"),
+    "dense_sigmoid": ((5,), lambda x: L.Dense(6, activation="sigmoid")(x), "LOGISTIC"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_exact(name: str) -> None:
+    keras.utils.set_random_seed(5)
+    shape, fn, expect = LAYERS[name]
+    check_exact(model_of(shape, fn), -3, 3, expect=expect)
+
+
 # --------------------------------------------------------------------------------- pools
 
 

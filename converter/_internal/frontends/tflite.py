@@ -368,7 +368,7 @@ def _fold(im: _Importer, name: str) -> bool:
         value = np.asarray(im.shape(x), np.int32)
     else:
         if name not in ("STRIDED_SLICE", "PACK", "CONCATENATION", "CAST", "GATHER", "RESHAPE",
-                        "SQUEEZE", "TRANSPOSE"):
+                        "SQUEEZE", "TRANSPOSE", "REDUCE_PROD"):
             return False
         vals = [im.raw(i) if i >= 0 else None for i in ins]
         if not vals or any(v is None for v in vals):
@@ -384,6 +384,10 @@ def _fold(im: _Importer, name: str) -> bool:
             value = np.take(vals[0], vals[1], axis=int(o.axis) if o is not None else 0)  # type: ignore[arg-type]
         elif name == "TRANSPOSE":
             value = np.transpose(vals[0], vals[1])  # type: ignore[arg-type]
+        elif name == "REDUCE_PROD":  # Keras Dense on rank > 2 (Tensordot) multiplies dims
+            axes = tuple(int(a) for a in np.asarray(vals[1]).reshape(-1))
+            keep = bool(o.keepDims) if o is not None else False
+            value = np.prod(vals[0], axis=axes, keepdims=keep)  # type: ignore[arg-type]
         else:  # CAST, RESHAPE, SQUEEZE: the declared output shape and type
             return False
     out = int(op.outputs[0])

@@ -965,8 +965,10 @@ static tether_status read_op(loader* l, uint32_t index) {
   if (status != TETHER_STATUS_SUCCESS) return status;
   for (uint32_t o = 0; o < output_count; o++) {
     tether_tensor* tt = &m->tensors[op->outputs[o]];
+    /* Only float outputs get the float activation epilogue; an int8 kernel must apply
+     * (fuse) the activation itself or the op is rejected. */
     if (op->activation != TETHER_ACT_NONE && tt->dtype != TETHER_DTYPE_FLOAT32 &&
-        !op->quantized) {
+        !op->fused_activation) {
       return tether_op_error(m, index, TETHER_STATUS_FORMAT_ERROR,
                              "fused activation %u on a non-float32 output",
                              (unsigned)op->activation);

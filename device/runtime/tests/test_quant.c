@@ -746,6 +746,34 @@ static void test_q8_elementwise(void) {
            tether_last_error());
 }
 
+/* An int8 op whose kernel does not apply fused activations itself (MEAN, SOFTMAX, QUANTIZE)
+ * must not get one: the float epilogue would write 4-byte floats over the int8 output. */
+static void test_q8_unfused_activation_rejected(void) {
+  const int8_t x[4] = {1, 2, 3, 4};
+  int8_t y = 0;
+  const float sx = 1.0f, sy = 1.0f;
+  const int32_t zx = 0, zy = 0;
+  tb_builder* b = tb_new();
+  uint32_t xt = tb_tensor_typed(b, "x", 1, 4, (const int32_t[]){1, 2, 2, 1}, NULL);
+  tb_quantize(b, xt, 0, 1, &sx, &zx);
+  uint32_t yt = tb_tensor_typed(b, "y", 1, 2, (const int32_t[]){1, 1}, NULL);
+  tb_quantize(b, yt, 0, 1, &sy, &zy);
+  tb_op(b, TETHER_OP_MEAN, TETHER_ACT_RELU, "mean", 1, &xt, yt);
+  tb_attr_i(b, 8, 2, (const int32_t[]){1, 2});
+  tb_graph_io(b, 1, &xt, 1, &yt);
+  size_t size = 0;
+  uint8_t* file = tb_finish(b, &size);
+  tether_model_t model = NULL;
+  const tether_status s = tether_model_load(file, size, NULL, &model);
+  TB_CHECK(s == TETHER_STATUS_FORMAT_ERROR && strstr(tether_last_error(), "MEAN") != NULL,
+           "int8 MEAN with fused RELU: status %d, '%s'", (int)s, tether_last_error());
+  tether_model_destroy(model);
+  free(file);
+  free(b);
+  (void)x;
+  (void)y;
+}
+
 int main(void) {
   test_arithmetic();
   test_relu6_tiny_scale();
@@ -766,6 +794,7 @@ int main(void) {
   test_q8_pad();
   test_q8_concat();
   test_q8_elementwise();
+  test_q8_unfused_activation_rejected();
   if (tb_failures != 0) {
     fprintf(stderr, "%d check(s) failed\n", tb_failures);
     return 1;
