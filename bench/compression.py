@@ -242,17 +242,117 @@ def _cnn_student(input_shape: tuple[int, int, int], classes: int, seed: int) -> 
     return keras.Model(x_in, layers.Dense(classes)(x), name="student")
 
 
+def _tether_run_latency(models: dict[str, bytes], repeat: int, rounds: int = 3
+                        ) -> dict[str, float]:
+    """Median ms of `tether-run MODEL --repeat N` (the C engine alone, no Python binding),
+    models taken round-robin for `rounds` rounds; the median of the rounds' medians."""
+    import re
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "device" / "runtime"
+    tool = next((p for p in (root / "build-py" / "tether-run", root / "build" / "tether-run")
+                 if p.is_file()), None)
+    if tool is None:
+        return {}
+    out: dict[str, list[float]] = {k: [] for k in models}
+    with tempfile.TemporaryDirectory() as d:
+        paths = {}
+        for k, data in models.items():
+            paths[k] = Path(d) / f"{k}.tmodel"
+            paths[k].write_bytes(data)
+        for _ in range(rounds):
+            for k, path in paths.items():
+                text = subprocess.run([str(tool), str(path), "--repeat", str(repeat)],
+                                      capture_output=True, text=True, check=True).stdout
+                m = re.search(r"latency: median ([0-9.]+) ms", text)
+                if m:
+                    out[k].append(float(m.group(1)))
+    return {k: float(np.median(v)) for k, v in out.items() if v}
+
+
+def _gemm_tile() -> int:
+    """Output-channel tile (NR) of the engine's fp32 GEMM kernel on this CPU."""
+    from tether.bench import isa
+
+    return {"avx512": 32, "avx2": 16, "neon": 8}.get(isa(), 1)
+
+
+def bench_distillation(name: str, teacher_fn: Callable[[int], Any], ds: Any,
+                       args: argparse.Namespace, emit: Callable[[dict[str, Any]], None]
+                       ) -> dict[str, Any]:
+    """Distillation, honestly: T and alpha are chosen on a validation split carved from the
+    training data (20%, seed 0), never on the test split; then 3 seeds x (distilled,
+    plain) of the same small student, same epochs and learning rate, scored on the test
+    split. The teacher is trained on the remaining 80% only."""
+    from tether.compression import DistillationConfig, count_macs, distill, fine_tune
+    from tether.compression._common import accuracy
+
+    perm = np.random.default_rng(0).permutation(len(ds.x_train))
+    n_val = len(perm) // 5
+    xtr, ytr = ds.x_train[perm[n_val:]], ds.y_train[perm[n_val:]]
+    xva, yva = ds.x_train[perm[:n_val]], ds.y_train[perm[:n_val]]
+    teacher = teacher_fn(0)
+    fine_tune(teacher, xtr, ytr, epochs=args.epochs, batch_size=64, learning_rate=2e-3)
+    if args.baseline_finish_epochs:
+        fine_tune(teacher, xtr, ytr, epochs=args.baseline_finish_epochs, batch_size=64,
+                  learning_rate=5e-4)
+    t_val, t_test = accuracy(teacher, xva, yva), accuracy(teacher, ds.x_test, ds.y_test)
+    epochs, lr = args.student_epochs, 3e-3
+    if args.student_samples:  # few labels: both students see only these, the teacher all
+        xtr, ytr = xtr[:args.student_samples], ytr[:args.student_samples]
+
+    def student(seed: int, cfg: Any) -> Any:
+        st = _cnn_student(ds.input_shape, ds.num_classes, seed)
+        if cfg is None:
+            fine_tune(st, xtr, ytr, epochs=epochs, batch_size=64, learning_rate=lr)
+        else:
+            distill(teacher, st, xtr, ytr, config=cfg, epochs=epochs, batch_size=64,
+                    learning_rate=lr)
+        return st
+
+    selection = []
+    for t, a in ((1.0, 0.5), (2.0, 0.5), (4.0, 0.5), (4.0, 0.9), (8.0, 0.9), (8.0, 0.5)):
+        acc = accuracy(student(100, DistillationConfig(t, a)), xva, yva)
+        selection.append({"temperature": t, "alpha": a, "val_accuracy": acc})
+    plain_val = accuracy(student(100, None), xva, yva)
+    best = max(selection, key=lambda r: r["val_accuracy"])
+    cfg = DistillationConfig(best["temperature"], best["alpha"])
+    emit({"name": f"{name}/distillation_selection", "case": "distillation_selection",
+          "grid": selection, "plain_val_accuracy": plain_val, "chosen": best,
+          "teacher_val_accuracy": t_val, "teacher_test_accuracy": t_test,
+          "split": {"teacher_train": len(perm) - n_val, "student_train": len(xtr),
+                    "val": n_val, "test": len(ds.x_test)},
+          "note": "selection seed 100 on the validation split; test split unused"})
+    runs = []
+    for seed in range(3):
+        for distilled in (True, False):
+            acc = accuracy(student(seed, cfg if distilled else None), ds.x_test, ds.y_test)
+            runs.append({"seed": seed, "distilled": distilled, "accuracy": acc})
+            emit({"name": f"{name}/student_seed{seed}_{'distilled' if distilled else 'plain'}",
+                  "case": "student", "seed": seed, "distilled": distilled, "accuracy": acc,
+                  "epochs": epochs, "temperature": cfg.temperature, "alpha": cfg.alpha})
+    d = [r["accuracy"] for r in runs if r["distilled"]]
+    p = [r["accuracy"] for r in runs if not r["distilled"]]
+    st = _cnn_student(ds.input_shape, ds.num_classes, 0)
+    out = {"distilled_mean": float(np.mean(d)), "plain_mean": float(np.mean(p)),
+           "distilled_wins": int(sum(a > b for a, b in zip(d, p))),
+           "temperature": cfg.temperature, "alpha": cfg.alpha, "runs": runs,
+           "teacher_test_accuracy": t_test, "student_macs": count_macs(st),
+           "student_params": int(st.count_params()), "epochs": epochs}
+    emit({"name": f"{name}/distillation", "case": "distillation", **out})
+    return out
+
+
 def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argparse.Namespace,
                emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     import keras
     from tether.compression import (
         ChannelPruningConfig,
-        DistillationConfig,
         MagnitudePruning,
         PolynomialDecay,
         WeightQuantConfig,
         count_macs,
-        distill,
         fine_tune,
         prune_channels,
         quantize_weights,
@@ -261,10 +361,16 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
     )
     from tether.compression._common import accuracy
 
+    if args.cases == "distill":
+        return {"model": name, "distillation": bench_distillation(name, model_fn, ds, args,
+                                                                  emit)}
     xt, yt, xv, yv = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     x1 = xv[:1].astype(np.float32)
     base = model_fn(0)
     fine_tune(base, xt, yt, epochs=args.epochs, batch_size=64, learning_rate=2e-3)
+    if args.baseline_finish_epochs:  # the low-rate phase fine-tuning uses: a converged base
+        fine_tune(base, xt, yt, epochs=args.baseline_finish_epochs, batch_size=64,
+                  learning_rate=5e-4)
     base_acc = accuracy(base, xv, yv)
     summary: dict[str, Any] = {"model": name}
 
@@ -288,6 +394,7 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
     if args.cases == "int8":
         summary.update(bench_int8(name, base, ds, args, emit, row))
         return summary
+
     ft_epochs = args.finetune_epochs
     # control: the baseline given the same extra fine-tuning every compressed model gets
     ctrl = keras.models.clone_model(base)
@@ -309,48 +416,74 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
                   callbacks=[cb])
         plain = strip_pruning(m, cb)
         rep = sparsity_report(plain)
+        from tether.converter import convert
+
+        dense_tm, sparse_tm = convert(plain, sparse=None), convert(plain)
         row(f"unstructured_{int(sp * 100)}", plain, accuracy(plain, xv, yv),
             sparsity=rep.sparsity, kernel_dense_bytes=rep.dense_bytes,
             kernel_sparse_bytes=rep.sparse_bytes, kernel_compression=rep.compression,
-            note="tmodel stores dense float weights until the converter has a sparse "
-                 "encoding; kernel_sparse_bytes is the bitmask encoding's size")
+            tmodel_dense_bytes=len(dense_tm.to_bytes()),
+            tmodel_sparse_bytes=len(sparse_tm.to_bytes()),
+            tmodel_constant_bytes=sparse_tm.report.constant_bytes,
+            tmodel_stored_constant_bytes=sparse_tm.report.stored_constant_bytes,
+            note="tmodel_bytes is the default conversion (sparse constants bitmask-encoded, "
+                 "FORMAT.md); the engine decodes them at load, latency as dense")
 
-    for frac, round_to in ((0.3, 1), (0.5, 1), (0.5, 8)):
-        small, rep = prune_channels(base, ChannelPruningConfig(frac, target="macs",
-                                                               round_to=round_to))
+    from tether.converter import convert
+    from tether.device import Engine
+
+    tile = _gemm_tile()
+    structured = (
+        ("structured_30_macs", ChannelPruningConfig(0.3, target="macs")),
+        ("structured_50_macs", ChannelPruningConfig(0.5, target="macs")),
+        ("structured_50_macs_tuned", ChannelPruningConfig(
+            0.5, target="macs", allocation=args.prune_allocation, tile=tile,
+            round_to=args.prune_round_to, max_group_fraction=args.max_group_fraction,
+            exclude=tuple(n for n in args.prune_exclude.split(",") if n))),
+    )
+    base_bytes = convert(base).to_bytes()
+    base_eng = Engine(base_bytes, threads=1)
+    runners: dict[str, Callable[[np.ndarray], Any]] = {"baseline": lambda a: base_eng.run(a)}
+    files = {"baseline": base_bytes}
+    pending = []
+    for key, cfg in structured:
+        small, rep = prune_channels(base, cfg)
         acc0 = accuracy(small, xv, yv)
         fine_tune(small, xt, yt, epochs=ft_epochs, batch_size=64, learning_rate=5e-4)
-        key = f"structured_{int(frac * 100)}" + (f"_round{round_to}" if round_to > 1 else "")
-        r = row(f"{key}_macs", small, accuracy(small, xv, yv), round_to=round_to,
-                accuracy_before_finetune=acc0, mac_reduction=rep.mac_reduction,
-                channels=rep.channels)
+        files[key] = convert(small).to_bytes()
+        eng = Engine(files[key], threads=1)
+        runners[key] = eng.run
+        pending.append((key, cfg, small, rep, acc0))
+    lat = _timeit_interleaved(runners, x1, args.runs)
+    c_lat = _tether_run_latency(files, max(100, args.runs))
+    load = os.getloadavg()
+    for key, cfg, small, rep, acc0 in pending:
+        acc = accuracy(small, xv, yv)
+        reduction = 1 - lat[key]["median_ms"] / lat["baseline"]["median_ms"]
+        row(key, None, acc, allocation=cfg.allocation, tile=cfg.tile, round_to=cfg.round_to,
+            exclude=list(cfg.exclude),
+            accuracy_before_finetune=acc0, mac_reduction=rep.mac_reduction,
+            macs=rep.macs_after, params=rep.params_after,
+            channels={k: v[1] for k, v in rep.channels.items()},
+            **{f"engine_{k}": v for k, v in lat[key].items()},
+            baseline_engine_median_ms_same_run=lat["baseline"]["median_ms"],
+            engine_latency_reduction=reduction, finetune_epochs=ft_epochs,
+            tether_run_median_ms=c_lat.get(key),
+            tether_run_baseline_median_ms=c_lat.get("baseline"),
+            tether_run_latency_reduction=(1 - c_lat[key] / c_lat["baseline"]
+                                          if key in c_lat and "baseline" in c_lat else None),
+            accuracy_drop_vs_control_pts=100 * (ctrl_acc - acc), loadavg_1m=load[0])
         summary[key] = {"mac_reduction": rep.mac_reduction,
-            "accuracy_drop_pts": r["accuracy_drop_pts"],
-            "accuracy_drop_vs_control_pts": 100 * (ctrl_acc - r["accuracy"]),
-            "engine_latency_reduction": r["engine_latency_reduction"]}
+                        "accuracy_drop_pts": 100 * (base_acc - acc),
+                        "accuracy_drop_vs_control_pts": 100 * (ctrl_acc - acc),
+                        "engine_latency_reduction": reduction,
+                        "tether_run_latency_reduction": (
+                            1 - c_lat[key] / c_lat["baseline"]
+                            if key in c_lat and "baseline" in c_lat else None)}
 
-    runs = []
-    for seed in range(3):
-        for teacher in (True, False):
-            st = _cnn_student(ds.input_shape, ds.num_classes, seed)
-            if teacher:
-                distill(ctrl, st, xt, yt, config=DistillationConfig(2.0, 0.5),
-                        epochs=args.student_epochs, batch_size=64, learning_rate=3e-3)
-            else:
-                fine_tune(st, xt, yt, epochs=args.student_epochs, batch_size=64,
-                          learning_rate=3e-3)
-            acc = accuracy(st, xv, yv)
-            runs.append({"seed": seed, "teacher": teacher, "accuracy": acc})
-            emit({"name": f"{name}/student_seed{seed}_{'distilled' if teacher else 'plain'}",
-                  "case": "student", "seed": seed, "distilled": teacher, "accuracy": acc})
-    d = [r["accuracy"] for r in runs if r["teacher"]]
-    p = [r["accuracy"] for r in runs if not r["teacher"]]
-    st = _cnn_student(ds.input_shape, ds.num_classes, 0)
-    row("distilled_student_mean", None, float(np.mean(d)),
-        plain_student_mean=float(np.mean(p)), runs=runs, macs=count_macs(st),
-        params=int(st.count_params()), **_engine(st, x1, args.runs))
-    summary["distillation"] = {"distilled_mean": float(np.mean(d)),
-                               "plain_mean": float(np.mean(p))}
+    if args.cases == "prune":
+        return summary
+    summary["distillation"] = bench_distillation(name, model_fn, ds, args, emit)
 
     for bits in (8, 4):
         qm, rep = quantize_weights(base, WeightQuantConfig(bits=bits))
@@ -370,8 +503,28 @@ def main() -> None:
     parser.add_argument("--student-epochs", type=int, default=5)
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--cases", default="all", choices=("all", "int8"),
-                        help="int8: only the baseline and the int8 rows (PTQ, QAT, TensorFlow)")
+    parser.add_argument("--cases", default="all", choices=("all", "int8", "distill", "prune"),
+                        help="int8: only the baseline and the int8 rows (PTQ, QAT, TensorFlow); "
+                             "distill: only the distillation protocol; prune: baseline, "
+                             "control, unstructured and structured rows")
+    parser.add_argument("--baseline-finish-epochs", type=int, default=0,
+                        help="extra baseline epochs at the fine-tuning rate (5e-4), so the "
+                             "baseline is converged before it is compared with fine-tuned "
+                             "compressed models")
+    parser.add_argument("--student-samples", type=int, default=0,
+                        help="distillation: students (distilled and plain) train on only this "
+                             "many labelled samples of the train split; 0 = all")
+    parser.add_argument("--prune-allocation", default="uniform", choices=("uniform", "latency"),
+                        help="structured_50_macs_tuned: ChannelPruningConfig.allocation "
+                             "(latency: tile = this CPU's GEMM NR)")
+    parser.add_argument("--prune-round-to", type=int, default=1,
+                        help="structured_50_macs_tuned: ChannelPruningConfig.round_to")
+    parser.add_argument("--prune-exclude", default="",
+                        help="structured_50_macs_tuned: layers kept whole, comma-separated "
+                             "(e.g. a stem conv that fits one GEMM tile already)")
+    parser.add_argument("--max-group-fraction", type=float, default=0.6,
+                        help="structured_50_macs_tuned with --prune-allocation latency: most "
+                             "channels one group may lose")
     args = parser.parse_args()
 
     import keras

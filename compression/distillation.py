@@ -18,7 +18,8 @@ import numpy as np
 from tether.compression._common import outputs_probabilities
 from tether.compression._errors import CompressionError
 
-__all__ = ["DistillationConfig", "Distiller", "distill", "distillation_loss"]
+__all__ = ["DistillationConfig", "Distiller", "distill", "distillation_loss",
+           "pre_softmax_logits"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +108,45 @@ class Distiller:
         self.model = _make_distill_model(teacher, student, config)
 
 
+def pre_softmax_logits(model: Any) -> Any | None:
+    """A function `x -> z` giving the logits a softmax-ended model feeds its softmax, or None.
+
+    Reading a confident teacher through `log(p)` loses its soft targets: float32
+    probabilities of the wrong classes fall below the clip (1e-7) and become equal, which
+    is what T > 1 was meant to reveal. For a last layer that is `Dense(...,
+    activation="softmax")`, `Activation("softmax")` or `Softmax`, this returns the exact
+    pre-softmax values instead; other models (nested, or not softmax-ended) give None.
+    """
+    import keras
+    from keras import ops
+
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    if last is None or not getattr(model, "inputs", None):
+        return None
+    cls = type(last).__name__
+    act = getattr(getattr(last, "activation", None), "__name__", None)
+    if not (cls == "Softmax" or (cls in ("Dense", "Activation") and act == "softmax")):
+        return None
+    try:
+        features = keras.Model(model.inputs, last.input)
+    except Exception:  # noqa: BLE001 - a layer used twice or a subclassed model: fall back
+        return None
+    if cls != "Dense":
+        return lambda x: features(x, training=False)
+
+    def dense_logits(x: Any) -> Any:
+        z = ops.matmul(features(x, training=False), last.kernel)
+        return z + last.bias if last.use_bias else z
+
+    return dense_logits
+
+
 def _make_distill_model(teacher: Any, student: Any, config: DistillationConfig) -> Any:
     import keras
 
     t_prob = outputs_probabilities(teacher)
     s_prob = outputs_probabilities(student)
+    teacher_logits = pre_softmax_logits(teacher) if t_prob else None
 
     class _DistillModel(keras.Model):
         def __init__(self) -> None:
@@ -125,9 +160,11 @@ def _make_distill_model(teacher: Any, student: Any, config: DistillationConfig) 
 
         def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None,
                          sample_weight: Any = None, training: bool = True) -> Any:
-            teacher_out = self.teacher(x, training=False)
-            loss = distillation_loss(y, _as_logits(y_pred, s_prob),
-                                     _as_logits(teacher_out, t_prob),
+            if teacher_logits is not None:
+                t_logits = teacher_logits(x)
+            else:
+                t_logits = _as_logits(self.teacher(x, training=False), t_prob)
+            loss = distillation_loss(y, _as_logits(y_pred, s_prob), t_logits,
                                      config.temperature, config.alpha)
             return loss
 

@@ -82,3 +82,18 @@ def test_class_count_mismatch():
     other = keras.Model(x, layers.Dense(4)(x))
     with pytest.raises(CompressionError, match="same classes"):
         Distiller(_mlp(4, True, 0), other)
+
+
+def test_pre_softmax_logits_are_exact_where_log_p_clips():
+    from tether.compression.distillation import pre_softmax_logits
+
+    teacher = _mlp(16, True, 0)
+    last = teacher.layers[-1]
+    last.kernel.assign(last.kernel.numpy() * 40.0)  # very confident: p of wrong classes ~0
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    z = np.asarray(pre_softmax_logits(teacher)(x))
+    p = teacher.predict(x, verbose=0)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    np.testing.assert_allclose(e / e.sum(-1, keepdims=True), p, rtol=1e-4, atol=1e-6)
+    assert (z.max(-1) - z.min(-1)).max() > 20  # spread log(clip(p)) would cap at ~16
+    assert pre_softmax_logits(_mlp(4, False, 1)) is None  # logits already
