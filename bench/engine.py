@@ -1,6 +1,7 @@
 """Engine latency: tether beside LiteRT and ONNX Runtime, one process, one JSON object per line.
 
     .venv/bin/python bench/engine.py [--models demo_cnn,mobilenet_v2_0.35_96] [--threads 1,2]
+                                     [--precisions fp32,int8] [--agreement-inputs 200]
 
 Each engine converts the same Keras model with its own converter (tether.converter,
 TensorFlow's TFLite converter, tf2onnx) and runs one seeded image after a warm-up; records
@@ -15,6 +16,15 @@ and `peak_rss_bytes` = the child's peak RSS (Keras and TensorFlow included, so o
 comparable between engines of the same model). LiteRT does not expose its arena size, so
 its arena_bytes stays null and the RSS delta is the comparable figure. tether's arena_bytes
 is its planned activation arena; its packed weights are reported as packed_bytes.
+
+int8 rows (--precisions int8): the model quantized by TensorFlow's full-integer post-training
+quantizer (representative data: 32 tether.data digits for the demo CNN, 32 uniform [-1, 1)
+images for MobileNetV2), the same .tflite run in LiteRT and converted by tether's TFLite
+frontend; tether and LiteRT are timed round-robin (one tether run, one LiteRT run, ...) so
+machine load hits both alike, and the LiteRT row carries tether_over_peer. With
+--agreement-inputs N, MobileNetV2 1.0 224 with logits outputs (classifier_activation=None)
+is quantized the same way and both engines run N seeded uniform [-1, 1) inputs: one JSON
+line gives the top-1 agreement and the max abs difference of the dequantized logits.
 """
 
 from __future__ import annotations
@@ -96,6 +106,103 @@ def _memory(name: str, engine: str, threads: int) -> dict:
     return {"memory_error": (out.stderr or out.stdout)[-300:]}
 
 
+def _representative(name: str, shape: tuple, rng):  # type: ignore[no-untyped-def]
+    """32 calibration inputs: tether.data digits for 8x8x1 inputs, else uniform [-1, 1)."""
+    import numpy as np
+    if tuple(shape) == (8, 8, 1):
+        from tether.data import digits
+        x = digits().x_train[:32].astype(np.float32)
+        return x.reshape((-1,) + tuple(shape))
+    return rng.uniform(-1, 1, (32,) + tuple(shape)).astype(np.float32)
+
+
+def _int8_engines(content: bytes, shape: tuple, threads: int):  # type: ignore[no-untyped-def]
+    """(tether run, LiteRT run, tether model bytes) for one full-integer .tflite."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from tether.converter import convert
+    from tether.device import Engine
+
+    data = convert(content).to_bytes()
+    eng = Engine(data, threads=threads)
+    interp = Interpreter(model_content=content, num_threads=threads)
+    inp = interp.get_input_details()[0]["index"]
+    interp.resize_tensor_input(inp, list(shape), strict=False)
+    interp.allocate_tensors()
+    out = interp.get_output_details()[0]["index"]
+
+    def litert(x: np.ndarray) -> np.ndarray:
+        interp.set_tensor(inp, x)
+        interp.invoke()
+        return np.array(interp.get_tensor(out))
+
+    return (lambda x: np.asarray(eng.run(x))), litert, len(data)
+
+
+def _int8_rows(name: str, model, threads_list: list, runs: int) -> None:  # type: ignore[no-untyped-def]
+    """Prints one JSON line per engine and thread count for the int8 model."""
+    import time
+
+    import numpy as np
+    from tether.bench import git_sha, isa, machine
+    from tether.peers import keras_to_tflite
+
+    shape = (1,) + tuple(int(d) for d in model.inputs[0].shape[1:])
+    rng = np.random.default_rng(0)
+    content = keras_to_tflite(model, _representative(name, shape[1:], rng))
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    common = {"name": name, "precision": "int8", "shape": list(shape), "cpu_isa": isa(),
+              "device": machine(), "git_sha": git_sha(),
+              "quantizer": "tensorflow full-integer PTQ"}
+    for threads in threads_list:
+        tether_run, litert_run, tether_bytes = _int8_engines(content, shape, threads)
+        diff = float(np.abs(tether_run(x).ravel() - litert_run(x).ravel()).max())
+        for _ in range(5):
+            tether_run(x)
+            litert_run(x)
+        times: dict = {"tether": [], "litert": []}
+        for _ in range(runs):  # round-robin: load on the machine hits both engines alike
+            for engine, fn in (("tether", tether_run), ("litert", litert_run)):
+                t0 = time.perf_counter()
+                fn(x)
+                times[engine].append((time.perf_counter() - t0) * 1e3)
+        med = {e: float(np.median(t)) for e, t in times.items()}
+        for engine, t in times.items():
+            row = dict(common, engine=engine, threads=threads, median_ms=med[engine],
+                       p90_ms=float(np.percentile(t, 90)), min_ms=float(np.min(t)),
+                       runs=len(t), model_bytes=tether_bytes if engine == "tether"
+                       else len(content), max_abs_diff_vs_litert=diff)
+            if engine == "litert":
+                row["tether_over_peer"] = med["tether"] / med["litert"]
+            print(json.dumps(row), flush=True)
+
+
+def _int8_agreement(inputs: int) -> None:
+    """Top-1 agreement and max abs diff of dequantized logits, int8 MobileNetV2 1.0 224."""
+    import keras
+    import numpy as np
+    from tether.bench import git_sha, machine
+    from tether.peers import keras_to_tflite
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(alpha=1.0, input_shape=(224, 224, 3), weights=None,
+                                           classifier_activation=None)
+    rng = np.random.default_rng(1)
+    content = keras_to_tflite(model, rng.uniform(-1, 1, (32, 224, 224, 3)).astype(np.float32))
+    tether_run, litert_run, _ = _int8_engines(content, (1, 224, 224, 3), 1)
+    agree, diff = 0, 0.0
+    for _ in range(inputs):
+        x = rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+        yt, yl = tether_run(x).ravel(), litert_run(x).ravel()
+        agree += int(np.argmax(yt) == np.argmax(yl))
+        diff = max(diff, float(np.abs(yt - yl).max()))
+    print(json.dumps({"name": "mobilenet_v2_1.0_224", "precision": "int8",
+                      "check": "tether vs LiteRT on the same full-integer .tflite",
+                      "inputs": inputs, "top1_agree": agree,
+                      "max_abs_diff_dequantized_logits": diff, "device": machine(),
+                      "git_sha": git_sha()}), flush=True)
+
+
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--memory-probe":
         _memory_probe(sys.argv[2], sys.argv[3], int(sys.argv[4]))
@@ -110,11 +217,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the per-engine RSS probes (one child process each)")
+    parser.add_argument("--precisions", default="fp32,int8",
+                        help="fp32 (every --engines) and/or int8 (tether vs LiteRT)")
+    parser.add_argument("--agreement-inputs", type=int, default=200,
+                        help="int8 MobileNetV2 1.0 224 top-1 check vs LiteRT (0 = skip)")
     args = parser.parse_args()
+    precisions = args.precisions.split(",")
+    for p in precisions:
+        if p not in ("fp32", "int8"):
+            parser.error(f"--precisions: unknown '{p}'; choose from fp32, int8")
     for name in args.models.split(","):
         if name not in BUILTIN_MODELS:
             parser.error(f"--models: unknown '{name}'; choose from {sorted(BUILTIN_MODELS)}")
         model = load_model(name)
+        if "int8" in precisions:
+            _int8_rows(name, model, [int(t) for t in args.threads.split(",")], args.runs)
+        if "fp32" not in precisions:
+            continue
         for threads in (int(t) for t in args.threads.split(",")):
             records = bench_model(model, name, args.engines.split(","), threads=threads,
                                   runs=args.runs)
@@ -124,6 +243,7 @@ def main() -> None:
                 if r.engine in ("tether", "litert", "onnxruntime")}
             for r in records:
                 row = r.to_json()
+                row["precision"] = "fp32"
                 row.update(memory.get(r.engine, {}))
                 if "tether" in by_engine and r.engine != "tether":
                     row["tether_over_peer"] = by_engine["tether"].median_ms / r.median_ms
@@ -132,6 +252,8 @@ def main() -> None:
                     if t_mem and p_mem:
                         row["tether_rss_delta_over_peer"] = t_mem / p_mem
                 print(json.dumps(row), flush=True)
+    if "int8" in precisions and args.agreement_inputs > 0:
+        _int8_agreement(args.agreement_inputs)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ static const tether_kernels kAvx512Vnni = {
     tether_f32_gemm_minmax_ukernel_8x32__scalar,
     tether_f32_dwconv2d_minmax_ukernel_c16__avx512,
     8, 16, 4, 1, tether_qs8_gemm_minmax_ukernel_8x16c4__avx512vnni,
-    tether_qs8_gemm_minmax_ukernel_8x16c4__scalar_xor,
+    tether_qs8_gemm_minmax_ukernel_8x16c4__scalar_u8,
     tether_qs8_dwconv2d_minmax_ukernel_c16__avx512,
     tether_qs8_vadd_minmax_ukernel__avx512,
 };

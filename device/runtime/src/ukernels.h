@@ -84,9 +84,10 @@ TETHER_DECLARE_F32_DWCONV(c4, neon);
  *   int32 right[NR]  max(-shift[c], 0)
  *   int8  w[ceil(K / KR)][NR][KR]   (k beyond K zero)
  * so 16 * NR + ceil(K / KR) * KR * NR bytes (tether_qs8_gemm_panel_bytes). The kernel sums
- * raw A (rows of int8, or with XOR each byte read as the unsigned x ^ 0x80 = x + 128, for
- * u8 x s8 dot products such as VNNI's vpdpbusd) times W plus that bias, so the zero point
- * costs nothing in the inner loop. Kernels read A rows only up to K (tails handled).
+ * A (rows of int8; with XOR, rows of the unsigned bytes x ^ 0x80 = x + 128, for u8 x s8 dot
+ * products such as VNNI's vpdpbusd, converted by tether_qs8_gemm or by the caller) times W
+ * plus that bias, so the zero point costs nothing in the inner loop. Kernels read A rows
+ * only up to K (tails handled).
  */
 typedef struct tether_qs8_params {
   int32_t x_zero;  /* input zero point (depthwise; folded into the GEMM bias) */
@@ -106,7 +107,7 @@ typedef void (*tether_qs8_gemm_ukernel_fn)(size_t mr, size_t nc, size_t kc, cons
 
 TETHER_DECLARE_QS8_GEMM(4, 8, 1, scalar);
 TETHER_DECLARE_QS8_GEMM(4, 16, 2, scalar);
-TETHER_DECLARE_QS8_GEMM(8, 16, 4, scalar_xor);
+TETHER_DECLARE_QS8_GEMM(8, 16, 4, scalar_u8);
 TETHER_DECLARE_QS8_GEMM(4, 16, 4, scalar);
 TETHER_DECLARE_QS8_GEMM(4, 16, 2, avx2);
 TETHER_DECLARE_QS8_GEMM(8, 16, 4, avx512vnni);
@@ -115,9 +116,15 @@ TETHER_DECLARE_QS8_GEMM(4, 16, 4, neondot);
 
 /*
  * Packed qs8 depthwise weights (depth multiplier 1; tether_qs8_dwconv_pack), C channels,
- * T = KH * KW taps, all int32: bias[C], mult[C], left[C], right[C], then w[T][C] with each
+ * T = KH * KW taps: int32 bias[C], mult[C], left[C], right[C], then int32 w[T][C] with each
  * weight stored as (uint16_t)w, i.e. sign bits cleared, so that a 16-bit multiply-add of
- * (x - x_zero) and the word gives the exact product. Output rows [oh_begin, oh_end).
+ * (x - x_zero) and the word gives the exact product (used at the edges, taps in the padding
+ * skipped); then, for windows wholly inside the input, int32 bias_in[C] = bias - x_zero *
+ * sum_t w[t] (mod 2^32) and int16 tap pairs: per block of 16 channels (the last zero-padded),
+ * per pair p of taps (2p, 2p + 1; a missing odd tap has weight 0), 32 int16 in the order of
+ * 16-bit unpacklo / unpackhi on 128-bit lanes: channels 0-3 | 8-11, then 4-7 | 12-15, each
+ * as (w[2p][c], w[2p + 1][c]). tether_qs8_dwconv_packed_bytes gives the size.
+ * Output rows [oh_begin, oh_end).
  */
 typedef void (*tether_qs8_dwconv_ukernel_fn)(const struct tether_conv_geometry* g,
                                              size_t oh_begin, size_t oh_end, const int8_t* x,
@@ -166,7 +173,7 @@ typedef struct tether_kernels {
   tether_f32_gemm_ukernel_fn gemm;
   tether_f32_gemm_ukernel_fn gemm_twin;  /* the __scalar kernel with the same tile */
   tether_f32_dwconv_ukernel_fn dwconv;
-  /* int8: GEMM tile MR x NR with K-step KR, A read as x ^ 0x80 when qs8_gemm_xor. */
+  /* int8: GEMM tile MR x NR with K-step KR; qs8_gemm_xor: the kernel reads A as u8 x ^ 0x80. */
   size_t qs8_gemm_mr, qs8_gemm_nr, qs8_gemm_kr;
   int qs8_gemm_xor;
   tether_qs8_gemm_ukernel_fn qs8_gemm;
@@ -213,18 +220,28 @@ size_t tether_qs8_gemm_packed_bytes(size_t nr, size_t kr, size_t n, size_t k);
 void tether_qs8_gemm_pack(size_t nr, size_t kr, int xor_a, size_t n, size_t k, const int8_t* w,
                           const int32_t* bias, const int32_t* multiplier, const int32_t* shift,
                           int32_t x_zero, void* packed);
-/* C[M x N] int8 with the model's qs8 kernel over rows [m_begin, m_end). */
+/* Bytes of A that tether_qs8_gemm converts to x ^ 0x80 at a time for XOR kernels, on the
+ * stack; callers convert A themselves (a_u8 = 1) when MR rows of K exceed it. */
+#define TETHER_QS8_A_BLOCK_BYTES 16384
+/*
+ * C[M x N] int8 with the model's qs8 kernel over rows [m_begin, m_end). a_u8 = 1: A already
+ * holds x ^ 0x80 (for qs8_gemm_xor kernels; ignored otherwise); a_u8 = 0 with an XOR kernel
+ * needs MR * kc <= TETHER_QS8_A_BLOCK_BYTES.
+ */
 void tether_qs8_gemm(const tether_kernels* k, size_t m_begin, size_t m_end, size_t n,
-                     size_t kc, const int8_t* a, size_t a_stride, const void* packed, int8_t* c,
-                     size_t c_stride, const tether_qs8_params* params);
+                     size_t kc, const int8_t* a, size_t a_stride, int a_u8, const void* packed,
+                     int8_t* c, size_t c_stride, const tether_qs8_params* params);
 /* tether_qs8_gemm over rows [0, m), split into row and panel tasks over `pool`. */
 void tether_qs8_gemm_parallel(struct tether_pool* pool, const tether_kernels* k, size_t m,
-                              size_t n, size_t kc, const int8_t* a, size_t a_stride,
+                              size_t n, size_t kc, const int8_t* a, size_t a_stride, int a_u8,
                               const void* packed, int8_t* c, size_t c_stride,
                               const tether_qs8_params* params);
+/* Bytes of the packed depthwise weights for C channels and T taps. */
+size_t tether_qs8_dwconv_packed_bytes(size_t channels, size_t taps);
 /* Packs depthwise weights w [T][C] (the model's [1, KH, KW, C]) as documented above. */
 void tether_qs8_dwconv_pack(size_t channels, size_t taps, const int8_t* w, const int32_t* bias,
-                            const int32_t* multiplier, const int32_t* shift, int32_t* packed);
+                            const int32_t* multiplier, const int32_t* shift, int32_t x_zero,
+                            int32_t* packed);
 
 #ifdef __cplusplus
 }  /* extern "C" */

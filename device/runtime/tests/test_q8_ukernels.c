@@ -111,8 +111,8 @@ static void test_gemm(const tether_kernels* kt, struct tether_pool** pools) {
           ref[GUARD + i * c_stride + j] = reference_output(acc, mult[j], shift[j], &p);
         }
       }
-      tether_qs8_gemm(kt, 0, m, n, k, a, a_stride, packed, c1 + GUARD, c_stride, &p);
-      tether_qs8_gemm(&twin, 0, m, n, k, a, a_stride, packed, c2 + GUARD, c_stride, &p);
+      tether_qs8_gemm(kt, 0, m, n, k, a, a_stride, 0, packed, c1 + GUARD, c_stride, &p);
+      tether_qs8_gemm(&twin, 0, m, n, k, a, a_stride, 0, packed, c2 + GUARD, c_stride, &p);
       char what[160];
       snprintf(what, sizeof(what), "qs8 gemm %s %zux%zuc%zu m%zu n%zu k%zu zx%d zy%d [%d,%d]",
                kt->isa, kt->qs8_gemm_mr, kt->qs8_gemm_nr, kt->qs8_gemm_kr, m, n, k,
@@ -122,12 +122,20 @@ static void test_gemm(const tether_kernels* kt, struct tether_pool** pools) {
       /* Rows [0, s) then [s, m) equal the whole; so does any thread count. */
       const size_t split = (size_t)tb_range(0, (int)m);
       memset(c2, SENTINEL, cn);
-      tether_qs8_gemm(kt, 0, split, n, k, a, a_stride, packed, c2 + GUARD, c_stride, &p);
-      tether_qs8_gemm(kt, split, m, n, k, a, a_stride, packed, c2 + GUARD, c_stride, &p);
+      tether_qs8_gemm(kt, 0, split, n, k, a, a_stride, 0, packed, c2 + GUARD, c_stride, &p);
+      tether_qs8_gemm(kt, split, m, n, k, a, a_stride, 0, packed, c2 + GUARD, c_stride, &p);
       compare(what, c2, c1, cn);
+      if (kt->qs8_gemm_xor) {  /* A handed over already as u8 x ^ 0x80 */
+        int8_t* au = (int8_t*)malloc(m * a_stride + TETHER_EXTRA_BYTES);
+        for (size_t i = 0; i < m * a_stride; i++) au[i] = (int8_t)((uint8_t)a[i] ^ 0x80u);
+        memset(c2, SENTINEL, cn);
+        tether_qs8_gemm(kt, 0, m, n, k, au, a_stride, 1, packed, c2 + GUARD, c_stride, &p);
+        compare(what, c2, c1, cn);
+        free(au);
+      }
       for (size_t t = 0; t < 3; t++) {
         memset(c2, SENTINEL, cn);
-        tether_qs8_gemm_parallel(pools[t], kt, m, n, k, a, a_stride, packed, c2 + GUARD,
+        tether_qs8_gemm_parallel(pools[t], kt, m, n, k, a, a_stride, 0, packed, c2 + GUARD,
                                  c_stride, &p);
         compare(what, c2, c1, cn);
       }
@@ -199,8 +207,8 @@ static void test_dwconv(const tether_kernels* kt, struct tether_pool** pools) {
       int32_t* shift = (int32_t*)malloc(c * sizeof(int32_t));
       for (size_t i = 0; i < c; i++) bias[i] = tb_range(-100000, 100000);
       random_scales(c, mult, shift);
-      int32_t* packed = (int32_t*)malloc((4 + taps) * c * sizeof(int32_t) + TETHER_EXTRA_BYTES);
-      tether_qs8_dwconv_pack(c, taps, w, (kk & 1) ? NULL : bias, mult, shift, packed);
+      int32_t* packed = (int32_t*)malloc(tether_qs8_dwconv_packed_bytes(c, taps) + TETHER_EXTRA_BYTES);
+      tether_qs8_dwconv_pack(c, taps, w, (kk & 1) ? NULL : bias, mult, shift, p.x_zero, packed);
       const size_t yn = g.batch * g.out_h * g.out_w * c;
       int8_t* y1 = (int8_t*)malloc(yn + 2 * GUARD);
       int8_t* y2 = (int8_t*)malloc(yn + 2 * GUARD);

@@ -124,6 +124,12 @@ static void qs8_fc_ukernel__scalar(size_t rows, size_t k, size_t outputs, const 
 
 enum { Q8_REF = 1, Q8_GEMM = 2, Q8_DWCONV = 3 };
 
+/* 1x1, stride 1, no padding: the NHWC input is the GEMM's A as it stands. */
+static int q8_pointwise(const tether_tensor* w, const tether_op_params* p) {
+  return w->shape[1] == 1 && w->shape[2] == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+         p->pad_top == 0 && p->pad_left == 0 && p->pad_bottom == 0 && p->pad_right == 0;
+}
+
 /* im2col rows per block: about 64 KiB of A, a multiple of MR, at most 64 tiles. */
 static size_t im2col_rows(const tether_kernels* kt, size_t k) {
   const size_t mr = kt->qs8_gemm_mr;
@@ -220,13 +226,15 @@ tether_status tether_q8_conv_prepare(const struct tether_model* model, uint32_t 
     const size_t k = fc ? (size_t)w->shape[1] : taps * (size_t)w->shape[3];
     op->quantized = Q8_GEMM;
     bytes = tether_qs8_gemm_packed_bytes(kt->qs8_gemm_nr, kt->qs8_gemm_kr, (size_t)channels, k);
-    if (!fc && !(taps == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 &&
-                 p->pad_left == 0 && p->pad_bottom == 0 && p->pad_right == 0)) {
-      op->scratch_bytes = im2col_rows(kt, k) * k;
+    if (!fc && !q8_pointwise(w, p)) {
+      const size_t kp = (k + kt->qs8_gemm_kr - 1) / kt->qs8_gemm_kr * kt->qs8_gemm_kr;
+      op->scratch_bytes = im2col_rows(kt, kp) * kp;
+    } else if (kt->qs8_gemm_xor && kt->qs8_gemm_mr * k > TETHER_QS8_A_BLOCK_BYTES) {
+      op->scratch_bytes = x->elements;  /* rows too long to convert on the stack: all of A */
     }
   } else if (dw && p->depth_multiplier == 1) {
     op->quantized = Q8_DWCONV;
-    bytes = 4 * (4 + taps) * (size_t)channels;
+    bytes = tether_qs8_dwconv_packed_bytes((size_t)channels, taps);
   } else {
     op->quantized = Q8_REF;
     bytes = 8 * (size_t)channels;  /* multipliers, shifts */
@@ -280,7 +288,7 @@ static tether_status q8_pack_kernel(const struct tether_model* model, const teth
     const tether_kernels* kt = model->kernels;
     if (op->quantized == Q8_DWCONV) {
       tether_qs8_dwconv_pack(channels, (size_t)w->shape[1] * (size_t)w->shape[2], wd, bd,
-                             words, words + channels, packed);
+                             words, words + channels, x->zero_point, packed);
     } else {
       tether_qs8_gemm_pack(kt->qs8_gemm_nr, kt->qs8_gemm_kr, kt->qs8_gemm_xor, channels,
                            w->elements / channels, wd, bd, words, words + channels,
@@ -357,11 +365,16 @@ static void q8_pack_words(const struct tether_model* model, const tether_node* o
   }
 }
 
-/* Copies im2col rows [m0, m0 + rows) of the output positions (n, oh, ow) into a; taps in the
- * padding hold z_x, which the packed bias cancels. */
-static void q8_im2col(const tether_conv_geometry* g, const int8_t* x, int8_t x_zero, size_t m0,
-                      size_t rows, int8_t* a) {
+static void q8_flip(const int8_t* src, size_t n, int8_t* dst);
+
+/* Copies im2col rows [m0, m0 + rows) of the output positions (n, oh, ow) into a, rows
+ * `row_bytes` apart (K rounded up to the kernel's K-step, the extra bytes zero: their weights
+ * are zero), each byte XORed with `flip` (0x80 for kernels that read u8, else 0); taps in the
+ * padding hold z_x (flipped alike), which the packed bias cancels. */
+static void q8_im2col(const tether_conv_geometry* g, const int8_t* x, int8_t x_zero,
+                      uint8_t flip, size_t m0, size_t rows, size_t row_bytes, int8_t* a) {
   const size_t ic = g->in_c;
+  const size_t k = g->kernel_h * g->kernel_w * ic;
   for (size_t r = 0; r < rows; r++) {
     const size_t m = m0 + r;
     const size_t ow = m % g->out_w, oh = (m / g->out_w) % g->out_h, n = m / (g->out_w * g->out_h);
@@ -372,14 +385,23 @@ static void q8_im2col(const tether_conv_geometry* g, const int8_t* x, int8_t x_z
         const ptrdiff_t iw =
             (ptrdiff_t)ow * g->stride_w + (ptrdiff_t)kw * g->dilation_w - g->pad_left;
         if (ih < 0 || ih >= (ptrdiff_t)g->in_h || iw < 0 || iw >= (ptrdiff_t)g->in_w) {
-          memset(a, (unsigned char)x_zero, ic);
+          for (size_t i = 0; i < ic; i++) a[i] = (int8_t)((uint8_t)x_zero ^ flip);
         } else {
-          memcpy(a, x_n + ((size_t)ih * g->in_w + (size_t)iw) * ic, ic);
+          const uint8_t* src = (const uint8_t*)x_n + ((size_t)ih * g->in_w + (size_t)iw) * ic;
+          for (size_t i = 0; i < ic; i++) a[i] = (int8_t)(src[i] ^ flip);
         }
         a += ic;
       }
     }
+    for (size_t i = k; i < row_bytes; i++) *a++ = 0;
   }
+}
+
+/* A as the u8 bytes x ^ 0x80 that XOR kernels read. */
+static void q8_flip(const int8_t* src, size_t n, int8_t* dst) {
+  const uint8_t* s = (const uint8_t*)src;
+  uint8_t* d = (uint8_t*)dst;
+  for (size_t i = 0; i < n; i++) d[i] = (uint8_t)(s[i] ^ 0x80u);
 }
 
 typedef struct q8_dw_job {
@@ -418,8 +440,13 @@ void tether_q8_conv_eval(const struct tether_model* model, const tether_node* op
   if (op->type == TETHER_OP_FULLY_CONNECTED) {
     const size_t k = (size_t)w->shape[1];
     if (op->quantized == Q8_GEMM) {
-      tether_qs8_gemm_parallel(pool, kt, x->elements / k, channels, k, xd, k, op->packed, yd,
-                               channels, &kp);
+      const int8_t* a = xd;
+      if (op->scratch_bytes != 0) {  /* XOR kernel, rows too long for the driver's block */
+        q8_flip(xd, x->elements, (int8_t*)scratch);
+        a = (const int8_t*)scratch;
+      }
+      tether_qs8_gemm_parallel(pool, kt, x->elements / k, channels, k, a, k,
+                               op->scratch_bytes != 0, op->packed, yd, channels, &kp);
     } else {
       qs8_fc_ukernel__scalar(x->elements / k, k, channels, xd, wd, bd, yd, &qp);
     }
@@ -440,16 +467,25 @@ void tether_q8_conv_eval(const struct tether_model* model, const tether_node* op
   if (op->quantized == Q8_GEMM) {
     const size_t m = g.batch * g.out_h * g.out_w;
     const size_t k = g.kernel_h * g.kernel_w * g.in_c;
-    if (op->scratch_bytes == 0) {
-      tether_qs8_gemm_parallel(pool, kt, m, g.out_c, k, xd, k, op->packed, yd, g.out_c, &kp);
+    if (q8_pointwise(w, p)) {
+      const int8_t* a = xd;
+      if (op->scratch_bytes != 0) {  /* XOR kernel, rows too long for the driver's block */
+        q8_flip(xd, x->elements, (int8_t*)scratch);
+        a = (const int8_t*)scratch;
+      }
+      tether_qs8_gemm_parallel(pool, kt, m, g.out_c, k, a, k, op->scratch_bytes != 0,
+                               op->packed, yd, g.out_c, &kp);
       return;
     }
-    const size_t block = op->scratch_bytes / k;
+    /* Rows of K rounded up to the K-step: same packed groups, no tail in the kernel. */
+    const size_t kpad = (k + kt->qs8_gemm_kr - 1) / kt->qs8_gemm_kr * kt->qs8_gemm_kr;
+    const size_t block = op->scratch_bytes / kpad;
     int8_t* a = (int8_t*)scratch;
+    const uint8_t flip = kt->qs8_gemm_xor ? 0x80 : 0;
     for (size_t m0 = 0; m0 < m; m0 += block) {
       const size_t rows = m - m0 < block ? m - m0 : block;
-      q8_im2col(&g, xd, (int8_t)x->zero_point, m0, rows, a);
-      tether_qs8_gemm_parallel(pool, kt, rows, g.out_c, k, a, k, op->packed,
+      q8_im2col(&g, xd, (int8_t)x->zero_point, flip, m0, rows, kpad, a);
+      tether_qs8_gemm_parallel(pool, kt, rows, g.out_c, kpad, a, kpad, 1, op->packed,
                                yd + m0 * g.out_c, g.out_c, &kp);
     }
     return;
@@ -514,7 +550,8 @@ void tether_quantize_eval(const struct tether_model* model, const tether_node* o
   const float* xd = (const float*)data[op->inputs[0]];
   const float scale = y->scale;
   const int32_t zero = y->zero_point;
-  for (size_t i = 0; i < x->elements; i++) {
+  const size_t count = x->elements;
+  for (size_t i = 0; i < count; i++) {
     float q = xd[i] / scale;
     q = q == q ? q : 0.0f;
     q = q < -1048576.0f ? -1048576.0f : q > 1048576.0f ? 1048576.0f : q;

@@ -1,9 +1,9 @@
 /*
  * 8x16c4-avx512vnni.c — int8 GEMM micro-kernel, 8 rows x 16 channels, K in steps of 4 with
- * VNNI's vpdpbusd (u8 x s8 dot products of 4 into int32; A read as x ^ 0x80, the +128 folded
- * into the packed bias). TFLite requantization per channel in the epilogue.
+ * VNNI's vpdpbusd (u8 x s8 dot products of 4 into int32; A given as u8 x ^ 0x80 by the
+ * driver, the +128 folded into the packed bias). TFLite requantization per channel.
  * Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni; selected only when the CPU has them.
- * Twin: tether_qs8_gemm_minmax_ukernel_8x16c4__scalar_xor.
+ * Twin: tether_qs8_gemm_minmax_ukernel_8x16c4__scalar_u8.
  */
 #include <immintrin.h>
 #include <stddef.h>
@@ -16,14 +16,14 @@
 static inline __m512i bcast4(const int8_t* p) {
   int32_t v;
   memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v ^ (int32_t)0x80808080u);
+  return _mm512_set1_epi32(v);
 }
 
-/* The last 1-3 bytes of a row, zero-extended (their weights are zero), then XOR. */
+/* The last 1-3 bytes of a row, zero-extended (their weights are zero). */
 static inline __m512i bcast_tail(const int8_t* p, size_t n) {
   int32_t v = 0;
   memcpy(&v, p, n);
-  return _mm512_set1_epi32(v ^ (int32_t)0x80808080u);
+  return _mm512_set1_epi32(v);
 }
 
 void tether_qs8_gemm_minmax_ukernel_8x16c4__avx512vnni(size_t mr, size_t nc, size_t kc,
@@ -78,6 +78,6 @@ void tether_qs8_gemm_minmax_ukernel_8x16c4__avx512vnni(size_t mr, size_t nc, siz
   for (size_t i = 0; i < mr; i++) {
     __m512i v = _mm512_add_epi32(tether_qs8_requant_avx512(acc[i], mult, left, right), yz);
     v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-    _mm_mask_storeu_epi8((int8_t*)c + i * c_stride, m, _mm512_cvtepi32_epi8(v));
+    tether_qs8_store16_avx512((int8_t*)c + i * c_stride, m, v);
   }
 }

@@ -9,6 +9,7 @@
 #define TETHER_QS8_REQUANT_AVX512_H_
 
 #include <immintrin.h>
+#include <stdint.h>
 
 static inline __m512i tether_qs8_requant_avx512(__m512i acc, __m512i mult, __m512i left,
                                                 __m512i right) {
@@ -25,6 +26,14 @@ static inline __m512i tether_qs8_requant_avx512(__m512i acc, __m512i mult, __m51
   const __m512i threshold = _mm512_add_epi32(_mm512_srai_epi32(mask, 1), _mm512_srli_epi32(q, 31));
   const __m512i shifted = _mm512_srav_epi32(q, right);
   return _mm512_mask_add_epi32(shifted, _mm512_cmpgt_epi32_mask(rem, threshold), shifted, one);
+}
+
+/* Stores lanes m of v (already clamped to int8) as bytes. The narrowing stays in a register:
+ * compilers otherwise fuse it into vpmovdb's store form, which is slow on AMD Zen 4. */
+static inline void tether_qs8_store16_avx512(int8_t* p, __mmask16 m, __m512i v) {
+  __m128i bytes = _mm512_cvtepi32_epi8(v);
+  __asm__("" : "+v"(bytes));
+  _mm_mask_storeu_epi8(p, m, bytes);
 }
 
 #endif  /* TETHER_QS8_REQUANT_AVX512_H_ */

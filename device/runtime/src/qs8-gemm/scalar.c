@@ -23,8 +23,8 @@ static inline int8_t qs8_requantize(int32_t acc, int32_t mult, int32_t left, int
   return (int8_t)(v > p->hi ? p->hi : v);
 }
 
-/* XOR = 1: A bytes are read as unsigned x ^ 0x80 (the layout of u8 x s8 dot kernels). */
-#define TETHER_QS8_GEMM_SCALAR(MR, NR, KR, XOR, SUFFIX)                                     \
+/* U8 = 1: A holds unsigned bytes x ^ 0x80 (the input of u8 x s8 dot kernels). */
+#define TETHER_QS8_GEMM_SCALAR(MR, NR, KR, U8, SUFFIX)                                     \
   void tether_qs8_gemm_minmax_ukernel_##MR##x##NR##c##KR##__##SUFFIX(                       \
       size_t mr, size_t nc, size_t kc, const int8_t* a, size_t a_stride, const void* w,     \
       int8_t* c, size_t c_stride, const tether_qs8_params* params) {                        \
@@ -40,8 +40,8 @@ static inline int8_t qs8_requantize(int32_t acc, int32_t mult, int32_t left, int
       for (size_t i = 0; i < MR; i++) {                                                     \
         for (size_t j = 0; j < NR; j++) {                                                   \
           for (size_t kk = 0; kk < KR && k0 + kk < kc; kk++) {                              \
-            const int32_t av = XOR ? (int32_t)(uint8_t)(rows[i][k0 + kk] ^ 0x80)            \
-                                   : (int32_t)rows[i][k0 + kk];                             \
+            const int32_t av = U8 ? (int32_t)(uint8_t)rows[i][k0 + kk]                      \
+                                  : (int32_t)rows[i][k0 + kk];                              \
             acc[i][j] += (uint32_t)(av * (int32_t)wk[j * KR + kk]);                         \
           }                                                                                 \
         }                                                                                   \
@@ -59,7 +59,7 @@ static inline int8_t qs8_requantize(int32_t acc, int32_t mult, int32_t left, int
 
 TETHER_QS8_GEMM_SCALAR(4, 8, 1, 0, scalar)
 TETHER_QS8_GEMM_SCALAR(4, 16, 2, 0, scalar)
-TETHER_QS8_GEMM_SCALAR(8, 16, 4, 1, scalar_xor)
+TETHER_QS8_GEMM_SCALAR(8, 16, 4, 1, scalar_u8)
 TETHER_QS8_GEMM_SCALAR(4, 16, 4, 0, scalar)
 
 size_t tether_qs8_gemm_panel_bytes(size_t nr, size_t kr, size_t k) {
@@ -110,21 +110,37 @@ void tether_qs8_gemm_pack(size_t nr, size_t kr, int xor_a, size_t n, size_t k, c
 }
 
 void tether_qs8_gemm(const tether_kernels* kt, size_t m_begin, size_t m_end, size_t n,
-                     size_t kc, const int8_t* a, size_t a_stride, const void* packed, int8_t* c,
-                     size_t c_stride, const tether_qs8_params* params) {
+                     size_t kc, const int8_t* a, size_t a_stride, int a_u8, const void* packed,
+                     int8_t* c, size_t c_stride, const tether_qs8_params* params) {
   const size_t mr = kt->qs8_gemm_mr, nr = kt->qs8_gemm_nr;
   const size_t panel = tether_qs8_gemm_panel_bytes(nr, kt->qs8_gemm_kr, kc);
-  /* Rows in blocks of about 32 KiB of A, so a block stays in L1/L2 while the panels stream. */
-  size_t block = (32 * 1024) / (kc + 1);
+  /* XOR kernels get A as u8 bytes x ^ 0x80: converted here a block of rows at a time (once
+   * for all panels, instead of in the kernel's inner loop once per panel). */
+  const int convert = kt->qs8_gemm_xor && !a_u8;
+  int8_t a_u8_block[TETHER_QS8_A_BLOCK_BYTES];
+  /* Rows in blocks of about 16 KiB of A, so a block stays in L1 while the panels stream. */
+  size_t block = TETHER_QS8_A_BLOCK_BYTES / (kc + (convert ? 0 : 1));
   block = block < mr ? mr : block / mr * mr;
+  TETHER_DCHECK(!convert || block * kc <= TETHER_QS8_A_BLOCK_BYTES);
   for (size_t m0 = m_begin; m0 < m_end; m0 += block) {
     const size_t m1 = m0 + block < m_end ? m0 + block : m_end;
+    const int8_t* ab = (const int8_t*)((const char*)a + m0 * a_stride);
+    size_t ab_stride = a_stride;
+    if (convert) {
+      for (size_t r = 0; r < m1 - m0; r++) {
+        const uint8_t* src = (const uint8_t*)ab + r * a_stride;
+        uint8_t* dst = (uint8_t*)a_u8_block + r * kc;
+        for (size_t k = 0; k < kc; k++) dst[k] = (uint8_t)(src[k] ^ 0x80u);
+      }
+      ab = a_u8_block;
+      ab_stride = kc;
+    }
     const uint8_t* w = (const uint8_t*)packed;
     for (size_t n0 = 0; n0 < n; n0 += nr, w += panel) {
       const size_t nc = n - n0 < nr ? n - n0 : nr;
       for (size_t m = m0; m < m1; m += mr) {
         const size_t rows = m1 - m < mr ? m1 - m : mr;
-        kt->qs8_gemm(rows, nc, kc, (const int8_t*)((const char*)a + m * a_stride), a_stride, w,
+        kt->qs8_gemm(rows, nc, kc, ab + (m - m0) * ab_stride, ab_stride, w,
                      (int8_t*)((char*)c + m * c_stride) + n0, c_stride, params);
       }
     }
@@ -136,6 +152,7 @@ void tether_qs8_gemm(const tether_kernels* kt, size_t m_begin, size_t m_end, siz
 typedef struct qs8_gemm_job {
   const tether_kernels* kt;
   size_t m, n, kc, a_stride, c_stride;
+  int a_u8;
   const int8_t* a;
   const uint8_t* packed;
   int8_t* c;
@@ -149,18 +166,18 @@ static void qs8_gemm_task(void* context, size_t task) {
   const size_t m1 = m0 + j->m_chunk < j->m ? m0 + j->m_chunk : j->m;
   const size_t n1 = n0 + j->n_chunk < j->n ? n0 + j->n_chunk : j->n;
   const size_t panel = tether_qs8_gemm_panel_bytes(j->kt->qs8_gemm_nr, j->kt->qs8_gemm_kr, j->kc);
-  tether_qs8_gemm(j->kt, m0, m1, n1 - n0, j->kc, j->a, j->a_stride,
+  tether_qs8_gemm(j->kt, m0, m1, n1 - n0, j->kc, j->a, j->a_stride, j->a_u8,
                   j->packed + n0 / j->kt->qs8_gemm_nr * panel, j->c + n0, j->c_stride,
                   j->params);
 }
 
 void tether_qs8_gemm_parallel(struct tether_pool* pool, const tether_kernels* kt, size_t m,
-                              size_t n, size_t kc, const int8_t* a, size_t a_stride,
+                              size_t n, size_t kc, const int8_t* a, size_t a_stride, int a_u8,
                               const void* packed, int8_t* c, size_t c_stride,
                               const tether_qs8_params* params) {
   const size_t threads = tether_pool_threads(pool);
   if (threads <= 1 || m == 0) {
-    tether_qs8_gemm(kt, 0, m, n, kc, a, a_stride, packed, c, c_stride, params);
+    tether_qs8_gemm(kt, 0, m, n, kc, a, a_stride, a_u8, packed, c, c_stride, params);
     return;
   }
   /* About 4 tasks per thread: rows first, then column panels when there are few row tiles.
@@ -171,8 +188,8 @@ void tether_qs8_gemm_parallel(struct tether_pool* pool, const tether_kernels* kt
   const size_t m_tasks = m_tiles < target ? m_tiles : target;
   size_t n_tasks = (target + m_tasks - 1) / m_tasks;
   if (n_tasks > n_panels) n_tasks = n_panels;
-  qs8_gemm_job j = {kt, m, n, kc, a_stride, c_stride, a, (const uint8_t*)packed, c, params,
-                    0, 0, 0};
+  qs8_gemm_job j = {kt, m, n, kc, a_stride, c_stride, a_u8, a, (const uint8_t*)packed, c,
+                    params, 0, 0, 0};
   j.m_chunk = (m_tiles + m_tasks - 1) / m_tasks * mr;
   j.n_chunk = (n_panels + n_tasks - 1) / n_tasks * nr;
   j.n_tasks = (n + j.n_chunk - 1) / j.n_chunk;

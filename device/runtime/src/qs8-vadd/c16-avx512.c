@@ -32,6 +32,6 @@ void tether_qs8_vadd_minmax_ukernel__avx512(size_t n, const int8_t* a, const int
                                          tether_qs8_requant_avx512(vb, bm, bl, br));
     __m512i v = _mm512_add_epi32(tether_qs8_requant_avx512(sum, ym, yl, yr), yz);
     v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(v));
+    tether_qs8_store16_avx512(y + i, m, v);
   }
 }
