@@ -375,25 +375,44 @@ static void q8_im2col(const tether_conv_geometry* g, const int8_t* x, int8_t x_z
                       uint8_t flip, size_t m0, size_t rows, size_t row_bytes, int8_t* a) {
   const size_t ic = g->in_c;
   const size_t k = g->kernel_h * g->kernel_w * ic;
+  const int8_t fill = (int8_t)((uint8_t)x_zero ^ flip);
+  /* The output position of row m0, then stepped along (no divisions per row). */
+  size_t ow = m0 % g->out_w, oh = (m0 / g->out_w) % g->out_h, n = m0 / (g->out_w * g->out_h);
   for (size_t r = 0; r < rows; r++) {
-    const size_t m = m0 + r;
-    const size_t ow = m % g->out_w, oh = (m / g->out_w) % g->out_h, n = m / (g->out_w * g->out_h);
-    const int8_t* x_n = x + n * g->in_h * g->in_w * ic;
+    const uint8_t* x_n = (const uint8_t*)x + n * g->in_h * g->in_w * ic;
+    const ptrdiff_t ih0 = (ptrdiff_t)oh * g->stride_h - g->pad_top;
+    const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
     for (size_t kh = 0; kh < g->kernel_h; kh++) {
-      const ptrdiff_t ih = (ptrdiff_t)oh * g->stride_h + (ptrdiff_t)kh * g->dilation_h - g->pad_top;
+      const ptrdiff_t ih = ih0 + (ptrdiff_t)kh * g->dilation_h;
+      const int row_inside = ih >= 0 && ih < (ptrdiff_t)g->in_h;
+      const uint8_t* x_row = x_n + (row_inside ? (size_t)ih * g->in_w * ic : 0);
+      if (row_inside && g->dilation_w == 1 && iw0 >= 0 &&
+          iw0 + (ptrdiff_t)g->kernel_w <= (ptrdiff_t)g->in_w) {  /* one contiguous run */
+        const uint8_t* src = x_row + (size_t)iw0 * ic;
+        const size_t run = g->kernel_w * ic;
+        for (size_t i = 0; i < run; i++) a[i] = (int8_t)(src[i] ^ flip);
+        a += run;
+        continue;
+      }
       for (size_t kw = 0; kw < g->kernel_w; kw++) {
-        const ptrdiff_t iw =
-            (ptrdiff_t)ow * g->stride_w + (ptrdiff_t)kw * g->dilation_w - g->pad_left;
-        if (ih < 0 || ih >= (ptrdiff_t)g->in_h || iw < 0 || iw >= (ptrdiff_t)g->in_w) {
-          for (size_t i = 0; i < ic; i++) a[i] = (int8_t)((uint8_t)x_zero ^ flip);
+        const ptrdiff_t iw = iw0 + (ptrdiff_t)kw * g->dilation_w;
+        if (!row_inside || iw < 0 || iw >= (ptrdiff_t)g->in_w) {
+          for (size_t i = 0; i < ic; i++) a[i] = fill;
         } else {
-          const uint8_t* src = (const uint8_t*)x_n + ((size_t)ih * g->in_w + (size_t)iw) * ic;
+          const uint8_t* src = x_row + (size_t)iw * ic;
           for (size_t i = 0; i < ic; i++) a[i] = (int8_t)(src[i] ^ flip);
         }
         a += ic;
       }
     }
     for (size_t i = k; i < row_bytes; i++) *a++ = 0;
+    if (++ow == g->out_w) {
+      ow = 0;
+      if (++oh == g->out_h) {
+        oh = 0;
+        n++;
+      }
+    }
   }
 }
 

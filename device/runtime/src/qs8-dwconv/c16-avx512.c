@@ -19,20 +19,72 @@
   ACC = _mm512_add_epi32(ACC, _mm512_madd_epi16(_mm512_sub_epi32(_mm512_cvtepi8_epi32( \
             _mm_maskz_loadu_epi8(m, (XP))), xz), _mm512_maskz_loadu_epi32(m, (WP))))
 
-/* A window wholly inside the input: taps paired, zero point folded (see ukernels.h). */
-static inline __m512i inside16(const int8_t* xp, const ptrdiff_t* off, size_t pairs,
-                               const int16_t* wp, __mmask16 m) {
-  __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-  for (size_t p = 0; p < pairs; p++) {
-    const __m256i x0 = _mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(m, xp + off[2 * p]));
-    const __m256i x1 = _mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(m, xp + off[2 * p + 1]));
-    lo = _mm256_dpwssd_epi32(lo, _mm256_unpacklo_epi16(x0, x1), _mm256_loadu_si256((const __m256i*)wp));
-    hi = _mm256_dpwssd_epi32(hi, _mm256_unpackhi_epi16(x0, x1), _mm256_loadu_si256((const __m256i*)(wp + 16)));
-    wp += 32;
-  }
+/* One tap pair of 16 channels into (lo, hi): x of both taps widened to int16, interleaved
+ * by unpacklo / unpackhi, dotted with the packed weight pairs (see ukernels.h). */
+#define PAIR16(LO, HI, X0, X1, WP)                                                          \
+  do {                                                                                      \
+    const __m256i x0_ = _mm256_cvtepi8_epi16(X0), x1_ = _mm256_cvtepi8_epi16(X1);           \
+    LO = _mm256_dpwssd_epi32(LO, _mm256_unpacklo_epi16(x0_, x1_),                           \
+                             _mm256_loadu_si256((const __m256i*)(WP)));                     \
+    HI = _mm256_dpwssd_epi32(HI, _mm256_unpackhi_epi16(x0_, x1_),                           \
+                             _mm256_loadu_si256((const __m256i*)((WP) + 16)));              \
+  } while (0)
+
+/* The (lo, hi) accumulators back in channel order 0..15. */
+static inline __m512i unpair16(__m256i lo, __m256i hi) {
   const __m256i c0 = _mm256_permute2x128_si256(lo, hi, 0x20);
   const __m256i c1 = _mm256_permute2x128_si256(lo, hi, 0x31);
   return _mm512_inserti64x4(_mm512_castsi256_si512(c0), c1, 1);
+}
+
+/* A window wholly inside the input, channels [c, c + 16) with mask m: taps paired, zero
+ * point folded; even and odd pairs in separate accumulators (shorter dependency chains). */
+static inline __m512i inside16(const int8_t* xp, const ptrdiff_t* off, size_t pairs,
+                               const int16_t* wp, __mmask16 m) {
+  __m256i lo0 = _mm256_setzero_si256(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
+  size_t p = 0;
+  for (; p + 2 <= pairs; p += 2, wp += 64) {
+    PAIR16(lo0, hi0, _mm_maskz_loadu_epi8(m, xp + off[2 * p]),
+           _mm_maskz_loadu_epi8(m, xp + off[2 * p + 1]), wp);
+    PAIR16(lo1, hi1, _mm_maskz_loadu_epi8(m, xp + off[2 * p + 2]),
+           _mm_maskz_loadu_epi8(m, xp + off[2 * p + 3]), wp + 32);
+  }
+  if (p < pairs) {
+    PAIR16(lo0, hi0, _mm_maskz_loadu_epi8(m, xp + off[2 * p]),
+           _mm_maskz_loadu_epi8(m, xp + off[2 * p + 1]), wp);
+  }
+  return unpair16(_mm256_add_epi32(lo0, lo1), _mm256_add_epi32(hi0, hi1));
+}
+
+/* The same for 32 whole channels [c, c + 32): two blocks, four independent chains. */
+static inline void inside32(const int8_t* xp, const ptrdiff_t* off, size_t pairs,
+                            const int16_t* wa, __m512i* acc_a, __m512i* acc_b) {
+  const int16_t* wb = wa + pairs * 32;
+  __m256i la0 = _mm256_setzero_si256(), ha0 = la0, la1 = la0, ha1 = la0;
+  __m256i lb0 = la0, hb0 = la0, lb1 = la0, hb1 = la0;
+  size_t p = 0;
+  for (; p + 2 <= pairs; p += 2, wa += 64, wb += 64) {
+    const int8_t* x0 = xp + off[2 * p];
+    const int8_t* x1 = xp + off[2 * p + 1];
+    const int8_t* x2 = xp + off[2 * p + 2];
+    const int8_t* x3 = xp + off[2 * p + 3];
+    PAIR16(la0, ha0, _mm_loadu_si128((const __m128i*)x0), _mm_loadu_si128((const __m128i*)x1), wa);
+    PAIR16(lb0, hb0, _mm_loadu_si128((const __m128i*)(x0 + 16)),
+           _mm_loadu_si128((const __m128i*)(x1 + 16)), wb);
+    PAIR16(la1, ha1, _mm_loadu_si128((const __m128i*)x2), _mm_loadu_si128((const __m128i*)x3),
+           wa + 32);
+    PAIR16(lb1, hb1, _mm_loadu_si128((const __m128i*)(x2 + 16)),
+           _mm_loadu_si128((const __m128i*)(x3 + 16)), wb + 32);
+  }
+  if (p < pairs) {
+    const int8_t* x0 = xp + off[2 * p];
+    const int8_t* x1 = xp + off[2 * p + 1];
+    PAIR16(la0, ha0, _mm_loadu_si128((const __m128i*)x0), _mm_loadu_si128((const __m128i*)x1), wa);
+    PAIR16(lb0, hb0, _mm_loadu_si128((const __m128i*)(x0 + 16)),
+           _mm_loadu_si128((const __m128i*)(x1 + 16)), wb);
+  }
+  *acc_a = unpair16(_mm256_add_epi32(la0, la1), _mm256_add_epi32(ha0, ha1));
+  *acc_b = unpair16(_mm256_add_epi32(lb0, lb1), _mm256_add_epi32(hb0, hb1));
 }
 
 #define MAX_TAPS 64
@@ -80,7 +132,24 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
         while (kw_begin < kw_n && iw0 + (ptrdiff_t)kw_begin * g->dilation_w < 0) kw_begin++;
         while (kw_end > kw_begin && iw0 + (ptrdiff_t)(kw_end - 1) * g->dilation_w >= in_w) kw_end--;
         const int8_t* corner = inside ? x_n + ((size_t)ih0 * g->in_w + (size_t)iw0) * channels : NULL;
-        for (size_t c = 0; c < channels; c += 16) {
+        size_t c = 0;
+        if (inside) {
+          for (; c + 32 <= channels; c += 32) {
+            __m512i acc[2];
+            inside32(corner + c, off, pairs, wpairs + c / 16 * pairs * 32, &acc[0], &acc[1]);
+            for (size_t b = 0; b < 2; b++) {
+              const size_t cb = c + 16 * b;
+              const __m512i mult = _mm512_loadu_si512(w + channels + cb);
+              const __m512i left = _mm512_loadu_si512(w + 2 * channels + cb);
+              const __m512i right = _mm512_loadu_si512(w + 3 * channels + cb);
+              const __m512i sum = _mm512_add_epi32(_mm512_loadu_si512(bias_in + cb), acc[b]);
+              __m512i v = _mm512_add_epi32(tether_qs8_requant_avx512(sum, mult, left, right), yz);
+              v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+              tether_qs8_store16_avx512(yp + cb, (__mmask16)0xFFFFu, v);
+            }
+          }
+        }
+        for (; c < channels; c += 16) {
           const size_t rest = channels - c;
           const __mmask16 m = (__mmask16)(rest >= 16 ? 0xFFFFu : (1u << rest) - 1u);
           __m512i acc;

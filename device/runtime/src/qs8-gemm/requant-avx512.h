@@ -28,12 +28,17 @@ static inline __m512i tether_qs8_requant_avx512(__m512i acc, __m512i mult, __m51
   return _mm512_mask_add_epi32(shifted, _mm512_cmpgt_epi32_mask(rem, threshold), shifted, one);
 }
 
-/* Stores lanes m of v (already clamped to int8) as bytes. The narrowing stays in a register:
- * compilers otherwise fuse it into vpmovdb's store form, which is slow on AMD Zen 4. */
+/* Stores lanes m of v (already clamped to int8) as bytes. The narrowing stays in a register
+ * (compilers otherwise fuse it into vpmovdb's store form) and whole vectors take a plain
+ * store: both the fused and the byte-masked stores are slow on AMD Zen 4. */
 static inline void tether_qs8_store16_avx512(int8_t* p, __mmask16 m, __m512i v) {
   __m128i bytes = _mm512_cvtepi32_epi8(v);
   __asm__("" : "+v"(bytes));
-  _mm_mask_storeu_epi8(p, m, bytes);
+  if (m == (__mmask16)0xFFFFu) {
+    _mm_storeu_si128((__m128i*)p, bytes);
+  } else {
+    _mm_mask_storeu_epi8(p, m, bytes);
+  }
 }
 
 #endif  /* TETHER_QS8_REQUANT_AVX512_H_ */
