@@ -10,6 +10,7 @@ reference for ``flower-supernode`` / ``flwr run``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -61,16 +62,25 @@ class FedConfig:
         epochs: E local epochs (default 5).
         batch_size: B; 0 means full batch (FedSGD) (default 10).
         lr: Client learning rate (default 0.1).
-        hidden: MLP hidden units; 0 = softmax regression (default 200).
+        model: "cnn" (conv5x5(8)-pool-conv5x5(16)-pool-dense, 11,274 parameters on mnist5k) or
+            "mlp" (784-hidden-10) (default "cnn").
+        hidden: MLP hidden units; 0 = softmax regression (default 200; ignored by the CNN).
         codec: Uplink codec spec (default "none").
         downlink: Downlink codec spec or "" (default "").
         secagg: Secure aggregation (default False).
         secagg_threshold: t as a fraction of the sampled clients (default 0.5).
         secagg_levels: Levels L of the shared stochastic-quantization grid (default 7 = 4 bits).
         secagg_clip: Grid range [-c, c] per coordinate of an update (default 0.05).
+        secagg_weighted: FedAvg's n_k/n weights under secure aggregation: each client masks
+            n_k * q_k and n_k, the server divides the two secure sums (default True; False =
+            survivors weighted equally).
+        secagg_max_weight: Largest n_k a client may send; sets the modulus (default 0 = the
+            largest partition of this config).
         dropout: Probability that a sampled client drops after sharing keys (secagg) or
             before replying (default 0).
-        dp_clip: Client-level DP clip C; 0 disables DP (default 0).
+        dp_clip: Client-level DP clip C; 0 disables DP (default 0). Without secure aggregation
+            the server clips and adds the noise (central DP); with it each client clips its
+            update and adds its share of the noise (distributed DP, see ``secagg_flower``).
         dp_noise: DP noise multiplier z (default 1.0).
         seed: Seed of partitions, init and sampling-side randomness (default 0).
         out: JSON file the ServerApp writes its report to ("" = none).
@@ -86,6 +96,7 @@ class FedConfig:
     epochs: int = 5
     batch_size: int = 10
     lr: float = 0.1
+    model: str = "cnn"
     hidden: int = 200
     codec: str = "none"
     downlink: str = ""
@@ -93,6 +104,8 @@ class FedConfig:
     secagg_threshold: float = 0.5
     secagg_levels: int = 7
     secagg_clip: float = 0.05
+    secagg_weighted: bool = True
+    secagg_max_weight: int = 0
     dropout: float = 0.0
     dp_clip: float = 0.0
     dp_noise: float = 1.0
@@ -107,6 +120,8 @@ class FedConfig:
             raise ValueError(f"FedConfig.fraction must be in (0, 1]. Received: fraction={self.fraction}")
         if self.partition not in ("iid", "noniid"):
             raise ValueError(f"FedConfig.partition must be 'iid' or 'noniid'. Received: {self.partition!r}")
+        if self.model not in ("cnn", "mlp"):
+            raise ValueError(f"FedConfig.model must be 'cnn' or 'mlp'. Received: {self.model!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"FedConfig.dropout must be in [0, 1). Received: dropout={self.dropout}")
 
@@ -115,11 +130,12 @@ class FedConfig:
 
     @classmethod
     def from_run_config(cls, rc: Any) -> FedConfig:
-        kw = {}
+        kw: dict[str, Any] = {}
         for f in fields(cls):
             key = f.name.replace("_", "-")
             if key in rc:
-                kw[f.name] = type(f.default)(rc[key]) if not isinstance(f.default, bool) else \
+                default: Any = f.default
+                kw[f.name] = type(default)(rc[key]) if not isinstance(default, bool) else \
                     str(rc[key]).lower() in ("1", "true", "yes")
         return cls(**kw)
 
@@ -136,10 +152,17 @@ class RunReport:
 _DATA: dict[tuple[str, str, int, int], tuple[Any, list[np.ndarray]]] = {}
 
 
-def load_partition(cfg: FedConfig, pid: int) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of partition ``pid`` (x flattened to (n, features)); cached per process."""
+@functools.lru_cache(maxsize=4)
+def _load(name: str) -> Any:
+    """``tether.data.load(name)`` once per process (mnist5k parses a CSV: seconds)."""
     from tether.data import load
 
+    return load(name)
+
+
+def load_partition(cfg: FedConfig, pid: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of partition ``pid`` (x flattened to (n, features)); cached per process."""
+    load = _load
     key = (cfg.dataset, cfg.partition, cfg.clients, cfg.seed)
     if key not in _DATA:
         ds = load(cfg.dataset)
@@ -150,9 +173,7 @@ def load_partition(cfg: FedConfig, pid: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _test_split(cfg: FedConfig) -> tuple[np.ndarray, np.ndarray]:
-    from tether.data import load
-
-    ds = load(cfg.dataset)
+    ds = _load(cfg.dataset)
     return ds.x_test.reshape(len(ds.x_test), -1), ds.y_test
 
 
@@ -165,7 +186,8 @@ def _train_handler(cfg_fixed: FedConfig | None):
         keys = list(rec)
         params = [rec[k].numpy() for k in keys]
         conf = msg.content.config_records.get("config", ConfigRecord())
-        rnd = int(conf.get("server-round", 0))
+        rnd_v = conf.get("server-round", 0)
+        rnd = int(rnd_v) if isinstance(rnd_v, (int, float)) else 0
         if (cfg.dropout > 0 and not cfg.secagg
                 and np.random.default_rng([cfg.seed, rnd, pid, 7]).random() < cfg.dropout):
             raise RuntimeError(f"simulated dropout of partition {pid} in round {rnd}")
@@ -208,16 +230,39 @@ def make_server_app(cfg: FedConfig | None = None, report: RunReport | None = Non
     return app
 
 
-def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None) -> RunReport:
-    """The ServerApp body: build the strategy, run it, collect per-round figures."""
+def init_model(c: FedConfig, x_test: np.ndarray, n_out: int) -> list[np.ndarray]:
+    """Initial global parameters of ``c.model`` for inputs shaped like ``x_test[0]``."""
+    if c.model == "cnn":
+        side = int(round(np.sqrt(x_test[0].size)))
+        return model.init_cnn((side, side, x_test[0].size // (side * side)), n_out, seed=c.seed)
+    return model.init_params(x_test.shape[1], n_out, c.hidden, seed=c.seed)
+
+
+def _largest_partition(c: FedConfig) -> int:
+    load_partition(c, 0)
+    return max(len(p) for p in _DATA[(c.dataset, c.partition, c.clients, c.seed)][1])
+
+
+class _TargetReached(Exception):
+    """Raised inside the server's evaluation to end a run once the target accuracy is met."""
+
+
+def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None,
+               eval_every: int = 1, stop_at: float | None = None) -> RunReport:
+    """The ServerApp body: build the strategy, run it, collect per-round figures.
+
+    The global model is evaluated on the test split after every ``eval_every``-th round, after
+    the last one, and after every round once the last accuracy measured is within 0.02 of
+    ``stop_at`` (so the first round reaching it is found exactly unless accuracy jumps more
+    than that between two evaluations); other rounds report accuracy NaN. ``stop_at`` (default
+    None) ends the run after the first round whose accuracy is >= it."""
     from tether.federated.secagg_flower import SecAggFedAvg
 
     t0 = time.time()
     rep = report if report is not None else RunReport(asdict(c))
     rep.config = asdict(c)
     xt, yt = _test_split(c)
-    n_in, n_out = xt.shape[1], int(yt.max()) + 1
-    init = model.init_params(n_in, n_out, c.hidden, seed=c.seed)
+    init = init_model(c, xt, int(yt.max()) + 1)
     keys = [str(i) for i in range(len(init))]
     sample = max(1, round(c.clients * c.fraction))
     kw: dict[str, Any] = {"fraction_train": c.fraction, "fraction_evaluate": 0.0,
@@ -225,22 +270,35 @@ def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None) -> Run
     dp = DPConfig(c.dp_clip, c.dp_noise) if c.dp_clip > 0 else None
     if c.secagg:
         strategy: TetherFedAvg = SecAggFedAvg(threshold=c.secagg_threshold, levels=c.secagg_levels,
-                                              clip=c.secagg_clip, dropout=c.dropout, seed=c.seed, **kw)
+                                              clip=c.secagg_clip, dropout=c.dropout, seed=c.seed,
+                                              weighted=c.secagg_weighted, dp=dp,
+                                              max_weight=c.secagg_max_weight or _largest_partition(c), **kw)
     else:
         strategy = TetherFedAvg(codec=c.codec, downlink=c.downlink or None, dp=dp, seed=c.seed, **kw)
     accs: dict[int, float] = {}
+    losses: dict[int, float] = {}
 
-    def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+    def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
+        last = accs[max(accs)] if accs else 0.0
+        close = stop_at is not None and last >= stop_at - 0.02
+        if rnd % eval_every and rnd != c.rounds and not close:
+            return None
         loss, acc = model.evaluate([arrays[k].numpy() for k in keys], xt, yt)
-        accs[rnd] = acc
+        accs[rnd], losses[rnd] = acc, loss
+        if stop_at is not None and rnd > 0 and acc >= stop_at:
+            raise _TargetReached(rnd)
         return MetricRecord({"loss": loss, "accuracy": acc})
 
-    strategy.start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in zip(keys, init)}),
-                   num_rounds=c.rounds, timeout=600, evaluate_fn=evaluate_fn)
+    try:
+        strategy.start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in zip(keys, init)}),
+                       num_rounds=c.rounds, timeout=600, evaluate_fn=evaluate_fn)
+    except _TargetReached as hit:
+        logger.info("target accuracy %s reached in round %s; run stopped", stop_at, hit.args[0])
     rows = []
     for row in strategy.history:
         r = dict(row)
         r["accuracy"] = accs.get(int(r["round"]), float("nan"))
+        r["test_loss"] = losses.get(int(r["round"]), float("nan"))
         rows.append(r)
     rep.rounds = rows
     rep.wall_s = time.time() - t0

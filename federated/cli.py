@@ -37,25 +37,40 @@ def simulate(
     batch_size: int = typer.Option(10, "--batch-size", help="B; 0 = full batch (FedSGD)"),
     lr: float = typer.Option(0.1, "--lr", help="Client learning rate"),
     dataset: str = typer.Option("mnist5k", "--dataset", help="Built-in dataset"),
+    model: str = typer.Option("cnn", "--model", help="cnn (conv-pool-conv-pool-dense) or mlp"),
+    hidden: int = typer.Option(200, "--hidden", help="MLP hidden units (0 = softmax regression)"),
+    secagg_weighted: bool = typer.Option(True, "--secagg-weighted/--secagg-unweighted",
+                                         help="n_k/n weights under secure aggregation"),
     dp_clip: float = typer.Option(0.0, "--dp-clip", help="Client-level DP clip C (0 = off)"),
     dp_noise: float = typer.Option(1.0, "--dp-noise", help="DP noise multiplier z"),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
     cpus: int | None = typer.Option(None, "--cpus", help="Ray actors (default: all cores)"),
+    local: bool = typer.Option(False, "--local", help="Run in this process on a LocalGrid (no Ray): "
+                               "same strategy and ClientApp, clients one after the other"),
 ) -> None:
-    """Run a federated simulation on Flower's Simulation Engine (Ray backend)."""
+    """Run a federated simulation on Flower's Simulation Engine (Ray backend) or in process."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     from dataclasses import asdict
 
     from tether.federated.apps import FedConfig
-    from tether.federated.apps import simulate as run
+    from tether.federated.apps import RunReport
+    from tether.federated.apps import simulate as ray_run
+
+    def run(c: FedConfig, num_cpus: int | None) -> RunReport:
+        if local:
+            from tether.federated.local import run_local
+
+            return run_local(c)
+        return ray_run(c, num_cpus=num_cpus)
 
     try:
         cfg = FedConfig(dataset=dataset, clients=clients, partition=partition, fraction=fraction,
                         rounds=rounds, epochs=epochs, batch_size=batch_size, lr=lr, codec=codec,
                         downlink=downlink, secagg=secagg, dropout=dropout, dp_clip=dp_clip,
-                        dp_noise=dp_noise, seed=seed)
+                        dp_noise=dp_noise, seed=seed, model=model, hidden=hidden,
+                        secagg_weighted=secagg_weighted)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

@@ -49,6 +49,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -73,8 +74,8 @@ __all__ = [
 
 MAGIC = b"TC"
 VERSION = 1
-_DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f8"), 2: np.dtype("<f2")}
-_DTYPE_CODES = {np.dtype(v).newbyteorder("="): k for k, v in _DTYPES.items()}
+_DTYPES: dict[int, np.dtype[Any]] = {0: np.dtype("<f4"), 1: np.dtype("<f8"), 2: np.dtype("<f2")}
+_DTYPE_CODES: dict[np.dtype[Any], int] = {v.newbyteorder("="): k for k, v in _DTYPES.items()}
 CODEC_IDS = {"none": 0, "qsgd": 1, "terngrad": 2, "signsgd": 3, "topk": 4, "mask": 5, "lowrank": 6}
 
 
@@ -96,7 +97,7 @@ def _header(codec_id: int, x: np.ndarray) -> bytes:
                        x.ndim, *x.shape)
 
 
-def _parse_header(buf: bytes) -> tuple[int, np.dtype, tuple[int, ...], int]:
+def _parse_header(buf: bytes) -> tuple[int, np.dtype[Any], tuple[int, ...], int]:
     if len(buf) < 6 or buf[:2] != MAGIC:
         raise CodecError(f"payload does not start with magic b'TC'. Received: {bytes(buf[:2])!r}")
     _, ver, cid, dcode, nd = struct.unpack_from("<2sBBBB", buf, 0)
@@ -107,7 +108,7 @@ def _parse_header(buf: bytes) -> tuple[int, np.dtype, tuple[int, ...], int]:
     if len(buf) < 6 + 4 * nd:
         raise CodecError("payload truncated inside the shape field")
     shape = struct.unpack_from(f"<{nd}I", buf, 6)
-    return cid, _DTYPES[dcode], tuple(shape), 6 + 4 * nd
+    return int(cid), _DTYPES[dcode], tuple(int(s) for s in shape), 6 + 4 * int(nd)
 
 
 def _need(buf: bytes, end: int, what: str) -> None:

@@ -454,12 +454,21 @@ class SecAggServer:
 def aggregate_in_process(inputs: Sequence[np.ndarray], threshold: int,
                          dropped: Iterable[int] = (), *, frac_bits: int = 24,
                          modulus_bits: int = 48, neighbours: int | None = None,
-                         graph_seed: int = 0) -> np.ndarray:
+                         graph_seed: int = 0, weights: Sequence[int] | None = None) -> np.ndarray:
     """sum_{u not dropped} inputs[u], computed by running the whole protocol in one process.
 
     Float inputs are put on the fixed-point grid 2^-frac_bits first and the result is the
     exact sum of those grid values; integer inputs are summed exactly mod 2^modulus_bits
     (returned as signed int64).
+
+    With ``weights`` (FedAvg's n_u), client u masks the vector [n_u * x_u, n_u] (x_u on the
+    grid, so n_u * x_u is an exact integer) and the server returns the weighted mean
+    sum_u n_u x_u / sum_u n_u over the survivors: both sums are exact, only the final
+    division rounds (float64).
+
+    >>> aggregate_in_process([np.array([1.0]), np.array([4.0]), np.array([7.0])], 2,
+    ...                      weights=[1, 2, 3], dropped=[2]).tolist()
+    [3.0]
 
     Args:
         inputs: One 1-D (or any shape, flattened) array per client; client ids are 0..n-1.
@@ -470,9 +479,12 @@ def aggregate_in_process(inputs: Sequence[np.ndarray], threshold: int,
         modulus_bits: k of Z_{2^k} (default 48).
         neighbours: None for the complete graph; an even k for the sparse graph.
         graph_seed: Seed of the sparse graph.
+        weights: Positive integer weights n_u, one per input (default None: plain sum).
+            The caller picks ``modulus_bits`` large enough for sum_u n_u |x_u| 2^frac_bits.
 
     Raises:
         SecAggAbort: fewer than ``threshold`` clients survive a stage.
+        ValueError: ``weights`` has the wrong length or a non-positive entry.
     """
     cfg = SecAggConfig(threshold, modulus_bits, neighbours, graph_seed)
     if not inputs:
@@ -484,6 +496,13 @@ def aggregate_in_process(inputs: Sequence[np.ndarray], threshold: int,
         else to_fixed(np.asarray(x).reshape(-1), frac_bits, modulus_bits)
         for x in inputs
     ]
+    if weights is not None:
+        if len(weights) != len(inputs) or any(int(w) < 1 for w in weights):
+            raise ValueError(f"aggregate_in_process: weights must be {len(inputs)} positive integers. "
+                             f"Received: {list(weights)}")
+        # n_u * x_u and n_u in Z_{2^k}: multiplication mod 2^k is exact for two's complement
+        enc = [np.concatenate([(e * np.uint64(int(w))) & cfg.mask, [np.uint64(int(w))]])
+               for e, w in zip(enc, weights)]
     n = len(inputs)
     drop = set(dropped)
     clients = {u: SecAggClient(u, cfg) for u in range(n)}
@@ -494,6 +513,10 @@ def aggregate_in_process(inputs: Sequence[np.ndarray], threshold: int,
               for u in clients if u not in drop}
     u3 = server.collect_masked(masked)
     total = server.unmask({u: clients[u].unmask(u3) for u in u3})
+    if weights is not None:
+        sums = _signed(total, modulus_bits)
+        num = sums[:-1].astype(np.float64) if is_int else from_fixed(total[:-1], frac_bits, modulus_bits)
+        return (num / float(sums[-1])).reshape(shape)
     if is_int:
         return _signed(total, modulus_bits).reshape(shape)
     return from_fixed(total, frac_bits, modulus_bits).reshape(shape)

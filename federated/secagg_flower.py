@@ -13,14 +13,34 @@ message type               server -> client                                     
 
 Client side, :class:`SecAggMod` answers the ``query.secagg_*`` messages itself and wraps TRAIN:
 after the ClientApp has trained, it quantizes the update onto the shared grid
-``q = stochastic_round(clip(Delta, -c, c) * L / c)`` (unbiased for the clipped update), appends a
-count of 1, masks the integer vector in Z_{2^k} (k = bits of 2*L*m + 1 plus one, m = sampled
-clients) and bit-packs it to k bits per element. Its state between messages lives in the
-node's ``context.state``, so any Ray actor or SuperNode process can serve any stage.
+``q = stochastic_round(clip(Delta, -c, c) * L / c)`` (unbiased for the clipped update), masks
+the integer vector ``[n_k * q, n_k]`` in Z_{2^k} (n_k = the reply's ``num-examples``, at most
+``max_weight`` = W; k = bits of 2*L*m*W + 1 plus one, m = sampled clients) and bit-packs it to
+k bits per element. Its state between messages lives in the node's ``context.state``, so any
+Ray actor or SuperNode process can serve any stage.
 
 Server side, :class:`SecAggFedAvg` runs the key stages inside ``configure_train`` and the unmask
-stage inside ``aggregate_train`` and applies w <- w + (c / L) * sum_u q_u / |U3|: the mean
-over surviving clients (FedAvg's n_k/n weights when partitions are equal-sized).
+stage inside ``aggregate_train`` and applies
+
+    w <- w + (c / L) * sum_u n_u q_u / sum_u n_u        (u in U3, the survivors)
+
+FedAvg's n_k/n weighting (Algorithm 12.1) over the survivors, where both sums are exact
+integers; the server only ever sees the two sums. It checks the secure sum of n_u against
+the num-examples the survivors reported, so masks that failed to cancel abort the round.
+``weighted=False`` sends n_k = 1 (survivors weighted equally, k smaller by log2(W) bits).
+
+Distributed DP (``dp=DPConfig(C, z)``): each client clips its update to L2 norm C and adds
+N(0, (z C)^2 / t) to every coordinate before quantizing, t = the secure-aggregation
+threshold (the fewest survivors a round accepts), with n_k = 1. The sum over |U3| >= t
+survivors thus carries noise of std z C sqrt(|U3| / t) >= z C, the std central DP adds, and
+the server (who sees only the sum) never holds an un-noised update. The price: (1) noise is
+drawn for t clients but |U3| usually exceed t, so the sum carries up to sqrt(m / t) times more
+noise than central DP for the same epsilon; (2) the grid clip c must cover the noise
+(c of about 3 z C / sqrt(t) or more), so coarse grids (small L) add quantization error;
+(3) epsilon is accounted for the Gaussian mechanism on the sum, with the sampling rate m/N;
+stochastic rounding and coordinate clipping after the noise are not part of that analysis
+(the distributed discrete Gaussian of Kairouz et al. 2021 would be), so the reported
+epsilon describes the continuous mechanism.
 """
 
 from __future__ import annotations
@@ -45,8 +65,10 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from tether.federated.codecs import _pack_bits, _unpack_bits
+from tether.federated.dp import DPConfig, RdpAccountant, clip_update
 from tether.federated.secagg import (
     SecAggAbort,
+    SecAggError,
     SecAggClient,
     SecAggConfig,
     SecAggServer,
@@ -61,6 +83,50 @@ QUERY_ACTIONS = ("secagg_keys", "secagg_share", "secagg_unmask")
 logger = logging.getLogger(__name__)
 
 _STATE = "secagg-client"
+
+
+def _field(rec: ConfigRecord | MetricRecord, key: str) -> object:
+    if key not in rec:
+        raise SecAggError(f"secure aggregation message: record has no field {key!r} "
+                          f"(fields: {sorted(rec)}); client and server versions differ?")
+    return rec[key]
+
+
+def _i(rec: ConfigRecord | MetricRecord, key: str) -> int:
+    v = _field(rec, key)
+    if isinstance(v, (bool, int, float, str)):
+        return int(v)
+    raise SecAggError(f"secure aggregation message: field {key!r} must be a number. Received: {type(v).__name__}")
+
+
+def _f(rec: ConfigRecord, key: str, default: float | None = None) -> float:
+    if default is not None and key not in rec:
+        return default
+    v = _field(rec, key)
+    if isinstance(v, (bool, int, float, str)):
+        return float(v)
+    raise SecAggError(f"secure aggregation message: field {key!r} must be a number. Received: {type(v).__name__}")
+
+
+def _b(rec: ConfigRecord, key: str) -> bytes:
+    v = _field(rec, key)
+    if isinstance(v, bytes):
+        return v
+    raise SecAggError(f"secure aggregation message: field {key!r} must be bytes. Received: {type(v).__name__}")
+
+
+def _ls(rec: ConfigRecord, key: str) -> list[str]:
+    v = _field(rec, key)
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return [str(x) for x in v]
+    raise SecAggError(f"secure aggregation message: field {key!r} must be a list of str")
+
+
+def _lb(rec: ConfigRecord, key: str) -> list[bytes]:
+    v = _field(rec, key)
+    if isinstance(v, list) and all(isinstance(x, bytes) for x in v):
+        return [bytes(x) for x in v if isinstance(x, bytes)]
+    raise SecAggError(f"secure aggregation message: field {key!r} must be a list of bytes")
 
 
 def stochastic_grid(x: np.ndarray, levels: int, clip: float, rng: np.random.Generator) -> np.ndarray:
@@ -93,14 +159,14 @@ def _load(ctxt: Context) -> SecAggClient:
     from tether.federated.secagg import neighbours_of
 
     s = ctxt.state.config_records[_STATE]
-    cfg = SecAggConfig(int(s["t"]), int(s["k"]), int(s["nb"]) or None, int(s["gs"]))
-    c = SecAggClient(int(str(s["cid"])), cfg, X25519PrivateKey.from_private_bytes(bytes(s["c_sk"])),
-                     X25519PrivateKey.from_private_bytes(bytes(s["s_sk"])), bytes(s["b"]))
-    c._keys = {int(i): (bytes(a), bytes(b)) for i, a, b in zip(s["ids"], s["c_pk"], s["s_pk"]) if i}
+    cfg = SecAggConfig(_i(s, "t"), _i(s, "k"), _i(s, "nb") or None, _i(s, "gs"))
+    c = SecAggClient(_i(s, "cid"), cfg, X25519PrivateKey.from_private_bytes(_b(s, "c_sk")),
+                     X25519PrivateKey.from_private_bytes(_b(s, "s_sk")), _b(s, "b"))
+    c._keys = {int(i): (a, b) for i, a, b in zip(_ls(s, "ids"), _lb(s, "c_pk"), _lb(s, "s_pk")) if i}
     if c._keys:
         c._nbrs = neighbours_of(c._keys, cfg)[c.cid]
-    c._inbox = {int(i): bytes(ct) for i, ct in zip(s["in_ids"], s["in_ct"]) if i}
-    c._u2 = frozenset(int(i) for i in s["u2"] if i)
+    c._inbox = {int(i): ct for i, ct in zip(_ls(s, "in_ids"), _lb(s, "in_ct")) if i}
+    c._u2 = frozenset(int(i) for i in _ls(s, "u2") if i)
     return c
 
 
@@ -121,7 +187,7 @@ class SecAggMod:
         cid = msg.metadata.dst_node_id
         if mtype == "query.secagg_keys":
             p = msg.content.config_records["secagg"]
-            cfg = SecAggConfig(int(p["t"]), int(p["k"]), int(p["nb"]) or None, int(p["gs"]))
+            cfg = SecAggConfig(_i(p, "t"), _i(p, "k"), _i(p, "nb") or None, _i(p, "gs"))
             c = SecAggClient(cid, cfg)
             _save(ctxt, c)
             c_pk, s_pk = c.advertise()
@@ -129,7 +195,7 @@ class SecAggMod:
         if mtype == "query.secagg_share":
             p = msg.content.config_records["secagg"]
             c = _load(ctxt)
-            keys = {int(i): (bytes(a), bytes(b)) for i, a, b in zip(p["ids"], p["c_pk"], p["s_pk"])}
+            keys = {int(i): (a, b) for i, a, b in zip(_ls(p, "ids"), _lb(p, "c_pk"), _lb(p, "s_pk"))}
             cts, commit = c.share_keys(keys)
             _save(ctxt, c)
             return _reply(msg, ConfigRecord({"ids": [str(v) for v in cts], "ct": list(cts.values()),
@@ -137,7 +203,7 @@ class SecAggMod:
         if mtype == "query.secagg_unmask":
             p = msg.content.config_records["secagg"]
             c = _load(ctxt)
-            out = c.unmask(int(i) for i in p["u3"])
+            out = c.unmask(int(i) for i in _ls(p, "u3"))
             return _reply(msg, ConfigRecord({"ids": [str(v) for v in out] or [""],
                                              "kind": [k for k, _ in out.values()] or [""],
                                              "share": [y.to_bytes(66, "little") for _, y in out.values()] or [b""]}))
@@ -156,27 +222,41 @@ class SecAggMod:
     def _train(self, msg: Message, ctxt: Context,
                call_next: Callable[[Message, Context], Message]) -> Message:
         p = msg.content.config_records["secagg"]
-        rnd = int(msg.content.config_records["config"].get("server-round", 0))
-        rng = np.random.default_rng([int(p["seed"]), rnd, msg.metadata.dst_node_id % (2**32)])
-        if rng.random() < float(p["dropout"]):
+        conf = msg.content.config_records["config"]
+        rnd = _i(conf, "server-round") if "server-round" in conf else 0
+        rng = np.random.default_rng([_i(p, "seed"), rnd, msg.metadata.dst_node_id % (2**32)])
+        if rng.random() < _f(p, "dropout"):
             return Message(Error(code=0, reason=f"simulated dropout after key sharing (round {rnd})"),
                            reply_to=msg)
         c = _load(ctxt)
+        weighted = "weighted" in p and bool(_i(p, "weighted"))
+        dp_clip, dp_std = _f(p, "dp_clip", 0.0), _f(p, "dp_std", 0.0)
         akey = next(iter(msg.content.array_records))
-        base = {k: a.numpy() for k, a in msg.content[akey].items()}
-        inbox = {int(i): bytes(ct) for i, ct in zip(p["in_ids"], p["in_ct"]) if i}
-        u2 = [int(i) for i in p["u2"]]
+        base = {k: a.numpy() for k, a in msg.content.array_records[akey].items()}
+        inbox = {int(i): ct for i, ct in zip(_ls(p, "in_ids"), _lb(p, "in_ct")) if i}
+        u2 = [int(i) for i in _ls(p, "u2")]
         reply = call_next(msg, ctxt)
         if reply.has_error():
             return reply
         new = next(iter(reply.content.array_records.values()))
-        delta = np.concatenate([(new[k].numpy().astype(np.float64) - base[k]).reshape(-1) for k in base])
-        q = stochastic_grid(delta, int(p["levels"]), float(p["clip"]), rng)
-        vec = np.concatenate([q, [1]]).astype(np.int64).view(np.uint64) & c.config.mask
+        metrics = next(iter(reply.content.metric_records.values()))
+        parts = [(new[k].numpy().astype(np.float64) - base[k]).reshape(-1) for k in base]
+        if dp_clip > 0:  # distributed DP: clip, then this client's share of the noise
+            parts = clip_update(parts, dp_clip)
+        delta = np.concatenate(parts)
+        if dp_std > 0:
+            delta = delta + rng.normal(0.0, dp_std, delta.shape)
+        q = stochastic_grid(delta, _i(p, "levels"), _f(p, "clip"), rng)
+        weight = 1
+        if weighted:
+            weight = _i(metrics, "num-examples")
+            if not 1 <= weight <= _i(p, "max_weight"):
+                raise ValueError(f"secure aggregation: num-examples={weight} of node {c.cid} is outside "
+                                 f"[1, max_weight={_i(p, 'max_weight')}]; raise SecAggFedAvg max_weight")
+        vec = np.concatenate([q * weight, [weight]]).astype(np.int64).view(np.uint64) & c.config.mask
         y = c.masked_input(vec, inbox, u2)
         _save(ctxt, c)
         k = c.config.modulus_bits
-        metrics = next(iter(reply.content.metric_records.values()))
         return Message(content=RecordDict({
             "secagg-y": ArrayRecord({"y": Array(np.frombuffer(_pack_bits(y, k), np.uint8).copy())}),
             "metrics": metrics}), reply_to=msg)
@@ -193,15 +273,27 @@ class SecAggFedAvg(TetherFedAvg):
         dropout: Probability with which each client is told to simulate a drop after sharing
             keys (default 0; for tests and benchmarks).
         seed: Seed of the simulated dropouts and quantization (default 0).
+        weighted: Weight survivors by their num-examples n_k (default True); False weights
+            them equally. Ignored (equal weights) under ``dp``.
+        max_weight: W, the largest n_k a client may send (default 1024); sets the modulus,
+            each doubling costs one bit per coordinate on the wire.
+        dp: Distributed DP (see module docstring); None (default) disables it. The
+            accountant's epsilon is in ``history`` per round.
+        timeout: Seconds each exchange waits for replies (default 600).
         **kwargs: Passed to FedAvg.
     """
 
     def __init__(self, *, threshold: float = 0.5, levels: int = 7, clip: float = 0.05,
                  neighbours: int | None = None, dropout: float = 0.0, seed: int = 0,
+                 weighted: bool = True, max_weight: int = 1024, dp: DPConfig | None = None,
                  timeout: float = 600, **kwargs: object) -> None:
-        super().__init__(seed=seed, **kwargs)
+        super().__init__(seed=seed, **kwargs)  # type: ignore[arg-type]
         if not 0 < threshold <= 1:
             raise ValueError(f"SecAggFedAvg threshold must be in (0, 1]. Received: {threshold}")
+        if max_weight < 1:
+            raise ValueError(f"SecAggFedAvg max_weight must be >= 1. Received: {max_weight}")
+        self.weighted, self.max_weight, self.secagg_dp = weighted and dp is None, max_weight, dp
+        self._sa_accountant: RdpAccountant | None = None
         self.threshold, self.levels, self.clip = threshold, levels, clip
         self.neighbours, self.dropout, self.seed, self.timeout = neighbours, dropout, seed, timeout
         self._server: SecAggServer | None = None
@@ -230,28 +322,38 @@ class SecAggFedAvg(TetherFedAvg):
         size = max(int(self._n_nodes * self.fraction_train), self.min_train_nodes)
         nodes, _ = sample_nodes(grid, self.min_available_nodes, size)
         t = max(2, math.ceil(self.threshold * len(nodes)))
-        k = max(8, (2 * self.levels * len(nodes) + 1).bit_length() + 1)
+        w_max = self.max_weight if self.weighted else 1
+        k = max(8, (2 * self.levels * len(nodes) * w_max + 1).bit_length() + 1)
+        if k > 64:
+            raise SecAggAbort(f"secure aggregation: 2*levels*clients*max_weight = "
+                              f"{2 * self.levels * len(nodes) * w_max} needs {k} > 64 modulus bits; "
+                              "lower levels or max_weight")
+        self._t, self._m = t, len(nodes)
         cfg = SecAggConfig(t, k, self.neighbours, self.seed + server_round)
         length = sum(a.size for a in self._global.values()) + 1
         self._server = server = SecAggServer(cfg, length)
         base = {"t": t, "k": k, "nb": self.neighbours or 0, "gs": cfg.graph_seed}
         got = self._exchange(grid, nodes, "query.secagg_keys", lambda n: ConfigRecord(base))
-        keys = server.collect_keys({n: (bytes(r["c_pk"]), bytes(r["s_pk"])) for n, r in got.items()})
+        keys = server.collect_keys({n: (_b(r, "c_pk"), _b(r, "s_pk")) for n, r in got.items()})
         ids = sorted(keys)
         pk = ConfigRecord({"ids": [str(i) for i in ids], "c_pk": [keys[i][0] for i in ids],
                            "s_pk": [keys[i][1] for i in ids]})
         got = self._exchange(grid, ids, "query.secagg_share", lambda n: pk)
-        inbox = server.route_shares({n: ({int(v): bytes(ct) for v, ct in zip(r["ids"], r["ct"])},
-                                         bytes(r["commit"])) for n, r in got.items()})
+        inbox = server.route_shares({n: ({int(v): ct for v, ct in zip(_ls(r, "ids"), _lb(r, "ct"))},
+                                         _b(r, "commit")) for n, r in got.items()})
         config["server-round"] = server_round
         config["codec"] = "none"
         u2 = [str(i) for i in sorted(server.u2)]
         msgs = []
         for n in sorted(server.u2):
             box = inbox[n]
+            dp = self.secagg_dp
             sec = ConfigRecord({"in_ids": [str(v) for v in box] or [""], "in_ct": list(box.values()) or [b""],
                                 "u2": u2, "levels": self.levels, "clip": self.clip,
-                                "dropout": self.dropout, "seed": self.seed})
+                                "dropout": self.dropout, "seed": self.seed, "weighted": self.weighted,
+                                "max_weight": self.max_weight,
+                                "dp_clip": dp.clip if dp is not None else 0.0,
+                                "dp_std": dp.noise_multiplier * dp.clip / math.sqrt(t) if dp is not None else 0.0})
             msgs.append(Message(RecordDict({"arrays": arrays, "config": config, "secagg": sec}),
                                 dst_node_id=n, message_type=MessageType.TRAIN))
         self._down_bytes = sum(wire_bytes(m) for m in msgs)
@@ -268,21 +370,23 @@ class SecAggFedAvg(TetherFedAvg):
                 logger.info("round %s: node %s dropped: %s", server_round, m.metadata.src_node_id,
                             m.error.reason)
         k = server.config.modulus_bits
-        masked = {m.metadata.src_node_id: _unpack_bits(m.content["secagg-y"]["y"].numpy().tobytes(), k,
+        masked = {m.metadata.src_node_id: _unpack_bits(m.content.array_records["secagg-y"]["y"].numpy().tobytes(), k,
                                                        server.length).astype(np.uint64)
                   for m in valid}
         u3 = server.collect_masked(masked)
         got = self._exchange(self._grid, sorted(u3), "query.secagg_unmask",
                              lambda n: ConfigRecord({"u3": [str(i) for i in sorted(u3)]}))
-        total = server.unmask({n: {int(v): (str(kd), int.from_bytes(bytes(sh), "little"))
-                                   for v, kd, sh in zip(r["ids"], r["kind"], r["share"]) if v}
+        total = server.unmask({n: {int(v): (kd, int.from_bytes(sh, "little"))
+                                   for v, kd, sh in zip(_ls(r, "ids"), _ls(r, "kind"), _lb(r, "share")) if v}
                                for n, r in got.items()})
-        s = _signed(total, k).astype(np.float64)
-        count = s[-1]
-        if count != len(u3):
-            raise SecAggAbort(f"secure aggregation round {server_round}: unmasked count {count} "
-                              f"!= {len(u3)} surviving clients")
-        avg = s[:-1] * (self.clip / self.levels) / count
+        s = _signed(total, k)
+        count = int(s[-1])
+        expect = sum(_i(next(iter(m.content.metric_records.values())), "num-examples") for m in valid) \
+            if self.weighted else len(u3)
+        if count != expect:
+            raise SecAggAbort(f"secure aggregation round {server_round}: unmasked weight sum {count} "
+                              f"!= {expect} reported by the {len(u3)} surviving clients (masks did not cancel)")
+        avg = s[:-1].astype(np.float64) * (self.clip / self.levels) / count
         new, off = {}, 0
         for key, g in self._global.items():
             new[key] = np.asarray(g.astype(np.float64) + self.server_lr
@@ -291,9 +395,20 @@ class SecAggFedAvg(TetherFedAvg):
         up = sum(wire_bytes(m) for m in valid)
         metrics = MetricRecord({"uplink-bytes": up, "secagg-overhead-bytes": self._overhead,
                                 "survivors": len(u3), "dropped": len(server.u2) - len(u3)})
-        self.history.append({"round": server_round, "uplink_bytes": up, "downlink_bytes": self._down_bytes,
-                             "secagg_overhead_bytes": self._overhead, "clients": len(u3),
-                             "dropped": len(server.u2) - len(u3), "modulus_bits": k})
+        row: dict[str, float] = {"round": server_round, "uplink_bytes": up, "downlink_bytes": self._down_bytes,
+                                 "secagg_overhead_bytes": self._overhead, "clients": len(u3),
+                                 "dropped": len(server.u2) - len(u3), "modulus_bits": k,
+                                 "weight_sum": count}
+        if self.secagg_dp is not None:
+            dp = self.secagg_dp
+            if self._sa_accountant is None:
+                self._sa_accountant = RdpAccountant(dp.noise_multiplier, min(1.0, self._m / max(1, self._n_nodes)))
+            self._sa_accountant.step()
+            eps = self._sa_accountant.epsilon(dp.delta) if dp.noise_multiplier > 0 else float("inf")
+            metrics["epsilon"] = eps
+            row["epsilon"] = eps
+            row["noise_std_on_sum"] = dp.noise_multiplier * dp.clip * math.sqrt(len(u3) / self._t)
+        self.history.append(row)
         return ArrayRecord({kk: Array(v) for kk, v in new.items()}), metrics
 
 

@@ -7,13 +7,14 @@ updates instead of weights; eta = 1 gives exactly the weighted average of the cl
 
 Client side: :class:`CodecMod` is a Flower mod. On a TRAIN message it decodes a compressed
 downlink, lets the ClientApp train, and replaces the reply's ArrayRecord by one uint8 Array
-per layer holding ``codec.encode(w_new - w_global)``. Other messages pass through untouched,
-so it works in any Flower app whose train function replies with an ArrayRecord.
+with one frame per layer holding ``codec.encode(w_new - w_global)`` (see
+:func:`encode_record`). Other messages pass through untouched, so it works in any Flower app whose train function replies with an ArrayRecord.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "aggregate_updates",
     "decode_record",
     "encode_record",
+    "record_payloads",
     "wire_bytes",
 ]
 
@@ -72,19 +74,66 @@ def wire_bytes(msg: Message) -> int:
     return sum(len(obj.deflate()) for obj in get_all_nested_objects(msg).values())
 
 
+PACKED_KEY = "tether-codec-frames"
+"""The one Array of an encoded ArrayRecord: frames ``u16 len(key) | key | u32 len(p) | p``."""
+
+
 def encode_record(arrays: dict[str, np.ndarray], codec: codecs.Codec,
                   ef: codecs.ErrorFeedback | None = None) -> ArrayRecord:
-    """One uint8 Array per key holding the codec payload of that array."""
-    rec = ArrayRecord()
+    """One uint8 Array holding, per key in order, a frame (key, codec payload of that array).
+
+    One Array rather than one per layer: each Array is its own object in a Flower message
+    (about 420 bytes of header and id each), which for small models is more than a
+    compressed layer.
+
+    >>> rec = encode_record({"w": np.array([1.0, -2.0], np.float32)}, codecs.make("none"))
+    >>> list(rec), decode_record(rec)["w"].tolist()
+    (['tether-codec-frames'], [1.0, -2.0])
+    """
+    frames = []
     for k, a in arrays.items():
         payload = ef.encode(a, k) if ef is not None else codec.encode(a)
-        rec[k] = Array(np.frombuffer(payload, np.uint8).copy())
-    return rec
+        key = k.encode()
+        frames += [struct.pack("<H", len(key)), key, struct.pack("<I", len(payload)), payload]
+    return ArrayRecord({PACKED_KEY: Array(np.frombuffer(b"".join(frames), np.uint8).copy())})
+
+
+def record_payloads(rec: ArrayRecord) -> dict[str, bytes]:
+    """The codec payload per key of an :func:`encode_record` record."""
+    if PACKED_KEY not in rec:
+        raise codecs.CodecError(f"encoded ArrayRecord has no {PACKED_KEY!r} Array. Received keys: "
+                                f"{sorted(rec)}; was it encoded by tether's CodecMod?")
+    buf = rec[PACKED_KEY].numpy().tobytes()
+    out, off = {}, 0
+    while off < len(buf):
+        if off + 2 > len(buf):
+            raise codecs.CodecError(f"{PACKED_KEY}: frame header truncated at byte {off}")
+        (nk,) = struct.unpack_from("<H", buf, off)
+        key = buf[off + 2 : off + 2 + nk].decode()
+        off += 2 + nk
+        if off + 4 > len(buf):
+            raise codecs.CodecError(f"{PACKED_KEY}: frame of {key!r} truncated at byte {off}")
+        (n,) = struct.unpack_from("<I", buf, off)
+        if off + 4 + n > len(buf):
+            raise codecs.CodecError(f"{PACKED_KEY}: payload of {key!r} needs {n} bytes, "
+                                    f"{len(buf) - off - 4} left")
+        out[key] = buf[off + 4 : off + 4 + n]
+        off += 4 + n
+    return out
 
 
 def decode_record(rec: ArrayRecord) -> dict[str, np.ndarray]:
     """Inverse of :func:`encode_record`."""
-    return {k: codecs.decode(arr.numpy().tobytes()) for k, arr in rec.items()}
+    return {k: codecs.decode(p) for k, p in record_payloads(rec).items()}
+
+
+def _num(rec: MetricRecord | ConfigRecord, key: str) -> float:
+    """rec[key] as a float; a missing or non-numeric field raises naming the key."""
+    v = rec.get(key)
+    if isinstance(v, (bool, int, float)):
+        return float(v)
+    raise ValueError(f"reply record field {key!r} must be a number. Received: {v!r} "
+                     f"(fields: {sorted(rec)})")
 
 
 def _arrays(rec: ArrayRecord) -> dict[str, np.ndarray]:
@@ -113,13 +162,14 @@ class CodecMod:
         spec = str(conf.get(CODEC_KEY, self.spec))
         akey = next(iter(msg.content.array_records))
         if "codec-down" in conf:  # compressed downlink: decode before training
-            msg.content[akey] = ArrayRecord({k: Array(v) for k, v in decode_record(msg.content[akey]).items()})
-        base = _arrays(msg.content[akey])
+            down = decode_record(msg.content.array_records[akey])
+            msg.content[akey] = ArrayRecord({k: Array(v) for k, v in down.items()})
+        base = _arrays(msg.content.array_records[akey])
         reply = call_next(msg, ctxt)
         if reply.has_error() or spec == "none":
             return reply
         rkey = next(iter(reply.content.array_records))
-        new = _arrays(reply.content[rkey])
+        new = _arrays(reply.content.array_records[rkey])
         delta = {k: np.asarray(new[k].astype(np.float64) - base[k]).astype(new[k].dtype) for k in new}
         use_ef = spec.endswith("+ef")
         codec = codecs.make(spec.replace("+ef", ""), seed=self.seed)
@@ -201,11 +251,11 @@ class TetherFedAvg(FedAvg):
             return None, None
         up = sum(wire_bytes(m) for m in valid)
         contents = [m.content for m in valid]
-        weights = [float(next(iter(c.metric_records.values()))[self.weighted_by_key]) for c in contents]
+        weights = [_num(next(iter(c.metric_records.values())), self.weighted_by_key) for c in contents]
         keys = list(self._global)
         if self.majority_vote and self.codec.startswith("signsgd"):
-            avg = [codecs.majority_vote([next(iter(c.array_records.values()))[k].numpy().tobytes()
-                                         for c in contents]) for k in keys]
+            frames = [record_payloads(next(iter(c.array_records.values()))) for c in contents]
+            avg = [codecs.majority_vote([f[k] for f in frames]) for k in keys]
         else:
             deltas = [[d[k] for k in keys] for d in (self._decode_reply(c) for c in contents)]
             if self.dp is not None:

@@ -68,6 +68,7 @@ def test_cli_simulate_with_qsgd_json() -> None:
     from typer.testing import CliRunner
 
     res = CliRunner().invoke(app, ["simulate", "--clients", "10", "--rounds", "2", "--codec", "qsgd:4",
+                                   "--model", "mlp",
                                    "--fraction", "0.3", "--partition", "iid", "--json", "--cpus", "2"])
     assert res.exit_code == 0, res.output
     line = [ln for ln in res.output.splitlines() if ln.startswith('{"config"')]
@@ -79,3 +80,23 @@ def test_cli_simulate_with_qsgd_json() -> None:
     raw = 3 * (784 * 200 + 200 + 200 * 10 + 10) * 4  # three float32 replies
     assert all(r["uplink_bytes"] * 7 < raw for r in rounds)  # measured on the messages
     assert rounds[-1]["accuracy"] > 0.5  # from ~0.1 at init
+
+
+@pytest.mark.slow
+def test_local_grid_run_matches_ray_simulation() -> None:
+    """The in-process LocalGrid path (used for the long accuracy curves in bench/) runs the same
+    strategy and ClientApp as the Ray Simulation Engine: with every client sampled, the two
+    give the same test loss, accuracy and measured bytes per round."""
+    from tether.federated.apps import FedConfig, simulate
+    from tether.federated.local import run_local
+
+    cfg = FedConfig(dataset="digits", clients=5, fraction=1.0, partition="noniid", rounds=2, epochs=1,
+                    batch_size=20, lr=0.05, model="cnn", seed=3)
+    ray_rows = simulate(cfg, num_cpus=2).rounds
+    local_rows = run_local(cfg).rounds
+    assert [r["round"] for r in ray_rows] == [r["round"] for r in local_rows] == [1, 2]
+    for a, b in zip(ray_rows, local_rows):
+        assert a["clients"] == b["clients"] == 5
+        assert a["uplink_bytes"] == b["uplink_bytes"] and a["downlink_bytes"] == b["downlink_bytes"]
+        assert abs(a["accuracy"] - b["accuracy"]) <= 0.001, (a, b)
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5), (a, b)
