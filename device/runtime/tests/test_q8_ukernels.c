@@ -5,7 +5,9 @@
  * for bit: prime and odd M / N / K, K off the kernel's K-step, zero points at -128 and 127,
  * per-channel scales with left and right shifts, padding edges, sentinels around outputs and
  * unused bytes between rows. The GEMM over a thread pool and the depthwise row split must
- * equal the serial result exactly for 1, 2 and 3 threads. ADD / SUB (vadd) likewise.
+ * equal the serial result exactly for 1, 2 and 3 threads. ADD / SUB (vadd) likewise. Then
+ * whole int8 CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED ops through the engine: every
+ * ISA with 1-3 threads must give the bytes of the scalar kernels.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -324,6 +326,106 @@ static void test_vadd(const tether_kernels* kt) {
   }
 }
 
+/* Loads the model under `isa`, runs it once with `threads` and copies output 0 out. */
+static void run_model(const uint8_t* file, size_t size, const char* isa, uint32_t threads,
+                      const int8_t* x, size_t nx, int8_t* y, size_t ny, const char* what) {
+  TB_CHECK(tether_set_isa(isa) == TETHER_STATUS_SUCCESS, "%s: isa %s", what, isa);
+  tether_model_t model = NULL;
+  tether_session_t session = NULL;
+  memset(y, SENTINEL, ny);
+  if (tether_model_load(file, size, NULL, &model) != TETHER_STATUS_SUCCESS ||
+      tether_session_create(model, NULL, 0, threads, &session) != TETHER_STATUS_SUCCESS ||
+      tether_session_set_input(session, 0, x, nx) != TETHER_STATUS_SUCCESS ||
+      tether_session_invoke(session) != TETHER_STATUS_SUCCESS ||
+      tether_session_get_output(session, 0, y, ny) != TETHER_STATUS_SUCCESS) {
+    TB_CHECK(0, "%s: isa %s threads %u: %s", what, isa, threads, tether_last_error());
+  }
+  tether_session_destroy(session);
+  tether_model_destroy(model);
+}
+
+/*
+ * Whole int8 ops through the engine (packing, im2col, the u8 conversion of long rows, the
+ * thread split): every ISA and 1-3 threads give the bytes the scalar kernels give.
+ */
+static void test_ops_through_engine(void) {
+  typedef struct { int kind, h, w, c, oc, k, s, pad; } op_case;
+  static const op_case kCases[] = {
+      {0, 13, 11, 24, 40, 3, 2, 1},   /* 3x3 stride 2: im2col */
+      {0, 9, 7, 3, 33, 3, 1, 1},      /* K = 27, off the K-step */
+      {0, 17, 15, 24, 37, 1, 1, 0},   /* 1x1: the input is A */
+      {0, 3, 3, 2100, 20, 1, 1, 0},   /* 1x1 with rows longer than the driver's block */
+      {1, 19, 17, 40, 40, 3, 1, 1},   /* depthwise 3x3 */
+      {1, 14, 13, 33, 33, 5, 2, 2},   /* depthwise 5x5 stride 2 */
+      {2, 1, 1, 2500, 19, 1, 1, 0},   /* fully connected, long rows */
+  };
+  static const char* const kIsas[] = {"avx2", "avx512", "neon"};
+  for (size_t ci = 0; ci < sizeof(kCases) / sizeof(kCases[0]); ci++) {
+    const op_case* oc = &kCases[ci];
+    const int dw = oc->kind == 1, fc = oc->kind == 2;
+    const int oh = fc ? 1 : (oc->h + 2 * oc->pad - oc->k) / oc->s + 1;
+    const int ow = fc ? 1 : (oc->w + 2 * oc->pad - oc->k) / oc->s + 1;
+    const int wn = fc ? oc->oc * oc->c : dw ? oc->k * oc->k * oc->oc : oc->oc * oc->k * oc->k * oc->c;
+    int8_t* wd = random_bytes((size_t)wn, -127, 127);
+    float* ws = (float*)malloc((size_t)oc->oc * sizeof(float));
+    int32_t* bias = (int32_t*)malloc((size_t)oc->oc * sizeof(int32_t));
+    for (int i = 0; i < oc->oc; i++) {
+      ws[i] = tb_uniform(0.0005f, 0.01f);
+      bias[i] = tb_range(-5000, 5000);
+    }
+    const float sx = 0.02f, sy = 0.05f;
+    const int32_t zx = pick_zero(), zy = tb_range(-10, 10);
+    const size_t nx = (size_t)oc->h * oc->w * oc->c, ny = (size_t)oh * ow * oc->oc;
+    int8_t* x = random_bytes(nx, -128, 127);
+    tb_builder* b = tb_new();
+    uint32_t xt = fc ? tb_tensor_typed(b, "x", 1, 2, (const int32_t[]){1, oc->c}, NULL)
+                     : tb_tensor_typed(b, "x", 1, 4, (const int32_t[]){1, oc->h, oc->w, oc->c}, NULL);
+    tb_quantize(b, xt, 0, 1, &sx, &zx);
+    uint32_t wt = fc ? tb_tensor_typed(b, "w", 1, 2, (const int32_t[]){oc->oc, oc->c}, wd)
+                  : dw ? tb_tensor_typed(b, "w", 1, 4, (const int32_t[]){1, oc->k, oc->k, oc->oc}, wd)
+                       : tb_tensor_typed(b, "w", 1, 4, (const int32_t[]){oc->oc, oc->k, oc->k, oc->c}, wd);
+    tb_quantize(b, wt, dw ? 3 : 0, (uint32_t)oc->oc, ws, NULL);
+    uint32_t bt = tb_tensor_typed(b, "b", 3, 1, (const int32_t[]){oc->oc}, bias);
+    uint32_t yt = fc ? tb_tensor_typed(b, "y", 1, 2, (const int32_t[]){1, oc->oc}, NULL)
+                     : tb_tensor_typed(b, "y", 1, 4, (const int32_t[]){1, oh, ow, oc->oc}, NULL);
+    tb_quantize(b, yt, 0, 1, &sy, &zy);
+    const uint32_t type = fc ? TETHER_OP_FULLY_CONNECTED
+                             : dw ? TETHER_OP_DEPTHWISE_CONV_2D : TETHER_OP_CONV_2D;
+    tb_op(b, type, TETHER_ACT_RELU6, "op", 3, (const uint32_t[]){xt, wt, bt}, yt);
+    if (!fc) {
+      tb_attr_i(b, 1, 2, (const int32_t[]){oc->s, oc->s});
+      tb_attr_i(b, 3, 4, (const int32_t[]){oc->pad, oc->pad, oc->pad, oc->pad});
+    }
+    tb_graph_io(b, 1, &xt, 1, &yt);
+    size_t size = 0;
+    uint8_t* file = tb_finish(b, &size);
+    int8_t* want = (int8_t*)malloc(ny);
+    int8_t* got = (int8_t*)malloc(ny);
+    char what[96];
+    snprintf(what, sizeof(what), "engine case %zu (kind %d, c %d, oc %d, k %d)", ci, oc->kind,
+             oc->c, oc->oc, oc->k);
+    run_model(file, size, "scalar", 1, x, nx, want, ny, what);
+    for (size_t i = 0; i < sizeof(kIsas) / sizeof(kIsas[0]); i++) {
+      if (tether_kernels_for(kIsas[i]) == NULL) continue;
+      for (uint32_t threads = 1; threads <= 3; threads++) {
+        run_model(file, size, kIsas[i], threads, x, nx, got, ny, what);
+        char full[160];
+        snprintf(full, sizeof(full), "%s isa %s threads %u", what, kIsas[i], threads);
+        compare(full, got, want, ny);
+      }
+    }
+    TB_CHECK(tether_set_isa("auto") == TETHER_STATUS_SUCCESS, "isa auto");
+    free(file);
+    free(b);
+    free(want);
+    free(got);
+    free(x);
+    free(wd);
+    free(ws);
+    free(bias);
+  }
+}
+
 int main(void) {
   printf("test_q8_ukernels: default isa %s\n", tether_isa());
   struct tether_pool* pools[3] = {NULL, NULL, NULL};
@@ -349,6 +451,7 @@ int main(void) {
     tested++;
   }
   for (size_t t = 0; t < 3; t++) tether_pool_destroy(pools[t]);
+  test_ops_through_engine();
   if (tb_failures != 0) {
     fprintf(stderr, "%d check(s) failed\n", tb_failures);
     return 1;
