@@ -224,3 +224,14 @@ def test_mobilenet_v3_style_block_exact() -> None:
     for op in ("HARD_SWISH", "LOGISTIC", "TANH", "CONCATENATION", "MAX_POOL_2D",
                "AVERAGE_POOL_2D", "PAD", "SOFTMAX"):
         assert op in ops, ops
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_small_int8_bit_exact() -> None:
+    # 19 int8 HARD_SWISH ops, hard-sigmoid SE blocks (ADD+RELU6, MUL), MEAN, conv/depthwise
+    keras.utils.set_random_seed(0)
+    m = keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), weights=None,
+                                            include_preprocessing=False,
+                                            classifier_activation=None)
+    ops = check_exact(m, -1, 1, inputs=8, expect="HARD_SWISH")
+    assert ops.count("HARD_SWISH") >= 10
