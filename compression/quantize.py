@@ -341,22 +341,23 @@ def _entropy_threshold(hist: np.ndarray, bin_width: float, levels: int,
     best_i, best_kl = n, math.inf
     if hist.sum() == 0:
         return n * bin_width
+    nonzero = hist > 0
+    csum = np.concatenate([[0.0], np.cumsum(hist)])  # prefix sums serve every candidate
+    cnz = np.concatenate([[0.0], np.cumsum(nonzero)])
+    total = csum[-1]
     for i in range(min(max(start, levels // 2), n), n + 1):
         p = hist[:i].copy()
-        p[-1] += hist[i:].sum()
-        src = hist[:i]
-        edges = np.unique(np.linspace(0, i, min(levels, i) + 1).astype(int)[:-1])
-        sums = np.add.reduceat(src, edges)
-        cnts = np.add.reduceat((src > 0).astype(np.float64), edges)
-        group = np.searchsorted(edges, np.arange(i), side="right") - 1
-        q = np.where(src > 0, (sums / np.maximum(cnts, 1))[group], 0.0)
+        p[-1] += total - csum[i]
+        bounds = np.unique(np.linspace(0, i, min(levels, i) + 1).astype(int))
+        sums, cnts = np.diff(csum[bounds]), np.diff(cnz[bounds])
+        q = np.repeat(sums / np.maximum(cnts, 1), np.diff(bounds)) * nonzero[:i]
         nz = p > 0
-        ps, qs = p / p.sum(), q / max(q.sum(), 1e-30)
+        ps, qs = p / total, q / max(csum[i], 1e-30)
         valid = nz & (qs > 0)
         kl = float(np.sum(ps[valid] * np.log(ps[valid] / qs[valid])))
         kl += 1e3 * float(ps[nz & (qs == 0)].sum())  # mass Q cannot represent
-        if kl <= best_kl:
-            best_kl, best_i = kl, i
+        if kl <= best_kl + 1e-12:  # ties (to rounding) go to the larger threshold
+            best_kl, best_i = min(kl, best_kl), i
     return (best_i + 0.5) * bin_width
 
 

@@ -182,6 +182,16 @@ def test_entropy_is_not_fooled_by_repeated_values():
     assert np.percentile(out[out > 0], 99) < hi <= out.max(), hi
 
 
+def test_entropy_keeps_the_range_of_discrete_values():
+    # digits' pixels take 17 values k/16: isolated spikes, each its own bucket at any
+    # threshold, so KL ties everywhere and the full range must win (float rounding once
+    # broke the tie towards 1/16)
+    x_in = keras.Input((64,), name="x")
+    model = keras.Model(x_in, layers.Activation("linear", name="id")(x_in))
+    x = np.random.default_rng(7).integers(0, 17, size=(100, 64)).astype("float32") / 16
+    assert calibrate(model, x, CalibrationConfig("entropy")).activation_ranges["id"] == (0.0, 1.0)
+
+
 @pytest.mark.slow
 def test_entropy_calibrated_cnn_keeps_the_accuracy_of_minmax():
     from tether.compression import fine_tune
