@@ -102,6 +102,8 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
   const int16_t* wpairs = (const int16_t*)(const void*)(bias_in + channels);
   const __m512i xz = _mm512_set1_epi32(p->x_zero), yz = _mm512_set1_epi32(p->y_zero);
   const __m512i lo = _mm512_set1_epi32(p->lo), hi = _mm512_set1_epi32(p->hi);
+  int shift_left = 0;  /* any channel with a left shift (rare: s_x * s_w > s_y) */
+  for (size_t c = 0; c < channels; c++) shift_left |= w[2 * channels + c] != 0;
   /* Byte offsets of the taps from the window's corner (the odd last one repeated). */
   ptrdiff_t off[MAX_TAPS + 1];
   const int paired = taps <= MAX_TAPS;
@@ -142,8 +144,9 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
               const __m512i mult = _mm512_loadu_si512(w + channels + cb);
               const __m512i left = _mm512_loadu_si512(w + 2 * channels + cb);
               const __m512i right = _mm512_loadu_si512(w + 3 * channels + cb);
-              const __m512i sum = _mm512_add_epi32(_mm512_loadu_si512(bias_in + cb), acc[b]);
-              __m512i v = _mm512_add_epi32(tether_qs8_requant_avx512(sum, mult, left, right), yz);
+              __m512i sum = _mm512_add_epi32(_mm512_loadu_si512(bias_in + cb), acc[b]);
+              if (shift_left) sum = _mm512_sllv_epi32(sum, left);
+              __m512i v = _mm512_add_epi32(tether_qs8_requant_right_avx512(sum, mult, right), yz);
               v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
               tether_qs8_store16_avx512(yp + cb, (__mmask16)0xFFFFu, v);
             }

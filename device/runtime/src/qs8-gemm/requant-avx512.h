@@ -11,9 +11,8 @@
 #include <immintrin.h>
 #include <stdint.h>
 
-static inline __m512i tether_qs8_requant_avx512(__m512i acc, __m512i mult, __m512i left,
-                                                __m512i right) {
-  const __m512i x = _mm512_sllv_epi32(acc, left);
+/* The same without the left shift (all lanes' left shifts zero, the common case). */
+static inline __m512i tether_qs8_requant_right_avx512(__m512i x, __m512i mult, __m512i right) {
   const __m512i half = _mm512_set1_epi64(1ll << 30);
   __m512i even = _mm512_mul_epi32(x, mult);
   __m512i odd = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32));
@@ -26,6 +25,11 @@ static inline __m512i tether_qs8_requant_avx512(__m512i acc, __m512i mult, __m51
   const __m512i threshold = _mm512_add_epi32(_mm512_srai_epi32(mask, 1), _mm512_srli_epi32(q, 31));
   const __m512i shifted = _mm512_srav_epi32(q, right);
   return _mm512_mask_add_epi32(shifted, _mm512_cmpgt_epi32_mask(rem, threshold), shifted, one);
+}
+
+static inline __m512i tether_qs8_requant_avx512(__m512i acc, __m512i mult, __m512i left,
+                                                __m512i right) {
+  return tether_qs8_requant_right_avx512(_mm512_sllv_epi32(acc, left), mult, right);
 }
 
 /* Stores lanes m of v (already clamped to int8) as bytes. The narrowing stays in a register
