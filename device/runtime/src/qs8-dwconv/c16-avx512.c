@@ -125,49 +125,37 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
       size_t kh_begin = 0, kh_end = kh_n;
       while (kh_begin < kh_n && ih0 + (ptrdiff_t)kh_begin * g->dilation_h < 0) kh_begin++;
       while (kh_end > kh_begin && ih0 + (ptrdiff_t)(kh_end - 1) * g->dilation_h >= in_h) kh_end--;
-      for (size_t ow = 0; ow < g->out_w; ow++) {
+      int8_t* y_row = y + (n * g->out_h + oh) * g->out_w * channels;
+      /* Output columns [ow_lo, ow_hi) have their whole window inside the input. */
+      size_t ow_lo = g->out_w, ow_hi = g->out_w;
+      if (paired && rows_inside) {
+        const ptrdiff_t last = in_w - 1 - (ptrdiff_t)(kw_n - 1) * g->dilation_w + g->pad_left;
+        ow_lo = g->pad_left <= 0 ? 0 : (size_t)((g->pad_left + g->stride_w - 1) / g->stride_w);
+        ow_hi = last < 0 ? 0 : (size_t)(last / g->stride_w) + 1;
+        if (ow_hi > g->out_w) ow_hi = g->out_w;
+        if (ow_lo > ow_hi) ow_lo = ow_hi;
+      }
+      /* Edge columns: each tap's bounds checked, taps in the padding skipped. */
+      for (size_t ow = 0; ow < g->out_w; ow = ow + 1 == ow_lo ? ow_hi : ow + 1) {
+        if (ow == ow_lo && ow_lo < ow_hi) {
+          ow = ow_hi;
+          if (ow >= g->out_w) break;
+        }
         const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
-        int8_t* yp = y + ((n * g->out_h + oh) * g->out_w + ow) * channels;
-        const int inside = paired && rows_inside && iw0 >= 0 &&
-                           iw0 + (ptrdiff_t)(kw_n - 1) * g->dilation_w < in_w;
+        int8_t* yp = y_row + ow * channels;
         size_t kw_begin = 0, kw_end = kw_n;
         while (kw_begin < kw_n && iw0 + (ptrdiff_t)kw_begin * g->dilation_w < 0) kw_begin++;
         while (kw_end > kw_begin && iw0 + (ptrdiff_t)(kw_end - 1) * g->dilation_w >= in_w) kw_end--;
-        const int8_t* corner = inside ? x_n + ((size_t)ih0 * g->in_w + (size_t)iw0) * channels : NULL;
-        size_t c = 0;
-        if (inside) {
-          for (; c + 32 <= channels; c += 32) {
-            __m512i acc[2];
-            inside32(corner + c, off, pairs, wpairs + c / 16 * pairs * 32, &acc[0], &acc[1]);
-            for (size_t b = 0; b < 2; b++) {
-              const size_t cb = c + 16 * b;
-              const __m512i mult = _mm512_loadu_si512(w + channels + cb);
-              const __m512i left = _mm512_loadu_si512(w + 2 * channels + cb);
-              const __m512i right = _mm512_loadu_si512(w + 3 * channels + cb);
-              __m512i sum = _mm512_add_epi32(_mm512_loadu_si512(bias_in + cb), acc[b]);
-              if (shift_left) sum = _mm512_sllv_epi32(sum, left);
-              __m512i v = _mm512_add_epi32(tether_qs8_requant_right_avx512(sum, mult, right), yz);
-              v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-              tether_qs8_store16_avx512(yp + cb, (__mmask16)0xFFFFu, v);
-            }
-          }
-        }
-        for (; c < channels; c += 16) {
+        for (size_t c = 0; c < channels; c += 16) {
           const size_t rest = channels - c;
           const __mmask16 m = (__mmask16)(rest >= 16 ? 0xFFFFu : (1u << rest) - 1u);
-          __m512i acc;
-          if (inside) {
-            acc = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, bias_in + c),
-                                   inside16(corner + c, off, pairs, wpairs + c / 16 * pairs * 32, m));
-          } else {
-            acc = _mm512_maskz_loadu_epi32(m, w + c);
-            for (size_t kh = kh_begin; kh < kh_end; kh++) {
-              const size_t ih = (size_t)(ih0 + (ptrdiff_t)kh * g->dilation_h);
-              for (size_t kw = kw_begin; kw < kw_end; kw++) {
-                const size_t iw = (size_t)(iw0 + (ptrdiff_t)kw * g->dilation_w);
-                TAP(acc, x_n + (ih * g->in_w + iw) * channels + c,
-                    wt + (kh * kw_n + kw) * channels + c);
-              }
+          __m512i acc = _mm512_maskz_loadu_epi32(m, w + c);
+          for (size_t kh = kh_begin; kh < kh_end; kh++) {
+            const size_t ih = (size_t)(ih0 + (ptrdiff_t)kh * g->dilation_h);
+            for (size_t kw = kw_begin; kw < kw_end; kw++) {
+              const size_t iw = (size_t)(iw0 + (ptrdiff_t)kw * g->dilation_w);
+              TAP(acc, x_n + (ih * g->in_w + iw) * channels + c,
+                  wt + (kh * kw_n + kw) * channels + c);
             }
           }
           const __m512i mult = _mm512_maskz_loadu_epi32(m, w + channels + c);
@@ -176,6 +164,56 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
           __m512i v = _mm512_add_epi32(tether_qs8_requant_avx512(acc, mult, left, right), yz);
           v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
           tether_qs8_store16_avx512(yp + c, m, v);
+        }
+      }
+      if (ow_lo >= ow_hi) continue;
+      /* Interior columns, channel blocks outermost so that each block's per-channel words
+       * stay in registers along the row: taps paired, zero point folded. */
+      const int8_t* x_row = x_n + (size_t)ih0 * g->in_w * channels;
+      size_t c = 0;
+      for (; c + 32 <= channels; c += 32) {
+        const __m512i b0 = _mm512_loadu_si512(bias_in + c), b1 = _mm512_loadu_si512(bias_in + c + 16);
+        const __m512i m0 = _mm512_loadu_si512(w + channels + c);
+        const __m512i m1 = _mm512_loadu_si512(w + channels + c + 16);
+        const __m512i l0 = _mm512_loadu_si512(w + 2 * channels + c);
+        const __m512i l1 = _mm512_loadu_si512(w + 2 * channels + c + 16);
+        const __m512i r0 = _mm512_loadu_si512(w + 3 * channels + c);
+        const __m512i r1 = _mm512_loadu_si512(w + 3 * channels + c + 16);
+        const int16_t* wp = wpairs + c / 16 * pairs * 32;
+        for (size_t ow = ow_lo; ow < ow_hi; ow++) {
+          const int8_t* corner = x_row + ((size_t)ow * g->stride_w - g->pad_left) * channels + c;
+          __m512i acc0, acc1;
+          inside32(corner, off, pairs, wp, &acc0, &acc1);
+          acc0 = _mm512_add_epi32(acc0, b0);
+          acc1 = _mm512_add_epi32(acc1, b1);
+          if (shift_left) {
+            acc0 = _mm512_sllv_epi32(acc0, l0);
+            acc1 = _mm512_sllv_epi32(acc1, l1);
+          }
+          __m512i v0 = _mm512_add_epi32(tether_qs8_requant_right_avx512(acc0, m0, r0), yz);
+          __m512i v1 = _mm512_add_epi32(tether_qs8_requant_right_avx512(acc1, m1, r1), yz);
+          v0 = _mm512_min_epi32(_mm512_max_epi32(v0, lo), hi);
+          v1 = _mm512_min_epi32(_mm512_max_epi32(v1, lo), hi);
+          int8_t* yp = y_row + ow * channels + c;
+          tether_qs8_store16_avx512(yp, (__mmask16)0xFFFFu, v0);
+          tether_qs8_store16_avx512(yp + 16, (__mmask16)0xFFFFu, v1);
+        }
+      }
+      for (; c < channels; c += 16) {
+        const size_t rest = channels - c;
+        const __mmask16 m = (__mmask16)(rest >= 16 ? 0xFFFFu : (1u << rest) - 1u);
+        const __m512i b = _mm512_maskz_loadu_epi32(m, bias_in + c);
+        const __m512i mult = _mm512_maskz_loadu_epi32(m, w + channels + c);
+        const __m512i left = _mm512_maskz_loadu_epi32(m, w + 2 * channels + c);
+        const __m512i right = _mm512_maskz_loadu_epi32(m, w + 3 * channels + c);
+        const int16_t* wp = wpairs + c / 16 * pairs * 32;
+        for (size_t ow = ow_lo; ow < ow_hi; ow++) {
+          const int8_t* corner = x_row + ((size_t)ow * g->stride_w - g->pad_left) * channels + c;
+          __m512i acc = _mm512_add_epi32(b, inside16(corner, off, pairs, wp, m));
+          if (shift_left) acc = _mm512_sllv_epi32(acc, left);
+          __m512i v = _mm512_add_epi32(tether_qs8_requant_right_avx512(acc, mult, right), yz);
+          v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+          tether_qs8_store16_avx512(y_row + ow * channels + c, m, v);
         }
       }
     }
