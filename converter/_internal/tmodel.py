@@ -372,7 +372,8 @@ def encode(model: ModelFile, *, sparse: float | None = None) -> bytes:
         sparse: None (default) stores constants dense, except those in `model.sparse`; a
             threshold t in [0, 1] also stores sparse every constant with at least a
             fraction t of zero elements whose bitmask encoding is smaller than its dense
-            bytes.
+            bytes. A float -0.0 counts as zero and a sparse tensor stores it as +0.0 (equal
+            values; only an exactly-zero result's sign can differ).
 
     Raises:
         ConversionError: a record cannot be represented (e.g. rank > 6), or `sparse` is
@@ -440,12 +441,17 @@ def encode(model: ModelFile, *, sparse: float | None = None) -> bytes:
         flags = 0
         if t.data is not None:
             flags = TENSOR_CONSTANT
-            raw = np.ascontiguousarray(t.data, dtype=DTYPE_NUMPY[t.dtype]).tobytes()
+            arr = np.ascontiguousarray(t.data, dtype=DTYPE_NUMPY[t.dtype])
+            raw = arr.tobytes()
             size = DTYPE_SIZE[t.dtype]
-            if index in model.sparse or (sparse is not None and _use_sparse(raw, size, sparse)):
-                raw = sparse_encode(raw, size)
-                flags |= TENSOR_SPARSE
-                any_sparse = True
+            if index in model.sparse or sparse is not None:
+                # -0.0 (what BN folding or a mask makes of a negative weight) counts as 0
+                canon = np.where(arr == 0, 0, arr).astype(arr.dtype).tobytes() \
+                    if arr.dtype.kind == "f" else raw
+                if index in model.sparse or _use_sparse(canon, size, float(sparse or 0.0)):
+                    raw = sparse_encode(canon, size)
+                    flags |= TENSOR_SPARSE
+                    any_sparse = True
             data_off, data_size = pos, len(raw)
             blobs.append((pos, raw))
             pos = _align(pos + len(raw), BLOB_ALIGN)

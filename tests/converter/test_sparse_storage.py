@@ -98,6 +98,18 @@ def test_sparse_decode_rejects_corrupt_blobs(edit, needle: str) -> None:
 # ---------------------------------------------------------------------------- the writer
 
 
+def test_negative_zeros_count_as_zeros_in_the_writer(gb) -> None:
+    w = np.zeros((4, 8), np.float32)
+    w[:, 0] = 1.0
+    w[:2, 1:] = -0.0  # a mask applied to negative weights, or BN folding with scale < 0
+    x = gb.input("x", (1, 8))
+    y = gb.node(OpType.FULLY_CONNECTED, [x, gb.const("w", w), None], "fc")
+    back = tmodel.decode(tmodel.encode(tmodel.graph_to_file(gb.graph(y), META), sparse=0.3))
+    assert len(back.sparse) == 1
+    assert np.array_equal(back.tensors[list(back.sparse)[0]].data, w)
+    assert not np.signbit(back.tensors[list(back.sparse)[0]].data).any()
+
+
 def test_writer_stores_only_constants_that_gain(sparse_graph) -> None:
     mf = tmodel.graph_to_file(sparse_graph, META)
     dense = tmodel.encode(mf)
