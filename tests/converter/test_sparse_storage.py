@@ -106,8 +106,8 @@ def test_negative_zeros_count_as_zeros_in_the_writer(gb) -> None:
     y = gb.node(OpType.FULLY_CONNECTED, [x, gb.const("w", w), None], "fc")
     back = tmodel.decode(tmodel.encode(tmodel.graph_to_file(gb.graph(y), META), sparse=0.3))
     assert len(back.sparse) == 1
-    assert np.array_equal(back.tensors[list(back.sparse)[0]].data, w)
-    assert not np.signbit(back.tensors[list(back.sparse)[0]].data).any()
+    assert np.array_equal(back.tensors[next(iter(back.sparse))].data, w)
+    assert not np.signbit(back.tensors[next(iter(back.sparse))].data).any()
 
 
 def test_writer_stores_only_constants_that_gain(sparse_graph) -> None:
