@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from tether.converter._internal import ir, passes, tmodel
-from tether.converter._internal.ops import DTYPE_NUMPY
+from tether.converter._internal.ops import ACTIVATION_OF_OP, DTYPE_NUMPY
 from tether.converter._internal.parity import Parity
 
 from tether.errors import ConversionError, ModelFormatError
@@ -286,6 +286,9 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
     kind, src, source = _source_kind(model)
     origins: dict[str, str] = {}
     graph = _frontend_graph(kind, src, batch_size, origins)
+    # activation output -> its input, before the passes fuse activations into producers
+    pre_fusion = {n.outputs[0]: n.inputs[0] for n in graph.nodes
+                  if n.op in ACTIVATION_OF_OP and n.inputs[0] is not None}
     ops_before = graph.op_counts()
     pipeline = passes.OPTIMIZE_PIPELINE if optimize else passes.LOWER_PIPELINE
     graph, log = passes.run_passes(graph, pipeline)
@@ -300,7 +303,7 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
                                   "keras.Model; pass calibration= for ONNX/TFLite sources")
         from tether.converter._internal.quantize import quantize_int8
 
-        graph = quantize_int8(graph, _plan_ranges(graph, origins, plan, src))
+        graph = quantize_int8(graph, _plan_ranges(graph, origins, plan, src, pre_fusion))
     elif quantize is not None:
         graph = _quantize(graph, quantize, calibration)
     elif calibration is not None:
@@ -347,17 +350,33 @@ class _PlanRanges(Mapping[str, tuple[float, float]]):
     Lookups resolve lazily so that only the tensors the int8 lowering asks for must have a
     range; a tensor it asks for and the plan lacks raises a ConversionError naming the
     tensor, the node that makes it and the Keras layer (so `in` is True for every tensor).
+    "<tensor>:pre_activation" (the value before a fused activation the lowering splits off)
+    is the range of the Keras layer whose output fed that activation; `in` is False when
+    the plan has none, and the lowering then keeps the op float.
     """
 
     def __init__(self, graph: ir.Graph, keys: Mapping[str, str],
-                 ranges: Mapping[str, tuple[float, float]], model_name: str) -> None:
+                 ranges: Mapping[str, tuple[float, float]], model_name: str,
+                 pre_fusion: Mapping[str, str]) -> None:
         self._graph, self._keys, self._ranges, self._model = graph, keys, ranges, model_name
         self._makers = {o: n for n in graph.nodes for o in n.outputs}
+        self._pre = pre_fusion
+
+    def _pre_key(self, name: str) -> str | None:
+        """Plan key of "<tensor>:pre_activation", or None."""
+        out = name.removesuffix(":pre_activation")
+        if out in self._pre:
+            return self._keys.get(self._pre[out])
+        return self._keys.get(f"{out}/pre_activation")
 
     def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name.endswith(":pre_activation"):
+            return self._pre_key(name) in self._ranges
         return name in self._graph.tensors
 
     def __getitem__(self, name: str) -> tuple[float, float]:
+        if name.endswith(":pre_activation") and name in self:
+            return self._checked(self._pre_key(name))  # type: ignore[arg-type]
         key = self._keys.get(name)
         made = self._makers.get(name)
         where = (f"tensor '{name}' (output of node {made.describe()})" if made is not None
@@ -372,6 +391,9 @@ class _PlanRanges(Mapping[str, tuple[float, float]]):
                 f"int8 with plan: no range for Keras layer '{key}' ({where}) of model "
                 f"'{self._model}'; calibrate this model with tether.compression.calibrate, or "
                 f"add activation_ranges['{key}']")
+        return self._checked(key)
+
+    def _checked(self, key: str) -> tuple[float, float]:
         lo, hi = self._ranges[key]
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
             raise ConversionError(f"int8 with plan: range of Keras layer '{key}' is "
@@ -387,7 +409,7 @@ class _PlanRanges(Mapping[str, tuple[float, float]]):
 
 
 def _plan_ranges(graph: ir.Graph, origins: Mapping[str, str], plan: Any,
-                 model: Any) -> _PlanRanges:
+                 model: Any, pre_fusion: Mapping[str, str]) -> _PlanRanges:
     """Checks `plan` against the Keras `model` and maps its ranges onto IR tensors."""
     ranges = getattr(plan, "activation_ranges", None)
     if not isinstance(ranges, Mapping):
@@ -418,7 +440,7 @@ def _plan_ranges(graph: ir.Graph, origins: Mapping[str, str], plan: Any,
             f"plan names {len(unknown)} layer(s) model '{model.name}' does not have: "
             f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}; the plan was made for "
             "another model (calibrate this one, or convert the model export_qat returned)")
-    return _PlanRanges(graph, keys, ranges, model.name)
+    return _PlanRanges(graph, keys, ranges, model.name, pre_fusion)
 
 
 def _is_keras_model(model: Any) -> bool:

@@ -171,3 +171,26 @@ def test_cli_ptq_writes_an_int8_tmodel_the_engine_runs(tmp_path):
     assert out.is_file() and rec["tmodel_bytes"] == out.stat().st_size
     # an untrained model: the engine's int8 accuracy tracks the emulation's, not a fixed number
     assert abs(rec["engine_int8_accuracy"] - rec["emulated_int8_accuracy"]) <= 0.05, rec
+
+
+def test_split_activation_takes_the_range_of_the_layer_before_it():
+    # conv+BN+hard-swish: the converter fuses the activation, then the int8 lowering splits
+    # it off again and needs the value before it: the BN layer's range in the plan
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((8, 8, 1), name="image")
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(x_in)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Activation("hard_swish", name="hswish")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(x_in, layers.Dense(4, activation="softmax", name="fc")(x), name="hs")
+    x, _ = _data(64)
+    plan = calibrate(model, x[:32])
+    ranges = {**plan.activation_ranges, "bn": (-4.0, 4.0)}
+    tm = convert(model, quantize="int8", plan=QuantizationPlan(ranges))
+    t = tm.graph.tensors
+    (conv,) = [n for n in tm.graph.nodes if n.op == OpType.CONV_2D]
+    (hs,) = [n for n in tm.graph.nodes if n.op == OpType.HARD_SWISH]
+    assert t[hs.outputs[0]].dtype == DType.INT8
+    assert t[conv.outputs[0]].quant.scale[0] == pytest.approx(8.0 / 255)
+    got = _engine(model, plan, x)
+    _agree(got, simulate_int8(model, plan).predict(x, verbose=0), "hard-swish")
