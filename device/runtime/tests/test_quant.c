@@ -643,6 +643,13 @@ static void test_q8_pools(void) {
                strstr(tether_last_error(), "MAX_POOL_2D") != NULL,
            "int8 maxpool with other output quantization: status %d, '%s'", (int)s,
            tether_last_error());
+  /* A window of 2^24 cells could overflow the int32 sum (hostile file): rejected. */
+  const int32_t huge_attrs[9] = {4096, 4096, 1, 1, 4095, 4095, 0, 0, 1};
+  const tether_status s3 = run_q8_unary(TETHER_OP_AVERAGE_POOL_2D, 0, (const int32_t[]){1, 1, 1, 1},
+                                        (const int32_t[]){1, 1, 1, 1}, 0.5f, 0, 0.5f, 0, xm, ym,
+                                        huge_attrs, "int8 avgpool huge kernel");
+  TB_CHECK(s3 == TETHER_STATUS_FORMAT_ERROR && strstr(tether_last_error(), "2^23") != NULL,
+           "int8 avgpool 4096x4096: status %d, '%s'", (int)s3, tether_last_error());
   /* A fused HARD_SWISH cannot clamp in the quantized domain: rejected. */
   const tether_status s2 = run_q8_unary(TETHER_OP_MAX_POOL_2D, TETHER_ACT_HARD_SWISH,
                                         (const int32_t[]){1, 3, 3, 2},

@@ -92,10 +92,11 @@ tether_status tether_q8_pool_prepare(const struct tether_model* model, uint32_t 
   if (status == TETHER_STATUS_SUCCESS) status = need_same_quant(model, op_index, x, y);
   if (status == TETHER_STATUS_SUCCESS) status = fused_range(model, op_index, op, y);
   if (status != TETHER_STATUS_SUCCESS) return status;
-  /* The int32 window sum holds at most 2^24 cells of |q| <= 128. */
-  if ((int64_t)op->params.kernel_h * op->params.kernel_w > (1 << 24)) {
+  /* The int32 window sum (and the rounding offset) stays below 2^31 with at most 2^23
+   * cells of |q| <= 128. */
+  if ((int64_t)op->params.kernel_h * op->params.kernel_w > (1 << 23)) {
     return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
-                           "int8 pool kernel %dx%d has more than 2^24 cells", op->params.kernel_h,
+                           "int8 pool kernel %dx%d has more than 2^23 cells", op->params.kernel_h,
                            op->params.kernel_w);
   }
   op->quantized = 1;
