@@ -135,6 +135,8 @@ LAYERS = {  # name -> (input shape, model body, an op TF's quantizer must have e
                             "MAX_POOL_2D"),
     "permute_dense3d": ((3, 5), lambda x: L.Permute((2, 1))(L.Dense(4)(x)), "TRANSPOSE"),
     "dense_sigmoid": ((5,), lambda x: L.Dense(6, activation="sigmoid")(x), "LOGISTIC"),
+    "pad_constant": ((4, 4, 2), lambda x: L.Conv2D(2, 2)(keras.ops.pad(
+        x, [[0, 0], [1, 2], [2, 0], [0, 0]], constant_values=1.5)), "PADV2"),
 }
 
 

@@ -328,10 +328,15 @@ def _pad(im: _Importer) -> None:
     if len(im.op.inputs) > 2 and im.op.inputs[2] >= 0:
         v = im.const(2, "constant_values").reshape(-1)
         if im.tensors[x].dtype != DType.FLOAT32:  # type: ignore[index]
+            # the real value of the int8 pad constant (the engine quantizes it back exactly)
             q = im.tensors[x].quant  # type: ignore[index]
-            if q is None or int(v[0]) != q.zero_point[0]:
-                raise _Fail(f"padding an int8 tensor with {int(v[0])} (not its zero point) "
-                            "is not supported")
+            if q is None or len(q.scale) != 1:
+                raise _Fail("padding an int8 tensor needs per-tensor quantization")
+            vq = im.quant(int(im.op.inputs[2]))
+            if vq is not None and (vq.scale[0] != q.scale[0] or vq.zero_point[0] !=
+                                   q.zero_point[0]):
+                raise _Fail("the int8 pad constant is quantized unlike the input")
+            value = q.scale[0] * (int(v[0]) - q.zero_point[0])
         else:
             value = float(v[0])
     im.emit(OpType.PAD, [x], {"paddings": tuple(int(v) for v in p), "value": (value,)})
