@@ -26,10 +26,11 @@ static inline int16x8_t load_x(const int8_t* p, size_t n, int16x8_t xz) {
   return vsubq_s16(vmovl_s8(v), xz);
 }
 
-/* 8 packed words as int16 (their low halves) / as int32. */
+/* 8 packed words as int16 (their low halves). */
 static inline int16x8_t load_w(const int32_t* p, size_t n) {
+  if (n >= 8) return vcombine_s16(vmovn_s32(vld1q_s32(p)), vmovn_s32(vld1q_s32(p + 4)));
   int32_t t[8] = {0};
-  memcpy(t, p, (n < 8 ? n : 8) * sizeof(int32_t));
+  memcpy(t, p, n * sizeof(int32_t));
   return vcombine_s16(vmovn_s32(vld1q_s32(t)), vmovn_s32(vld1q_s32(t + 4)));
 }
 
@@ -72,11 +73,16 @@ void tether_qs8_dwconv2d_minmax_ukernel_c8__neon(const tether_conv_geometry* g,
               acch = vmlal_s16(acch, vget_high_s16(xv), vget_high_s16(wv));
             }
           }
-          int32_t head[32] = {0};
-          memcpy(head + 8, w + channels + c, nc * sizeof(int32_t));
-          memcpy(head + 16, w + 2 * channels + c, nc * sizeof(int32_t));
-          memcpy(head + 24, w + 3 * channels + c, nc * sizeof(int32_t));
-          const int8x8_t out = tether_qs8_output8_neon(accl, acch, head, 8, 0, yz, lo, hi);
+          int8x8_t out;
+          if (nc == 8) {  /* the words of channels c.. sit `channels` apart */
+            out = tether_qs8_output8_neon(accl, acch, w + c, channels, 0, yz, lo, hi);
+          } else {
+            int32_t head[32] = {0};
+            memcpy(head + 8, w + channels + c, nc * sizeof(int32_t));
+            memcpy(head + 16, w + 2 * channels + c, nc * sizeof(int32_t));
+            memcpy(head + 24, w + 3 * channels + c, nc * sizeof(int32_t));
+            out = tether_qs8_output8_neon(accl, acch, head, 8, 0, yz, lo, hi);
+          }
           if (nc == 8) {
             vst1_s8(yp + c, out);
           } else {

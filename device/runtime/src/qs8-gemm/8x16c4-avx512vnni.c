@@ -26,11 +26,42 @@ static inline __m512i bcast_tail(const int8_t* p, size_t n) {
   return _mm512_set1_epi32(v);
 }
 
+/* C[1 x nc] = requantize(one row of A * W + bias): four accumulators along K, for
+ * FULLY_CONNECTED on a single row (the 8-row tile would compute 8 copies). */
+static void gemm_1x16(size_t nc, size_t kc, const int8_t* a0, const int32_t* head, int8_t* c,
+                      const tether_qs8_params* params) {
+  __m512i s0 = _mm512_loadu_si512(head), s1 = _mm512_setzero_si512(), s2 = s1, s3 = s1;
+  const int8_t* wk = (const int8_t*)(head + 64);
+  size_t k = 0;
+  for (; k + 16 <= kc; k += 16, wk += 256) {
+    s0 = _mm512_dpbusd_epi32(s0, bcast4(a0 + k), _mm512_loadu_si512(wk));
+    s1 = _mm512_dpbusd_epi32(s1, bcast4(a0 + k + 4), _mm512_loadu_si512(wk + 64));
+    s2 = _mm512_dpbusd_epi32(s2, bcast4(a0 + k + 8), _mm512_loadu_si512(wk + 128));
+    s3 = _mm512_dpbusd_epi32(s3, bcast4(a0 + k + 12), _mm512_loadu_si512(wk + 192));
+  }
+  for (; k + 4 <= kc; k += 4, wk += 64) {
+    s0 = _mm512_dpbusd_epi32(s0, bcast4(a0 + k), _mm512_loadu_si512(wk));
+  }
+  if (k < kc) s1 = _mm512_dpbusd_epi32(s1, bcast_tail(a0 + k, kc - k), _mm512_loadu_si512(wk));
+  const __m512i acc = _mm512_add_epi32(_mm512_add_epi32(s0, s1), _mm512_add_epi32(s2, s3));
+  const __m512i v = _mm512_add_epi32(
+      tether_qs8_requant_avx512(acc, _mm512_loadu_si512(head + 16), _mm512_loadu_si512(head + 32),
+                                _mm512_loadu_si512(head + 48)),
+      _mm512_set1_epi32(params->y_zero));
+  const __m512i out = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_set1_epi32(params->lo)),
+                                       _mm512_set1_epi32(params->hi));
+  tether_qs8_store16_avx512(c, (__mmask16)(nc >= 16 ? 0xFFFFu : (1u << nc) - 1u), out);
+}
+
 void tether_qs8_gemm_minmax_ukernel_8x16c4__avx512vnni(size_t mr, size_t nc, size_t kc,
                                                        const int8_t* a, size_t a_stride,
                                                        const void* w, int8_t* c,
                                                        size_t c_stride,
                                                        const tether_qs8_params* params) {
+  if (mr == 1) {
+    gemm_1x16(nc, kc, a, (const int32_t*)w, c, params);
+    return;
+  }
   const int8_t* a0 = a;
   const int8_t* a1 = mr > 1 ? a0 + a_stride : a0;
   const int8_t* a2 = mr > 2 ? a1 + a_stride : a1;
