@@ -745,6 +745,11 @@ static void test_q8_elementwise(void) {
   TB_CHECK(s == TETHER_STATUS_FORMAT_ERROR && strstr(tether_last_error(), "1/256") != NULL &&
                strstr(tether_last_error(), "'y'") != NULL,
            "int8 logistic with output (1/128, 0): status %d, '%s'", (int)s, tether_last_error());
+  /* RELU with s_x / s_y = 2^24 would shift (q - z) past int32: rejected at load. */
+  const tether_status s3 = run_q8_unary(TETHER_OP_RELU, 0, shape, shape, 16777216.0f, 0, 1.0f,
+                                        0, x, y, NULL, "int8 relu huge ratio");
+  TB_CHECK(s3 == TETHER_STATUS_FORMAT_ERROR && strstr(tether_last_error(), "2^23") != NULL,
+           "int8 relu with s_x / s_y = 2^24: status %d, '%s'", (int)s3, tether_last_error());
   /* HARD_SWISH whose output scale is below s_x / 128 cannot be represented: rejected. */
   const tether_status s2 = run_q8_unary(TETHER_OP_HARD_SWISH, 0, shape, shape, 1.0f, 0, 1e-4f,
                                         0, x, y, NULL, "int8 hard swish bad");

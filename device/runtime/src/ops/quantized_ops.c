@@ -10,7 +10,7 @@
  *     (sum ± count/2) / count truncated (round half away from zero); both need the output
  *     quantization to equal the input's and clamp to the fused activation's range;
  *   - LOGISTIC, TANH: TFLite's 256-entry table, built in float as its LUTPopulate does:
- *     q_y = clamp(z_y + round(f(s_x · (q_x − z_x)) / s_y));
+ *     q_y = clamp(trunc(round(f(s_x · (q_x − z_x)) · (1 / s_y)) + z_y));
  *   - HARD_SWISH: TFLite's 16-bit fixed-point recipe (reference_ops::HardSwish);
  *   - RELU, RELU6: TFLite's ReluX, z_y + MBQM(q_x − z_x, s_x / s_y) clamped to the range;
  *   - PAD: the padding cells hold the quantized pad value (z_x for the usual 0).
@@ -187,10 +187,11 @@ tether_status tether_q8_concat_prepare(const struct tether_model* model, uint32_
     tether_format(slot, sizeof(slot), "input %u", i);
     status = need_int8(model, op_index, x, slot);
     if (status != TETHER_STATUS_SUCCESS) break;
-    /* Requantization must fit MultiplyByQuantizedMultiplier (left shift <= 30). */
+    /* (q - z) << shift must fit int32 in MultiplyByQuantizedMultiplier: |q - z| <= 255,
+     * so shift <= 23, i.e. s_x / s_y < 2^23. */
     int32_t multiplier, shift;
     tether_quantize_multiplier((double)x->scale / (double)y->scale, &multiplier, &shift);
-    if (shift > 30) {
+    if (shift > 23) {
       return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
                              "input %u '%s': scale ratio s_x / s_y = 2^%d or more is out of "
                              "range for int8 requantization",
@@ -396,7 +397,7 @@ static int q8_unary_setup(const struct tether_model* model, const tether_node* o
                        : op->type == TETHER_OP_CLAMP ? op->params.clamp_max
                                                      : INFINITY;
       relux_bounds(u, mn, mx);
-      return u->shift <= 30;
+      return u->shift <= 23;  /* 255 << 23 fits int32 (as for CONCATENATION) */
     }
     case TETHER_OP_HARD_SWISH:
       return hard_swish_params(x->scale, x->zero_point, y->scale, y->zero_point, &u->hard_swish);
@@ -431,7 +432,8 @@ static int8_t q8_unary_one(const q8_unary* u, int32_t q) {
       }
       const float rescaled = roundf(f * (1.0f / u->y_scale));
       const float shifted = rescaled + (float)u->y_zero;
-      v = shifted >= 127.0f ? 127 : shifted <= -128.0f ? -128 : (int32_t)shifted;
+      /* (a NaN, from 0 * (1 / s_y) with a denormal s_y, maps to -128, never to a cast) */
+      v = shifted >= 127.0f ? 127 : shifted > -128.0f ? (int32_t)shifted : -128;
       break;
     }
   }
@@ -466,7 +468,7 @@ tether_status tether_q8_unary_prepare(const struct tether_model* model, uint32_t
                            tether_op_type_name(op->type), x->name, y->name,
                            op->type == TETHER_OP_HARD_SWISH
                                ? "needs s_x / (128 s_y) < 1 and s_x < 2^30 * 3/256"
-                               : "needs s_x / s_y < 2^30");
+                               : "needs s_x / s_y < 2^23");
   }
   op->quantized = 1;
   op->fused_activation = 1;
