@@ -221,3 +221,27 @@ def test_int8_pools_concat_pad_activations_run_end_to_end() -> None:
         errs.append(rel_err(y_, ref))
         agree += int(np.argmax(y_) == np.argmax(ref))
     assert np.median(errs) < 0.08 and agree >= 17, (np.median(errs), max(errs), agree)
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_small_ptq_runs_int8_end_to_end() -> None:
+    keras.utils.set_random_seed(0)
+    m = keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), weights=None,
+                                            include_preprocessing=False,
+                                            classifier_activation=None)
+    rng = np.random.default_rng(0)
+    for layer in m.layers:  # non-trivial BN statistics, so logits are not flat
+        if isinstance(layer, L.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.1, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
+    tm = convert(m, quantize="int8", calibration=rand((32, 1, 96, 96, 3), 1))
+    ops = tm.report.ops_after
+    assert ops["QUANTIZE"] == 1 and ops["DEQUANTIZE"] == 1 and ops["HARD_SWISH"] >= 10
+    errs, agree = [], 0
+    for x_ in rand((20, 1, 96, 96, 3), 2):
+        ref = np.asarray(m(x_, training=False))
+        y_ = engine_run(tm.to_bytes(), x_)
+        errs.append(rel_err(y_, ref))
+        agree += int(np.argmax(y_) == np.argmax(ref))
+    assert np.median(errs) < 0.05 and agree >= 18, (np.median(errs), agree)
