@@ -21,7 +21,9 @@ int8 rows (--precisions int8): the model quantized by TensorFlow's full-integer 
 quantizer (representative data: 32 tether.data digits for the demo CNN, 32 uniform [-1, 1)
 images for MobileNetV2), the same .tflite run in LiteRT and converted by tether's TFLite
 frontend; tether and LiteRT are timed round-robin (one tether run, one LiteRT run, ...) so
-machine load hits both alike, and the LiteRT row carries tether_over_peer. With
+machine load hits both alike, and the LiteRT row carries tether_over_peer (wall-clock
+medians) and tether_over_peer_calling_thread_cpu (CPU-time medians of the calling thread:
+the whole work with 1 thread, robust to time slicing on a loaded machine). With
 --agreement-inputs N, MobileNetV2 1.0 224 with logits outputs (classifier_activation=None)
 is quantized the same way and both engines run N seeded uniform [-1, 1) inputs: one JSON
 line gives the top-1 agreement and the max abs difference of the dequantized logits.
@@ -161,19 +163,26 @@ def _int8_rows(name: str, model, threads_list: list, runs: int) -> None:  # type
             tether_run(x)
             litert_run(x)
         times: dict = {"tether": [], "litert": []}
+        cpu: dict = {"tether": [], "litert": []}
         for _ in range(runs):  # round-robin: load on the machine hits both engines alike
             for engine, fn in (("tether", tether_run), ("litert", litert_run)):
-                t0 = time.perf_counter()
+                c0, t0 = time.thread_time(), time.perf_counter()
                 fn(x)
                 times[engine].append((time.perf_counter() - t0) * 1e3)
+                cpu[engine].append((time.thread_time() - c0) * 1e3)
         med = {e: float(np.median(t)) for e, t in times.items()}
         for engine, t in times.items():
             row = dict(common, engine=engine, threads=threads, median_ms=med[engine],
                        p90_ms=float(np.percentile(t, 90)), min_ms=float(np.min(t)),
                        runs=len(t), model_bytes=tether_bytes if engine == "tether"
-                       else len(content), max_abs_diff_vs_litert=diff)
+                       else len(content), max_abs_diff_vs_litert=diff,
+                       # CPU time of the calling thread (all of the work with 1 thread):
+                       # what a loaded machine's time slicing does not inflate
+                       median_calling_thread_cpu_ms=float(np.median(cpu[engine])))
             if engine == "litert":
                 row["tether_over_peer"] = med["tether"] / med["litert"]
+                row["tether_over_peer_calling_thread_cpu"] = (
+                    float(np.median(cpu["tether"])) / float(np.median(cpu["litert"])))
             print(json.dumps(row), flush=True)
 
 
