@@ -450,6 +450,22 @@ int main(void) {
     }
     tested++;
   }
+#if defined(__aarch64__)
+  /* The SMLAL kernel that aarch64 CPUs without the dot product run (qemu's default CPU and
+   * most phones have it, so the table above holds the SDOT kernel). */
+  const tether_kernels* neon = tether_kernels_for("neon");
+  if (neon != NULL && neon->qs8_gemm != tether_qs8_gemm_minmax_ukernel_4x8c1__neon) {
+    tether_kernels smlal = *neon;
+    smlal.qs8_gemm_mr = 4;
+    smlal.qs8_gemm_nr = 8;
+    smlal.qs8_gemm_kr = 1;
+    smlal.qs8_gemm_xor = 0;
+    smlal.qs8_gemm = tether_qs8_gemm_minmax_ukernel_4x8c1__neon;
+    smlal.qs8_gemm_twin = tether_qs8_gemm_minmax_ukernel_4x8c1__scalar;
+    printf("test_q8_ukernels: neon qs8 gemm 4x8c1 (SMLAL) vs scalar twin\n");
+    for (int rep = 0; rep < 3; rep++) test_gemm(&smlal, pools);
+  }
+#endif
   for (size_t t = 0; t < 3; t++) tether_pool_destroy(pools[t]);
   test_ops_through_engine();
   if (tb_failures != 0) {
