@@ -194,6 +194,12 @@ def test_zero_padding_exact(t: int, b: int, lft: int, r: int) -> None:
     check_exact(model_of((4, 5, 2), fn), 0.5, 3, inputs=2)
 
 
+@given(k=st.integers(2, 40), lo=st.floats(-20, -0.5), hi=st.floats(0.5, 20))
+@CI
+def test_softmax_exact_over_input_scales(k: int, lo: float, hi: float) -> None:
+    check_exact(model_of((k,), lambda x: L.Softmax()(x)), lo, hi, inputs=4, expect="SOFTMAX")
+
+
 def test_softmax_exact() -> None:
     keras.utils.set_random_seed(3)
     m = model_of((24,), lambda x: L.Softmax()(L.Dense(10)(x)))
