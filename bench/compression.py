@@ -449,7 +449,14 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
     for key, cfg in structured:
         small, rep = prune_channels(base, cfg)
         acc0 = accuracy(small, xv, yv)
-        fine_tune(small, xt, yt, epochs=ft_epochs, batch_size=64, learning_rate=5e-4)
+        if key.endswith("_tuned") and args.prune_distill:
+            # fine-tune by distilling from the unpruned model (T=2, alpha=0.5; not tuned)
+            from tether.compression import DistillationConfig, distill
+
+            distill(base, small, xt, yt, config=DistillationConfig(2.0, 0.5),
+                    epochs=ft_epochs, batch_size=64, learning_rate=5e-4)
+        else:
+            fine_tune(small, xt, yt, epochs=ft_epochs, batch_size=64, learning_rate=5e-4)
         files[key] = convert(small).to_bytes()
         eng = Engine(files[key], threads=1)
         runners[key] = eng.run
@@ -462,6 +469,7 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
         reduction = 1 - lat[key]["median_ms"] / lat["baseline"]["median_ms"]
         row(key, None, acc, allocation=cfg.allocation, tile=cfg.tile, round_to=cfg.round_to,
             exclude=list(cfg.exclude),
+            distilled_from_baseline=key.endswith("_tuned") and args.prune_distill,
             accuracy_before_finetune=acc0, mac_reduction=rep.mac_reduction,
             macs=rep.macs_after, params=rep.params_after,
             channels={k: v[1] for k, v in rep.channels.items()},
@@ -522,6 +530,9 @@ def main() -> None:
     parser.add_argument("--prune-exclude", default="",
                         help="structured_50_macs_tuned: layers kept whole, comma-separated "
                              "(e.g. a stem conv that fits one GEMM tile already)")
+    parser.add_argument("--prune-distill", action="store_true",
+                        help="structured_50_macs_tuned: fine-tune by distilling from the "
+                             "unpruned baseline (T=2, alpha=0.5) instead of labels alone")
     parser.add_argument("--max-group-fraction", type=float, default=0.6,
                         help="structured_50_macs_tuned with --prune-allocation latency: most "
                              "channels one group may lose")
