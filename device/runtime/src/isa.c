@@ -29,6 +29,7 @@ static const tether_kernels kScalar = {
     tether_qs8_gemm_minmax_ukernel_4x8c1__scalar,
     tether_qs8_dwconv2d_minmax_ukernel_c1__scalar,
     tether_qs8_vadd_minmax_ukernel__scalar,
+    tether_f32_qs8_vcvt_ukernel__scalar,
 };
 #ifdef TETHER_ARCH_X86_64
 static const tether_kernels kAvx2 = {
@@ -39,6 +40,7 @@ static const tether_kernels kAvx2 = {
     tether_qs8_gemm_minmax_ukernel_4x16c2__scalar,
     tether_qs8_dwconv2d_minmax_ukernel_c8__avx2,
     tether_qs8_vadd_minmax_ukernel__avx2,
+    tether_f32_qs8_vcvt_ukernel__scalar,
 };
 static const tether_kernels kAvx512 = {
     "avx512", 8, 32, tether_f32_gemm_minmax_ukernel_8x32__avx512,
@@ -48,6 +50,7 @@ static const tether_kernels kAvx512 = {
     tether_qs8_gemm_minmax_ukernel_4x16c2__scalar,
     tether_qs8_dwconv2d_minmax_ukernel_c8__avx2,
     tether_qs8_vadd_minmax_ukernel__avx2,
+    tether_f32_qs8_vcvt_ukernel__scalar,
 };
 /* The same fp32 kernels; int8 with VNNI dot products (AVX512-VNNI, BW, VL). */
 static const tether_kernels kAvx512Vnni = {
@@ -58,6 +61,7 @@ static const tether_kernels kAvx512Vnni = {
     tether_qs8_gemm_minmax_ukernel_8x16c4__scalar_u8,
     tether_qs8_dwconv2d_minmax_ukernel_c16__avx512,
     tether_qs8_vadd_minmax_ukernel__avx512,
+    tether_f32_qs8_vcvt_ukernel__avx512,
 };
 
 static unsigned long long xgetbv0(void) {
@@ -97,6 +101,7 @@ static const tether_kernels kNeon = {
     tether_qs8_gemm_minmax_ukernel_4x8c1__scalar,
     tether_qs8_dwconv2d_minmax_ukernel_c8__neon,
     tether_qs8_vadd_minmax_ukernel__neon,
+    tether_f32_qs8_vcvt_ukernel__scalar,
 };
 #endif
 #if defined(__aarch64__) && defined(__linux__) && __STDC_HOSTED__
@@ -111,6 +116,7 @@ static const tether_kernels kNeonDot = {
     tether_qs8_gemm_minmax_ukernel_4x16c4__scalar,
     tether_qs8_dwconv2d_minmax_ukernel_c8__neon,
     tether_qs8_vadd_minmax_ukernel__neon,
+    tether_f32_qs8_vcvt_ukernel__scalar,
 };
 
 static const tether_kernels* neon_best(void) {

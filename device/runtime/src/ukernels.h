@@ -166,6 +166,15 @@ TETHER_DECLARE_QS8_VADD(avx2);
 TETHER_DECLARE_QS8_VADD(avx512);
 TETHER_DECLARE_QS8_VADD(neon);
 
+/* float32 to int8 (QUANTIZE): y = clamp(round(x / scale) + zero, -128, 127), TFLite's
+ * AffineQuantize (round half away from zero, in float); NaN gives zero. */
+typedef void (*tether_f32_qs8_vcvt_ukernel_fn)(size_t n, const float* x, int8_t* y,
+                                               float scale, int32_t zero);
+void tether_f32_qs8_vcvt_ukernel__scalar(size_t n, const float* x, int8_t* y, float scale,
+                                         int32_t zero);
+void tether_f32_qs8_vcvt_ukernel__avx512(size_t n, const float* x, int8_t* y, float scale,
+                                         int32_t zero);
+
 /* The kernels one model uses, chosen from the CPU's features when the model loads. */
 typedef struct tether_kernels {
   const char* isa;                    /* "scalar", "avx2", "avx512", "neon" */
@@ -180,6 +189,7 @@ typedef struct tether_kernels {
   tether_qs8_gemm_ukernel_fn qs8_gemm_twin;  /* the __scalar kernel with the same layout */
   tether_qs8_dwconv_ukernel_fn qs8_dwconv;
   tether_qs8_vadd_ukernel_fn qs8_vadd;
+  tether_f32_qs8_vcvt_ukernel_fn qs8_quantize;
 } tether_kernels;
 
 /* The table for the current selection (tether_set_isa, TETHER_ISA, or the best the CPU has). */

@@ -9,6 +9,7 @@
  * whole int8 CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED ops through the engine: every
  * ISA with 1-3 threads must give the bytes of the scalar kernels.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,6 +327,54 @@ static void test_vadd(const tether_kernels* kt) {
   }
 }
 
+/* QUANTIZE (float32 -> int8): kernel vs scalar twin vs roundf written out, with exact
+ * halves, NaN, infinities and values far out of range. */
+static void test_vcvt(const tether_kernels* kt) {
+  static const size_t kCount[] = {1, 7, 16, 17, 100, 333};
+  for (size_t ci = 0; ci < sizeof(kCount) / sizeof(kCount[0]); ci++) {
+    const size_t n = kCount[ci];
+    const float scale = tb_range(0, 3) == 0 ? 1e-30f : tb_uniform(0.001f, 0.5f);
+    const int32_t zero = pick_zero();
+    float* x = (float*)malloc((n + 16) * sizeof(float));
+    for (size_t i = 0; i < n + 16; i++) {
+      switch (tb_range(0, 5)) {
+        case 0: x[i] = ((float)tb_range(-300, 300) + 0.5f) * scale; break;  /* exact halves */
+        case 1: x[i] = tb_uniform(-1e6f, 1e6f); break;
+        default: x[i] = tb_uniform(-40.0f, 40.0f) * scale; break;
+      }
+    }
+    x[0] = n > 3 ? NAN : x[0];
+    if (n > 5) {
+      x[1] = INFINITY;
+      x[2] = -INFINITY;
+      x[3] = -0.0f;
+    }
+    int8_t* y1 = (int8_t*)malloc(n + 2 * GUARD);
+    int8_t* y2 = (int8_t*)malloc(n + 2 * GUARD);
+    int8_t* ref = (int8_t*)malloc(n + 2 * GUARD);
+    memset(y1, SENTINEL, n + 2 * GUARD);
+    memset(y2, SENTINEL, n + 2 * GUARD);
+    memset(ref, SENTINEL, n + 2 * GUARD);
+    for (size_t i = 0; i < n; i++) {
+      const float r = roundf(x[i] / scale);
+      const float c = r != r ? 0.0f : r < -1e6f ? -1e6f : r > 1e6f ? 1e6f : r;
+      const int32_t v = (int32_t)c + zero;
+      ref[GUARD + i] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+    }
+    kt->qs8_quantize(n, x, y1 + GUARD, scale, zero);
+    tether_f32_qs8_vcvt_ukernel__scalar(n, x, y2 + GUARD, scale, zero);
+    char what[96];
+    snprintf(what, sizeof(what), "f32->qs8 %s n%zu scale %g zero %d", kt->isa, n, (double)scale,
+             (int)zero);
+    compare(what, y2, ref, n + 2 * GUARD);
+    compare(what, y1, y2, n + 2 * GUARD);
+    free(x);
+    free(y1);
+    free(y2);
+    free(ref);
+  }
+}
+
 /* Loads the model under `isa`, runs it once with `threads` and copies output 0 out. */
 static void run_model(const uint8_t* file, size_t size, const char* isa, uint32_t threads,
                       const int8_t* x, size_t nx, int8_t* y, size_t ny, const char* what) {
@@ -447,6 +496,7 @@ int main(void) {
       test_gemm(kt, pools);
       test_dwconv(kt, pools);
       test_vadd(kt);
+      test_vcvt(kt);
     }
     tested++;
   }

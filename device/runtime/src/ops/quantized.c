@@ -563,22 +563,9 @@ void tether_quantize_eval(const struct tether_model* model, const tether_node* o
     }
     return;
   }
-  /* TFLite AffineQuantize: round(x / s) + z in float, clamped; roundf (half away from zero)
-   * written branch-free so that the loop vectorizes: t = trunc(q), then +-1 when the exact
-   * remainder q - t reaches 0.5 (|q| is clamped to 2^20 first; NaN gives z). */
-  const float* xd = (const float*)data[op->inputs[0]];
-  const float scale = y->scale;
-  const int32_t zero = y->zero_point;
-  const size_t count = x->elements;
-  for (size_t i = 0; i < count; i++) {
-    float q = xd[i] / scale;
-    q = q == q ? q : 0.0f;
-    q = q < -1048576.0f ? -1048576.0f : q > 1048576.0f ? 1048576.0f : q;
-    const int32_t t = (int32_t)q;
-    const float rem = q - (float)t;
-    const int32_t v = t + (rem >= 0.5f) - (rem <= -0.5f) + zero;
-    yd[i] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
-  }
+  /* TFLite AffineQuantize: round(x / s) + z in float, clamped (the model's vcvt kernel). */
+  model->kernels->qs8_quantize(x->elements, (const float*)data[op->inputs[0]], yd, y->scale,
+                               y->zero_point);
 }
 
 tether_status tether_dequantize_prepare(const struct tether_model* model, uint32_t op_index,
