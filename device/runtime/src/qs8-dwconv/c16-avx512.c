@@ -101,7 +101,7 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
   const int32_t* bias_in = wt + taps * channels;
   const int16_t* wpairs = (const int16_t*)(const void*)(bias_in + channels);
   const __m512i xz = _mm512_set1_epi32(p->x_zero), yz = _mm512_set1_epi32(p->y_zero);
-  const __m512i lo = _mm512_set1_epi32(p->lo), hi = _mm512_set1_epi32(p->hi);
+  const __m128i lo8 = _mm_set1_epi8((char)p->lo), hi8 = _mm_set1_epi8((char)p->hi);
   int shift_left = 0;  /* any channel with a left shift (rare: s_x * s_w > s_y) */
   for (size_t c = 0; c < channels; c++) shift_left |= w[2 * channels + c] != 0;
   /* Byte offsets of the taps from the window's corner (the odd last one repeated). */
@@ -162,8 +162,7 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
           const __m512i left = _mm512_maskz_loadu_epi32(m, w + 2 * channels + c);
           const __m512i right = _mm512_maskz_loadu_epi32(m, w + 3 * channels + c);
           __m512i v = _mm512_add_epi32(tether_qs8_requant_avx512(acc, mult, left, right), yz);
-          v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-          tether_qs8_store16_avx512(yp + c, m, v);
+          tether_qs8_clamp_store16_avx512(yp + c, m, v, lo8, hi8);
         }
       }
       if (ow_lo >= ow_hi) continue;
@@ -192,11 +191,9 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
           }
           __m512i v0 = _mm512_add_epi32(tether_qs8_requant_right_avx512(acc0, m0, r0), yz);
           __m512i v1 = _mm512_add_epi32(tether_qs8_requant_right_avx512(acc1, m1, r1), yz);
-          v0 = _mm512_min_epi32(_mm512_max_epi32(v0, lo), hi);
-          v1 = _mm512_min_epi32(_mm512_max_epi32(v1, lo), hi);
           int8_t* yp = y_row + ow * channels + c;
-          tether_qs8_store16_avx512(yp, (__mmask16)0xFFFFu, v0);
-          tether_qs8_store16_avx512(yp + 16, (__mmask16)0xFFFFu, v1);
+          tether_qs8_clamp_store16_avx512(yp, (__mmask16)0xFFFFu, v0, lo8, hi8);
+          tether_qs8_clamp_store16_avx512(yp + 16, (__mmask16)0xFFFFu, v1, lo8, hi8);
         }
       }
       for (; c < channels; c += 16) {
@@ -212,8 +209,7 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
           __m512i acc = _mm512_add_epi32(b, inside16(corner, off, pairs, wp, m));
           if (shift_left) acc = _mm512_sllv_epi32(acc, left);
           __m512i v = _mm512_add_epi32(tether_qs8_requant_right_avx512(acc, mult, right), yz);
-          v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-          tether_qs8_store16_avx512(y_row + ow * channels + c, m, v);
+          tether_qs8_clamp_store16_avx512(y_row + ow * channels + c, m, v, lo8, hi8);
         }
       }
     }

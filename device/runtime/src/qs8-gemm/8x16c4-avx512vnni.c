@@ -103,14 +103,13 @@ void tether_qs8_gemm_minmax_ukernel_8x16c4__avx512vnni(size_t mr, size_t nc, siz
   const __m512i left = _mm512_loadu_si512(head + 32);
   const __m512i right = _mm512_loadu_si512(head + 48);
   const __m512i yz = _mm512_set1_epi32(params->y_zero);
-  const __m512i lo = _mm512_set1_epi32(params->lo), hi = _mm512_set1_epi32(params->hi);
+  const __m128i lo8 = _mm_set1_epi8((char)params->lo), hi8 = _mm_set1_epi8((char)params->hi);
   const __mmask16 m = (__mmask16)(nc >= 16 ? 0xFFFFu : (1u << nc) - 1u);
   const __m512i acc[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
   const int shift_left = _mm512_test_epi32_mask(left, left) != 0;
   for (size_t i = 0; i < mr; i++) {
     const __m512i x = shift_left ? _mm512_sllv_epi32(acc[i], left) : acc[i];
     __m512i v = _mm512_add_epi32(tether_qs8_requant_right_avx512(x, mult, right), yz);
-    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-    tether_qs8_store16_avx512((int8_t*)c + i * c_stride, m, v);
+    tether_qs8_clamp_store16_avx512((int8_t*)c + i * c_stride, m, v, lo8, hi8);
   }
 }

@@ -45,4 +45,18 @@ static inline void tether_qs8_store16_avx512(int8_t* p, __mmask16 m, __m512i v) 
   }
 }
 
+/* clamp(v, lo, hi) stored as bytes (lanes m), lo >= -128 and hi <= 127: the saturating
+ * narrowing then a byte clamp on 16 bytes equals the int32 clamp, in fewer wide operations. */
+static inline void tether_qs8_clamp_store16_avx512(int8_t* p, __mmask16 m, __m512i v,
+                                                   __m128i lo8, __m128i hi8) {
+  __m128i bytes = _mm512_cvtsepi32_epi8(v);
+  __asm__("" : "+v"(bytes));
+  bytes = _mm_min_epi8(_mm_max_epi8(bytes, lo8), hi8);
+  if (m == (__mmask16)0xFFFFu) {
+    _mm_storeu_si128((__m128i*)p, bytes);
+  } else {
+    _mm_mask_storeu_epi8(p, m, bytes);
+  }
+}
+
 #endif  /* TETHER_QS8_REQUANT_AVX512_H_ */
