@@ -229,14 +229,15 @@ def bench_int8(name: str, base: Any, ds: Any, args: argparse.Namespace,
     return summary
 
 
-def _cnn_student(input_shape: tuple[int, int, int], classes: int, seed: int) -> Any:
+def _cnn_student(input_shape: tuple[int, int, int], classes: int, seed: int,
+                 width: int = 1) -> Any:
     import keras
     from keras import layers
 
     keras.utils.set_random_seed(seed)
     x_in = keras.Input(input_shape)
-    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x_in)
-    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(8 * width, 3, strides=2, padding="same", activation="relu")(x_in)
+    x = layers.Conv2D(16 * width, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.MaxPooling2D(2)(x) if x.shape[1] > 8 else x
     x = layers.Flatten()(x)
     return keras.Model(x_in, layers.Dense(classes)(x), name="student")
@@ -303,7 +304,7 @@ def bench_distillation(name: str, teacher_fn: Callable[[int], Any], ds: Any,
         xtr, ytr = xtr[:args.student_samples], ytr[:args.student_samples]
 
     def student(seed: int, cfg: Any) -> Any:
-        st = _cnn_student(ds.input_shape, ds.num_classes, seed)
+        st = _cnn_student(ds.input_shape, ds.num_classes, seed, args.student_width)
         if cfg is None:
             fine_tune(st, xtr, ytr, epochs=epochs, batch_size=64, learning_rate=lr)
         else:
@@ -334,7 +335,7 @@ def bench_distillation(name: str, teacher_fn: Callable[[int], Any], ds: Any,
                   "epochs": epochs, "temperature": cfg.temperature, "alpha": cfg.alpha})
     d = [r["accuracy"] for r in runs if r["distilled"]]
     p = [r["accuracy"] for r in runs if not r["distilled"]]
-    st = _cnn_student(ds.input_shape, ds.num_classes, 0)
+    st = _cnn_student(ds.input_shape, ds.num_classes, 0, args.student_width)
     out = {"distilled_mean": float(np.mean(d)), "plain_mean": float(np.mean(p)),
            "distilled_wins": int(sum(a > b for a, b in zip(d, p))),
            "temperature": cfg.temperature, "alpha": cfg.alpha, "runs": runs,
@@ -533,6 +534,8 @@ def main() -> None:
     parser.add_argument("--prune-distill", action="store_true",
                         help="structured_50_macs_tuned: fine-tune by distilling from the "
                              "unpruned baseline (T=2, alpha=0.5) instead of labels alone")
+    parser.add_argument("--student-width", type=int, default=1,
+                        help="distillation: student channel multiplier (8w and 16w channels)")
     parser.add_argument("--max-group-fraction", type=float, default=0.6,
                         help="structured_50_macs_tuned with --prune-allocation latency: most "
                              "channels one group may lose")
