@@ -4,11 +4,19 @@ Cases:
   codec   : a Flower simulation per codec (mnist5k, pathological non-IID, N clients, C, E, B):
             uplink/downlink bytes per round measured on the Flower messages, accuracy per round,
             first round reaching --target.
-  secagg  : tether's secure aggregation (aggregate_in_process) wall time per round for
-            10/50/100 clients on the same random vectors, 30% dropping after key sharing.
+  secagg  : secure aggregation wall time per round for 10/50/100 clients on the same random
+            vectors, 30% dropping after key sharing: tether's protocol in one process
+            (aggregate_in_process), tether's SecAggFedAvg over Flower messages and Flower's own
+            SecAgg+ (SecAggPlusWorkflow + secaggplus_mod), the last two on the same in-process
+            LocalGrid and timed interleaved (all parties' work in one process, one core).
+  curve   : accuracy per round of FedAvg (E, B) or FedSGD (E=1, full batch) for a list of
+            learning rates on the in-process LocalGrid (same strategy and ClientApp as the
+            simulation, no Ray); rounds to 90-96% test accuracy.
 
-    .venv/bin/python bench/federated.py secagg --dim 100000
+    .venv/bin/python bench/federated.py secagg --dim 100000 --repeats 1 --warmup 0
     .venv/bin/python bench/federated.py codec --codecs none,qsgd:4,terngrad --rounds 30
+    .venv/bin/python bench/federated.py curve --algo fedavg --lrs 0.1,0.05 --rounds 50
+    .venv/bin/python bench/federated.py curve --algo fedsgd --lrs 0.2,0.1,0.4 --rounds 150 --eval-every 2
 """
 
 from __future__ import annotations
@@ -130,7 +138,7 @@ def _tether_flower_round(xs: list[np.ndarray], drop: set[int], threshold: float,
     return time.perf_counter() - t, res.arrays["x"].numpy()
 
 
-def bench_secagg(dim: int, sizes: list[int], repeats: int, peer: bool) -> None:
+def bench_secagg(dim: int, sizes: list[int], repeats: int, peer: bool, warmup: int = 1) -> None:
     """Per client count: tether's protocol in one process (aggregate_in_process), tether's
     SecAggFedAvg over Flower messages and Flower's SecAgg+ workflow over the same LocalGrid,
     interleaved, on the same vectors, 30% of the clients dropping after key sharing."""
@@ -148,7 +156,7 @@ def bench_secagg(dim: int, sizes: list[int], repeats: int, peer: bool) -> None:
         t_in, t_msg, t_fl = [], [], []
         err_msg = err_fl = float("nan")
         exact = True
-        for rep in range(repeats + 1):  # first round of each is a warm-up
+        for _ in range(repeats + warmup):  # the first ``warmup`` rounds of each are not timed
             t = time.perf_counter()
             got = aggregate_in_process(xs, threshold=n // 2 + 1, dropped=drop)
             t_in.append(time.perf_counter() - t)
@@ -162,12 +170,12 @@ def bench_secagg(dim: int, sizes: list[int], repeats: int, peer: bool) -> None:
                 err_fl = float(np.abs(mean - want_mean).max())
         row = {"name": "secagg_round", "clients": n, "dropped": len(drop), "shape": [dim],
                "repeats": repeats, "load": os.getloadavg()[0],
-               "median_ms": statistics.median(t_in[1:]) * 1e3, "p90_ms": max(t_in[1:]) * 1e3,
+               "median_ms": statistics.median(t_in[warmup:]) * 1e3, "p90_ms": max(t_in[warmup:]) * 1e3,
                "gflops": None, "exact_fixed_point_sum": exact}
         if peer:
-            row.update({"tether_flower_messages_median_ms": statistics.median(t_msg[1:]) * 1e3,
+            row.update({"tether_flower_messages_median_ms": statistics.median(t_msg[warmup:]) * 1e3,
                         "tether_flower_messages_max_abs_err": err_msg,
-                        "flower_secaggplus_median_ms": statistics.median(t_fl[1:]) * 1e3,
+                        "flower_secaggplus_median_ms": statistics.median(t_fl[warmup:]) * 1e3,
                         "flower_secaggplus_max_abs_err": err_fl,
                         "note": "flower SecAgg+: num_shares=1.0 (complete graph), max_weight 1, reconstruction "
                                 "threshold 0.5, clip 8, 2^22 quantization levels, 2^32 modulus; "
@@ -241,6 +249,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=100_000)
     ap.add_argument("--sizes", default="10,50,100")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1, help="secagg: untimed rounds before the timed ones")
     ap.add_argument("--codecs", default="none,qsgd:4,terngrad")
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=30)
@@ -253,7 +262,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.case == "secagg":
-        bench_secagg(args.dim, [int(s) for s in args.sizes.split(",")], args.repeats, not args.no_peer)
+        bench_secagg(args.dim, [int(s) for s in args.sizes.split(",")], args.repeats, not args.no_peer,
+                     args.warmup)
     elif args.case == "curve":
         bench_curve(args)
     else:

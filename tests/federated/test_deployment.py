@@ -1,7 +1,7 @@
 """Real flower-superlink + three flower-supernode processes on loopback; two rounds of FedAvg under
-secure aggregation (4-bit shared stochastic-quantization grid), one of three clients (33%)
-dropping after key sharing every round. Takes ~2-3 minutes (each message starts a ClientApp
-process)."""
+secure aggregation (4-bit shared stochastic-quantization grid, n_k-weighted), one of three
+clients (33%) dropping after key sharing every round; the clients train the numpy CNN. Takes
+~2-4 minutes (each message starts a ClientApp process)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,16 @@ out = "{out}"
 """
 
 
+def _wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"flower-superlink did not listen on 127.0.0.1:{port} within {timeout} s")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,7 +90,7 @@ def test_superlink_three_supernodes_secagg_with_dropout(tmp_path: Path) -> None:
         procs.append(subprocess.Popen(
             [str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
              "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT))
-        time.sleep(5)
+        _wait_for_port(port, 120)  # a loaded machine can take far longer than a fixed sleep
         for i in range(3):
             log = open(tmp_path / f"supernode{i}.log", "w")  # noqa: SIM115
             logs.append(log)
@@ -88,11 +98,11 @@ def test_superlink_three_supernodes_secagg_with_dropout(tmp_path: Path) -> None:
                 [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
                  "--port", str(_free_port()), "--node-config", f"partition-id={i} num-partitions=3"],
                 env=env, stdout=log, stderr=subprocess.STDOUT))
-        time.sleep(5)
+        time.sleep(10)
         run = subprocess.run([str(BIN / "flwr"), "run", str(app)], env=env, capture_output=True,
                              text=True, timeout=120, cwd=app, check=False)
         assert run.returncode == 0, run.stdout + run.stderr
-        deadline = time.time() + 400
+        deadline = time.time() + 600
         while not out.exists() and time.time() < deadline:
             time.sleep(2)
         assert out.exists(), (tmp_path / "superlink.log").read_text()[-3000:]
@@ -112,4 +122,9 @@ def test_superlink_three_supernodes_secagg_with_dropout(tmp_path: Path) -> None:
     assert [r["round"] for r in rounds] == [1, 2]
     # the unmasked count coordinate equals |U3| (SecAggFedAvg aborts otherwise): masks cancelled
     assert all(r["clients"] == 2 and r["dropped"] == 1 for r in rounds)
+    # n_k-weighted: the unmasked weight coordinate is the survivors' (partitions 0 and 1) n_k
+    from tether.federated.partition import iid
+
+    sizes = [len(p) for p in iid(4000, 3, seed=0)]  # mnist5k: 4000 training images
+    assert all(r["weight_sum"] == sizes[0] + sizes[1] for r in rounds), rounds
     assert rounds[-1]["accuracy"] > 0.6  # from 0.115 at init

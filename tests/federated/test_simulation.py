@@ -86,7 +86,7 @@ def test_cli_simulate_with_qsgd_json() -> None:
 def test_local_grid_run_matches_ray_simulation() -> None:
     """The in-process LocalGrid path (used for the long accuracy curves in bench/) runs the same
     strategy and ClientApp as the Ray Simulation Engine: with every client sampled, the two
-    give the same test loss, accuracy and measured bytes per round."""
+    give the same test loss and accuracy, and the same bytes per round up to message metadata."""
     from tether.federated.apps import FedConfig, simulate
     from tether.federated.local import run_local
 
@@ -97,6 +97,8 @@ def test_local_grid_run_matches_ray_simulation() -> None:
     assert [r["round"] for r in ray_rows] == [r["round"] for r in local_rows] == [1, 2]
     for a, b in zip(ray_rows, local_rows):
         assert a["clients"] == b["clients"] == 5
-        assert a["uplink_bytes"] == b["uplink_bytes"] and a["downlink_bytes"] == b["downlink_bytes"]
+        # same records; only metadata differs (Ray's node and run ids are 64-bit, LocalGrid's small)
+        assert a["uplink_bytes"] == pytest.approx(b["uplink_bytes"], rel=1e-3)
+        assert a["downlink_bytes"] == pytest.approx(b["downlink_bytes"], rel=1e-3)
         assert abs(a["accuracy"] - b["accuracy"]) <= 0.001, (a, b)
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5), (a, b)
