@@ -28,6 +28,7 @@ __all__ = [
     "CodecMod",
     "DPConfig",
     "FedConfig",
+    "LocalGrid",
     "RdpAccountant",
     "SecAggAbort",
     "SecAggConfig",
@@ -44,6 +45,7 @@ __all__ = [
     "make_server_app",
     "partition",
     "register_secagg",
+    "run_local",
     "secagg",
     "simulate",
 ]
@@ -53,7 +55,8 @@ _LAZY = {
     "SecAggFedAvg": "tether.federated.secagg_flower", "SecAggMod": "tether.federated.secagg_flower",
     "register_secagg": "tether.federated.secagg_flower", "FedConfig": "tether.federated.apps",
     "simulate": "tether.federated.apps", "make_client_app": "tether.federated.apps",
-    "make_server_app": "tether.federated.apps",
+    "make_server_app": "tether.federated.apps", "LocalGrid": "tether.federated.local",
+    "run_local": "tether.federated.local",
 }
 
 

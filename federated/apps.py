@@ -310,6 +310,10 @@ def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None,
 def _env() -> None:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    # Ray actors inherit these: one BLAS thread each (the CNN's small matmuls slow down 2-4x
+    # when every actor's BLAS spawns a thread per core)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def simulate(cfg: FedConfig, num_cpus: int | None = None) -> RunReport:
