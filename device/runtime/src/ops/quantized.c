@@ -423,6 +423,31 @@ static void q8_flip(const int8_t* src, size_t n, int8_t* dst) {
   for (size_t i = 0; i < n; i++) d[i] = (uint8_t)(s[i] ^ 0x80u);
 }
 
+/* One block of im2col rows split over the pool: each task copies its own rows and runs the
+ * GEMM on them over all panels (rows are independent, so any split gives the same bytes). */
+typedef struct q8_im2col_job {
+  const tether_conv_geometry* g;
+  const tether_kernels* kt;
+  const int8_t* x;
+  int8_t x_zero;
+  uint8_t flip;
+  size_t m0, rows, task_rows, kpad;
+  int8_t* a;
+  const void* packed;
+  int8_t* y;
+  const tether_qs8_params* params;
+} q8_im2col_job;
+
+static void q8_im2col_task(void* context, size_t task) {
+  const q8_im2col_job* j = (const q8_im2col_job*)context;
+  const size_t r0 = task * j->task_rows;
+  const size_t r1 = r0 + j->task_rows < j->rows ? r0 + j->task_rows : j->rows;
+  int8_t* a = j->a + r0 * j->kpad;
+  q8_im2col(j->g, j->x, j->x_zero, j->flip, j->m0 + r0, r1 - r0, j->kpad, a);
+  tether_qs8_gemm(j->kt, 0, r1 - r0, j->g->out_c, j->kpad, a, j->kpad, 1, j->packed,
+                  j->y + (j->m0 + r0) * j->g->out_c, j->g->out_c, j->params);
+}
+
 typedef struct q8_dw_job {
   const tether_conv_geometry* g;
   tether_qs8_dwconv_ukernel_fn fn;
@@ -499,13 +524,17 @@ void tether_q8_conv_eval(const struct tether_model* model, const tether_node* op
     /* Rows of K rounded up to the K-step: same packed groups, no tail in the kernel. */
     const size_t kpad = (k + kt->qs8_gemm_kr - 1) / kt->qs8_gemm_kr * kt->qs8_gemm_kr;
     const size_t block = op->scratch_bytes / kpad;
-    int8_t* a = (int8_t*)scratch;
-    const uint8_t flip = kt->qs8_gemm_xor ? 0x80 : 0;
+    q8_im2col_job j = {&g, kt, xd, (int8_t)x->zero_point, (uint8_t)(kt->qs8_gemm_xor ? 0x80 : 0),
+                       0, 0, 0, kpad, (int8_t*)scratch, op->packed, yd, &kp};
+    const size_t threads = tether_pool_threads(pool), mr = kt->qs8_gemm_mr;
     for (size_t m0 = 0; m0 < m; m0 += block) {
-      const size_t rows = m - m0 < block ? m - m0 : block;
-      q8_im2col(&g, xd, (int8_t)x->zero_point, flip, m0, rows, kpad, a);
-      tether_qs8_gemm_parallel(pool, kt, rows, g.out_c, kpad, a, kpad, 1, op->packed,
-                               yd + m0 * g.out_c, g.out_c, &kp);
+      j.m0 = m0;
+      j.rows = m - m0 < block ? m - m0 : block;
+      /* About 4 tasks per thread, whole MR tiles each (one task on one thread). */
+      const size_t tiles = (j.rows + mr - 1) / mr;
+      const size_t tasks = threads == 1 ? 1 : tiles < 4 * threads ? tiles : 4 * threads;
+      j.task_rows = (tiles + tasks - 1) / tasks * mr;
+      tether_parallelize(pool, q8_im2col_task, &j, (j.rows + j.task_rows - 1) / j.task_rows);
     }
     return;
   }
