@@ -390,7 +390,15 @@ static void q8_im2col(const tether_conv_geometry* g, const int8_t* x, int8_t x_z
           iw0 + (ptrdiff_t)g->kernel_w <= (ptrdiff_t)g->in_w) {  /* one contiguous run */
         const uint8_t* src = x_row + (size_t)iw0 * ic;
         const size_t run = g->kernel_w * ic;
-        for (size_t i = 0; i < run; i++) a[i] = (int8_t)(src[i] ^ flip);
+        const uint64_t flip8 = (uint64_t)flip * 0x0101010101010101ull;
+        size_t i = 0;
+        for (; i + 8 <= run; i += 8) {  /* 8 bytes at a time, never past the run */
+          uint64_t v;
+          memcpy(&v, src + i, 8);
+          v ^= flip8;
+          memcpy(a + i, &v, 8);
+        }
+        for (; i < run; i++) a[i] = (int8_t)(src[i] ^ flip);
         a += run;
         continue;
       }
