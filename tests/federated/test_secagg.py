@@ -134,3 +134,28 @@ def test_config_validation_echoes_value() -> None:
         SecAggConfig(threshold=1)
     with pytest.raises(ValueError, match="neighbours=3"):
         SecAggConfig(threshold=2, neighbours=3)
+
+
+@pytest.mark.parametrize("neighbours", [None, 6])
+def test_weighted_mean_exact_on_the_grid_with_30_percent_dropping(neighbours: int | None) -> None:
+    """Clients mask [n_u x_u, n_u]: the result is sum n_u x_u / sum n_u over survivors, where
+    both sums are exact on the 2^-24 grid (only the final division rounds)."""
+    rng = np.random.default_rng(5)
+    n = 10
+    frac = 24
+    xs = [np.round(rng.standard_normal(7) * 2**frac) / 2**frac for _ in range(n)]  # on the grid
+    weights = [int(w) for w in rng.integers(1, 500, n)]
+    dropped = {1, 5, 8}
+    got = aggregate_in_process(xs, threshold=3, dropped=dropped, weights=weights, frac_bits=frac,
+                               modulus_bits=56, neighbours=neighbours)
+    surv = [u for u in range(n) if u not in dropped]
+    num = sum(weights[u] * (xs[u] * 2**frac).astype(np.int64) for u in surv)  # exact integers
+    want = num / float(sum(weights[u] for u in surv)) / 2**frac
+    assert np.array_equal(got, want)
+    plain = np.mean([xs[u] for u in surv], axis=0)
+    assert not np.allclose(got, plain)  # the weights matter
+
+
+def test_weights_validated() -> None:
+    with pytest.raises(ValueError, match="3 positive integers"):
+        aggregate_in_process([np.zeros(2)] * 3, threshold=2, weights=[1, 0, 2])
