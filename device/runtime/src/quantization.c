@@ -11,6 +11,13 @@
 #include "internal.h"
 
 void tether_quantize_multiplier(double real, int32_t* multiplier, int32_t* shift) {
+  /* A ratio that overflowed to infinity (or NaN) gets a shift no caller accepts, so the op
+   * is rejected as out of range instead of converting infinity to an integer. */
+  if (real != real || real > 1e300 || real < -1e300) {
+    *multiplier = INT32_MAX;
+    *shift = 1024;
+    return;
+  }
   if (real == 0.0) {
     *multiplier = 0;
     *shift = 0;
