@@ -306,6 +306,11 @@ typedef struct tether_conv_geometry {
   ptrdiff_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
 } tether_conv_geometry;
 
+/* The window geometry of a CONV_2D / DEPTHWISE_CONV_2D (kernel from the weights' shape) or a
+ * MAX/AVERAGE_POOL_2D (kernel from its attribute), from its validated tensors and params. */
+tether_conv_geometry tether_window_geometry(const struct tether_model* model,
+                                            const tether_node* op);
+
 void tether_f32_conv2d_ukernel__scalar(const tether_conv_geometry* g, const float* x,
                                        const float* w, const float* bias, float* y);
 void tether_f32_dwconv2d_ukernel__scalar(const tether_conv_geometry* g, const float* x,

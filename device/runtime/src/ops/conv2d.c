@@ -163,19 +163,8 @@ void tether_conv2d_eval(const struct tether_model* model, const tether_node* op,
     tether_q8_conv_eval(model, op, data, scratch, pool);
     return;
   }
-  const tether_tensor* x = tether_input(model, op, 0);
-  const tether_tensor* w = tether_input(model, op, 1);
-  const tether_tensor* y = tether_output(model, op, 0);
   const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
-  const tether_op_params* p = &op->params;
-  const tether_conv_geometry g = {
-      .batch = (size_t)x->shape[0], .in_h = (size_t)x->shape[1], .in_w = (size_t)x->shape[2],
-      .in_c = (size_t)x->shape[3], .out_h = (size_t)y->shape[1], .out_w = (size_t)y->shape[2],
-      .out_c = (size_t)y->shape[3], .kernel_h = (size_t)w->shape[1],
-      .kernel_w = (size_t)w->shape[2], .groups = (size_t)p->groups, .depth_multiplier = 1,
-      .stride_h = p->stride_h, .stride_w = p->stride_w, .dilation_h = p->dilation_h,
-      .dilation_w = p->dilation_w, .pad_top = p->pad_top, .pad_left = p->pad_left,
-  };
+  const tether_conv_geometry g = tether_window_geometry(model, op);
   if (op->packed != NULL) {
     const tether_kernels* kt = model->kernels;
     tether_f32_minmax mm;

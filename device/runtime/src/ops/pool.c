@@ -111,17 +111,8 @@ void tether_pool_eval(const struct tether_model* model, const tether_node* op, v
     tether_q8_pool_eval(model, op, data);
     return;
   }
-  const tether_tensor* x = tether_input(model, op, 0);
-  const tether_tensor* y = tether_output(model, op, 0);
   const tether_op_params* p = &op->params;
-  const tether_conv_geometry g = {
-      .batch = (size_t)x->shape[0], .in_h = (size_t)x->shape[1], .in_w = (size_t)x->shape[2],
-      .in_c = (size_t)x->shape[3], .out_h = (size_t)y->shape[1], .out_w = (size_t)y->shape[2],
-      .out_c = (size_t)y->shape[3], .kernel_h = (size_t)p->kernel_h,
-      .kernel_w = (size_t)p->kernel_w, .groups = 1, .depth_multiplier = 1,
-      .stride_h = p->stride_h, .stride_w = p->stride_w, .dilation_h = 1, .dilation_w = 1,
-      .pad_top = p->pad_top, .pad_left = p->pad_left,
-  };
+  const tether_conv_geometry g = tether_window_geometry(model, op);
   const float* xp = (const float*)data[op->inputs[0]];
   float* yp = (float*)data[op->outputs[0]];
   if (op->type == TETHER_OP_MAX_POOL_2D) {
@@ -129,4 +120,27 @@ void tether_pool_eval(const struct tether_model* model, const tether_node* op, v
   } else {
     tether_f32_avgpool_ukernel__scalar(&g, p->count_include_pad, xp, yp);
   }
+}
+
+tether_conv_geometry tether_window_geometry(const struct tether_model* model,
+                                            const tether_node* op) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* y = tether_output(model, op, 0);
+  const tether_op_params* p = &op->params;
+  const int pool = op->type == TETHER_OP_MAX_POOL_2D || op->type == TETHER_OP_AVERAGE_POOL_2D;
+  const tether_tensor* w = pool ? NULL : tether_input(model, op, 1);
+  const tether_conv_geometry g = {
+      .batch = (size_t)x->shape[0], .in_h = (size_t)x->shape[1], .in_w = (size_t)x->shape[2],
+      .in_c = (size_t)x->shape[3], .out_h = (size_t)y->shape[1], .out_w = (size_t)y->shape[2],
+      .out_c = (size_t)y->shape[3],
+      .kernel_h = pool ? (size_t)p->kernel_h : (size_t)w->shape[1],
+      .kernel_w = pool ? (size_t)p->kernel_w : (size_t)w->shape[2],
+      .groups = op->type == TETHER_OP_CONV_2D ? (size_t)p->groups : 1,
+      .depth_multiplier =
+          op->type == TETHER_OP_DEPTHWISE_CONV_2D ? (size_t)p->depth_multiplier : 1,
+      .stride_h = p->stride_h, .stride_w = p->stride_w,
+      .dilation_h = pool ? 1 : p->dilation_h, .dilation_w = pool ? 1 : p->dilation_w,
+      .pad_top = p->pad_top, .pad_left = p->pad_left,
+  };
+  return g;
 }

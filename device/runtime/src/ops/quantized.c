@@ -505,17 +505,7 @@ void tether_q8_conv_eval(const struct tether_model* model, const tether_node* op
     return;
   }
   const tether_op_params* p = &op->params;
-  const tether_conv_geometry g = {
-      .batch = (size_t)x->shape[0], .in_h = (size_t)x->shape[1], .in_w = (size_t)x->shape[2],
-      .in_c = (size_t)x->shape[3], .out_h = (size_t)y->shape[1], .out_w = (size_t)y->shape[2],
-      .out_c = (size_t)y->shape[3], .kernel_h = (size_t)w->shape[1],
-      .kernel_w = (size_t)w->shape[2],
-      .groups = op->type == TETHER_OP_CONV_2D ? (size_t)p->groups : 1,
-      .depth_multiplier =
-          op->type == TETHER_OP_DEPTHWISE_CONV_2D ? (size_t)p->depth_multiplier : 1,
-      .stride_h = p->stride_h, .stride_w = p->stride_w, .dilation_h = p->dilation_h,
-      .dilation_w = p->dilation_w, .pad_top = p->pad_top, .pad_left = p->pad_left,
-  };
+  const tether_conv_geometry g = tether_window_geometry(model, op);
   if (op->quantized == Q8_GEMM) {
     const size_t m = g.batch * g.out_h * g.out_w;
     const size_t k = g.kernel_h * g.kernel_w * g.in_c;

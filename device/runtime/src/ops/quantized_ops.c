@@ -157,14 +157,7 @@ void tether_q8_pool_eval(const struct tether_model* model, const tether_node* op
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
   const tether_op_params* p = &op->params;
-  const tether_conv_geometry g = {
-      .batch = (size_t)x->shape[0], .in_h = (size_t)x->shape[1], .in_w = (size_t)x->shape[2],
-      .in_c = (size_t)x->shape[3], .out_h = (size_t)y->shape[1], .out_w = (size_t)y->shape[2],
-      .out_c = (size_t)y->shape[3], .kernel_h = (size_t)p->kernel_h,
-      .kernel_w = (size_t)p->kernel_w, .groups = 1, .depth_multiplier = 1,
-      .stride_h = p->stride_h, .stride_w = p->stride_w, .dilation_h = 1, .dilation_w = 1,
-      .pad_top = p->pad_top, .pad_left = p->pad_left,
-  };
+  const tether_conv_geometry g = tether_window_geometry(model, op);
   int32_t lo = -128, hi = 127;
   tether_q8_activation_range(op->activation, y->scale, y->zero_point, &lo, &hi);
   qs8_pool_ukernel__scalar(&g, op->type == TETHER_OP_AVERAGE_POOL_2D, p->count_include_pad,
