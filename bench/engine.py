@@ -121,24 +121,13 @@ def _representative(name: str, shape: tuple, rng):  # type: ignore[no-untyped-de
 def _int8_engines(content: bytes, shape: tuple, threads: int):  # type: ignore[no-untyped-def]
     """(tether run, LiteRT run, tether model bytes) for one full-integer .tflite."""
     import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
     from tether.converter import convert
     from tether.device import Engine
+    from tether.peers import litert_runner
 
     data = convert(content).to_bytes()
     eng = Engine(data, threads=threads)
-    interp = Interpreter(model_content=content, num_threads=threads)
-    inp = interp.get_input_details()[0]["index"]
-    interp.resize_tensor_input(inp, list(shape), strict=False)
-    interp.allocate_tensors()
-    out = interp.get_output_details()[0]["index"]
-
-    def litert(x: np.ndarray) -> np.ndarray:
-        interp.set_tensor(inp, x)
-        interp.invoke()
-        return np.array(interp.get_tensor(out))
-
-    return (lambda x: np.asarray(eng.run(x))), litert, len(data)
+    return (lambda x: np.asarray(eng.run(x))), litert_runner(content, shape, threads).run, len(data)
 
 
 def _int8_rows(name: str, model, threads_list: list, runs: int) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 __all__ = ["Runner", "ENGINES", "make_runner", "keras_to_tflite", "keras_to_onnx",
-           "litert_arena_bytes"]
+           "litert_arena_bytes", "litert_runner"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,23 +150,26 @@ def litert_arena_bytes(content: bytes, input_shape: tuple[int, ...]) -> int:
     return max(end for _, end in spans) - min(start for start, _ in spans) if spans else 0
 
 
-def _litert_runner(model: Any, threads: int) -> Runner:
+def litert_runner(content: bytes, input_shape: tuple[int, ...], threads: int = 1) -> Runner:
+    """LiteRT (default delegates, i.e. XNNPACK) on a .tflite, input resized to `input_shape`."""
     from ai_edge_litert.interpreter import Interpreter
 
-    content = keras_to_tflite(model)
-    shape = (1, *model.inputs[0].shape[1:])
     interp = Interpreter(model_content=content, num_threads=threads)
     inp = interp.get_input_details()[0]["index"]
-    interp.resize_tensor_input(inp, list(shape), strict=False)
+    interp.resize_tensor_input(inp, list(input_shape), strict=False)
     interp.allocate_tensors()
     out = interp.get_output_details()[0]["index"]
 
     def run(x: np.ndarray) -> np.ndarray:
         interp.set_tensor(inp, x)
         interp.invoke()
-        return interp.get_tensor(out)
+        return np.array(interp.get_tensor(out))
 
-    return Runner("litert", run, len(content), litert_arena_bytes(content, shape))
+    return Runner("litert", run, len(content), litert_arena_bytes(content, input_shape))
+
+
+def _litert_runner(model: Any, threads: int) -> Runner:
+    return litert_runner(keras_to_tflite(model), (1, *model.inputs[0].shape[1:]), threads)
 
 
 def _onnxruntime_runner(model: Any, threads: int) -> Runner:
