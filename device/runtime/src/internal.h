@@ -261,6 +261,10 @@ tether_status tether_q8_conv_prepare(const struct tether_model* model, uint32_t 
                                      tether_node* op);
 void tether_q8_conv_eval(const struct tether_model* model, const tether_node* op,
                          void* const* data, void* scratch, struct tether_pool* pool);
+/* Checks that `t` (named `slot` in errors) is int8, per tensor, with a finite scale > 0 and a
+ * zero point in [-128, 127]. */
+tether_status tether_q8_need_per_tensor(const struct tether_model* model, uint32_t op_index,
+                                        const tether_tensor* t, const char* slot);
 /* Computes an int8 op's packed words (multipliers, shifts); rejects unusable scales. */
 tether_status tether_q8_pack(const struct tether_model* model, const tether_node* op,
                              int32_t* words);

@@ -138,18 +138,19 @@ static size_t im2col_rows(const tether_kernels* kt, size_t k) {
   return rows < mr ? mr : rows;
 }
 
-static tether_status need_per_tensor_int8(const struct tether_model* model, uint32_t op_index,
-                                          const tether_tensor* t, const char* slot) {
+tether_status tether_q8_need_per_tensor(const struct tether_model* model, uint32_t op_index,
+                                        const tether_tensor* t, const char* slot) {
   if (t->dtype != TETHER_DTYPE_INT8 || t->quant != 1) {
     return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
                            "%s (tensor '%s') must be int8 quantized per tensor (dtype %u, "
                            "quant %u)",
                            slot, t->name, (unsigned)t->dtype, (unsigned)t->quant);
   }
-  if (t->zero_point < -128 || t->zero_point > 127) {
+  if (!(t->scale > 0.0f) || !isfinite(t->scale) || t->zero_point < -128 || t->zero_point > 127) {
     return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
-                           "%s (tensor '%s') has zero point %d outside [-128, 127]", slot,
-                           t->name, t->zero_point);
+                           "%s (tensor '%s') needs a finite scale > 0 and a zero point in "
+                           "[-128, 127]",
+                           slot, t->name);
   }
   return TETHER_STATUS_SUCCESS;
 }
@@ -161,8 +162,8 @@ tether_status tether_q8_conv_prepare(const struct tether_model* model, uint32_t 
   const tether_tensor* b = op->input_count > 2 ? tether_input(model, op, 2) : NULL;
   const tether_tensor* y = tether_output(model, op, 0);
   const tether_op_params* p = &op->params;
-  tether_status status = need_per_tensor_int8(model, op_index, x, "input 0");
-  if (status == TETHER_STATUS_SUCCESS) status = need_per_tensor_int8(model, op_index, y, "output 0");
+  tether_status status = tether_q8_need_per_tensor(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
   if (status != TETHER_STATUS_SUCCESS) return status;
   const int fc = op->type == TETHER_OP_FULLY_CONNECTED;
   const int dw = op->type == TETHER_OP_DEPTHWISE_CONV_2D;
@@ -558,10 +559,10 @@ tether_status tether_quantize_prepare(const struct tether_model* model, uint32_t
                                       tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
-  tether_status status = need_per_tensor_int8(model, op_index, y, "output 0");
+  tether_status status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
   if (status != TETHER_STATUS_SUCCESS) return status;
   if (x->dtype == TETHER_DTYPE_INT8) {
-    status = need_per_tensor_int8(model, op_index, x, "input 0");
+    status = tether_q8_need_per_tensor(model, op_index, x, "input 0");
     if (status != TETHER_STATUS_SUCCESS) return status;
     op->quantized = 1;
     op->packed_floats = 2;  /* requantize: multiplier, shift */
@@ -599,7 +600,7 @@ tether_status tether_dequantize_prepare(const struct tether_model* model, uint32
                                         tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
-  tether_status status = need_per_tensor_int8(model, op_index, x, "input 0");
+  tether_status status = tether_q8_need_per_tensor(model, op_index, x, "input 0");
   if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
   if (status != TETHER_STATUS_SUCCESS) return status;
   return tether_check_shape(model, op_index, y, "output 0", x->ndim, x->shape);
@@ -625,9 +626,9 @@ tether_status tether_q8_add_prepare(const struct tether_model* model, uint32_t o
   const tether_tensor* a = tether_input(model, op, 0);
   const tether_tensor* b = tether_input(model, op, 1);
   const tether_tensor* y = tether_output(model, op, 0);
-  tether_status status = need_per_tensor_int8(model, op_index, a, "input 0");
-  if (status == TETHER_STATUS_SUCCESS) status = need_per_tensor_int8(model, op_index, b, "input 1");
-  if (status == TETHER_STATUS_SUCCESS) status = need_per_tensor_int8(model, op_index, y, "output 0");
+  tether_status status = tether_q8_need_per_tensor(model, op_index, a, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, b, "input 1");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
   if (status != TETHER_STATUS_SUCCESS) return status;
   if (op->type != TETHER_OP_ADD && op->type != TETHER_OP_SUB && op->type != TETHER_OP_MUL) {
     return tether_op_error(model, op_index, TETHER_STATUS_UNSUPPORTED_OP,

@@ -39,22 +39,6 @@ static int32_t quantize_saturated(float f, float scale, int32_t zero_point) {
   return zero_point + (r == r ? (int32_t)r : 0);
 }
 
-static tether_status need_int8(const struct tether_model* model, uint32_t op_index,
-                               const tether_tensor* t, const char* slot) {
-  if (t->dtype != TETHER_DTYPE_INT8 || t->quant != 1) {
-    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
-                           "%s (tensor '%s') must be int8 quantized per tensor (dtype %u, "
-                           "quant %u)",
-                           slot, t->name, (unsigned)t->dtype, (unsigned)t->quant);
-  }
-  if (!(t->scale > 0.0f) || !isfinite(t->scale) || t->zero_point < -128 || t->zero_point > 127) {
-    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
-                           "%s (tensor '%s') needs a finite scale > 0 and a zero point in "
-                           "[-128, 127]",
-                           slot, t->name);
-  }
-  return TETHER_STATUS_SUCCESS;
-}
 
 static tether_status need_same_quant(const struct tether_model* model, uint32_t op_index,
                                      const tether_tensor* x, const tether_tensor* y) {
@@ -87,8 +71,8 @@ tether_status tether_q8_pool_prepare(const struct tether_model* model, uint32_t 
                                      tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
-  tether_status status = need_int8(model, op_index, x, "input 0");
-  if (status == TETHER_STATUS_SUCCESS) status = need_int8(model, op_index, y, "output 0");
+  tether_status status = tether_q8_need_per_tensor(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
   if (status == TETHER_STATUS_SUCCESS) status = need_same_quant(model, op_index, x, y);
   if (status == TETHER_STATUS_SUCCESS) status = fused_range(model, op_index, op, y);
   if (status != TETHER_STATUS_SUCCESS) return status;
@@ -170,7 +154,7 @@ void tether_q8_pool_eval(const struct tether_model* model, const tether_node* op
 tether_status tether_q8_concat_prepare(const struct tether_model* model, uint32_t op_index,
                                        tether_node* op) {
   const tether_tensor* y = tether_output(model, op, 0);
-  tether_status status = need_int8(model, op_index, y, "output 0");
+  tether_status status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
   if (status == TETHER_STATUS_SUCCESS && op->activation != TETHER_ACT_NONE) {
     status = fused_range(model, op_index, op, y);
   }
@@ -178,7 +162,7 @@ tether_status tether_q8_concat_prepare(const struct tether_model* model, uint32_
     const tether_tensor* x = tether_input(model, op, i);
     char slot[32];
     tether_format(slot, sizeof(slot), "input %u", i);
-    status = need_int8(model, op_index, x, slot);
+    status = tether_q8_need_per_tensor(model, op_index, x, slot);
     if (status != TETHER_STATUS_SUCCESS) break;
     /* (q - z) << shift must fit int32 in MultiplyByQuantizedMultiplier: |q - z| <= 255,
      * so shift <= 23, i.e. s_x / s_y < 2^23. */
@@ -239,8 +223,8 @@ tether_status tether_q8_pad_prepare(const struct tether_model* model, uint32_t o
                                     tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
-  tether_status status = need_int8(model, op_index, x, "input 0");
-  if (status == TETHER_STATUS_SUCCESS) status = need_int8(model, op_index, y, "output 0");
+  tether_status status = tether_q8_need_per_tensor(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
   if (status == TETHER_STATUS_SUCCESS) status = need_same_quant(model, op_index, x, y);
   if (status == TETHER_STATUS_SUCCESS && !isfinite(op->params.value)) {
     status = tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
@@ -437,8 +421,8 @@ tether_status tether_q8_unary_prepare(const struct tether_model* model, uint32_t
                                       tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
-  tether_status status = need_int8(model, op_index, x, "input 0");
-  if (status == TETHER_STATUS_SUCCESS) status = need_int8(model, op_index, y, "output 0");
+  tether_status status = tether_q8_need_per_tensor(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
   if (status == TETHER_STATUS_SUCCESS) status = fused_range(model, op_index, op, y);
   if (status != TETHER_STATUS_SUCCESS) return status;
   if (op->type == TETHER_OP_LOGISTIC && (y->scale != 1.0f / 256.0f || y->zero_point != -128)) {
