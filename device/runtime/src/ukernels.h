@@ -175,6 +175,17 @@ void tether_f32_qs8_vcvt_ukernel__scalar(size_t n, const float* x, int8_t* y, fl
 void tether_f32_qs8_vcvt_ukernel__avx512(size_t n, const float* x, int8_t* y, float scale,
                                          int32_t zero);
 
+/* The taps [*begin, *end) of a window of k taps starting at input coordinate `origin`, spaced
+ * `dilation` apart, that fall inside [0, limit); *begin == *end when none does. */
+static inline void tether_window_taps(ptrdiff_t origin, size_t k, ptrdiff_t dilation,
+                                      ptrdiff_t limit, size_t* begin, size_t* end) {
+  size_t b = 0, e = k;
+  while (b < k && origin + (ptrdiff_t)b * dilation < 0) b++;
+  while (e > b && origin + (ptrdiff_t)(e - 1) * dilation >= limit) e--;
+  *begin = b;
+  *end = e;
+}
+
 /* The kernels one model uses, chosen from the CPU's features when the model loads. */
 typedef struct tether_kernels {
   const char* isa;                    /* "scalar", "avx2", "avx512", "neon" */

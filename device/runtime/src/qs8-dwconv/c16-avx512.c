@@ -122,9 +122,8 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
       const ptrdiff_t ih0 = (ptrdiff_t)oh * g->stride_h - g->pad_top;
       const int rows_inside = ih0 >= 0 && ih0 + (ptrdiff_t)(kh_n - 1) * g->dilation_h < in_h;
       /* The kernel rows that fall inside the input (a contiguous range). */
-      size_t kh_begin = 0, kh_end = kh_n;
-      while (kh_begin < kh_n && ih0 + (ptrdiff_t)kh_begin * g->dilation_h < 0) kh_begin++;
-      while (kh_end > kh_begin && ih0 + (ptrdiff_t)(kh_end - 1) * g->dilation_h >= in_h) kh_end--;
+      size_t kh_begin, kh_end;
+      tether_window_taps(ih0, kh_n, g->dilation_h, in_h, &kh_begin, &kh_end);
       int8_t* y_row = y + (n * g->out_h + oh) * g->out_w * channels;
       /* Output columns [ow_lo, ow_hi) have their whole window inside the input. */
       size_t ow_lo = g->out_w, ow_hi = g->out_w;
@@ -143,9 +142,8 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
         }
         const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
         int8_t* yp = y_row + ow * channels;
-        size_t kw_begin = 0, kw_end = kw_n;
-        while (kw_begin < kw_n && iw0 + (ptrdiff_t)kw_begin * g->dilation_w < 0) kw_begin++;
-        while (kw_end > kw_begin && iw0 + (ptrdiff_t)(kw_end - 1) * g->dilation_w >= in_w) kw_end--;
+        size_t kw_begin, kw_end;
+        tether_window_taps(iw0, kw_n, g->dilation_w, in_w, &kw_begin, &kw_end);
         for (size_t c = 0; c < channels; c += 16) {
           const size_t rest = channels - c;
           const __mmask16 m = (__mmask16)(rest >= 16 ? 0xFFFFu : (1u << rest) - 1u);

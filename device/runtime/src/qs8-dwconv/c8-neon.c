@@ -49,15 +49,13 @@ void tether_qs8_dwconv2d_minmax_ukernel_c8__neon(const tether_conv_geometry* g,
     const int8_t* x_n = x + n * g->in_h * g->in_w * channels;
     for (size_t oh = oh_begin; oh < oh_end; oh++) {
       const ptrdiff_t ih0 = (ptrdiff_t)oh * g->stride_h - g->pad_top;
-      size_t kh_begin = 0, kh_end = kh_n;
-      while (kh_begin < kh_n && ih0 + (ptrdiff_t)kh_begin * g->dilation_h < 0) kh_begin++;
-      while (kh_end > kh_begin && ih0 + (ptrdiff_t)(kh_end - 1) * g->dilation_h >= in_h) kh_end--;
+      size_t kh_begin, kh_end;
+      tether_window_taps(ih0, kh_n, g->dilation_h, in_h, &kh_begin, &kh_end);
       for (size_t ow = 0; ow < g->out_w; ow++) {
         const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
         int8_t* yp = y + ((n * g->out_h + oh) * g->out_w + ow) * channels;
-        size_t kw_begin = 0, kw_end = kw_n;
-        while (kw_begin < kw_n && iw0 + (ptrdiff_t)kw_begin * g->dilation_w < 0) kw_begin++;
-        while (kw_end > kw_begin && iw0 + (ptrdiff_t)(kw_end - 1) * g->dilation_w >= in_w) kw_end--;
+        size_t kw_begin, kw_end;
+        tether_window_taps(iw0, kw_n, g->dilation_w, in_w, &kw_begin, &kw_end);
         for (size_t c = 0; c < channels; c += 8) {
           const size_t nc = channels - c < 8 ? channels - c : 8;
           int32_t b[8] = {0};
