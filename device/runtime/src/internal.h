@@ -315,6 +315,16 @@ typedef struct tether_conv_geometry {
 tether_conv_geometry tether_window_geometry(const struct tether_model* model,
                                             const tether_node* op);
 
+/* Clamps the pooling window [start, start + k) to the input rows/columns [0, n). */
+static inline void tether_clamp_window(ptrdiff_t start, size_t k, size_t n, size_t* begin,
+                                       size_t* end) {
+  const ptrdiff_t b = start < 0 ? 0 : start;
+  ptrdiff_t e = start + (ptrdiff_t)k;
+  if (e > (ptrdiff_t)n) e = (ptrdiff_t)n;
+  *begin = (size_t)b;
+  *end = e > b ? (size_t)e : (size_t)b;
+}
+
 void tether_f32_conv2d_ukernel__scalar(const tether_conv_geometry* g, const float* x,
                                        const float* w, const float* bias, float* y);
 void tether_f32_dwconv2d_ukernel__scalar(const tether_conv_geometry* g, const float* x,

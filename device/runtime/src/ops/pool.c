@@ -9,24 +9,18 @@
 
 #include "../internal.h"
 
-/* Clamps the window [start, start + k) to [0, n). */
-static void window(ptrdiff_t start, size_t k, size_t n, size_t* begin, size_t* end) {
-  ptrdiff_t b = start < 0 ? 0 : start;
-  ptrdiff_t e = start + (ptrdiff_t)k;
-  if (e > (ptrdiff_t)n) e = (ptrdiff_t)n;
-  *begin = (size_t)b;
-  *end = e > b ? (size_t)e : (size_t)b;
-}
 
 void tether_f32_maxpool_ukernel__scalar(const tether_conv_geometry* g, const float* x, float* y) {
   const size_t c_count = g->in_c;
   for (size_t n = 0; n < g->batch; n++) {
     for (size_t oh = 0; oh < g->out_h; oh++) {
       size_t h0, h1;
-      window((ptrdiff_t)oh * g->stride_h - g->pad_top, g->kernel_h, g->in_h, &h0, &h1);
+      tether_clamp_window((ptrdiff_t)oh * g->stride_h - g->pad_top, g->kernel_h,
+                          g->in_h, &h0, &h1);
       for (size_t ow = 0; ow < g->out_w; ow++) {
         size_t w0, w1;
-        window((ptrdiff_t)ow * g->stride_w - g->pad_left, g->kernel_w, g->in_w, &w0, &w1);
+        tether_clamp_window((ptrdiff_t)ow * g->stride_w - g->pad_left, g->kernel_w,
+                            g->in_w, &w0, &w1);
         float* yp = y + ((n * g->out_h + oh) * g->out_w + ow) * c_count;
         for (size_t c = 0; c < c_count; c++) {
           float best = x[((n * g->in_h + h0) * g->in_w + w0) * c_count + c];
@@ -49,10 +43,12 @@ void tether_f32_avgpool_ukernel__scalar(const tether_conv_geometry* g, int count
   for (size_t n = 0; n < g->batch; n++) {
     for (size_t oh = 0; oh < g->out_h; oh++) {
       size_t h0, h1;
-      window((ptrdiff_t)oh * g->stride_h - g->pad_top, g->kernel_h, g->in_h, &h0, &h1);
+      tether_clamp_window((ptrdiff_t)oh * g->stride_h - g->pad_top, g->kernel_h,
+                          g->in_h, &h0, &h1);
       for (size_t ow = 0; ow < g->out_w; ow++) {
         size_t w0, w1;
-        window((ptrdiff_t)ow * g->stride_w - g->pad_left, g->kernel_w, g->in_w, &w0, &w1);
+        tether_clamp_window((ptrdiff_t)ow * g->stride_w - g->pad_left, g->kernel_w,
+                            g->in_w, &w0, &w1);
         const size_t count = count_include_pad ? g->kernel_h * g->kernel_w
                                                : (h1 - h0) * (w1 - w0);
         float* yp = y + ((n * g->out_h + oh) * g->out_w + ow) * c_count;

@@ -88,14 +88,6 @@ tether_status tether_q8_pool_prepare(const struct tether_model* model, uint32_t 
   return TETHER_STATUS_SUCCESS;
 }
 
-static void window(ptrdiff_t start, size_t k, size_t n, size_t* begin, size_t* end) {
-  const ptrdiff_t b = start < 0 ? 0 : start;
-  ptrdiff_t e = start + (ptrdiff_t)k;
-  if (e > (ptrdiff_t)n) e = (ptrdiff_t)n;
-  *begin = (size_t)b;
-  *end = e > b ? (size_t)e : (size_t)b;
-}
-
 /* MAX_POOL_2D (avg == 0) or AVERAGE_POOL_2D over NHWC int8, output clamped to [lo, hi]. */
 static void qs8_pool_ukernel__scalar(const tether_conv_geometry* g, int avg, int count_include_pad,
                                      int32_t x_zero, int32_t lo, int32_t hi, const int8_t* x,
@@ -104,10 +96,12 @@ static void qs8_pool_ukernel__scalar(const tether_conv_geometry* g, int avg, int
   for (size_t n = 0; n < g->batch; n++) {
     for (size_t oh = 0; oh < g->out_h; oh++) {
       size_t h0, h1;
-      window((ptrdiff_t)oh * g->stride_h - g->pad_top, g->kernel_h, g->in_h, &h0, &h1);
+      tether_clamp_window((ptrdiff_t)oh * g->stride_h - g->pad_top, g->kernel_h,
+                          g->in_h, &h0, &h1);
       for (size_t ow = 0; ow < g->out_w; ow++) {
         size_t w0, w1;
-        window((ptrdiff_t)ow * g->stride_w - g->pad_left, g->kernel_w, g->in_w, &w0, &w1);
+        tether_clamp_window((ptrdiff_t)ow * g->stride_w - g->pad_left, g->kernel_w,
+                            g->in_w, &w0, &w1);
         const int32_t cells = (int32_t)((h1 - h0) * (w1 - w0));
         const int32_t count = count_include_pad ? (int32_t)(g->kernel_h * g->kernel_w) : cells;
         int8_t* yp = y + ((n * g->out_h + oh) * g->out_w + ow) * c_count;
