@@ -4,7 +4,7 @@
 
 Prints one JSON object per line (one per case), then a summary object. Cases: baseline,
 50%/80% unstructured, 30%/50%-of-MACs structured, distilled student (3 seeds, with and
-without the teacher), weight-only int8/int4, PTQ int8 (minmax/percentile/entropy), QAT int8,
+without the teacher), weight-only int8/int4, PTQ int8 (minmax/percentile/entropy/mse), QAT int8,
 and TensorFlow's own full-integer post-training quantization run in LiteRT.
 
 Accuracy of float rows is measured in Keras (the engine's float parity is tested by the
@@ -229,6 +229,119 @@ def bench_int8(name: str, base: Any, ds: Any, args: argparse.Namespace,
     return summary
 
 
+def _litert_int8_outputs(model: Any, calib: np.ndarray, x: np.ndarray
+                         ) -> tuple[np.ndarray, int]:
+    """TensorFlow's full-integer PTQ of `model` (calibrated on `calib`) run in LiteRT on
+    every input of `x` (batch 1, 1 thread): (float outputs, .tflite bytes)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tether.peers import keras_to_tflite
+
+    content = keras_to_tflite(model, representative=calib)
+    interp = Interpreter(model_content=content, num_threads=1)
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], [1, *x.shape[1:]], strict=False)
+    interp.allocate_tensors()
+    out = interp.get_output_details()[0]["index"]
+    rows = []
+    for i in range(len(x)):
+        interp.set_tensor(inp["index"], x[i:i + 1])
+        interp.invoke()
+        rows.append(np.array(interp.get_tensor(out), np.float32))
+    return np.concatenate(rows), len(content)
+
+
+def _fidelity(p: np.ndarray, ref: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy of int8 outputs `p` and their fidelity to the float model's `ref` (both
+    softmax probabilities): top-1 agreement, mean L1 distance of the probability vectors,
+    and mean KL(ref || p) with p floored at 1/512 (half the int8 softmax step)."""
+    q = np.maximum(p, 1 / 512)
+    q = q / q.sum(-1, keepdims=True)
+    r = np.maximum(ref, 1e-12)
+    return {"accuracy": float(np.mean(p.argmax(-1) == y)),
+            "top1_agreement": float(np.mean(p.argmax(-1) == ref.argmax(-1))),
+            "mean_l1": float(np.abs(p - ref).sum(-1).mean()),
+            "mean_kl": float((r * np.log(r / q)).sum(-1).mean())}
+
+
+def bench_ptq_seeds(name: str, model_fn: Callable[[int], Any], ds: Any,
+                    args: argparse.Namespace, emit: Callable[[dict[str, Any]], None]
+                    ) -> dict[str, Any]:
+    """PTQ int8, tether vs TensorFlow, over several trained models (`--seeds`).
+
+    The training split is cut once (seed 0) into 80% train and 20% validation. Per seed: a
+    model trained on the 80%; the same `--calib-samples` images of it calibrate TensorFlow's
+    full-integer PTQ (run in LiteRT) and every tether plan (each calibration method, with
+    and without bias correction; `convert(..., plan=...)` run in the engine). Each int8
+    model is scored on validation and test: accuracy, and fidelity to the float model
+    (top-1 agreement, mean L1 of the probabilities, KL). tether's recommended plan is the
+    one of least mean validation L1 over seeds, fixed before any test number is read; the
+    criterion compares its mean test accuracy loss (float - int8) with TensorFlow's.
+    """
+    from tether.compression import (
+        CALIBRATION_METHODS,
+        CalibrationConfig,
+        calibrate,
+        fine_tune,
+    )
+    from tether.converter import convert
+    from tether.device import Engine
+
+    perm = np.random.default_rng(0).permutation(len(ds.x_train))
+    n_val = len(perm) // 5
+    xtr, ytr = ds.x_train[perm[n_val:]], ds.y_train[perm[n_val:]]
+    xva, yva = ds.x_train[perm[:n_val]].astype(np.float32), ds.y_train[perm[:n_val]]
+    xte, yte = ds.x_test.astype(np.float32), ds.y_test
+    calib = xtr[:args.calib_samples].astype(np.float32)
+    xall = np.concatenate([xva, xte])
+    configs = [(m, bc) for m in CALIBRATION_METHODS for bc in (False, True)]
+    results: dict[str, list[dict[str, Any]]] = {}
+    for seed in range(args.seeds):
+        t0 = time.perf_counter()
+        model = model_fn(seed)
+        fine_tune(model, xtr, ytr, epochs=args.epochs, batch_size=64, learning_rate=2e-3)
+        if args.baseline_finish_epochs:
+            fine_tune(model, xtr, ytr, epochs=args.baseline_finish_epochs, batch_size=64,
+                      learning_rate=5e-4)
+        train_s = time.perf_counter() - t0
+        ref = model.predict(xall, batch_size=256, verbose=0)
+        outs: dict[str, np.ndarray] = {"float": ref}
+        outs["tf_full_integer_ptq"], _ = _litert_int8_outputs(model, calib, xall)
+        for method, bc in configs:
+            plan = calibrate(model, calib, CalibrationConfig(method, bias_correction=bc))
+            eng = Engine(convert(model, quantize="int8", plan=plan).to_bytes(), threads=1)
+            outs[f"tether_{method}{'_bc' if bc else ''}"] = np.concatenate(
+                [np.asarray(eng.run(xall[i:i + 1])) for i in range(len(xall))])
+        load = os.getloadavg()[0]
+        for case, p in outs.items():
+            r = {"seed": seed, "case": case,
+                 "val": _fidelity(p[:n_val], ref[:n_val], yva),
+                 "test": _fidelity(p[n_val:], ref[n_val:], yte)}
+            results.setdefault(case, []).append(r)
+            emit({"name": f"{name}/ptq_seed{seed}/{case}", **r, "train_s": train_s,
+                  "loadavg_1m": load})
+
+    def mean(case: str, split: str, key: str) -> float:
+        return float(np.mean([r[split][key] for r in results[case]]))
+
+    tether_cases = [c for c in results if c.startswith("tether_")]
+    chosen = min(tether_cases, key=lambda c: (mean(c, "val", "mean_l1"),
+                                              -mean(c, "val", "accuracy")))
+    table = {c: {f"{split}_{k}": mean(c, split, k) for split in ("val", "test")
+                 for k in ("accuracy", "top1_agreement", "mean_l1", "mean_kl")}
+             for c in results}
+    loss = {c: table["float"]["test_accuracy"] - table[c]["test_accuracy"] for c in results}
+    per_seed_loss = {c: [results["float"][i]["test"]["accuracy"] - r["test"]["accuracy"]
+                         for i, r in enumerate(results[c])] for c in results}
+    out = {"seeds": args.seeds, "calib_samples": len(calib), "val": n_val, "test": len(yte),
+           "train": len(ytr), "means": table, "test_accuracy_loss_mean": loss,
+           "test_accuracy_loss_per_seed": per_seed_loss, "chosen_by_val_l1": chosen,
+           "criterion_met": loss[chosen] <= loss["tf_full_integer_ptq"],
+           "default_minmax_criterion_met": loss["tether_minmax"] <= loss["tf_full_integer_ptq"]}
+    emit({"name": f"{name}/ptq_seeds", "case": "ptq_seeds", **out})
+    return out
+
+
 def _cnn_student(input_shape: tuple[int, int, int], classes: int, seed: int,
                  width: int = 1) -> Any:
     import keras
@@ -365,6 +478,8 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
     if args.cases == "distill":
         return {"model": name, "distillation": bench_distillation(name, model_fn, ds, args,
                                                                   emit)}
+    if args.cases == "ptq":
+        return {"model": name, "ptq": bench_ptq_seeds(name, model_fn, ds, args, emit)}
     xt, yt, xv, yv = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     x1 = xv[:1].astype(np.float32)
     base = model_fn(0)
@@ -512,10 +627,15 @@ def main() -> None:
     parser.add_argument("--student-epochs", type=int, default=5)
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--cases", default="all", choices=("all", "int8", "distill", "prune"),
+    parser.add_argument("--cases", default="all",
+                        choices=("all", "int8", "distill", "prune", "ptq"),
                         help="int8: only the baseline and the int8 rows (PTQ, QAT, TensorFlow); "
                              "distill: only the distillation protocol; prune: baseline, "
-                             "control, unstructured and structured rows")
+                             "control, unstructured and structured rows; ptq: tether PTQ vs "
+                             "TensorFlow's over --seeds trained models (bench_ptq_seeds)")
+    parser.add_argument("--seeds", type=int, default=3, help="ptq: trained models (seeds)")
+    parser.add_argument("--calib-samples", type=int, default=200,
+                        help="ptq: calibration images (the same for TensorFlow and tether)")
     parser.add_argument("--baseline-finish-epochs", type=int, default=0,
                         help="extra baseline epochs at the fine-tuning rate (5e-4), so the "
                              "baseline is converged before it is compared with fine-tuned "

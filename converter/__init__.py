@@ -258,8 +258,10 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
             (Keras layer name -> (min, max)) give the int8 ranges. Each int8 tensor takes the
             range of the Keras layer whose output it carries: a fused chain (conv, BN, ReLU)
             the last layer's, the tensor before a softmax/sigmoid/tanh activation
-            "<layer>:pre_activation", a model input its InputLayer's name. None (default)
-            calibrates on `calibration`.
+            "<layer>:pre_activation", a model input its InputLayer's name. The plan's
+            `bias_corrections` (conv/dense layer name -> per-channel E[W_q x] - E[W x]) are
+            subtracted from those layers' (BN-folded) biases before int32 quantization.
+            None (default) calibrates on `calibration`.
         samples: inputs to measure output parity on (engine vs the source runtime:
             Keras, onnxruntime or LiteRT), either one input of the model's input shape or a
             stack of them, or a count of random inputs (uniform in [-1, 1], seed 0); the
@@ -303,7 +305,8 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
                                   "keras.Model; pass calibration= for ONNX/TFLite sources")
         from tether.converter._internal.quantize import quantize_int8
 
-        graph = quantize_int8(graph, _plan_ranges(graph, origins, plan, src, pre_fusion))
+        graph = quantize_int8(graph, _plan_ranges(graph, origins, plan, src, pre_fusion),
+                              getattr(plan, "bias_corrections", None))
     elif quantize is not None:
         graph = _quantize(graph, quantize, calibration)
     elif calibration is not None:

@@ -83,9 +83,11 @@ class _Lowering:
     produced by a DEQUANTIZE the first time a float op or a graph output needs it.
     """
 
-    def __init__(self, graph: ir.Graph, ranges: Mapping[str, tuple[float, float]]) -> None:
+    def __init__(self, graph: ir.Graph, ranges: Mapping[str, tuple[float, float]],
+                 bias_corrections: Mapping[str, np.ndarray] | None = None) -> None:
         self.g = graph
         self.ranges = ranges
+        self.bias_corrections = dict(bias_corrections or {})
         self.tensors: dict[str, ir.Tensor] = dict(graph.tensors)
         self.nodes: list[ir.Node] = []
         self.int8_of: dict[str, str] = {}      # float name -> int8 twin
@@ -151,7 +153,10 @@ class _Lowering:
             return w_new.name, None
         b = self.tensors[b_name]
         bscale = x_q.scale[0] * np.asarray(wq.scale, np.float64)
-        bv = np.clip(np.round(np.asarray(b.data, np.float64) / bscale), -2**31, 2**31 - 1)
+        bf = np.asarray(b.data, np.float64)
+        if node.name in self.bias_corrections:  # E[W_q x] - E[W x], per output channel
+            bf = bf - np.asarray(self.bias_corrections[node.name], np.float64)
+        bv = np.clip(np.round(bf / bscale), -2**31, 2**31 - 1)
         bq = ir.Quantization(tuple(float(s) for s in bscale), (0,) * len(bscale), 0)
         b_new = ir.Tensor(self.unique(f"{b.name}/int32"), b.shape, DType.INT32,
                           bv.astype(np.int32), bq)
@@ -233,19 +238,40 @@ class _Lowering:
         return graph.rebuilt(graph.nodes)
 
 
-def quantize_int8(graph: ir.Graph, ranges: Mapping[str, tuple[float, float]]) -> ir.Graph:
+def quantize_int8(graph: ir.Graph, ranges: Mapping[str, tuple[float, float]],
+                  bias_corrections: Mapping[str, np.ndarray] | None = None) -> ir.Graph:
     """Returns the int8 version of an optimized float graph (see the module docstring).
 
     Args:
         graph: a lowered float graph (file ops only).
         ranges: tensor name -> (min, max) from calibration, for every non-constant tensor.
+        bias_corrections: conv/depthwise/FC node name -> per-output-channel expected output
+            error of its int8 weights, E[W_q x] - E[W x], subtracted from the float bias
+            before it is quantized to int32 (bias correction, Nagel et al. 2019); a node
+            that stays float ignores its entry. None (default): no correction.
 
     Raises:
-        ConversionError: a range is missing or the graph is already quantized.
+        ConversionError: a range is missing, the graph is already quantized, or a bias
+            correction names no conv/depthwise/FC node or has the wrong length.
     """
     if any(t.dtype != DType.FLOAT32 for t in graph.tensors.values()):
         raise ConversionError(f"int8: graph '{graph.name}' already has non-float tensors; "
                               "quantize a float model")
-    result = _Lowering(graph, ranges).run()
+    for name, corr in (bias_corrections or {}).items():
+        nodes = [n for n in graph.nodes if n.name == name and n.op in _WEIGHTED]
+        if not nodes:
+            raise ConversionError(
+                f"int8: bias correction for '{name}', which is no conv, depthwise or fully "
+                f"connected node of graph '{graph.name}'; the plan was made for another model "
+                "(calibrate this one)")
+        for n in nodes:
+            b = graph.tensors[n.inputs[2]] if len(n.inputs) > 2 and n.inputs[2] else None
+            want = b.shape[0] if b is not None else None
+            if want is None or np.shape(corr) != (want,):
+                raise ConversionError(
+                    f"int8: bias correction for node {n.describe()} has shape "
+                    f"{np.shape(corr)}; its bias has shape {None if b is None else b.shape} "
+                    "(one value per output channel); recalibrate this model")
+    result = _Lowering(graph, ranges, bias_corrections).run()
     ir.validate(result, context="after int8 lowering")
     return result

@@ -77,12 +77,14 @@ def _agree(got: np.ndarray, ref: np.ndarray, what: str) -> None:
     assert top1 >= 0.97 and diff <= 3 / 256, f"{what}: top-1 agreement {top1}, max abs diff {diff}"
 
 
-@pytest.mark.parametrize("method", ["minmax", "entropy"])
-def test_ptq_plan_runs_int8_in_engine_like_the_emulation(method):
+@pytest.mark.parametrize("method, bias_correction", [("minmax", False), ("entropy", False),
+                                                     ("mse", False), ("mse", True)])
+def test_ptq_plan_runs_int8_in_engine_like_the_emulation(method, bias_correction):
     # Prepare
     model = _tiny()
     x, _ = _data()
-    plan = calibrate(model, x[:64], CalibrationConfig(method))
+    plan = calibrate(model, x[:64], CalibrationConfig(method, bias_correction=bias_correction))
+    assert bool(plan.bias_corrections) == bias_correction
     # Execute
     tm = convert(model, quantize="int8", plan=plan)
     got = _engine(model, plan, x)
@@ -194,3 +196,60 @@ def test_split_activation_takes_the_range_of_the_layer_before_it():
     assert t[conv.outputs[0]].quant.scale[0] == pytest.approx(8.0 / 255)
     got = _engine(model, plan, x)
     _agree(got, simulate_int8(model, plan).predict(x, verbose=0), "hard-swish")
+
+
+def _biased_dense() -> tuple[keras.Model, np.ndarray]:
+    """Dense 64 -> 4 whose int8 weights err the same way on every input: per channel one
+    weight 1.0 (scale 1/127) and 63 weights f_c/127 with |f_c| < 0.5, which round to 0."""
+    f = np.array([0.3, -0.3, 0.45, 0.1])
+    x_in = keras.Input((64,), name="x")
+    fc = layers.Dense(4, name="fc")
+    model = keras.Model(x_in, fc(x_in), name="biased")
+    k = np.tile(f / 127, (64, 1))
+    k[0] = 1.0
+    fc.set_weights([k.astype("float32"), np.zeros(4, "float32")])
+    return model, f
+
+
+def test_bias_correction_reaches_the_int32_bias_and_removes_the_mean_error():
+    # Prepare: positive inputs, so the weights' rounding error shifts every output's mean
+    model, f = _biased_dense()
+    rng = np.random.default_rng(0)
+    calib = rng.uniform(0.5, 1.5, (256, 64)).astype("float32")
+    x = rng.uniform(0.5, 1.5, (200, 64)).astype("float32")
+    # Execute
+    plans = {bc: calibrate(model, calib, CalibrationConfig(bias_correction=bc))
+             for bc in (False, True)}
+    got = {bc: _engine(model, p, x) for bc, p in plans.items()}
+    tm = convert(model, quantize="int8", plan=plans[True])
+    # Assert: the correction is E[W_q x] - E[W x] in closed form ...
+    want = -f / 127 * calib[:, 1:].mean(axis=0).sum()
+    np.testing.assert_allclose(plans[True].bias_corrections["fc"], want, rtol=1e-4)
+    # ... the converter folded it into the int32 bias ...
+    (node,) = [n for n in tm.graph.nodes if n.op == OpType.FULLY_CONNECTED]
+    bias = tm.graph.tensors[node.inputs[2]]
+    x_scale = tm.graph.tensors[node.inputs[0]].quant.scale[0]
+    assert bias.dtype == DType.INT32
+    np.testing.assert_array_equal(bias.data, np.round(-want / (x_scale / 127)).astype(np.int32))
+    # ... and the engine's mean output error is gone (it was -f * 63/127 * E[x] ~ 0.15)
+    ref = model.predict(x, verbose=0)
+    err = {bc: (g - ref).mean(axis=0) for bc, g in got.items()}
+    assert np.all(np.abs(err[False] - want) < 0.01), err[False]
+    assert np.all(np.abs(err[True]) < 0.01), err[True]
+    sim = simulate_int8(model, plans[True]).predict(x, verbose=0)
+    assert np.abs(sim - got[True]).max() < 0.02
+
+
+def test_bad_bias_corrections_fail_clearly():
+    model, _ = _biased_dense()
+    calib = np.random.default_rng(0).uniform(size=(32, 64)).astype("float32")
+    plan = calibrate(model, calib, CalibrationConfig(bias_correction=True))
+    ranges = plan.activation_ranges
+    with pytest.raises(ConversionError, match="bias correction for 'dense_9', which is no conv"):
+        convert(model, quantize="int8",
+                plan=QuantizationPlan(ranges, bias_corrections={"dense_9": np.zeros(4)}))
+    with pytest.raises(ConversionError, match=r"bias correction for node .*fc.* has shape \(3,\)"):
+        convert(model, quantize="int8",
+                plan=QuantizationPlan(ranges, bias_corrections={"fc": np.zeros(3)}))
+    again = QuantizationPlan.from_json(plan.to_json())
+    np.testing.assert_allclose(again.bias_corrections["fc"], plan.bias_corrections["fc"])

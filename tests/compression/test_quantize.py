@@ -111,6 +111,9 @@ def test_percentile_and_entropy_clip_outliers():
     for m in ("percentile", "entropy"):
         lo, hi = r[m]
         assert 2.0 < hi < 10.0 and -10.0 < lo < -2.0, (m, r[m])
+    # mse keeps it: clipping 60 to ~4 costs more squared error than a 64/255 step adds to
+    # the other 12,799 values (rounding error variance step^2/12 each)
+    assert r["mse"][1] > 50.0, r["mse"]
 
 
 def test_activation_qparams_make_zero_exact():
@@ -138,7 +141,9 @@ def test_calibration_data_of_wrong_shape_fails_clearly(shape):
 
 @pytest.mark.parametrize("kwargs, field", [({"method": "kl"}, "method"),
                                            ({"percentile": 40.0}, "percentile"),
-                                           ({"num_bins": 10}, "num_bins")])
+                                           ({"num_bins": 10}, "num_bins"),
+                                           ({"batch_size": 0}, "batch_size"),
+                                           ({"bias_correction": "yes"}, "bias_correction")])
 def test_bad_calibration_config(kwargs, field):
     with pytest.raises(CompressionError, match=f"CalibrationConfig.{field}.*Received"):
         CalibrationConfig(**kwargs)
@@ -207,3 +212,41 @@ def test_entropy_calibrated_cnn_keeps_the_accuracy_of_minmax():
                        ds.x_test, ds.y_test) for m in ("minmax", "entropy")}
     assert acc["minmax"] > 0.6, acc  # the model learned something
     assert acc["entropy"] >= acc["minmax"] - 0.01, acc
+
+
+def _int8_mse(x: np.ndarray, lo: float, hi: float) -> float:
+    scale, zp = activation_qparams(lo, hi)
+    q = np.clip(np.round(x / scale) + zp, -128, 127)
+    return float(np.mean((x - (q - zp) * scale) ** 2))
+
+
+@pytest.mark.parametrize("dist", ["laplace", "relu_normal", "skewed"])
+def test_mse_range_has_less_quantization_error_than_its_neighbours(dist):
+    # Prepare: heavy-tailed, one-sided and asymmetric activations
+    rng = np.random.default_rng(8)
+    x = {"laplace": rng.laplace(size=(400, 64)),
+         "relu_normal": np.maximum(rng.normal(size=(400, 64)), 0.0),
+         "skewed": rng.gamma(1.5, size=(400, 64)) - 0.8}[dist].astype("float32")
+    x_in = keras.Input((64,), name="x")
+    model = keras.Model(x_in, layers.Activation("linear", name="id")(x_in))
+    # Execute
+    r = {m: calibrate(model, x, CalibrationConfig(m)).activation_ranges["id"]
+         for m in ("minmax", "mse")}
+    # Assert: the chosen range beats min-max and a narrower and a wider clip on the data
+    lo, hi = r["mse"]
+    err = _int8_mse(x, lo, hi)
+    assert err < _int8_mse(x, *r["minmax"]), (dist, r)
+    assert err <= _int8_mse(x, lo * 0.8, hi * 0.8) and err <= _int8_mse(x, lo * 1.25, hi * 1.25)
+    assert (lo, hi) != r["minmax"] and x.min() <= lo <= 0.0 <= hi <= x.max()
+
+
+def test_mse_keeps_the_range_of_discrete_values():
+    # digits' pixels k/16: repeated values (bin means, not centres, are quantized), so the
+    # range stays near [0, 1]; a step that fits the grid a little better may clip 1.0 by a
+    # fraction of a step, and only when that lowers the error on the data
+    x_in = keras.Input((64,), name="x")
+    model = keras.Model(x_in, layers.Activation("linear", name="id")(x_in))
+    x = np.random.default_rng(7).integers(0, 17, size=(100, 64)).astype("float32") / 16
+    lo, hi = calibrate(model, x, CalibrationConfig("mse")).activation_ranges["id"]
+    assert lo == 0.0 and 1.0 - 1 / 255 < hi <= 1.0, hi
+    assert _int8_mse(x, lo, hi) <= _int8_mse(x, 0.0, 1.0)
