@@ -2,9 +2,10 @@
 
 >>> from tether.device import Engine          # doctest: +SKIP
 >>> y = Engine("model.tmodel").run(x)         # doctest: +SKIP
+>>> model_memory("model.tmodel").total_bytes  # doctest: +SKIP
 """
 
 from tether.errors import EngineError
-from tether.device._engine import Engine, TensorInfo
+from tether.device._engine import Engine, ModelMemory, TensorInfo, model_memory
 
-__all__ = ["Engine", "EngineError", "TensorInfo"]
+__all__ = ["Engine", "EngineError", "ModelMemory", "TensorInfo", "model_memory"]

@@ -68,8 +68,11 @@ def lib() -> ctypes.CDLL:
     sigs = {
         "tether_status_string": (c.c_char_p, [c.c_int]),
         "tether_last_error": (c.c_char_p, []),
+        "tether_isa": (c.c_char_p, []),
         "tether_model_load": (c.c_int, [vp, sz, vp, c.POINTER(vp)]),
         "tether_model_load_file": (c.c_int, [c.c_char_p, c.POINTER(vp)]),
+        "tether_model_memory": (c.c_int, [vp, sz, vp, c.POINTER(sz), c.POINTER(sz),
+                                          c.POINTER(sz), c.POINTER(sz)]),
         "tether_model_destroy": (None, [vp]),
         "tether_model_io_count": (sz, [vp, c.c_int]),
         "tether_model_io_name": (c.c_char_p, [vp, c.c_int, sz]),
@@ -97,6 +100,11 @@ def lib() -> ctypes.CDLL:
 
 def status_name(status: int) -> str:
     return STATUS_NAMES[status] if 0 <= status < len(STATUS_NAMES) else f"status {status}"
+
+
+def isa() -> str:
+    """Name of the instruction set whose kernels models loaded from now on use."""
+    return (lib().tether_isa() or b"").decode("ascii", "replace")
 
 
 def check(status: int, context: str) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from tether.device import _binding as B
 from tether.errors import EngineError
 
-__all__ = ["Engine", "TensorInfo"]
+__all__ = ["Engine", "ModelMemory", "TensorInfo", "model_memory"]
 
 _DTYPES: dict[int, np.dtype] = {0: np.dtype(np.float32), 1: np.dtype(np.int8), 2: np.dtype(np.uint8),
            3: np.dtype(np.int32)}
@@ -41,6 +41,68 @@ def _aligned_copy(data: bytes) -> tuple[np.ndarray, int]:
     view = raw[offset:offset + len(data)]
     view[:] = np.frombuffer(data, dtype=np.uint8)
     return raw, raw.ctypes.data + offset
+
+
+@dataclass(frozen=True)
+class ModelMemory:
+    """What loading a model asks of the engine's allocator (`tether_model_memory`).
+
+    Every figure is in bytes and counts the requests of `tether_model_load` with the kernels
+    of `isa`: the model struct, the decoded sparse constants, the packed weights and the
+    load's temporaries. Each request is a multiple of 64 bytes at most 64-aligned, so a
+    never-freeing pool of `total_bytes` (64-aligned) is enough. Sessions (the arena, unless
+    the caller passes one) come on top.
+    """
+
+    total_bytes: int
+    """Sum of every request: what a bump allocator needs."""
+    peak_bytes: int
+    """Most bytes held at once during the load (an allocator that reuses freed blocks)."""
+    resident_bytes: int
+    """Bytes the loaded model holds until it is destroyed."""
+    largest_block_bytes: int
+    """Largest single request."""
+    isa: str
+    """The instruction set whose kernels (and packed layout) the figures are for."""
+
+
+def model_memory(model: Union[str, os.PathLike, bytes, bytearray, memoryview]) -> ModelMemory:
+    """Bytes `Engine(model)` will ask the engine's allocator for, without loading the model.
+
+    The file is validated exactly as loading validates it, so a damaged file raises the
+    same `EngineError` (status and message) that `Engine(model)` would.
+
+    >>> model_memory("model.tmodel").total_bytes  # doctest: +SKIP
+    5184
+
+    Args:
+        model: Path to a `.tmodel` file (read into memory, not kept), or its bytes.
+
+    Returns:
+        The figures for the current ISA (`TETHER_ISA`, else the best the CPU has).
+
+    Raises:
+        EngineError: the engine rejects the file (message names the field at fault), or
+            the path cannot be read (status "io_error").
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        source, data = "<bytes>", bytes(model)
+    else:
+        source = str(model)
+        try:
+            data = Path(model).read_bytes()
+        except OSError as exc:
+            raise EngineError(f"{model}: cannot read ({exc.strerror or exc})", "io_error") from exc
+    lib = B.lib()
+    raw, address = _aligned_copy(data)
+    total, peak, resident, largest = (ctypes.c_size_t() for _ in range(4))
+    status = lib.tether_model_memory(address, len(data), None, ctypes.byref(total),
+                                     ctypes.byref(peak), ctypes.byref(resident),
+                                     ctypes.byref(largest))
+    del raw
+    B.check(status, source)
+    return ModelMemory(int(total.value), int(peak.value), int(resident.value),
+                       int(largest.value), B.isa())
 
 
 class Engine:

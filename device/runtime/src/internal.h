@@ -145,7 +145,36 @@ struct tether_model {
    * boundary, owned by the model, NULL when no constant is sparse. */
   void* unpacked;
   size_t unpacked_bytes;
+  /* tether_model_memory's count of the loader's requests; NULL in a loaded model. */
+  struct tether_memory_tally* tally;
 };
+
+/*
+ * Every block the loader asks the model's allocator for goes through tether_model_allocate
+ * (and every temporary back through tether_model_deallocate), so that tether_model_memory
+ * counts the very requests tether_model_load makes. Each size is a multiple of
+ * TETHER_ARENA_ALIGNMENT (round it with tether_round_block), so a bump allocator over a
+ * 64-byte-aligned buffer never pads between blocks.
+ */
+typedef struct tether_memory_tally {
+  int dry_run;          /* 1: the decoded sparse constants and the packed weights are counted,
+                           not allocated (tether_model_memory) */
+  size_t total;         /* sum of every request */
+  size_t live;          /* requested and not yet given back */
+  size_t peak;          /* most `live` reached */
+  size_t largest;       /* largest single request */
+} tether_memory_tally;
+
+/* `bytes` rounded up to TETHER_ARENA_ALIGNMENT (callers keep it far below SIZE_MAX). */
+static inline size_t tether_round_block(size_t bytes) {
+  return (bytes + TETHER_ARENA_ALIGNMENT - 1) / TETHER_ARENA_ALIGNMENT * TETHER_ARENA_ALIGNMENT;
+}
+/* Counts a request of `size` bytes in `tally` (NULL = none) without allocating it. */
+void tether_tally_request(tether_memory_tally* tally, size_t size);
+/* model->allocator.allocate, counted in model->tally; NULL when the allocator fails. */
+void* tether_model_allocate(const struct tether_model* model, size_t size, size_t alignment);
+/* Gives back a block of `size` bytes from tether_model_allocate (NULL does nothing). */
+void tether_model_deallocate(const struct tether_model* model, void* block, size_t size);
 
 /* Static name of an op id ("CONV_2D"), or "?" for an unknown id. */
 const char* tether_op_type_name(uint32_t type);
@@ -197,7 +226,8 @@ TETHER_DECLARE_OP(softmax);
 TETHER_DECLARE_OP(activation);
 TETHER_DECLARE_OP(transpose);
 
-/* Packs the weights of every op with packed_floats > 0 into model->packed (after validation). */
+/* Packs the weights of every op with packed_floats > 0 into model->packed (after validation);
+ * in a dry run (model->tally->dry_run) counts the block and runs the int8 checks only. */
 tether_status tether_pack_weights(struct tether_model* model);
 /* The [min, max] clamp of a fused activation the GEMM/dwconv epilogues can apply; returns 0
  * for activations they cannot (tanh, sigmoid, hard swish). */
@@ -268,6 +298,9 @@ tether_status tether_q8_need_per_tensor(const struct tether_model* model, uint32
 /* Computes an int8 op's packed words (multipliers, shifts); rejects unusable scales. */
 tether_status tether_q8_pack(const struct tether_model* model, const tether_node* op,
                              int32_t* words);
+/* tether_q8_pack's checks alone (tether_model_memory): the same words, computed into
+ * temporaries, and the same errors; reads no weight data. */
+tether_status tether_q8_check(const struct tether_model* model, const tether_node* op);
 void tether_q8_mean_pack(const struct tether_model* model, const tether_node* op,
                          int32_t* words);
 tether_status tether_q8_add_prepare(const struct tether_model* model, uint32_t op_index,

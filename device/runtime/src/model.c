@@ -326,6 +326,7 @@ typedef struct loader {
   uint64_t size;
   range sections[SECTION_KINDS];
   struct tether_model* model;
+  tether_memory_tally* tally;        /* tether_model_memory's count; NULL when loading */
   uint32_t operand_total;
   uint32_t attr_total;
 } loader;
@@ -558,8 +559,11 @@ static tether_status unpack_sparse(struct tether_model* m) {
     return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
                             "sparse constants decode to %llu bytes", (unsigned long long)total);
   }
-  const tether_allocator* a = &m->allocator;
-  uint8_t* block = (uint8_t*)a->allocate(a->context, (size_t)total, TETHER_ARENA_ALIGNMENT);
+  if (m->tally != NULL && m->tally->dry_run) {
+    tether_tally_request(m->tally, (size_t)total);  /* validation never reads the values */
+    return TETHER_STATUS_SUCCESS;
+  }
+  uint8_t* block = (uint8_t*)tether_model_allocate(m, (size_t)total, TETHER_ARENA_ALIGNMENT);
   if (block == NULL) {
     return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
                             "cannot allocate %llu bytes for the decoded sparse constants",
@@ -984,6 +988,32 @@ static size_t align_up(size_t offset, size_t align) {
   return r < offset ? 0 : r;
 }
 
+/* ---- what the loader asks the allocator for ------------------------------------------- */
+
+void tether_tally_request(tether_memory_tally* tally, size_t size) {
+  if (tally == NULL) return;
+  tally->total += size;
+  tally->live += size;
+  if (tally->live > tally->peak) tally->peak = tally->live;
+  if (size > tally->largest) tally->largest = size;
+}
+
+static void* tally_allocate(tether_memory_tally* tally, const tether_allocator* allocator,
+                            size_t size, size_t alignment) {
+  tether_tally_request(tally, size);
+  return allocator->allocate(allocator->context, size, alignment);
+}
+
+void* tether_model_allocate(const struct tether_model* model, size_t size, size_t alignment) {
+  return tally_allocate(model->tally, &model->allocator, size, alignment);
+}
+
+void tether_model_deallocate(const struct tether_model* model, void* block, size_t size) {
+  if (block == NULL) return;
+  if (model->tally != NULL) model->tally->live -= size;
+  model->allocator.deallocate(model->allocator.context, block);
+}
+
 static tether_status allocate_model(loader* l, const tether_allocator* allocator) {
   uint64_t tensors = l->sections[SECTION_TENSORS].size / TENSOR_RECORD;
   uint64_t ops = l->sections[SECTION_OPS].size / OP_RECORD;
@@ -1007,12 +1037,14 @@ static tether_status allocate_model(loader* l, const tether_allocator* allocator
   uint64_t off_operands = off_ops + ops * sizeof(tether_node);
   off_operands = (off_operands + 15) & ~(uint64_t)15;
   uint64_t off_io = off_operands + operands * 4;
-  uint64_t total = off_io + (inputs + outputs) * 4;
+  /* A whole number of 64-byte blocks, as every request of the loader. */
+  uint64_t total = (off_io + (inputs + outputs) * 4 + TETHER_ARENA_ALIGNMENT - 1) /
+                   TETHER_ARENA_ALIGNMENT * TETHER_ARENA_ALIGNMENT;
   if (total > SIZE_MAX / 2) {
     return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
                             "model bookkeeping needs %llu bytes", (unsigned long long)total);
   }
-  uint8_t* block = (uint8_t*)allocator->allocate(allocator->context, (size_t)total, 16);
+  uint8_t* block = (uint8_t*)tally_allocate(l->tally, allocator, (size_t)total, 16);
   if (block == NULL) {
     return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
                             "cannot allocate %llu bytes for the model",
@@ -1021,6 +1053,7 @@ static tether_status allocate_model(loader* l, const tether_allocator* allocator
   memset(block, 0, (size_t)total);
   struct tether_model* m = (struct tether_model*)block;
   m->allocator = *allocator;
+  m->tally = l->tally;
   m->kernels = tether_kernels_current();
   m->data = l->base;
   m->size = (size_t)l->size;
@@ -1067,11 +1100,9 @@ static tether_status validate(loader* l) {
   return tether_plan_memory(m);
 }
 
-tether_status tether_model_load(const void* data, size_t size, const tether_allocator* allocator,
-                                tether_model_t* model_out) {
-  if (model_out == NULL) {
-    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "model_out is NULL");
-  }
+/* The checks of the arguments tether_model_load and tether_model_memory share; a NULL
+ * *allocator becomes the default one. */
+static tether_status check_image(const void* data, const tether_allocator** allocator) {
   if (data == NULL) {
     return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "data is NULL");
   }
@@ -1079,8 +1110,9 @@ tether_status tether_model_load(const void* data, size_t size, const tether_allo
     return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
                             "data is not 4-byte aligned (64 recommended)");
   }
-  if (allocator == NULL) allocator = tether_default_allocator();
-  if (allocator == NULL || allocator->allocate == NULL || allocator->deallocate == NULL) {
+  if (*allocator == NULL) *allocator = tether_default_allocator();
+  const tether_allocator* a = *allocator;
+  if (a == NULL || a->allocate == NULL || a->deallocate == NULL) {
     return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
                             "no allocator given and this build has no default allocator");
   }
@@ -1088,10 +1120,21 @@ tether_status tether_model_load(const void* data, size_t size, const tether_allo
     return tether_set_error(TETHER_STATUS_UNSUPPORTED_HARDWARE,
                             "big-endian hosts are not supported (weights are used in place)");
   }
+  return TETHER_STATUS_SUCCESS;
+}
+
+/*
+ * Reads, validates, plans and packs an image: tether_model_load, and (with a dry-run
+ * `tally`) tether_model_memory, which so counts the requests of this very code. On failure
+ * everything allocated has been given back.
+ */
+static tether_status load(const void* data, size_t size, const tether_allocator* allocator,
+                          tether_memory_tally* tally, struct tether_model** model_out) {
   loader l;
   memset(&l, 0, sizeof(l));
   l.base = (const uint8_t*)data;
   l.size = size;
+  l.tally = tally;
   tether_status status = read_header(&l);
   if (status == TETHER_STATUS_SUCCESS) status = read_sections(&l);
   if (status == TETHER_STATUS_SUCCESS) status = allocate_model(&l, allocator);
@@ -1099,13 +1142,54 @@ tether_status tether_model_load(const void* data, size_t size, const tether_allo
   if (status == TETHER_STATUS_SUCCESS) status = tether_pack_weights(l.model);
   if (status != TETHER_STATUS_SUCCESS) {
     if (l.model != NULL) {
-      allocator->deallocate(allocator->context, l.model->unpacked);
+      tether_model_deallocate(l.model, l.model->unpacked, l.model->unpacked_bytes);
       allocator->deallocate(allocator->context, l.model);
     }
     return status;
   }
-  tether_clear_error();
   *model_out = l.model;
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_model_load(const void* data, size_t size, const tether_allocator* allocator,
+                                tether_model_t* model_out) {
+  if (model_out == NULL) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "model_out is NULL");
+  }
+  tether_status status = check_image(data, &allocator);
+  struct tether_model* model = NULL;
+  if (status == TETHER_STATUS_SUCCESS) status = load(data, size, allocator, NULL, &model);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  tether_clear_error();
+  *model_out = model;
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_model_memory(const void* data, size_t size,
+                                  const tether_allocator* allocator, size_t* total_bytes_out,
+                                  size_t* peak_bytes_out, size_t* resident_bytes_out,
+                                  size_t* largest_block_out) {
+  if (total_bytes_out == NULL || peak_bytes_out == NULL || resident_bytes_out == NULL ||
+      largest_block_out == NULL) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
+                            "total_bytes_out, peak_bytes_out, resident_bytes_out or "
+                            "largest_block_out is NULL");
+  }
+  tether_status status = check_image(data, &allocator);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  tether_memory_tally tally;
+  memset(&tally, 0, sizeof(tally));
+  tally.dry_run = 1;
+  struct tether_model* model = NULL;
+  status = load(data, size, allocator, &tally, &model);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  /* A dry run allocated only the model block; its temporaries are back already. */
+  allocator->deallocate(allocator->context, model);
+  tether_clear_error();
+  *total_bytes_out = tally.total;
+  *peak_bytes_out = tally.peak;
+  *resident_bytes_out = tally.live;
+  *largest_block_out = tally.largest;
   return TETHER_STATUS_SUCCESS;
 }
 
@@ -1230,9 +1314,17 @@ tether_status tether_pack_weights(struct tether_model* m) {
     return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY, "packed weights need %llu floats",
                             (unsigned long long)total);
   }
-  const tether_allocator* a = &m->allocator;
-  float* block = (float*)a->allocate(a->context, (size_t)total * sizeof(float),
-                                     TETHER_ARENA_ALIGNMENT);
+  if (m->tally != NULL && m->tally->dry_run) {
+    tether_tally_request(m->tally, (size_t)total * sizeof(float));
+    for (uint32_t i = 0; i < m->op_count; i++) {
+      if (m->ops[i].packed_floats == 0 || !m->ops[i].quantized) continue;
+      tether_status status = tether_q8_check(m, &m->ops[i]);
+      if (status != TETHER_STATUS_SUCCESS) return status;
+    }
+    return TETHER_STATUS_SUCCESS;
+  }
+  float* block = (float*)tether_model_allocate(m, (size_t)total * sizeof(float),
+                                               TETHER_ARENA_ALIGNMENT);
   if (block == NULL) {
     return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
                             "cannot allocate %llu bytes for packed weights",
@@ -1247,7 +1339,7 @@ tether_status tether_pack_weights(struct tether_model* m) {
     if (op->quantized) {
       tether_status status = tether_q8_pack(m, op, (int32_t*)(void*)p);
       if (status != TETHER_STATUS_SUCCESS) {
-        a->deallocate(a->context, block);
+        tether_model_deallocate(m, block, (size_t)total * sizeof(float));
         m->packed = NULL;
         return status;
       }

@@ -143,9 +143,11 @@ tether_status tether_plan_memory(struct tether_model* m) {
   uint64_t peak = 0;
   uint32_t* order = NULL;
   uint32_t* conflicts = NULL;
+  /* The planner's work space: a temporary of the model's allocator (tether_model_memory
+   * counts it). */
+  const size_t order_bytes = tether_round_block(2 * planned * sizeof(uint32_t));
   if (planned > 0) {
-    const tether_allocator* a = &m->allocator;
-    order = (uint32_t*)a->allocate(a->context, 2 * planned * sizeof(uint32_t), 16);
+    order = (uint32_t*)tether_model_allocate(m, order_bytes, 16);
     if (order == NULL) {
       return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
                               "cannot allocate the memory planner's work space");
@@ -168,7 +170,7 @@ tether_status tether_plan_memory(struct tether_model* m) {
       }
       uint64_t offset = best_fit(tensors, conflicts, c, size);
       if (offset > SIZE_MAX / 2 || size > SIZE_MAX / 2 - offset) {
-        a->deallocate(a->context, order);
+        tether_model_deallocate(m, order, order_bytes);
         return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
                                 "the activations do not fit this machine's address space");
       }
@@ -192,14 +194,14 @@ tether_status tether_plan_memory(struct tether_model* m) {
     }
     const uint64_t offset = best_fit(tensors, conflicts, c, size);
     if (offset > SIZE_MAX / 2 || size > SIZE_MAX / 2 - offset) {
-      if (order != NULL) m->allocator.deallocate(m->allocator.context, order);
+      tether_model_deallocate(m, order, order_bytes);
       return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
                               "the arena would need more than half the address space");
     }
     op->scratch_offset = (size_t)offset;
     if (offset + size > peak) peak = offset + size;
   }
-  if (order != NULL) m->allocator.deallocate(m->allocator.context, order);
+  tether_model_deallocate(m, order, order_bytes);
   m->activation_bytes = (size_t)activations;
   m->scratch_bytes = (size_t)scratch;
   m->arena_size = (size_t)peak;

@@ -1,7 +1,9 @@
 /*
  * test_loader.c — loads and runs a small hand-checkable model (conv 3x3 + relu, mean,
  * fully connected), then damages it in every way FORMAT.md lists and checks that each
- * damage gives the right status and a non-empty message, never a crash.
+ * damage gives the right status and a non-empty message, never a crash; tether_model_memory
+ * gives the same verdict on every one of those files, and on valid ones the very bytes the
+ * load asks for (memory_check.h).
  *
  *   test_loader                      the tests
  *   test_loader --tool TETHER_RUN DIR  tether-run end to end (writes files into DIR)
@@ -15,6 +17,7 @@
 #include "internal.h"
 #include "tether/tether.h"
 #include "tmodel_builder.h"
+#include "memory_check.h"
 
 /* ---- the demo model ----------------------------------------------------------------- */
 
@@ -144,6 +147,9 @@ static void expect_load(const uint8_t* file, size_t size, tether_status want, co
     }
   }
   tether_model_destroy(model);
+  char why[768];
+  TB_CHECK(tm_compare(file, size, why, sizeof(why)) == 0, "%s: tether_model_memory: %s", what,
+           why);
 }
 
 static void run_demo(tether_model_t model, float fill, const float* expected) {
@@ -409,6 +415,9 @@ static void test_random_damage(const uint8_t* file, size_t size) {
       c[at] = (round % 2) ? (uint8_t)tb_rand() : (uint8_t)(c[at] ^ (1u << (tb_rand() % 8)));
     }
     tb_reseal(c, size);
+    char why[768];
+    TB_CHECK(tm_compare(c, size, why, sizeof(why)) == 0, "round %d: tether_model_memory: %s",
+             round, why);
     tether_model_t model = NULL;
     tether_status s = tether_model_load(c, size, NULL, &model);
     if (s == TETHER_STATUS_SUCCESS) {
@@ -643,6 +652,10 @@ static void test_sparse(void) {
       uint8_t* x = copy_of(file, size);
       x[off + i] ^= 0xFF;
       tb_reseal(x, size);
+      char why[768];
+      TB_CHECK(tm_compare(x, size, why, sizeof(why)) == 0,
+               "byte %llu of tensor %u's blob: tether_model_memory: %s", (unsigned long long)i,
+               tensor, why);
       model = NULL;
       s = tether_model_load(x, size, NULL, &model);
       TB_CHECK(s == TETHER_STATUS_SUCCESS || tether_last_error()[0] != '\0',
@@ -652,6 +665,69 @@ static void test_sparse(void) {
     }
   }
   free(file);
+  free(g_sparse_conv_w);
+  free(g_sparse_fc_w);
+  g_sparse_conv_w = g_sparse_fc_w = NULL;
+}
+
+/* ---- tether_model_memory ---------------------------------------------------------------- */
+
+static void test_model_memory(const uint8_t* file, size_t size) {
+  /* Dense and sparse demo models under every ISA: a counting allocator sees exactly the
+   * reported figures, a bump pool of exactly the total loads, one byte less does not. */
+  tm_check_memory_every_isa(file, size, "dense demo model");
+  size_t sparse_size = 0;
+  uint8_t* sparse = sparse_demo_model(&sparse_size);
+  tm_check_memory_every_isa(sparse, sparse_size, "sparse demo model");
+  /* The decoded sparse constants are one more resident block of 192 bytes (72 and 24,
+   * each rounded up to 64). */
+  size_t dt = 0, dp = 0, dr = 0, dl = 0, st = 0, sp = 0, sr = 0, sl = 0;
+  TB_CHECK(tether_model_memory(file, size, NULL, &dt, &dp, &dr, &dl) == TETHER_STATUS_SUCCESS &&
+               tether_model_memory(sparse, sparse_size, NULL, &st, &sp, &sr, &sl) ==
+                   TETHER_STATUS_SUCCESS,
+           "query: %s", tether_last_error());
+  TB_CHECK(st == dt + 192 && sr == dr + 192 && sp == dp + 192,
+           "sparse total/resident/peak %zu/%zu/%zu, dense %zu/%zu/%zu", st, sr, sp, dt, dr, dp);
+  /* The query leaves no model behind and needs none of the decoded or packed blocks: an
+   * allocator failing at any of its own requests gives out_of_memory and leaks nothing. */
+  tm_counter q = {0, 0, 0, 0, 0, 0, 0, 0};
+  tether_allocator qa = {&q, tm_count_allocate, tm_count_deallocate};
+  TB_CHECK(tether_model_memory(sparse, sparse_size, &qa, &st, &sp, &sr, &sl) ==
+               TETHER_STATUS_SUCCESS && q.blocks == 0 && q.peak < sr,
+           "query held %zu bytes at most (resident after a load: %zu), %zu blocks left", q.peak,
+           sr, q.blocks);
+  for (size_t fail_at = 1; fail_at <= q.calls; fail_at++) {
+    tm_counter f = {0, 0, 0, 0, 0, 0, 0, fail_at};
+    tether_allocator fa = {&f, tm_count_allocate, tm_count_deallocate};
+    size_t total = 7;
+    tether_status s = tether_model_memory(sparse, sparse_size, &fa, &total, &sp, &sr, &sl);
+    TB_CHECK(s == TETHER_STATUS_OUT_OF_MEMORY && f.blocks == 0 && total == 7,
+             "query allocation %zu failing: %s, %zu blocks leaked", fail_at,
+             tether_status_string(s), f.blocks);
+  }
+  /* Arguments: as tether_model_load, plus the four outputs. */
+  size_t t = 0, p = 0, r = 0, l = 0;
+  TB_CHECK(tether_model_memory(file, size, NULL, NULL, &p, &r, &l) ==
+                   TETHER_STATUS_INVALID_ARGUMENT &&
+               tether_model_memory(file, size, NULL, &t, &p, &r, NULL) ==
+                   TETHER_STATUS_INVALID_ARGUMENT,
+           "NULL outputs accepted");
+  TB_CHECK(tether_model_memory(NULL, size, NULL, &t, &p, &r, &l) ==
+                   TETHER_STATUS_INVALID_ARGUMENT &&
+               strstr(tether_last_error(), "data is NULL") != NULL,
+           "NULL data: %s", tether_last_error());
+  uint8_t* shifted = (uint8_t*)aligned_alloc(64, (size + 64 + 63) / 64 * 64);
+  memcpy(shifted + 2, file, size);
+  TB_CHECK(tether_model_memory(shifted + 2, size, NULL, &t, &p, &r, &l) ==
+                   TETHER_STATUS_INVALID_ARGUMENT &&
+               strstr(tether_last_error(), "4-byte aligned") != NULL,
+           "misaligned data: %s", tether_last_error());
+  free(shifted);
+  const tether_allocator half = {NULL, tm_count_allocate, NULL};
+  TB_CHECK(tether_model_memory(file, size, &half, &t, &p, &r, &l) ==
+               TETHER_STATUS_INVALID_ARGUMENT,
+           "allocator without deallocate accepted");
+  free(sparse);
   free(g_sparse_conv_w);
   free(g_sparse_fc_w);
   g_sparse_conv_w = g_sparse_fc_w = NULL;
@@ -671,6 +747,7 @@ int main(int argc, char** argv) {
   test_load_file(file, size);
   test_random_damage(file, size);
   test_sparse();
+  test_model_memory(file, size);
   free(file);
   if (tb_failures != 0) {
     fprintf(stderr, "%d check(s) failed\n", tb_failures);

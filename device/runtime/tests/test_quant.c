@@ -20,12 +20,16 @@
 #include "internal.h"
 #include "tether/tether.h"
 #include "tmodel_builder.h"
+#include "memory_check.h"
 
 /* Loads, runs once and copies output 0 out; inputs in order. Returns 0 if loading failed. */
 static int run_model(tb_builder* b, const void* const* inputs, const size_t* input_bytes,
                      size_t n_in, void* out, size_t out_bytes, const char* what) {
   size_t size = 0;
   uint8_t* file = tb_finish(b, &size);
+  /* tether_model_memory's figures are the load's requests, int8 words and packing included,
+   * for every ISA's kernels (memory_check.h). */
+  tm_check_memory_every_isa(file, size, what);
   tether_model_t model = NULL;
   tether_status s = tether_model_load(file, size, NULL, &model);
   TB_CHECK(s == TETHER_STATUS_SUCCESS, "%s: load: %s", what, tether_last_error());
@@ -511,6 +515,9 @@ static void test_huge_scale_rejected(void) {
   TB_CHECK(s == TETHER_STATUS_FORMAT_ERROR && strstr(tether_last_error(), "requantization") != NULL,
            "huge requantization scale: status %d, '%s'", (int)s, tether_last_error());
   tether_model_destroy(model);
+  /* tether_model_memory runs the same int8 checks (without packing) and fails alike. */
+  char why[768];
+  TB_CHECK(tm_compare(file, size, why, sizeof(why)) == 0, "huge requantization scale: %s", why);
   free(file);
   free(b);
   (void)x;

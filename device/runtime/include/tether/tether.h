@@ -169,6 +169,41 @@ tether_status tether_model_load(const void* data, size_t size, const tether_allo
                                 tether_model_t* model_out);
 
 /*
+ * What tether_model_load(data, size, allocator, ...) would ask `allocator` for, without
+ * loading: the image is validated exactly as tether_model_load does (same checks, same
+ * status, same tether_last_error text on failure) and, for the kernels of the current ISA
+ * (tether_isa), the model's requests are counted: the model struct block, the decoded
+ * sparse constants (format 1.1), the packed weights, and the load's temporaries (memory
+ * planner work space, int8 per-channel words). Every request is a multiple of
+ * TETHER_ARENA_ALIGNMENT bytes and asks for at most that alignment, so a bump allocator
+ * that never frees, over a TETHER_ARENA_ALIGNMENT-aligned buffer of *total_bytes_out
+ * bytes, is enough to load the model. Sessions allocate separately (session struct; the
+ * arena unless one is passed in; tether_model_load_file adds the file's bytes).
+ *
+ * The query itself borrows `allocator` for the model struct block and small temporaries,
+ * all given back before it returns and never more at once than *peak_bytes_out (it does
+ * not decode the sparse constants or pack weights).
+ *
+ * @param data                caller-owned .tmodel bytes (as tether_model_load; not kept)
+ * @param size                bytes in `data`
+ * @param allocator           lent to the query as above; NULL = malloc (hosted builds)
+ * @param total_bytes_out     receives the sum of every request tether_model_load makes
+ * @param peak_bytes_out      receives the most bytes held at once during the load (for an
+ *                            allocator that reuses freed blocks)
+ * @param resident_bytes_out  receives the bytes held once the load returns, until
+ *                            tether_model_destroy
+ * @param largest_block_out   receives the largest single request
+ * @retval TETHER_STATUS_SUCCESS           all four outputs set (untouched on failure)
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  a NULL pointer or misaligned data
+ * @retval TETHER_STATUS_OUT_OF_MEMORY     the allocator failed during the query
+ * @retval (others as tether_model_load, for the same images)
+ */
+tether_status tether_model_memory(const void* data, size_t size,
+                                  const tether_allocator* allocator, size_t* total_bytes_out,
+                                  size_t* peak_bytes_out, size_t* resident_bytes_out,
+                                  size_t* largest_block_out);
+
+/*
  * Reads a .tmodel file into memory owned by the model, then as tether_model_load.
  * Hosted builds only.
  *
@@ -292,8 +327,10 @@ tether_status tether_session_invoke(tether_session_t session);
  * of the chosen GEMM micro-kernel (panels of NR output channels, bias first). The packed
  * copy lives in one block obtained from the model's allocator at load time (so it counts
  * in the model's memory, not in the session arena) and is freed by tether_model_destroy;
- * int8 ops keep their per-channel requantization multipliers in the same block. Depthwise
- * weights and all other constants are used in place from `data`. Sessions still allocate
+ * int8 ops keep their per-channel requantization multipliers in the same block. Sparse
+ * constants (format 1.1) are decoded into another such block; depthwise weights and all
+ * other constants are used in place from `data`. tether_model_memory reports these
+ * requests before a load. Sessions still allocate
  * nothing after create; num_threads > 1 starts that many - 1 worker threads (hosted builds)
  * and results are bit-identical for any thread count.
  */

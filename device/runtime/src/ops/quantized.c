@@ -268,19 +268,20 @@ static size_t q8_channels(const struct tether_model* model, const tether_node* o
 }
 
 /* CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED on the GEMM or dwconv path: the
- * per-channel words go through a temporary block, then into the kernel's packed layout. */
+ * per-channel words go through a temporary block, then into the kernel's packed layout
+ * (packed == NULL: the checks alone). */
 static tether_status q8_pack_kernel(const struct tether_model* model, const tether_node* op,
                                     int32_t* packed) {
   const size_t channels = q8_channels(model, op);
-  const tether_allocator* a = &model->allocator;
-  int32_t* words = (int32_t*)a->allocate(a->context, 8 * channels, 64);
+  const size_t words_bytes = tether_round_block(8 * channels);
+  int32_t* words = (int32_t*)tether_model_allocate(model, words_bytes, 64);
   if (words == NULL) {
     return tether_op_error(model, (uint32_t)(op - model->ops), TETHER_STATUS_OUT_OF_MEMORY,
-                           "cannot allocate %zu bytes to pack int8 weights", 8 * channels);
+                           "cannot allocate %zu bytes to pack int8 weights", words_bytes);
   }
   q8_pack_words(model, op, words);
   tether_status status = check_shifts(model, op, words + channels, channels, 1);
-  if (status == TETHER_STATUS_SUCCESS) {
+  if (status == TETHER_STATUS_SUCCESS && packed != NULL) {
     const tether_tensor* x = tether_input(model, op, 0);
     const tether_tensor* w = tether_input(model, op, 1);
     const tether_tensor* b = op->input_count > 2 ? tether_input(model, op, 2) : NULL;
@@ -296,20 +297,36 @@ static tether_status q8_pack_kernel(const struct tether_model* model, const teth
                            x->zero_point, packed);
     }
   }
+  tether_model_deallocate(model, words, words_bytes);
+  return status;
+}
+
+/* Whether an op packs through q8_pack_kernel (else its words are its whole packed part). */
+static int q8_kernel_path(const tether_node* op) {
+  return (op->type == TETHER_OP_CONV_2D || op->type == TETHER_OP_DEPTHWISE_CONV_2D ||
+          op->type == TETHER_OP_FULLY_CONNECTED) &&
+         op->quantized != Q8_REF;
+}
+
+tether_status tether_q8_check(const struct tether_model* model, const tether_node* op) {
+  if (q8_kernel_path(op)) return q8_pack_kernel(model, op, NULL);
+  /* The words (a few, or 2 per channel) into a temporary of the dry run's own: not one of
+   * the loader's requests, so not counted. */
+  const tether_allocator* a = &model->allocator;
+  const size_t bytes = op->packed_floats * sizeof(int32_t);
+  int32_t* words = (int32_t*)a->allocate(a->context, bytes, 64);
+  if (words == NULL) {
+    return tether_op_error(model, (uint32_t)(op - model->ops), TETHER_STATUS_OUT_OF_MEMORY,
+                           "cannot allocate %zu bytes to check int8 scales", bytes);
+  }
+  tether_status status = tether_q8_pack(model, op, words);
   a->deallocate(a->context, words);
   return status;
 }
 
 tether_status tether_q8_pack(const struct tether_model* model, const tether_node* op,
                              int32_t* words) {
-  switch (op->type) {
-    case TETHER_OP_CONV_2D:
-    case TETHER_OP_DEPTHWISE_CONV_2D:
-    case TETHER_OP_FULLY_CONNECTED:
-      if (op->quantized != Q8_REF) return q8_pack_kernel(model, op, words);
-      break;
-    default: break;
-  }
+  if (q8_kernel_path(op)) return q8_pack_kernel(model, op, words);
   q8_pack_words(model, op, words);
   switch (op->type) {
     case TETHER_OP_MEAN:

@@ -4,7 +4,8 @@
  * It builds a small model with the test builder (whose few libc needs, a bump malloc,
  * strlen and stubs for stdio/exit, are supplied here, not by the core), loads it with a
  * caller allocator, runs it in a caller arena and checks the output against values
- * computed on the host with libm (see the table below). Exit status 0 = pass.
+ * computed on the host with libm (see the table below); tether_model_memory sizes a static
+ * pool the model then loads from to the byte. Exit status 0 = pass.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -81,6 +82,52 @@ static void bump_deallocate(void* context, void* p) {
   (void)p;
 }
 
+/* A microcontroller's pool: one static buffer, handed out front to back, never freed. */
+static _Alignas(64) unsigned char g_pool[64 << 10];
+typedef struct pool {
+  size_t capacity, used;
+} pool;
+static void* pool_allocate(void* context, size_t size, size_t alignment) {
+  pool* p = (pool*)context;
+  size_t at = (p->used + alignment - 1) / alignment * alignment;
+  if (at > p->capacity || size > p->capacity - at) return NULL;
+  p->used = at + size;
+  return g_pool + at;
+}
+static void pool_deallocate(void* context, void* block) {
+  (void)context;
+  (void)block;
+}
+
+/* tether_model_memory sizes the pool before the load: exactly that many bytes load the
+ * model, one fewer give out_of_memory. */
+static int check_pool(const uint8_t* file, size_t size) {
+  size_t total = 0, peak = 0, resident = 0, largest = 0;
+  if (tether_model_memory(file, size, NULL, &total, &peak, &resident, &largest) !=
+      TETHER_STATUS_INVALID_ARGUMENT) {
+    return 7;  /* no default allocator here either */
+  }
+  pool scratch = {sizeof(g_pool), 0};
+  const tether_allocator query = {&scratch, pool_allocate, pool_deallocate};
+  if (tether_model_memory(file, size, &query, &total, &peak, &resident, &largest) !=
+          TETHER_STATUS_SUCCESS ||
+      total == 0 || total > sizeof(g_pool) || scratch.used > total) {
+    return 8;
+  }
+  pool exact = {total, 0};
+  const tether_allocator a = {&exact, pool_allocate, pool_deallocate};
+  tether_model_t model = NULL;
+  if (tether_model_load(file, size, &a, &model) != TETHER_STATUS_SUCCESS) return 9;
+  tether_model_destroy(model);
+  pool short_by_one = {total - 1, 0};
+  const tether_allocator b = {&short_by_one, pool_allocate, pool_deallocate};
+  model = NULL;
+  if (tether_model_load(file, size, &b, &model) != TETHER_STATUS_OUT_OF_MEMORY || model != NULL) {
+    return 10;
+  }
+  return 0;
+}
+
 static int run(void) {
   (void)tb_failures;
   /* x [1,4,4,1] -> conv 3x3 pad 1 (w = 1, b = 0.5) -> mean -> logistic; x -> tanh */
@@ -102,6 +149,8 @@ static int run(void) {
   tb_graph_io(b, 1, &x, 2, (const uint32_t[]){y, z});
   size_t size = 0;
   uint8_t* file = tb_finish(b, &size);
+  const int pool_status = check_pool(file, size);
+  if (pool_status != 0) return pool_status;
   const tether_allocator allocator = {NULL, bump_allocate, bump_deallocate};
   tether_model_t model = NULL;
   if (tether_model_load(file, size, &allocator, &model) != TETHER_STATUS_SUCCESS) return 2;

@@ -1,6 +1,7 @@
 /*
  * fuzz_loader.c — libFuzzer target for the .tmodel loader and, on models it accepts, session
- * create + invoke (with 1 or 2 threads).
+ * create + invoke (with 1 or 2 threads); tether_model_memory must agree with the load on every
+ * input (memory_check.h).
  *
  * The input is treated as a .tmodel file whose checksum is recomputed first, so mutations
  * get past the CRC check into the parser and the shape checks instead of dying there. Models whose
@@ -17,6 +18,7 @@
 #include "internal.h"
 #include "tether/tether.h"
 #include "tmodel_builder.h"
+#include "memory_check.h"
 
 /* Rough count of the scalar work one invoke does. */
 static double invoke_cost(const struct tether_model* m) {
@@ -51,6 +53,12 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (file == NULL) return 0;
   memcpy(file, data, size);
   if (size >= 28) tb_reseal(file, size);
+  /* tether_model_memory must give load's verdict and, on success, its exact requests. */
+  char why[768];
+  if (tm_compare(file, size, why, sizeof(why)) != 0) {
+    fprintf(stderr, "tether_model_memory disagrees with tether_model_load: %s\n", why);
+    abort();
+  }
   tether_model_t model = NULL;
   if (tether_model_load(file, size, NULL, &model) == TETHER_STATUS_SUCCESS) {
     size_t arena_size = 0;
