@@ -43,6 +43,36 @@ def _load(model: str, data: str | None) -> tuple[Any, Any]:
     return m, ds
 
 
+def _check_model_path(path: Path | None) -> None:
+    """Fails before any work when the output could not be saved as a Keras model."""
+    if path is not None and path.suffix not in (".keras", ".h5"):
+        _fail(f"{path}: a Keras model file must end in .keras or .h5")
+
+
+def _save_model(model: Any, path: Path) -> None:
+    """Writes a Keras model so that `path` is whole or untouched (temporary file, then rename)."""
+    import contextlib
+    import tempfile
+
+    _check_model_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    from tether._internal.files import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
 def _emit(record: dict[str, Any]) -> None:
     typer.echo(json.dumps(record, default=float))
 
@@ -79,6 +109,7 @@ def prune_channels(
 ) -> None:
     """Structured pruning: remove whole channels, write a smaller Keras model."""
     def go() -> None:
+        _check_model_path(output)
         m, ds = _load(model, data)
         from tether.compression import ChannelPruningConfig, fine_tune
         from tether.compression import prune_channels as prune
@@ -88,11 +119,12 @@ def prune_channels(
                                "params_before": rep.params_before,
                                "params_after": rep.params_after, "ratio": rep.ratio}
         if ds is not None and epochs:
-            fine_tune(small, ds.x_train, ds.y_train, epochs=epochs)
+            with _FitProgress("fine-tuning", epochs, len(ds.x_train), 64) as bar:
+                fine_tune(small, ds.x_train, ds.y_train, epochs=epochs, callbacks=[bar])
             from tether.compression._common import accuracy
 
             rec["accuracy"] = accuracy(small, ds.x_test, ds.y_test)
-        small.save(output)
+        _save_model(small, output)
         rec["output"] = str(output)
         _emit(rec)
     _run(go)
@@ -107,6 +139,7 @@ def prune(model: str = typer.Argument(..., help=MODEL_HELP),
           batch_size: int = typer.Option(64, "--batch-size", min=1)) -> None:
     """Unstructured magnitude pruning during fine-tuning (polynomial decay)."""
     def go() -> None:
+        _check_model_path(output)
         m, ds = _load(model, data)
         import math
 
@@ -121,13 +154,14 @@ def prune(model: str = typer.Argument(..., help=MODEL_HELP),
         steps = epochs * math.ceil(len(ds.x_train) / batch_size)
         cb = MagnitudePruning(PolynomialDecay(sparsity, 0.0, 0, max(1, int(steps * 0.7)),
                                               frequency=max(1, steps // 20)))
-        fine_tune(m, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
-                  callbacks=[cb])
+        with _FitProgress("pruning", epochs, len(ds.x_train), batch_size) as bar:
+            fine_tune(m, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+                      callbacks=[cb, bar])
         plain = strip_pruning(m, cb)
         rep = sparsity_report(plain)
         from tether.compression._common import accuracy
 
-        plain.save(output)
+        _save_model(plain, output)
         _emit({"sparsity": rep.sparsity, "dense_bytes": rep.dense_bytes,
                "sparse_bytes": rep.sparse_bytes, "compression": rep.compression,
                "accuracy": accuracy(plain, ds.x_test, ds.y_test), "output": str(output)})
@@ -141,7 +175,10 @@ def quantize(model: str = typer.Argument(..., help=MODEL_HELP),
              data: str | None = typer.Option(None, "--data", help=DATA_HELP +
                                                 " (calibration for ptq)"),
              calibration: str = typer.Option("minmax", "--calibration",
-                                              help="minmax, percentile or entropy"),
+                                              help="minmax, percentile, entropy or mse"),
+             bias_correction: bool = typer.Option(
+                 False, "--bias-correction", help="ptq: correct each layer's expected int8 "
+                 "output error in its bias (Nagel et al. 2019)"),
              samples: int = typer.Option(200, "--samples", min=1,
                                          help="Calibration samples from the training split"),
              plan_out: Path | None = typer.Option(None, "--plan", help="Write the "
@@ -155,6 +192,7 @@ def quantize(model: str = typer.Argument(..., help=MODEL_HELP),
     """Weight-only int8/int4, or post-training int8 calibration (writes a plan and, with
     --tmodel, the int8 .tmodel run by the engine)."""
     def go() -> None:
+        _check_model_path(output)
         m, ds = _load(model, data)
         from tether.compression import (
             CalibrationConfig,
@@ -173,32 +211,150 @@ def quantize(model: str = typer.Argument(..., help=MODEL_HELP),
             if ds is not None:
                 rec["accuracy"] = accuracy(qm, ds.x_test, ds.y_test)
             if output:
-                qm.save(output)
+                _save_model(qm, output)
             _emit(rec)
         elif mode == "ptq":
             if ds is None:
                 _fail("--mode ptq needs --data for calibration samples")
-            plan = calibrate(m, ds.x_train[:samples], CalibrationConfig(calibration))
+            plan = calibrate(m, ds.x_train[:samples],
+                             CalibrationConfig(calibration, bias_correction=bias_correction))
             if plan_out:
-                plan_out.write_text(plan.to_json())
+                _write_text(plan_out, plan.to_json())
             rec = {"tensors": len(plan.activation_ranges), "method": calibration,
                    "emulated_int8_accuracy": accuracy(simulate_int8(m, plan), ds.x_test,
                                                       ds.y_test),
                    "float_accuracy": accuracy(m, ds.x_test, ds.y_test),
                    "plan": str(plan_out) if plan_out else None}
             if tmodel_out:
-                import numpy as np
-                from tether.converter import convert
-                from tether.device import Engine
-
-                tm = convert(m, quantize="int8", plan=plan)
-                tm.save(tmodel_out)
-                eng = Engine(tm.to_bytes(), threads=1)
-                x = ds.x_test.astype(np.float32)
-                pred = [int(np.argmax(eng.run(x[i:i + 1]))) for i in range(len(x))]
-                rec.update(engine_int8_accuracy=float(np.mean(np.array(pred) == ds.y_test)),
-                           tmodel=str(tmodel_out), tmodel_bytes=len(tm.to_bytes()))
+                rec.update(_write_int8_tmodel(m, plan, ds, tmodel_out))
             _emit(rec)
         else:
             _fail(f"--mode must be ptq, int8-weights or int4-weights. Received: {mode!r}")
+    _run(go)
+
+
+def _write_int8_tmodel(model: Any, plan: Any, ds: Any, path: Path) -> dict[str, Any]:
+    """Lowers (model, plan) to an int8 .tmodel at `path`; its engine accuracy on ds's test split."""
+    import numpy as np
+    from tether.converter import convert
+    from tether.device import Engine
+
+    tm = convert(model, quantize="int8", plan=plan)
+    tm.save(path)
+    eng = Engine(tm.to_bytes(), threads=1)
+    x = ds.x_test.astype(np.float32)
+    pred = [int(np.argmax(eng.run(x[i:i + 1]))) for i in range(len(x))]
+    return {"engine_int8_accuracy": float(np.mean(np.array(pred) == ds.y_test)),
+            "tmodel": str(path), "tmodel_bytes": len(tm.to_bytes())}
+
+
+class _FitProgress:
+    """`with _FitProgress(label, epochs, samples, batch) as cb:` a rich bar on stderr that a
+    Keras fit given `callbacks=[cb]` advances batch by batch."""
+
+    def __init__(self, label: str, epochs: int, samples: int, batch_size: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.label, self.steps = label, max(1, -(-samples // batch_size))
+        self.total = epochs * self.steps
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+    def __enter__(self) -> Any:
+        import keras
+
+        self.bar.__enter__()
+        task = self.bar.add_task(self.label, total=self.total)
+        outer = self
+
+        class Callback(keras.callbacks.Callback):  # type: ignore[misc]
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                outer.bar.advance(task)
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                loss = (logs or {}).get("loss")
+                text = f"{outer.label}: epoch {epoch + 1}" + (
+                    f", loss {float(loss):.4f}" if loss is not None else "")
+                outer.bar.update(task, description=text, completed=(epoch + 1) * outer.steps)
+
+        return Callback()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+
+@app.command()
+def distill(teacher: str = typer.Argument(..., help="Teacher: " + MODEL_HELP),
+            student: str = typer.Argument(..., help="Student: " + MODEL_HELP +
+                                          "; a built-in name starts untrained"),
+            output: Path = typer.Option(..., "-o", "--output", help="The .keras student to write"),
+            data: str = typer.Option(..., "--data", help=DATA_HELP),
+            temperature: float = typer.Option(4.0, "--temperature", help="T > 0"),
+            alpha: float = typer.Option(0.9, "--alpha", help="Weight in [0, 1] of the "
+                                        "teacher's soft targets"),
+            epochs: int = typer.Option(5, "--epochs", min=1),
+            batch_size: int = typer.Option(64, "--batch-size", min=1),
+            learning_rate: float = typer.Option(1e-3, "--lr")) -> None:
+    """Knowledge distillation (Hinton's loss with the T^2 factor): train the student on the
+    teacher's softened outputs and the labels."""
+    def go() -> None:
+        _check_model_path(output)
+        from tether.compression import DistillationConfig
+        from tether.compression import distill as run_distill
+
+        config = DistillationConfig(temperature, alpha)  # bad T/alpha fail before any loading
+        t, ds = _load(teacher, data)
+        s, _ = _load(student, data)
+        from tether.compression._common import accuracy
+
+        with _FitProgress("distilling", epochs, len(ds.x_train), batch_size) as cb:
+            run_distill(t, s, ds.x_train, ds.y_train, config=config, epochs=epochs,
+                        batch_size=batch_size, learning_rate=learning_rate, callbacks=[cb])
+        _save_model(s, output)
+        _emit({"teacher_accuracy": accuracy(t, ds.x_test, ds.y_test),
+               "student_accuracy": accuracy(s, ds.x_test, ds.y_test),
+               "temperature": temperature, "alpha": alpha, "epochs": epochs,
+               "output": str(output)})
+    _run(go)
+
+
+@app.command()
+def qat(model: str = typer.Argument(..., help=MODEL_HELP),
+        data: str = typer.Option(..., "--data", help=DATA_HELP),
+        tmodel_out: Path = typer.Option(..., "--tmodel", help="The int8 .tmodel to write"),
+        epochs: int = typer.Option(1, "--epochs", min=1),
+        batch_size: int = typer.Option(64, "--batch-size", min=1),
+        learning_rate: float = typer.Option(1e-4, "--lr"),
+        samples: int = typer.Option(200, "--samples", min=1,
+                                    help="Samples from the training split that initialise "
+                                    "the ranges"),
+        plan_out: Path | None = typer.Option(None, "--plan", help="Also write the "
+                                             "QuantizationPlan JSON")) -> None:
+    """Quantization-aware training: fake-quant fine-tuning with BN folded as the converter
+    folds it, then the int8 .tmodel lowered from the learned ranges."""
+    def go() -> None:
+        m, ds = _load(model, data)
+        from tether.compression import export_qat, fine_tune, prepare_qat
+        from tether.compression._common import accuracy
+
+        q = prepare_qat(m, ds.x_train[:samples])
+        with _FitProgress("quantization-aware training", epochs, len(ds.x_train),
+                          batch_size) as cb:
+            fine_tune(q, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+                      learning_rate=learning_rate, callbacks=[cb])
+        plain, plan = export_qat(q)
+        if plan_out:
+            _write_text(plan_out, plan.to_json())
+        rec: dict[str, Any] = {"float_accuracy": accuracy(m, ds.x_test, ds.y_test),
+                               "qat_model_accuracy": accuracy(q, ds.x_test, ds.y_test),
+                               "plan": str(plan_out) if plan_out else None}
+        rec.update(_write_int8_tmodel(plain, plan, ds, tmodel_out))
+        _emit(rec)
     _run(go)

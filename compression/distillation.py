@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -174,8 +175,11 @@ def _make_distill_model(teacher: Any, student: Any, config: DistillationConfig) 
 def distill(teacher: Any, student: Any, x: np.ndarray, y: np.ndarray, *,
             config: DistillationConfig = DistillationConfig(), epochs: int = 5,
             batch_size: int = 64, learning_rate: float = 1e-3,
-            validation_data: tuple | None = None, verbose: int = 0) -> Any:
+            validation_data: tuple | None = None, callbacks: Sequence[Any] = (),
+            verbose: int = 0) -> Any:
     """Trains `student` in place against `teacher` with Adam; returns the Keras History.
+
+    `callbacks` are Keras callbacks for the fit (progress bars, early stopping).
 
     Raises:
         CompressionError: mismatched class counts, or x/y of different lengths.
@@ -190,6 +194,7 @@ def distill(teacher: Any, student: Any, x: np.ndarray, y: np.ndarray, *,
         d = Distiller(teacher, student, config)
         d.model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=None)
         return d.model.fit(x, y, epochs=epochs, batch_size=batch_size,
-                           validation_data=validation_data, verbose=verbose)
+                           validation_data=validation_data, callbacks=list(callbacks),
+                           verbose=verbose)
     finally:
         teacher.trainable = was_trainable  # the teacher is frozen only while distilling

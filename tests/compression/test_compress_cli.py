@@ -44,3 +44,39 @@ def test_bad_fraction_fails_with_message(tmp_path):
                               "--fraction", "1.5"])
     assert res.exit_code == 1
     assert "fraction must be in [0, 1)" in res.output
+
+
+def test_distill_writes_student_and_reports(tmp_path):
+    out = tmp_path / "student.keras"
+    res = runner.invoke(app, ["distill", "demo_cnn", "demo_cnn", "-o", str(out), "--data",
+                              "digits", "--epochs", "1", "--temperature", "2", "--alpha", "0.5"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out.is_file() and rec["output"] == str(out)
+    assert 0.0 <= rec["student_accuracy"] <= 1.0 and rec["temperature"] == 2.0
+
+
+def test_distill_bad_alpha_fails_before_training(tmp_path):
+    res = runner.invoke(app, ["distill", "demo_cnn", "demo_cnn", "-o", str(tmp_path / "s.keras"),
+                              "--data", "digits", "--alpha", "1.5"])
+    assert res.exit_code == 1
+    assert "alpha must be in [0, 1]" in res.output and not (tmp_path / "s.keras").exists()
+
+
+def test_output_that_is_not_a_keras_file_fails_first(tmp_path):
+    res = runner.invoke(app, ["prune", "demo_cnn", "-o", str(tmp_path / "x.tmodel"), "--data",
+                              "digits"])
+    assert res.exit_code == 1
+    assert "x.tmodel: a Keras model file must end in .keras or .h5" in res.output
+
+
+def test_qat_writes_int8_tmodel_run_by_the_engine(tmp_path):
+    tm, plan = tmp_path / "q.tmodel", tmp_path / "plan.json"
+    res = runner.invoke(app, ["qat", "demo_cnn", "--data", "digits", "--tmodel", str(tm),
+                              "--plan", str(plan), "--samples", "32"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout.strip().splitlines()[-1])
+    assert tm.is_file() and rec["tmodel_bytes"] == tm.stat().st_size
+    assert "activation_ranges" in json.loads(plan.read_text())
+    # an untrained demo CNN after one QAT epoch: the engine's int8 follows the QAT model
+    assert abs(rec["engine_int8_accuracy"] - rec["qat_model_accuracy"]) < 0.05
