@@ -1,4 +1,5 @@
-"""Real flower-superlink + three flower-supernode processes on loopback; two rounds of FedAvg under
+"""Real flower-superlink + three flower-supernode processes on loopback, over TLS (a CA and a
+server certificate for 127.0.0.1 made here with `cryptography`); two rounds of FedAvg under
 secure aggregation (4-bit shared stochastic-quantization grid, n_k-weighted), one of three
 clients (33%) dropping after key sharing every round; the clients train the numpy CNN. Takes
 ~2-4 minutes (each message starts a ClientApp process)."""
@@ -62,6 +63,44 @@ def _wait_for_port(port: int, timeout: float) -> None:
     raise TimeoutError(f"flower-superlink did not listen on 127.0.0.1:{port} within {timeout} s")
 
 
+def _write_tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """(ca.crt, server.pem, server.key): a throwaway CA and a server certificate it signs for
+    127.0.0.1 / localhost, as an operator would make with openssl (see federated/README.md)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tether test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(start).not_valid_after(end)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    server = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+              .issuer_name(ca_name).public_key(key.public_key())
+              .serial_number(x509.random_serial_number()).not_valid_before(start)
+              .not_valid_after(end)
+              .add_extension(x509.SubjectAlternativeName(
+                  [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+                  critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.crt", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,9 +116,10 @@ def test_superlink_three_supernodes_secagg_with_dropout(tmp_path: Path) -> None:
     app.mkdir()
     home.mkdir()
     port = _free_port()
+    ca, cert, key = _write_tls_files(tmp_path)
     (app / "pyproject.toml").write_text(PYPROJECT.replace("{out}", str(out)))
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{port}"\nroot-certificates = "{ca}"\n')
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_HOME": str(home)}
     procs: list[subprocess.Popen] = []
@@ -88,14 +128,16 @@ def test_superlink_three_supernodes_secagg_with_dropout(tmp_path: Path) -> None:
         log = open(tmp_path / "superlink.log", "w")  # noqa: SIM115 (closed in finally)
         logs.append(log)
         procs.append(subprocess.Popen(
-            [str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+            [str(BIN / "flower-superlink"), "--ssl-ca-certfile", str(ca), "--ssl-certfile", str(cert),
+             "--ssl-keyfile", str(key), "--disable-runtime-dependency-installation",
              "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT))
         _wait_for_port(port, 120)  # a loaded machine can take far longer than a fixed sleep
         for i in range(3):
             log = open(tmp_path / f"supernode{i}.log", "w")  # noqa: SIM115
             logs.append(log)
             procs.append(subprocess.Popen(
-                [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
+                [str(BIN / "flower-supernode"), "--root-certificates", str(ca),
+                 "--superlink", f"127.0.0.1:{port}",
                  "--port", str(_free_port()), "--node-config", f"partition-id={i} num-partitions=3"],
                 env=env, stdout=log, stderr=subprocess.STDOUT))
         time.sleep(10)
