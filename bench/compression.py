@@ -298,7 +298,7 @@ def bench_ptq_seeds(name: str, model_fn: Callable[[int], Any], ds: Any,
     calib = xtr[:args.calib_samples].astype(np.float32)
     xall = np.concatenate([xva, xte])
     results: dict[str, list[dict[str, Any]]] = {}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         t0 = time.perf_counter()
         model = model_fn(seed)
         fine_tune(model, xtr, ytr, epochs=args.epochs, batch_size=64, learning_rate=2e-3)
@@ -338,7 +338,8 @@ def bench_ptq_seeds(name: str, model_fn: Callable[[int], Any], ds: Any,
     loss = {c: table["float"]["test_accuracy"] - table[c]["test_accuracy"] for c in results}
     per_seed_loss = {c: [results["float"][i]["test"]["accuracy"] - r["test"]["accuracy"]
                          for i, r in enumerate(results[c])] for c in results}
-    out = {"seeds": args.seeds, "calib_samples": len(calib), "val": n_val, "test": len(yte),
+    out = {"seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
+           "calib_samples": len(calib), "val": n_val, "test": len(yte),
            "train": len(ytr), "means": table, "test_accuracy_loss_mean": loss,
            "test_accuracy_loss_per_seed": per_seed_loss, "chosen_by_val_l1": chosen,
            "criterion_met": loss[chosen] <= loss["tf_full_integer_ptq"],
@@ -639,6 +640,9 @@ def main() -> None:
                              "control, unstructured and structured rows; ptq: tether PTQ vs "
                              "TensorFlow's over --seeds trained models (bench_ptq_seeds)")
     parser.add_argument("--seeds", type=int, default=3, help="ptq: trained models (seeds)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="ptq: seeds run from this one (runs are deterministic, so two "
+                             "invocations can split the seeds)")
     parser.add_argument("--calib-samples", type=int, default=200,
                         help="ptq: calibration images (the same for TensorFlow and tether)")
     parser.add_argument("--baseline-finish-epochs", type=int, default=0,
