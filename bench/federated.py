@@ -9,14 +9,17 @@ Cases:
             (aggregate_in_process), tether's SecAggFedAvg over Flower messages and Flower's own
             SecAgg+ (SecAggPlusWorkflow + secaggplus_mod), the last two on the same in-process
             LocalGrid and timed interleaved (all parties' work in one process, one core).
-  curve   : accuracy per round of FedAvg (E, B) or FedSGD (E=1, full batch) for a list of
-            learning rates on the in-process LocalGrid (same strategy and ClientApp as the
-            simulation, no Ray); rounds to 90-96% test accuracy.
+  curve   : accuracy per round of FedAvg (E, B) or FedSGD (E=1, full batch) for a grid of
+            learning rates x per-round decays (x seeds) on the in-process LocalGrid (same
+            strategy and ClientApp as the simulation, no Ray); rounds to 90-97% test accuracy.
+            --stop ends a run at the first round reaching --target.
 
     .venv/bin/python bench/federated.py secagg --dim 100000 --repeats 1 --warmup 0
     .venv/bin/python bench/federated.py codec --codecs none,qsgd:4,terngrad --rounds 30
     .venv/bin/python bench/federated.py curve --algo fedavg --lrs 0.1,0.05 --rounds 50
     .venv/bin/python bench/federated.py curve --algo fedsgd --lrs 0.2,0.1,0.4 --rounds 150 --eval-every 2
+    .venv/bin/python bench/federated.py curve --algo fedsgd --lrs 0.1,0.2 --lr-decays 1,0.99 \
+        --rounds 150 --target 0.93 --stop --seeds 0,1 --model cnn-mcmahan
 """
 
 from __future__ import annotations
@@ -207,34 +210,39 @@ def bench_codec(codecs: list[str], args: argparse.Namespace) -> None:
 
 def bench_curve(args: argparse.Namespace) -> None:
     """Accuracy per round of FedAvg or FedSGD on the in-process LocalGrid (the same Flower
-    strategy and ClientApp as the simulation; no Ray), one JSON line per learning rate."""
+    strategy and ClientApp as the simulation; no Ray), one JSON line per (seed, lr, decay)."""
     from tether.federated.apps import FedConfig
     from tether.federated.local import run_local
 
     fedsgd = args.algo == "fedsgd"
-    for lr in [float(v) for v in args.lrs.split(",")]:
+    seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
+    grid = [(s, float(lr), float(d)) for s in seeds for lr in args.lrs.split(",")
+            for d in args.lr_decays.split(",")]
+    for seed, lr, decay in grid:
         cfg = FedConfig(clients=args.clients, rounds=args.rounds, codec=args.codecs.split(",")[0],
                         partition=args.partition, fraction=args.fraction, model=args.model,
                         epochs=1 if fedsgd else args.epochs, batch_size=0 if fedsgd else args.batch_size,
-                        lr=lr, seed=args.seed)
+                        lr=lr, lr_decay=decay, seed=seed)
+        load0 = os.getloadavg()[0]
         t = time.perf_counter()
         rep = run_local(cfg, eval_every=args.eval_every, stop_at=args.target if args.stop else None)
         wall = time.perf_counter() - t
         acc = [r["accuracy"] for r in rep.rounds]
         hit = next((int(r["round"]) for r in rep.rounds if r["accuracy"] >= args.target), None)
-        measured = [a for a in acc if a == a]
+        measured = [a for a in acc if not np.isnan(a)]
         hits = {f"{t:.2f}": next((int(r["round"]) for r in rep.rounds if r["accuracy"] >= t), None)
-                for t in (0.90, 0.92, 0.93, 0.94, 0.95, 0.96)}
+                for t in (0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97)}
         emit({"name": "fed_curve", "rounds_to": hits, "algo": args.algo, "model": args.model, "codec": cfg.codec,
               "clients": args.clients, "fraction": args.fraction, "epochs": cfg.epochs,
-              "batch_size": cfg.batch_size or "full", "lr": lr, "partition": args.partition,
-              "seed": args.seed, "rounds_run": len(acc), "max_rounds": args.rounds, "wall_s": wall,
+              "batch_size": cfg.batch_size or "full", "lr": lr, "lr_decay": decay, "partition": args.partition,
+              "seed": seed, "rounds_run": len(acc), "max_rounds": args.rounds, "wall_s": wall,
+              "load": [load0, os.getloadavg()[0]],
               "transport": "LocalGrid (in process)", "eval_every": args.eval_every,
               "uplink_bytes_per_round": statistics.median(r["uplink_bytes"] for r in rep.rounds),
               "accuracy": acc, "final_accuracy": measured[-1] if measured else None,
               "best_accuracy": max(measured) if measured else None, "target": args.target,
-              "rounds_to_target": hit, "shape": None, "median_ms": None, "p90_ms": None,
-              "gflops": None})
+              "rounds_to_target": hit, "stopped_at_target": bool(args.stop and hit is not None),
+              "shape": None, "median_ms": None, "p90_ms": None, "gflops": None})
 
 
 def main() -> None:
@@ -242,7 +250,10 @@ def main() -> None:
     ap.add_argument("case", choices=["secagg", "codec", "curve"])
     ap.add_argument("--algo", choices=["fedavg", "fedsgd"], default="fedavg")
     ap.add_argument("--lrs", default="0.05")
-    ap.add_argument("--model", default="cnn")
+    ap.add_argument("--model", default="cnn", choices=["cnn", "cnn-mcmahan", "mlp"])
+    ap.add_argument("--lr-decays", default="1.0",
+                    help="curve: per-round decay factors gamma (eta_t = lr * gamma^(t-1)), a grid with --lrs")
+    ap.add_argument("--seeds", default="", help="curve: comma-separated seeds (default: --seed)")
     ap.add_argument("--eval-every", type=int, default=1)
     ap.add_argument("--no-peer", action="store_true", help="secagg: skip the Flower-message runs")
     ap.add_argument("--stop", action="store_true", help="curve: stop at the first round >= --target")

@@ -35,9 +35,11 @@ def simulate(
     fraction: float = typer.Option(0.1, "--fraction", help="C: share of clients sampled per round"),
     epochs: int = typer.Option(5, "--epochs", help="E local epochs"),
     batch_size: int = typer.Option(10, "--batch-size", help="B; 0 = full batch (FedSGD)"),
-    lr: float = typer.Option(0.1, "--lr", help="Client learning rate"),
+    lr: float = typer.Option(0.1, "--lr", help="Client learning rate eta_0"),
+    lr_decay: float = typer.Option(1.0, "--lr-decay", help="Round t uses eta_0 * lr_decay^(t-1) (1 = constant)"),
     dataset: str = typer.Option("mnist5k", "--dataset", help="Built-in dataset"),
-    model: str = typer.Option("cnn", "--model", help="cnn (conv-pool-conv-pool-dense) or mlp"),
+    model: str = typer.Option("cnn", "--model", help="cnn (conv-pool-conv-pool-dense, 105k parameters), "
+                              "cnn-mcmahan (McMahan et al.'s CNN, 1.66M) or mlp"),
     hidden: int = typer.Option(200, "--hidden", help="MLP hidden units (0 = softmax regression)"),
     secagg_weighted: bool = typer.Option(True, "--secagg-weighted/--secagg-unweighted",
                                          help="n_k/n weights under secure aggregation"),
@@ -67,7 +69,7 @@ def simulate(
 
     try:
         cfg = FedConfig(dataset=dataset, clients=clients, partition=partition, fraction=fraction,
-                        rounds=rounds, epochs=epochs, batch_size=batch_size, lr=lr, codec=codec,
+                        rounds=rounds, epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay, codec=codec,
                         downlink=downlink, secagg=secagg, dropout=dropout, dp_clip=dp_clip,
                         dp_noise=dp_noise, seed=seed, model=model, hidden=hidden,
                         secagg_weighted=secagg_weighted)
