@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 from flwr.app import (
@@ -245,16 +245,22 @@ def make_client_app(cfg: FedConfig | None = None) -> ClientApp:
     return app
 
 
-def make_server_app(cfg: FedConfig | None = None, report: RunReport | None = None) -> ServerApp:
+OnRound = Callable[[int, Optional[float]], None]
+"""``on_round(t, accuracy)``: called as round t (1..R) ends; accuracy None when not evaluated."""
+
+
+def make_server_app(cfg: FedConfig | None = None, report: RunReport | None = None,
+                    on_round: OnRound | None = None) -> ServerApp:
     """A ServerApp running FedAvg/FedSGD (or secure aggregation) for ``cfg.rounds`` rounds,
     evaluating the global model on the held-out test split after every round. The per-round
-    figures go to ``report`` (if given) and to ``cfg.out`` as JSON (if set)."""
+    figures go to ``report`` (if given) and to ``cfg.out`` as JSON (if set); ``on_round``
+    hears of each round as it ends (progress bars)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         c = cfg or FedConfig.from_run_config(context.run_config)
-        run_server(grid, c, report)
+        run_server(grid, c, report, on_round=on_round)
 
     return app
 
@@ -279,14 +285,16 @@ class _TargetReached(Exception):
 
 
 def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None,
-               eval_every: int = 1, stop_at: float | None = None) -> RunReport:
+               eval_every: int = 1, stop_at: float | None = None,
+               on_round: OnRound | None = None) -> RunReport:
     """The ServerApp body: build the strategy, run it, collect per-round figures.
 
     The global model is evaluated on the test split after every ``eval_every``-th round, after
     the last one, and after every round once the last accuracy measured is within 0.02 of
     ``stop_at`` (so the first round reaching it is found exactly unless accuracy jumps more
     than that between two evaluations); other rounds report accuracy NaN. ``stop_at`` (default
-    None) ends the run after the first round whose accuracy is >= it."""
+    None) ends the run after the first round whose accuracy is >= it. ``on_round(t, accuracy)``
+    is called as each round t >= 1 ends."""
     from tether.federated.secagg_flower import SecAggFedAvg
 
     t0 = time.time()
@@ -313,9 +321,13 @@ def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None,
         last = accs[max(accs)] if accs else 0.0
         close = stop_at is not None and last >= stop_at - 0.02
         if rnd % eval_every and rnd != c.rounds and not close:
+            if on_round is not None and rnd > 0:
+                on_round(rnd, None)
             return None
         loss, acc = model.evaluate([arrays[k].numpy() for k in keys], xt, yt)
         accs[rnd], losses[rnd] = acc, loss
+        if on_round is not None and rnd > 0:
+            on_round(rnd, acc)
         if stop_at is not None and rnd > 0 and acc >= stop_at:
             raise _TargetReached(rnd)
         return MetricRecord({"loss": loss, "accuracy": acc})
@@ -334,7 +346,9 @@ def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None,
     rep.rounds = rows
     rep.wall_s = time.time() - t0
     if c.out:
-        Path(c.out).write_text(json.dumps(asdict(rep)))
+        from tether._internal.files import atomic_write_text
+
+        atomic_write_text(Path(c.out), json.dumps(asdict(rep)))
     return rep
 
 
@@ -347,13 +361,15 @@ def _env() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def simulate(cfg: FedConfig, num_cpus: int | None = None) -> RunReport:
+def simulate(cfg: FedConfig, num_cpus: int | None = None,
+             on_round: OnRound | None = None) -> RunReport:
     """Run ``cfg`` on Flower's Simulation Engine (Ray backend), in this process.
 
     Ray actors get 1 CPU each (so ``num_cpus`` actors, default all cores) and one BLAS thread.
     The numpy models need no TensorFlow and the backend config asks for no TensorFlow actor
     setup, but Flower's ``flwr.simulation.ray_transport.utils`` still imports TensorFlow when
     it is installed (measured 4.2 s per process at low load), so each actor pays that once.
+    The ServerApp runs in this process, so ``on_round`` (see :data:`OnRound`) is called here.
     """
     _env()
     from flwr.simulation import run_simulation
@@ -365,7 +381,7 @@ def simulate(cfg: FedConfig, num_cpus: int | None = None) -> RunReport:
         "init_args": {"num_cpus": ncpu, "include_dashboard": False},
         "actor": {"tensorflow": 0},
     }
-    run_simulation(server_app=make_server_app(cfg, report), client_app=make_client_app(cfg),
+    run_simulation(server_app=make_server_app(cfg, report, on_round), client_app=make_client_app(cfg),
                    num_supernodes=cfg.clients, backend_config=backend)  # type: ignore[arg-type]
     if not report.rounds:
         from tether.errors import TetherError

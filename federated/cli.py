@@ -61,11 +61,23 @@ def simulate(
     from tether.federated.apps import simulate as ray_run
 
     def run(c: FedConfig, num_cpus: int | None) -> RunReport:
-        if local:
-            from tether.federated.local import run_local
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            return run_local(c)
-        return ray_run(c, num_cpus=num_cpus)
+        where = "in process" if local else "on Flower's Simulation Engine"
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"{c.clients} clients {where}: starting", total=c.rounds)
+
+            def on_round(rnd: int, acc: float | None) -> None:
+                text = f"round {rnd}" + (f", test accuracy {acc:.4f}" if acc is not None else "")
+                bar.update(task, completed=rnd, description=text)
+
+            if local:
+                from tether.federated.local import run_local
+
+                return run_local(c, on_round=on_round)
+            return ray_run(c, num_cpus=num_cpus, on_round=on_round)
 
     try:
         cfg = FedConfig(dataset=dataset, clients=clients, partition=partition, fraction=fraction,
@@ -76,8 +88,8 @@ def simulate(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # the progress bar says what happens
     if as_json:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
         rep = run(cfg, num_cpus=cpus)
         typer.echo(json.dumps(asdict(rep)))
         return
@@ -85,8 +97,7 @@ def simulate(
     from rich.table import Table
 
     console = Console()
-    with console.status(f"simulating {clients} clients x {rounds} rounds on Flower ..."):
-        rep = run(cfg, num_cpus=cpus)
+    rep = run(cfg, num_cpus=cpus)
     table = Table("round", "accuracy", "uplink bytes", "downlink bytes", "clients")
     for r in rep.rounds:
         table.add_row(str(int(r["round"])), f"{r['accuracy']:.4f}", str(int(r["uplink_bytes"])),

@@ -44,7 +44,7 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 if TYPE_CHECKING:
-    from tether.federated.apps import FedConfig, RunReport
+    from tether.federated.apps import FedConfig, OnRound, RunReport
 
 __all__ = ["LocalGrid", "run_local"]
 
@@ -132,7 +132,8 @@ class LocalGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
-def run_local(cfg: FedConfig, eval_every: int = 1, stop_at: float | None = None) -> RunReport:
+def run_local(cfg: FedConfig, eval_every: int = 1, stop_at: float | None = None,
+              on_round: OnRound | None = None) -> RunReport:
     """Run the FedConfig ``cfg`` with tether's ServerApp body and ClientApp on a
     :class:`LocalGrid` (same strategy and mods as :func:`~tether.federated.apps.simulate`).
 
@@ -140,7 +141,7 @@ def run_local(cfg: FedConfig, eval_every: int = 1, stop_at: float | None = None)
     ``cfg.seed`` here, so runs are reproducible. ``eval_every`` > 1 evaluates the global model
     only every that many rounds (and at the last one); other rounds report accuracy NaN.
     ``stop_at`` ends the run at the first round reaching that test accuracy (see
-    :func:`~tether.federated.apps.run_server`).
+    :func:`~tether.federated.apps.run_server`); ``on_round(t, accuracy)`` hears of each round.
     Returns the :class:`~tether.federated.apps.RunReport`.
     """
     from tether.federated.apps import RunReport, make_client_app, run_server  # noqa: F811
@@ -148,6 +149,7 @@ def run_local(cfg: FedConfig, eval_every: int = 1, stop_at: float | None = None)
     random.seed(cfg.seed)
     t0 = time.time()
     grid = LocalGrid(make_client_app(cfg), cfg.clients)
-    rep = run_server(grid, cfg, RunReport(asdict(cfg)), eval_every=eval_every, stop_at=stop_at)
+    rep = run_server(grid, cfg, RunReport(asdict(cfg)), eval_every=eval_every, stop_at=stop_at,
+                     on_round=on_round)
     rep.wall_s = time.time() - t0
     return rep

@@ -124,11 +124,13 @@ def test_fedavg_cnn_iid_short_run_learns() -> None:
 
     cfg = FedConfig(dataset="digits", clients=20, fraction=0.5, partition="iid", rounds=3, epochs=5,
                     batch_size=10, lr=0.1, seed=0)
-    rep = run_local(cfg)
+    heard: list[tuple[int, float | None]] = []
+    rep = run_local(cfg, on_round=lambda t, acc: heard.append((t, acc)))
     rounds = rep.rounds
     assert [r["round"] for r in rounds] == [1, 2, 3]
     assert all(r["clients"] == 10 for r in rounds)
     assert rounds[-1]["accuracy"] > 0.8, [r["accuracy"] for r in rounds]
+    assert heard == [(r["round"], r["accuracy"]) for r in rounds]  # the CLI's progress bar
 
 
 def test_local_grid_error_reply_and_unknown_node() -> None:
