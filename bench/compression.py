@@ -398,6 +398,19 @@ def _gemm_tile() -> int:
     return {"avx512": 32, "avx2": 16, "neon": 8}.get(isa(), 1)
 
 
+def _shifted_copies(x: np.ndarray, k: int) -> np.ndarray:
+    """x followed by its copies translated k pixels left, right, up and down (zero fill):
+    the jitter Hinton et al. trained their MNIST teacher with."""
+    out = [x]
+    for axis, step in ((2, -k), (2, k), (1, -k), (1, k)):
+        y = np.roll(x, step, axis=axis)
+        idx = [slice(None)] * x.ndim
+        idx[axis] = slice(0, step) if step > 0 else slice(step, None)
+        y[tuple(idx)] = 0
+        out.append(y)
+    return np.concatenate(out)
+
+
 def bench_distillation(name: str, teacher_fn: Callable[[int], Any], ds: Any,
                        args: argparse.Namespace, emit: Callable[[dict[str, Any]], None]
                        ) -> dict[str, Any]:
@@ -413,9 +426,11 @@ def bench_distillation(name: str, teacher_fn: Callable[[int], Any], ds: Any,
     xtr, ytr = ds.x_train[perm[n_val:]], ds.y_train[perm[n_val:]]
     xva, yva = ds.x_train[perm[:n_val]], ds.y_train[perm[:n_val]]
     teacher = teacher_fn(0)
-    fine_tune(teacher, xtr, ytr, epochs=args.epochs, batch_size=64, learning_rate=2e-3)
+    xte, yte = (_shifted_copies(xtr, args.teacher_shift), np.tile(ytr, 5)) \
+        if args.teacher_shift else (xtr, ytr)
+    fine_tune(teacher, xte, yte, epochs=args.epochs, batch_size=64, learning_rate=2e-3)
     if args.baseline_finish_epochs:
-        fine_tune(teacher, xtr, ytr, epochs=args.baseline_finish_epochs, batch_size=64,
+        fine_tune(teacher, xte, yte, epochs=args.baseline_finish_epochs, batch_size=64,
                   learning_rate=5e-4)
     t_val, t_test = accuracy(teacher, xva, yva), accuracy(teacher, ds.x_test, ds.y_test)
     epochs, lr = args.student_epochs, 3e-3
@@ -423,12 +438,17 @@ def bench_distillation(name: str, teacher_fn: Callable[[int], Any], ds: Any,
         xtr, ytr = xtr[:args.student_samples], ytr[:args.student_samples]
 
     def student(seed: int, cfg: Any) -> Any:
+        import keras
+
         st = _cnn_student(ds.input_shape, ds.num_classes, seed, args.student_width)
+        rate: Any = lr
+        if args.student_cosine:  # the same decay for both arms: final weights settle
+            rate = keras.optimizers.schedules.CosineDecay(lr, epochs * -(-len(xtr) // 64))
         if cfg is None:
-            fine_tune(st, xtr, ytr, epochs=epochs, batch_size=64, learning_rate=lr)
+            fine_tune(st, xtr, ytr, epochs=epochs, batch_size=64, learning_rate=rate)
         else:
             distill(teacher, st, xtr, ytr, config=cfg, epochs=epochs, batch_size=64,
-                    learning_rate=lr)
+                    learning_rate=rate)
         return st
 
     selection = []
@@ -459,7 +479,9 @@ def bench_distillation(name: str, teacher_fn: Callable[[int], Any], ds: Any,
            "distilled_wins": int(sum(a > b for a, b in zip(d, p))),
            "temperature": cfg.temperature, "alpha": cfg.alpha, "runs": runs,
            "teacher_test_accuracy": t_test, "student_macs": count_macs(st),
-           "student_params": int(st.count_params()), "epochs": epochs}
+           "student_params": int(st.count_params()), "epochs": epochs,
+           "learning_rate": lr, "cosine_decay": bool(args.student_cosine),
+           "teacher_shift": args.teacher_shift}
     emit({"name": f"{name}/distillation", "case": "distillation", **out})
     return out
 
@@ -663,6 +685,12 @@ def main() -> None:
     parser.add_argument("--prune-distill", action="store_true",
                         help="structured_50_macs_tuned: fine-tune by distilling from the "
                              "unpruned baseline (T=2, alpha=0.5) instead of labels alone")
+    parser.add_argument("--teacher-shift", type=int, default=0,
+                        help="distillation: train the teacher on the images plus copies shifted "
+                        "this many pixels in 4 directions (students never see them)")
+    parser.add_argument("--student-cosine", action="store_true",
+                        help="distillation: cosine-decay the students' learning rate to 0 over "
+                        "the run (both arms)")
     parser.add_argument("--student-width", type=int, default=1,
                         help="distillation: student channel multiplier (8w and 16w channels)")
     parser.add_argument("--max-group-fraction", type=float, default=0.6,

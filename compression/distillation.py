@@ -174,12 +174,13 @@ def _make_distill_model(teacher: Any, student: Any, config: DistillationConfig) 
 
 def distill(teacher: Any, student: Any, x: np.ndarray, y: np.ndarray, *,
             config: DistillationConfig = DistillationConfig(), epochs: int = 5,
-            batch_size: int = 64, learning_rate: float = 1e-3,
+            batch_size: int = 64, learning_rate: float | Any = 1e-3,
             validation_data: tuple | None = None, callbacks: Sequence[Any] = (),
             verbose: int = 0) -> Any:
     """Trains `student` in place against `teacher` with Adam; returns the Keras History.
 
-    `callbacks` are Keras callbacks for the fit (progress bars, early stopping).
+    `learning_rate` is a float or a Keras `LearningRateSchedule` (e.g. cosine decay over the
+    run); `callbacks` are Keras callbacks for the fit (progress bars, early stopping).
 
     Raises:
         CompressionError: mismatched class counts, or x/y of different lengths.

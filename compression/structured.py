@@ -701,7 +701,7 @@ def prune_channels(model: Any, config: ChannelPruningConfig = ChannelPruningConf
 
 
 def fine_tune(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int = 3,
-              batch_size: int = 64, learning_rate: float = 1e-3,
+              batch_size: int = 64, learning_rate: float | Any = 1e-3,
               callbacks: Sequence[Any] = (), validation_data: tuple | None = None,
               verbose: int = 0) -> Any:
     """Fine-tunes `model` in place with Adam on sparse categorical cross-entropy.
@@ -714,7 +714,8 @@ def fine_tune(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int = 3,
     """
     import keras
 
-    if epochs < 0 or batch_size < 1 or not learning_rate > 0:
+    if epochs < 0 or batch_size < 1 or (isinstance(learning_rate, (int, float))
+                                        and not learning_rate > 0):
         raise CompressionError(
             "fine_tune: epochs must be >= 0, batch_size >= 1 and learning_rate > 0. "
             f"Received: epochs={epochs}, batch_size={batch_size}, learning_rate={learning_rate}")
