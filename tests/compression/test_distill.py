@@ -70,6 +70,20 @@ def test_distill_trains_student_and_freezes_teacher():
     assert teacher.trainable and len(teacher.trainable_weights) == 4
 
 
+def test_distill_takes_a_learning_rate_schedule_and_callbacks():
+    import keras
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(128, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    teacher, student = _mlp(16, True, 0), _mlp(4, False, 1)
+    seen = []
+    cb = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(b))
+    distill(teacher, student, x, y, epochs=2, batch_size=32, callbacks=[cb],
+            learning_rate=keras.optimizers.schedules.CosineDecay(1e-2, decay_steps=8))
+    assert len(seen) == 8  # 2 epochs x 4 batches
+
+
 @pytest.mark.parametrize("kwargs, field", [({"temperature": 0.0}, "temperature"),
                                            ({"alpha": 1.5}, "alpha")])
 def test_bad_config(kwargs, field):
