@@ -131,9 +131,10 @@ def _engine_int8(model: Any, x: np.ndarray, y: np.ndarray, **convert_kw: Any
             lambda a: eng.run(a), out)
 
 
-def _litert_int8_runner(model: Any, calib: np.ndarray, x: np.ndarray, y: np.ndarray
-                        ) -> tuple[dict[str, Any], Callable[[np.ndarray], Any]]:
-    """TensorFlow's full-integer PTQ (same calibration inputs) run in LiteRT, 1 thread."""
+def _litert_int8(model: Any, calib: np.ndarray, x: np.ndarray
+                 ) -> tuple[np.ndarray, int, Callable[[np.ndarray], np.ndarray]]:
+    """TensorFlow's full-integer PTQ of `model` (calibrated on `calib`) run in LiteRT, batch 1,
+    1 thread: (float outputs on every input of `x`, .tflite bytes, the runner for timing)."""
     from ai_edge_litert.interpreter import Interpreter
 
     from tether.peers import keras_to_tflite
@@ -148,10 +149,9 @@ def _litert_int8_runner(model: Any, calib: np.ndarray, x: np.ndarray, y: np.ndar
     def run(a: np.ndarray) -> np.ndarray:
         interp.set_tensor(inp["index"], a)
         interp.invoke()
-        return interp.get_tensor(out)
+        return np.array(interp.get_tensor(out), np.float32)
 
-    pred = np.array([np.argmax(run(x[i:i + 1])) for i in range(len(x))])
-    return {"accuracy": float(np.mean(pred == y)), "size_bytes": len(content)}, run
+    return np.concatenate([run(x[i:i + 1]) for i in range(len(x))]), len(content), run
 
 
 def bench_int8(name: str, base: Any, ds: Any, args: argparse.Namespace,
@@ -183,7 +183,8 @@ def bench_int8(name: str, base: Any, ds: Any, args: argparse.Namespace,
     float_eng = Engine(convert(base).to_bytes(), threads=1)
     runners["float_engine"] = lambda a: float_eng.run(a)
 
-    tf_fields, runners["tf_full_integer_ptq_litert"] = _litert_int8_runner(base, calib, xv, yv)
+    tf_out, tf_bytes, runners["tf_full_integer_ptq_litert"] = _litert_int8(base, calib, xv)
+    tf_fields = {"accuracy": float(np.mean(tf_out.argmax(-1) == yv)), "size_bytes": tf_bytes}
     cases.append(("tf_full_integer_ptq_litert", tf_fields))
     fields, run, _ = _engine_int8(base, xv, yv, calibration=calib)
     fields["note"] = "the converter's own min-max calibration on the IR graph"
@@ -228,28 +229,6 @@ def bench_int8(name: str, base: Any, ds: Any, args: argparse.Namespace,
             loadavg_1m=load[0])
         summary[f"{case}_accuracy"] = fields.get("accuracy")
     return summary
-
-
-def _litert_int8_outputs(model: Any, calib: np.ndarray, x: np.ndarray
-                         ) -> tuple[np.ndarray, int]:
-    """TensorFlow's full-integer PTQ of `model` (calibrated on `calib`) run in LiteRT on
-    every input of `x` (batch 1, 1 thread): (float outputs, .tflite bytes)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from tether.peers import keras_to_tflite
-
-    content = keras_to_tflite(model, representative=calib)
-    interp = Interpreter(model_content=content, num_threads=1)
-    inp = interp.get_input_details()[0]
-    interp.resize_tensor_input(inp["index"], [1, *x.shape[1:]], strict=False)
-    interp.allocate_tensors()
-    out = interp.get_output_details()[0]["index"]
-    rows = []
-    for i in range(len(x)):
-        interp.set_tensor(inp["index"], x[i:i + 1])
-        interp.invoke()
-        rows.append(np.array(interp.get_tensor(out), np.float32))
-    return np.concatenate(rows), len(content)
 
 
 def _fidelity(p: np.ndarray, ref: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -308,7 +287,7 @@ def bench_ptq_seeds(name: str, model_fn: Callable[[int], Any], ds: Any,
         train_s = time.perf_counter() - t0
         ref = model.predict(xall, batch_size=256, verbose=0)
         outs: dict[str, np.ndarray] = {"float": ref}
-        outs["tf_full_integer_ptq"], _ = _litert_int8_outputs(model, calib, xall)
+        outs["tf_full_integer_ptq"], _, _ = _litert_int8(model, calib, xall)
         for method in CALIBRATION_METHODS:
             # one calibration per method: bias correction leaves the ranges as they are
             with_bc = calibrate(model, calib, CalibrationConfig(method, bias_correction=True))

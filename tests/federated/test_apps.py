@@ -15,15 +15,7 @@ from tether.federated.apps import (
     load_partition,
 )
 
-
-@pytest.fixture(autouse=True)
-def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Flower stamps Messages with the run/task ids a ServerApp or ClientApp process gets.
-    from flwr.supercore.task_identity import TaskIdentity
-
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1, raising=False)
+pytestmark = pytest.mark.usefixtures("task_identity")  # see conftest.py
 
 
 def test_client_trains_round_t_with_lr_times_decay_to_the_t_minus_1() -> None:

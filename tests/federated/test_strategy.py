@@ -23,15 +23,7 @@ from tether.federated.strategy import (
     wire_bytes,
 )
 
-
-@pytest.fixture(autouse=True)
-def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Flower stamps server-side Messages with the run/task ids a ServerApp process gets.
-    from flwr.supercore.task_identity import TaskIdentity
-
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1, raising=False)
+pytestmark = pytest.mark.usefixtures("task_identity")  # see conftest.py
 
 
 def _ctx() -> Context:
