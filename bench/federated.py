@@ -208,6 +208,11 @@ def bench_codec(codecs: list[str], args: argparse.Namespace) -> None:
               "p90_ms": None, "gflops": None})
 
 
+def _first_round(rounds: list[dict[str, float]], target: float) -> int | None:
+    """The first round whose test accuracy is >= target (None: never)."""
+    return next((int(r["round"]) for r in rounds if r["accuracy"] >= target), None)
+
+
 def bench_curve(args: argparse.Namespace) -> None:
     """Accuracy per round of FedAvg or FedSGD on the in-process LocalGrid (the same Flower
     strategy and ClientApp as the simulation; no Ray), one JSON line per (seed, lr, decay)."""
@@ -228,9 +233,9 @@ def bench_curve(args: argparse.Namespace) -> None:
         rep = run_local(cfg, eval_every=args.eval_every, stop_at=args.target if args.stop else None)
         wall = time.perf_counter() - t
         acc = [r["accuracy"] for r in rep.rounds]
-        hit = next((int(r["round"]) for r in rep.rounds if r["accuracy"] >= args.target), None)
+        hit = _first_round(rep.rounds, args.target)
         measured = [a for a in acc if not np.isnan(a)]
-        hits = {f"{t:.2f}": next((int(r["round"]) for r in rep.rounds if r["accuracy"] >= t), None)
+        hits = {f"{t:.2f}": _first_round(rep.rounds, t)
                 for t in (0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97)}
         emit({"name": "fed_curve", "rounds_to": hits, "algo": args.algo, "model": args.model, "codec": cfg.codec,
               "clients": args.clients, "fraction": args.fraction, "epochs": cfg.epochs,

@@ -51,20 +51,11 @@ def _check_model_path(path: Path | None) -> None:
 
 def _save_model(model: Any, path: Path) -> None:
     """Writes a Keras model so that `path` is whole or untouched (temporary file, then rename)."""
-    import contextlib
-    import tempfile
+    from tether._internal.files import atomic_path
 
     _check_model_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -10,21 +10,19 @@ from typing import IO, Iterator, Union
 
 
 @contextlib.contextmanager
-def atomic_write(path: Union[str, os.PathLike]) -> Iterator[IO[bytes]]:
-    """Yields a binary file that replaces `path` only when the block ends without error.
+def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
+    """Yields a temporary file name beside `path` (same suffix, for writers that want a name,
+    such as Keras' `model.save`) that replaces `path` only when the block ends without error.
 
-    The data goes to a temporary file in the same folder, is flushed and fsynced, then
-    renamed over `path`; on any exception the temporary file is removed and `path` is left
-    as it was.
+    On any exception the temporary file is removed and `path` is left as it was.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}",
+                               dir=target.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
@@ -33,6 +31,20 @@ def atomic_write(path: Union[str, os.PathLike]) -> Iterator[IO[bytes]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: Union[str, os.PathLike]) -> Iterator[IO[bytes]]:
+    """Yields a binary file that replaces `path` only when the block ends without error.
+
+    The data goes to a temporary file in the same folder (`atomic_path`), is flushed and
+    fsynced, then renamed over `path`; on any exception the temporary file is removed and
+    `path` is left as it was.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
