@@ -1,17 +1,17 @@
-"""`tether compress` sub-app (compression/cli.py) through typer's runner."""
+"""`tether compress` sub-app (tether/cli/compress.py) through typer's runner."""
 
 import json
 import subprocess
 import sys
 
-from tether.compression.cli import app
+from tether.cli.compress import app
 from typer.testing import CliRunner
 
 runner = CliRunner()
 
 
 def test_help_imports_no_tensorflow():
-    code = ("import sys; import tether.compression.cli; "
+    code = ("import sys; import tether.cli.compress; "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

@@ -162,7 +162,7 @@ def test_calibration_data_of_wrong_shape_fails_clearly(shape):
 def test_cli_ptq_writes_an_int8_tmodel_the_engine_runs(tmp_path):
     import json
 
-    from tether.compression.cli import app
+    from tether.cli.compress import app
     from typer.testing import CliRunner
 
     out = tmp_path / "demo_int8.tmodel"

@@ -64,7 +64,7 @@ def test_secagg_over_flower_messages_exact_mean_with_30_percent_dropping() -> No
 
 @pytest.mark.slow
 def test_cli_simulate_with_qsgd_json() -> None:
-    from tether.federated.cli import app
+    from tether.cli.federated import app
     from typer.testing import CliRunner
 
     res = CliRunner().invoke(app, ["simulate", "--clients", "10", "--rounds", "2", "--codec", "qsgd:4",

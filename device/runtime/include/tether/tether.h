@@ -77,32 +77,44 @@ typedef enum tether_io {
   TETHER_IO_OUTPUT = 1,
 } tether_io;
 
-/* Op ids; the same numbers as the op table of converter/FORMAT.md (append-only). */
+/*
+ * The op table, one X(id, NAME) per op in id order: the ids of converter/FORMAT.md's op
+ * table (append-only; a removed op keeps its row). Everything that names ops comes from this
+ * list: the enum below, the engine's name tables and the converter's Python enum
+ * (converter/_internal/opcodes.py, generated from this header and checked by a test).
+ */
+#define TETHER_OP_LIST(X) \
+  X(1, CONV_2D) \
+  X(2, DEPTHWISE_CONV_2D) \
+  X(3, FULLY_CONNECTED) \
+  X(4, ADD) \
+  X(5, MUL) \
+  X(6, MAX_POOL_2D) \
+  X(7, AVERAGE_POOL_2D) \
+  X(8, MEAN) \
+  X(9, RESHAPE) \
+  X(10, CONCATENATION) \
+  X(11, PAD) \
+  X(12, SOFTMAX) \
+  X(13, RELU) \
+  X(14, RELU6) \
+  X(15, LOGISTIC) \
+  X(16, TANH) \
+  X(17, HARD_SWISH) \
+  X(18, QUANTIZE) \
+  X(19, DEQUANTIZE) \
+  X(20, SUB) \
+  X(21, DIV) \
+  X(22, TRANSPOSE) \
+  X(23, CLAMP) \
+  X(24, HARD_SIGMOID)
+
+/* Op ids. TETHER_OP_COUNT is one past the largest id (ids start at 1). */
 typedef enum tether_op {
-  TETHER_OP_CONV_2D = 1,
-  TETHER_OP_DEPTHWISE_CONV_2D = 2,
-  TETHER_OP_FULLY_CONNECTED = 3,
-  TETHER_OP_ADD = 4,
-  TETHER_OP_MUL = 5,
-  TETHER_OP_MAX_POOL_2D = 6,
-  TETHER_OP_AVERAGE_POOL_2D = 7,
-  TETHER_OP_MEAN = 8,
-  TETHER_OP_RESHAPE = 9,
-  TETHER_OP_CONCATENATION = 10,
-  TETHER_OP_PAD = 11,
-  TETHER_OP_SOFTMAX = 12,
-  TETHER_OP_RELU = 13,
-  TETHER_OP_RELU6 = 14,
-  TETHER_OP_LOGISTIC = 15,
-  TETHER_OP_TANH = 16,
-  TETHER_OP_HARD_SWISH = 17,
-  TETHER_OP_QUANTIZE = 18,
-  TETHER_OP_DEQUANTIZE = 19,
-  TETHER_OP_SUB = 20,
-  TETHER_OP_DIV = 21,
-  TETHER_OP_TRANSPOSE = 22,
-  TETHER_OP_CLAMP = 23,
-  TETHER_OP_HARD_SIGMOID = 24,
+#define TETHER_OP_ENUM_ENTRY_(id, name) TETHER_OP_##name = id,
+  TETHER_OP_LIST(TETHER_OP_ENUM_ENTRY_)
+#undef TETHER_OP_ENUM_ENTRY_
+  TETHER_OP_COUNT
 } tether_op;
 
 /* Fused activations; the same numbers as FORMAT.md. */

@@ -286,8 +286,8 @@ def demo(quick: bool = typer.Option(False, "--quick", help="Fewer epochs and tim
 
 def _register_subcommands() -> None:
     """`tether federated ...` and `tether compress ...` live beside their packages."""
-    from tether.compression.cli import app as compress_app
-    from tether.federated.cli import app as federated_app
+    from tether.cli.compress import app as compress_app
+    from tether.cli.federated import app as federated_app
 
     app.add_typer(federated_app, name="federated", help="Federated learning on Flower.")
     app.add_typer(compress_app, name="compress", help="Prune, distill and quantize models.")

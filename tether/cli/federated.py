@@ -1,4 +1,4 @@
-"""``tether federated ...``: a Typer sub-app (registered by tether/cli.py).
+"""``tether federated ...``: a Typer sub-app (registered by tether/cli/main.py).
 
 Imports only typer and the standard library at module level; Flower and numpy load when a
 command runs.

@@ -1,0 +1,9 @@
+"""The `tether` command line: every typer and rich line of the project lives in this package.
+
+`main.py` holds the root app (convert, export, run, bench, demo) and mounts the sub-apps:
+`compress.py` (`tether compress …`) and `federated.py` (`tether federated …`).
+"""
+
+from tether.cli.main import app, main
+
+__all__ = ["app", "main"]
