@@ -2,7 +2,8 @@
 
 The numbers are the ones of `converter/FORMAT.md` and `device/runtime/include/tether/tether.h`
 (`tether_op`, `tether_activation`, `tether_dtype`); `tests/converter/test_format_contract.py`
-checks that all three agree. Ids are append-only.
+checks that all three agree. Ids are append-only. `OpType` is generated from tether.h's
+`TETHER_OP_LIST` into `opcodes.py` (`python -m tether.converter._internal.gen_opcodes`).
 
 Besides the file's ops, the IR knows a few `InternalOp`s that frontends emit and passes lower
 away before writing (their ids are >= 1000 and never reach a file).
@@ -15,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from .opcodes import OpType
 
 __all__ = [
     "ACTIVATION_OF_OP",
@@ -32,35 +35,6 @@ __all__ = [
     "OpType",
     "op_name",
 ]
-
-
-class OpType(enum.IntEnum):
-    """Op ids of the `.tmodel` op table (FORMAT.md, `tether_op`)."""
-
-    CONV_2D = 1
-    DEPTHWISE_CONV_2D = 2
-    FULLY_CONNECTED = 3
-    ADD = 4
-    MUL = 5
-    MAX_POOL_2D = 6
-    AVERAGE_POOL_2D = 7
-    MEAN = 8
-    RESHAPE = 9
-    CONCATENATION = 10
-    PAD = 11
-    SOFTMAX = 12
-    RELU = 13
-    RELU6 = 14
-    LOGISTIC = 15
-    TANH = 16
-    HARD_SWISH = 17
-    QUANTIZE = 18
-    DEQUANTIZE = 19
-    SUB = 20
-    DIV = 21
-    TRANSPOSE = 22
-    CLAMP = 23
-    HARD_SIGMOID = 24
 
 
 class InternalOp(enum.IntEnum):

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from tether.converter._internal import gen_opcodes
 from tether.converter._internal.ops import OP_ATTRS, Activation, AttrId, DType, OpType
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,11 +42,25 @@ def spec() -> str:
 
 
 def test_ops_agree(header: str, spec: str) -> None:
-    c_ops = _c_enum(header, "tether_op", "TETHER_OP_")
+    # tether.h's enum tether_op is built from the X-macro TETHER_OP_LIST.
+    c_ops = {name: i for i, name in gen_opcodes.op_list(header)}
     md_ops = {name: int(i) for i, name, _ in _md_op_rows(spec)}
     py_ops = {o.name: int(o) for o in OpType}
     assert md_ops, "op table is empty"
     assert c_ops == md_ops == py_ops
+
+
+def test_opcodes_is_generated_from_header(header: str) -> None:
+    # Regenerating opcodes.py from TETHER_OP_LIST gives exactly the committed file.
+    assert gen_opcodes.HEADER == HEADER
+    assert gen_opcodes.OUTPUT.read_text() == gen_opcodes.render(gen_opcodes.op_list(header))
+
+
+def test_format_op_rows_equal_op_list(header: str, spec: str) -> None:
+    # FORMAT.md's op table rows (id, name), in order, are TETHER_OP_LIST.
+    rows = [(int(i), name) for i, name, _ in _md_op_rows(spec)]
+    assert rows == gen_opcodes.op_list(header)
+    assert [(int(o), o.name) for o in OpType] == rows
 
 
 def test_activations_agree(header: str, spec: str) -> None:
