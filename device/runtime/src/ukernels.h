@@ -1,5 +1,11 @@
 /*
- * ukernels.h — micro-kernel contracts, the packed-weight layout and the per-ISA kernel table.
+ * ukernels.h — the micro-kernel layer's one header: kernel contracts, the packed-weight
+ * layout, the window geometry and TFLite's fixed-point requantization arithmetic.
+ *
+ * The bottom of the engine's layers: a micro-kernel file (f32-gemm/, f32-dwconv/, qs8-gemm/,
+ * qs8-dwconv/, qs8-vadd/, f32-qs8-vcvt/; one tile per file) includes this header, its own
+ * folder's template and the ISA's intrinsics, nothing else. The kernel table, the GEMM
+ * drivers and the packing routines that use these contracts live in compute/.
  *
  * Every optimized kernel has a __scalar twin with the same contract (and, for GEMM, the same
  * tile and packed layout), built on every target; tests/test_ukernels.c compares the two.
@@ -20,6 +26,44 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The window geometry of a convolution or pool, validated by the op's prepare. */
+typedef struct tether_conv_geometry {
+  size_t batch, in_h, in_w, in_c;
+  size_t out_h, out_w, out_c;
+  size_t kernel_h, kernel_w;
+  size_t groups;            /* CONV_2D */
+  size_t depth_multiplier;  /* DEPTHWISE_CONV_2D */
+  ptrdiff_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+} tether_conv_geometry;
+
+/* ---- TFLite's integer requantization arithmetic, bit for bit -------------------------- */
+
+static inline int32_t tether_saturating_rounding_doubling_high_mul(int32_t a, int32_t b) {
+  if (a == b && a == INT32_MIN) return INT32_MAX;
+  const int64_t ab = (int64_t)a * (int64_t)b;
+  const int64_t nudge = ab >= 0 ? (1ll << 30) : (1 - (1ll << 30));
+  return (int32_t)((ab + nudge) / (1ll << 31));  /* C division truncates toward zero */
+}
+
+static inline int32_t tether_rounding_divide_by_pot(int32_t x, int32_t exponent) {
+  const int32_t mask = (int32_t)((1ll << exponent) - 1);
+  const int32_t remainder = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  /* Arithmetic right shift of a negative value (implementation-defined in C, arithmetic on
+   * every target this builds for; checked by the tests). */
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* TFLite MultiplyByQuantizedMultiplier: round(x * multiplier * 2^(shift - 31)). */
+static inline int32_t tether_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier,
+                                                              int32_t shift) {
+  const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  /* x * 2^left in int32 as TFLite does (callers keep it in range: left <= 31 - bits(x)). */
+  const int32_t shifted = (int32_t)((uint32_t)x << left);
+  return tether_rounding_divide_by_pot(
+      tether_saturating_rounding_doubling_high_mul(shifted, multiplier), right);
+}
 
 /* Output clamp applied in kernel epilogues (fused NONE / RELU / RELU6 / RELU_N1_TO_1). */
 typedef struct tether_f32_minmax {
@@ -55,7 +99,6 @@ TETHER_DECLARE_F32_GEMM(4, 8, neon);
  * output rows [oh_begin, oh_end) of every batch item: weights [KH, KW, C] as in the model,
  * optional bias [C], clamp to params. The geometry is validated by the caller.
  */
-struct tether_conv_geometry;
 typedef void (*tether_f32_dwconv_ukernel_fn)(const struct tether_conv_geometry* g,
                                              size_t oh_begin, size_t oh_end, const float* x,
                                              const float* w, const float* bias, float* y,
@@ -73,7 +116,7 @@ TETHER_DECLARE_F32_DWCONV(c4, neon);
 
 /*
  * int8 (qs8) kernels: per-channel symmetric int8 weights, per-tensor asymmetric int8
- * activations, TFLite's fixed-point requantization (quantization.c) in the epilogue, bit for
+ * activations, TFLite's fixed-point requantization (above) in the epilogue, bit for
  * bit: y = clamp(y_zero + MultiplyByQuantizedMultiplier(acc, M[c], shift[c]), lo, hi).
  *
  * Packed qs8 GEMM weights (tether_qs8_gemm_pack), for a kernel with tile NR and K-step KR:
@@ -142,7 +185,7 @@ TETHER_DECLARE_QS8_DWCONV(c16, avx512);
 TETHER_DECLARE_QS8_DWCONV(c8, neon);
 
 /*
- * int8 ADD / SUB of two same-shape tensors, TFLite's arithmetic (ops/quantized.c):
+ * int8 ADD / SUB of two same-shape tensors, TFLite's arithmetic (ops/binary.c):
  *   y = clamp(y_zero + MBQM(MBQM((a - a_zero) << 20, a_mult) + MBQM((b - b_zero) << 20,
  *             b_mult), y_mult), lo, hi)
  * with each MBQM as a multiplier and left / right shifts (SUB negates b_mult).
@@ -185,84 +228,6 @@ static inline void tether_window_taps(ptrdiff_t origin, size_t k, ptrdiff_t dila
   *begin = b;
   *end = e;
 }
-
-/* The kernels one model uses, chosen from the CPU's features when the model loads. */
-typedef struct tether_kernels {
-  const char* isa;                    /* "scalar", "avx2", "avx512", "neon" */
-  size_t gemm_mr, gemm_nr;
-  tether_f32_gemm_ukernel_fn gemm;
-  tether_f32_gemm_ukernel_fn gemm_twin;  /* the __scalar kernel with the same tile */
-  tether_f32_dwconv_ukernel_fn dwconv;
-  /* int8: GEMM tile MR x NR with K-step KR; qs8_gemm_xor: the kernel reads A as u8 x ^ 0x80. */
-  size_t qs8_gemm_mr, qs8_gemm_nr, qs8_gemm_kr;
-  int qs8_gemm_xor;
-  tether_qs8_gemm_ukernel_fn qs8_gemm;
-  tether_qs8_gemm_ukernel_fn qs8_gemm_twin;  /* the __scalar kernel with the same layout */
-  tether_qs8_dwconv_ukernel_fn qs8_dwconv;
-  tether_qs8_vadd_ukernel_fn qs8_vadd;
-  tether_f32_qs8_vcvt_ukernel_fn qs8_quantize;
-} tether_kernels;
-
-/* The table for the current selection (tether_set_isa, TETHER_ISA, or the best the CPU has). */
-const tether_kernels* tether_kernels_current(void);
-/* The table for one ISA by name, or NULL when unknown or the CPU lacks it. */
-const tether_kernels* tether_kernels_for(const char* isa);
-/* The TETHER_ISA environment variable in hosted builds; NULL when unset or freestanding. */
-const char* tether_isa_from_environment(void);
-
-/* Floats in the packed block for N outputs of K inputs with panels NR wide. */
-size_t tether_f32_gemm_packed_floats(size_t nr, size_t n, size_t k);
-/* Packs w [N][K] (row-major, e.g. OHWI flattened) and bias [N] (NULL = zeros). */
-void tether_f32_gemm_pack(size_t nr, size_t n, size_t k, const float* w, const float* bias,
-                          float* packed);
-
-/*
- * C[M x N] = clamp(A[M x K] * W + bias) with packed W, tiled MR x NR; rows of A at a_stride
- * bytes, rows of C at c_stride bytes. Rows [m_begin, m_end) only (threads split on rows).
- */
-void tether_f32_gemm(const tether_kernels* k, size_t m_begin, size_t m_end, size_t n,
-                     size_t kc, const float* a, size_t a_stride, const float* packed, float* c,
-                     size_t c_stride, const tether_f32_minmax* params);
-
-/* tether_f32_gemm over rows [0, m), split into row and column-panel tasks over `pool`. */
-struct tether_pool;
-void tether_f32_gemm_parallel(struct tether_pool* pool, const tether_kernels* k, size_t m,
-                              size_t n, size_t kc, const float* a, size_t a_stride,
-                              const float* packed, float* c, size_t c_stride,
-                              const tether_f32_minmax* params);
-
-/* Bytes of one packed qs8 panel and of the whole block for N outputs of K inputs. */
-size_t tether_qs8_gemm_panel_bytes(size_t nr, size_t kr, size_t k);
-size_t tether_qs8_gemm_packed_bytes(size_t nr, size_t kr, size_t n, size_t k);
-/*
- * Packs w [N][K] int8 (row-major), bias [N] int32 (NULL = zeros), per-channel multiplier
- * and shift (TFLite's, shift > 0 = left) for a kernel with tile nr, K-step kr and `xor`.
- */
-void tether_qs8_gemm_pack(size_t nr, size_t kr, int xor_a, size_t n, size_t k, const int8_t* w,
-                          const int32_t* bias, const int32_t* multiplier, const int32_t* shift,
-                          int32_t x_zero, void* packed);
-/* Bytes of A that tether_qs8_gemm converts to x ^ 0x80 at a time for XOR kernels, on the
- * stack; callers convert A themselves (a_u8 = 1) when MR rows of K exceed it. */
-#define TETHER_QS8_A_BLOCK_BYTES 16384
-/*
- * C[M x N] int8 with the model's qs8 kernel over rows [m_begin, m_end). a_u8 = 1: A already
- * holds x ^ 0x80 (for qs8_gemm_xor kernels; ignored otherwise); a_u8 = 0 with an XOR kernel
- * needs MR * kc <= TETHER_QS8_A_BLOCK_BYTES.
- */
-void tether_qs8_gemm(const tether_kernels* k, size_t m_begin, size_t m_end, size_t n,
-                     size_t kc, const int8_t* a, size_t a_stride, int a_u8, const void* packed,
-                     int8_t* c, size_t c_stride, const tether_qs8_params* params);
-/* tether_qs8_gemm over rows [0, m), split into row and panel tasks over `pool`. */
-void tether_qs8_gemm_parallel(struct tether_pool* pool, const tether_kernels* k, size_t m,
-                              size_t n, size_t kc, const int8_t* a, size_t a_stride, int a_u8,
-                              const void* packed, int8_t* c, size_t c_stride,
-                              const tether_qs8_params* params);
-/* Bytes of the packed depthwise weights for C channels and T taps. */
-size_t tether_qs8_dwconv_packed_bytes(size_t channels, size_t taps);
-/* Packs depthwise weights w [T][C] (the model's [1, KH, KW, C]) as documented above. */
-void tether_qs8_dwconv_pack(size_t channels, size_t taps, const int8_t* w, const int32_t* bias,
-                            const int32_t* multiplier, const int32_t* shift, int32_t x_zero,
-                            int32_t* packed);
 
 #ifdef __cplusplus
 }  /* extern "C" */

@@ -14,7 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "api/api.h"
+#include "format/format.h"
 #include "tether/tether.h"
 #include "tmodel_builder.h"
 #include "memory_check.h"

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "api/api.h"
 #include "tether/tether.h"
 #include "tmodel_builder.h"
 #include "memory_check.h"

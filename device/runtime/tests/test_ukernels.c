@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "api/api.h"
 #include "tether/tether.h"
 #include "tmodel_builder.h"
 #include "ukernels.h"
@@ -160,7 +160,7 @@ static void test_dwconv_twin(void) {
   float y1[5 * 4 * 6], y2[5 * 4 * 6];
   const tether_f32_minmax mm = {-0.5f, 0.5f};
   tether_f32_dwconv2d_minmax_ukernel_c1__scalar(&g, 0, g.out_h, x, w, bias, y1, &mm);
-  tether_f32_dwconv2d_ukernel__scalar(&g, x, w, bias, y2);
+  tether_ref_f32_dwconv2d(&g, x, w, bias, y2);
   for (size_t i = 0; i < sizeof(y2) / sizeof(y2[0]); i++) {
     y2[i] = y2[i] < -0.5f ? -0.5f : y2[i] > 0.5f ? 0.5f : y2[i];
   }

@@ -231,12 +231,10 @@ static int usage(void) {
 }
 
 static const char* op_name(tether_op op) {
-  static const char* const kNames[] = {
-      "?", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "MAX_POOL_2D",
-      "AVERAGE_POOL_2D", "MEAN", "RESHAPE", "CONCATENATION", "PAD", "SOFTMAX", "RELU", "RELU6",
-      "LOGISTIC", "TANH", "HARD_SWISH", "QUANTIZE", "DEQUANTIZE", "SUB", "DIV", "TRANSPOSE",
-      "CLAMP", "HARD_SIGMOID"};
-  return (size_t)op < sizeof(kNames) / sizeof(kNames[0]) ? kNames[op] : "?";
+#define TETHER_RUN_NAME_(id, name) [id] = #name,
+  static const char* const kNames[TETHER_OP_COUNT] = {TETHER_OP_LIST(TETHER_RUN_NAME_)};
+#undef TETHER_RUN_NAME_
+  return (size_t)op >= 1 && (size_t)op < TETHER_OP_COUNT ? kNames[op] : "?";
 }
 
 /* Times each op over `runs` invokes; prints ms per op type (largest first), then per op. */
@@ -247,14 +245,14 @@ static int profile(tether_session_t session, size_t ops, long runs) {
     s = tether_session_invoke(session);
     if (s != TETHER_STATUS_SUCCESS) return fail("invoke", s);
   }
-  double by_type[64] = {0};
-  int count[64] = {0};
+  double by_type[TETHER_OP_COUNT] = {0};
+  int count[TETHER_OP_COUNT] = {0};
   double total = 0;
   for (size_t i = 0; i < ops; i++) {
     tether_op type;
     double ms = 0;
     tether_session_op_profile(session, i, &type, &ms);
-    if ((size_t)type < 64) {
+    if ((size_t)type < TETHER_OP_COUNT) {
       by_type[type] += ms;
       count[type]++;
     }
@@ -263,7 +261,7 @@ static int profile(tether_session_t session, size_t ops, long runs) {
   printf("profile: %.3f ms per invoke over %ld runs (ops timed one by one)\n", total, runs);
   for (;;) {
     int best = -1;
-    for (int t = 0; t < 64; t++) {
+    for (int t = 0; t < TETHER_OP_COUNT; t++) {
       if (count[t] > 0 && (best < 0 || by_type[t] > by_type[best])) best = t;
     }
     if (best < 0) break;

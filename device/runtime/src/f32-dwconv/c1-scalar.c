@@ -4,7 +4,6 @@
  */
 #include <stddef.h>
 
-#include "../internal.h"
 #include "../ukernels.h"
 
 void tether_f32_dwconv2d_minmax_ukernel_c1__scalar(const tether_conv_geometry* g,

@@ -7,7 +7,6 @@
 #include <immintrin.h>
 #include <stddef.h>
 
-#include "../internal.h"
 #include "../ukernels.h"
 
 void tether_f32_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* g,

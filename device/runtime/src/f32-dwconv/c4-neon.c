@@ -8,7 +8,6 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "../internal.h"
 #include "../ukernels.h"
 
 static inline float32x4_t load_tail(const float* p, size_t n) {

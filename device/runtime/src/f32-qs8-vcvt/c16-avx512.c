@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "../ukernels.h"
-#include "../qs8-gemm/requant-avx512.h"
+#include "../qs8-requant/avx512.h"
 
 void tether_f32_qs8_vcvt_ukernel__avx512(size_t n, const float* x, int8_t* y, float scale,
                                          int32_t zero) {

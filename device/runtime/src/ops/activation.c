@@ -1,52 +1,29 @@
 /*
- * activation.c — standalone RELU / RELU6 / LOGISTIC / TANH / HARD_SWISH, and the fused
- * activation helper every op's output goes through (tether_op_eval applies it).
+ * activation.c — the elementwise activation ops (RELU, RELU6, LOGISTIC, TANH, HARD_SWISH,
+ * CLAMP, HARD_SIGMOID) in float32 and int8, and the fused activation every float op's output
+ * goes through (tether_op_eval applies it).
+ *
+ * int8, where TensorFlow Lite has the kernel, is its reference arithmetic bit for bit
+ * (checked against LiteRT in tests/converter/test_int8_ops.py):
+ *   - LOGISTIC, TANH: TFLite's 256-entry table, built in float as its LUTPopulate does:
+ *     q_y = clamp(trunc(round(f(s_x · (q_x − z_x)) · (1 / s_y)) + z_y));
+ *   - HARD_SWISH: TFLite's 16-bit fixed-point recipe (reference_ops::HardSwish);
+ *   - RELU, RELU6: TFLite's ReluX, z_y + MBQM(q_x − z_x, s_x / s_y) clamped to the range.
+ * CLAMP uses ReluX with its own bounds and HARD_SIGMOID a float table like LOGISTIC's
+ * (TFLite has neither op in int8). Each function is evaluated once per distinct input value:
+ * on tensors of 256 or more elements a 256-entry table is built per invoke (on the stack),
+ * smaller ones are computed element by element; either way each output is the same
+ * function of its input.
  */
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
-#include "../internal.h"
-#include "../ukernels.h"
-
-float tether_f32_activation_one(float x, uint32_t activation) {
-  switch (activation) {
-    case TETHER_ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case TETHER_ACT_RELU6: return x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f;
-    case TETHER_ACT_RELU_N1_TO_1: return x > -1.0f ? (x < 1.0f ? x : 1.0f) : -1.0f;
-    case TETHER_ACT_TANH: return tanhf(x);
-    case TETHER_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
-    case TETHER_ACT_HARD_SWISH: {
-      float r = x + 3.0f;
-      r = r > 0.0f ? (r < 6.0f ? r : 6.0f) : 0.0f;
-      return x * r / 6.0f;
-    }
-    default: return x;
-  }
-}
-
-/* y[i] = act(y[i]) for i < n, in place. */
-void tether_f32_activation_ukernel__scalar(size_t n, const float* x, float* y,
-                                           uint32_t activation) {
-  switch (activation) {
-    case TETHER_ACT_NONE:
-      if (x != y) {
-        for (size_t i = 0; i < n; i++) y[i] = x[i];
-      }
-      return;
-    case TETHER_ACT_RELU:
-      for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-      return;
-    case TETHER_ACT_RELU6:
-      for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? (x[i] < 6.0f ? x[i] : 6.0f) : 0.0f;
-      return;
-    default:
-      for (size_t i = 0; i < n; i++) y[i] = tether_f32_activation_one(x[i], activation);
-      return;
-  }
-}
+#include "ops/ops.h"
 
 void tether_f32_activation_apply(float* y, size_t n, uint32_t activation) {
-  if (activation != TETHER_ACT_NONE) tether_f32_activation_ukernel__scalar(n, y, y, activation);
+  if (activation != TETHER_ACT_NONE) tether_ref_f32_activation(n, y, y, activation);
 }
 
 static uint32_t activation_of_op(uint32_t type) {
@@ -60,12 +37,215 @@ static uint32_t activation_of_op(uint32_t type) {
   return TETHER_ACT_NONE;
 }
 
-tether_status tether_activation_prepare(const struct tether_model* model, uint32_t op_index,
+/* ---- int8 --------------------------------------------------------------------------------- */
+
+/* TFLite's HardSwishParams: 16-bit fixed-point multipliers and exponents. */
+typedef struct q8_hard_swish {
+  int32_t x_zero, y_zero;
+  int32_t reluish_multiplier, reluish_exponent;  /* Q0.15, in [2^14, 2^15) */
+  int32_t output_multiplier, output_exponent;
+} q8_hard_swish;
+
+/* TFLite DownScaleInt32ToInt16Multiplier: round a Q0.31 multiplier to Q0.15, saturating. */
+static int32_t q15_multiplier(int32_t m) {
+  if (m >= INT32_MAX - (1 << 15)) return INT16_MAX;
+  return (m + (1 << 15)) >> 16;
+}
+
+/* Returns 0 when the scales leave the ranges TFLite's recipe supports. */
+static int hard_swish_params(float sx, int32_t zx, float sy, int32_t zy, q8_hard_swish* p) {
+  const float hires_scale = (1.0f / 128.0f) * sx;
+  const float output_real = hires_scale / sy;
+  const float reluish_real = hires_scale / (3.0f / 32768.0f);
+  int32_t m;
+  p->x_zero = zx;
+  p->y_zero = zy;
+  tether_quantize_multiplier((double)output_real, &m, &p->output_exponent);
+  p->output_multiplier = q15_multiplier(m);
+  tether_quantize_multiplier((double)reluish_real, &m, &p->reluish_exponent);
+  p->reluish_multiplier = q15_multiplier(m);
+  return p->output_exponent <= 0 && p->output_exponent >= -31 && p->reluish_exponent <= 30;
+}
+
+/* gemmlowp SaturatingRoundingDoublingHighMul on int16 values. */
+static int32_t srdhm16(int32_t a, int32_t b) {
+  if (a == INT16_MIN && b == INT16_MIN) return INT16_MAX;
+  const int32_t ab = a * b;
+  const int32_t nudge = ab >= 0 ? (1 << 14) : (1 - (1 << 14));
+  return (ab + nudge) / (1 << 15);  /* truncates toward zero, as gemmlowp */
+}
+
+/* TFLite's SaturatingDoublingHighMul (no rounding nudge) on int16 values. */
+static int32_t sdhm16(int32_t a, int32_t b) {
+  if (a == INT16_MIN && b == INT16_MIN) return INT16_MAX;
+  return (a * b) / (1 << 15);
+}
+
+static int32_t saturating_left_shift16(int32_t v, int32_t amount) {
+  const int64_t r = (int64_t)v * ((int64_t)1 << amount);
+  return r > INT16_MAX ? INT16_MAX : r < INT16_MIN ? INT16_MIN : (int32_t)r;
+}
+
+/* TFLite reference_ops::HardSwish for one int8 value. */
+static int32_t hard_swish_one(const q8_hard_swish* p, int32_t q) {
+  const int32_t hires = (q - p->x_zero) * (1 << 7);  /* |.| <= 255 * 128: fits int16 */
+  const int32_t preshift = srdhm16(hires, p->output_multiplier);
+  int32_t reluish = hires;
+  if (p->reluish_exponent > 0) reluish = saturating_left_shift16(reluish, p->reluish_exponent - 1);
+  reluish = srdhm16(reluish, p->reluish_multiplier);
+  if (p->reluish_exponent > 0) reluish = saturating_left_shift16(reluish, 1);
+  if (p->reluish_exponent < 0) reluish = tether_rounding_divide_by_pot(reluish, -p->reluish_exponent);
+  reluish = (reluish + (1 << 15)) >> 1;  /* [-1, 1] -> [0, 1] in Q0.15 */
+  const int32_t product = sdhm16(reluish, preshift);
+  return tether_rounding_divide_by_pot(product, -p->output_exponent) + p->y_zero;
+}
+
+typedef struct q8_unary {
+  uint32_t type;
+  float x_scale, y_scale;
+  int32_t x_zero, y_zero;
+  int32_t lo, hi;                  /* output clamp: int8 range, op bounds, fused activation */
+  int32_t multiplier, shift;       /* RELU, RELU6, CLAMP */
+  float alpha, offset;             /* HARD_SIGMOID */
+  q8_hard_swish hard_swish;
+} q8_unary;
+
+/* ReluX bounds (TFLite QuantizedReluX): [z_y + round(min / s_y), z_y + round(max / s_y)]. */
+static void relux_bounds(q8_unary* u, float mn, float mx) {
+  if (mn > -INFINITY) {
+    const int32_t q =
+        tether_clamp_i32(tether_q8_quantize_value(mn, u->y_scale, u->y_zero), -128, 127);
+    u->lo = q > u->lo ? q : u->lo;
+  }
+  if (mx < INFINITY) {
+    const int32_t q =
+        tether_clamp_i32(tether_q8_quantize_value(mx, u->y_scale, u->y_zero), -128, 127);
+    u->hi = q < u->hi ? q : u->hi;
+  }
+}
+
+static int q8_unary_setup(const struct tether_model* model, const tether_node* op, q8_unary* u) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* y = tether_output(model, op, 0);
+  memset(u, 0, sizeof(*u));
+  u->type = op->type;
+  u->x_scale = x->scale;
+  u->y_scale = y->scale;
+  u->x_zero = x->zero_point;
+  u->y_zero = y->zero_point;
+  u->lo = -128;
+  u->hi = 127;
+  tether_q8_activation_range(op->activation, y->scale, y->zero_point, &u->lo, &u->hi);
+  switch (op->type) {
+    case TETHER_OP_RELU:
+    case TETHER_OP_RELU6:
+    case TETHER_OP_CLAMP: {
+      tether_quantize_multiplier((double)x->scale / (double)y->scale, &u->multiplier, &u->shift);
+      const float mn = op->type == TETHER_OP_CLAMP ? op->params.clamp_min : 0.0f;
+      const float mx = op->type == TETHER_OP_RELU6   ? 6.0f
+                       : op->type == TETHER_OP_CLAMP ? op->params.clamp_max
+                                                     : INFINITY;
+      relux_bounds(u, mn, mx);
+      return u->shift <= 23;  /* 255 << 23 fits int32 (as for CONCATENATION) */
+    }
+    case TETHER_OP_HARD_SWISH:
+      return hard_swish_params(x->scale, x->zero_point, y->scale, y->zero_point, &u->hard_swish);
+    case TETHER_OP_HARD_SIGMOID:
+      u->alpha = op->params.alpha;
+      u->offset = op->params.offset;
+      return 1;
+    default: return 1;
+  }
+}
+
+static int8_t q8_unary_one(const q8_unary* u, int32_t q) {
+  int32_t v;
+  switch (u->type) {
+    case TETHER_OP_RELU:
+    case TETHER_OP_RELU6:
+    case TETHER_OP_CLAMP:
+      v = u->y_zero + tether_multiply_by_quantized_multiplier(q - u->x_zero, u->multiplier, u->shift);
+      break;
+    case TETHER_OP_HARD_SWISH: v = hard_swish_one(&u->hard_swish, q); break;
+    default: {
+      /* TFLite LUTPopulate: dequantize in float, f, round(f * (1 / s_y)) + z_y truncated. */
+      const float real = u->x_scale * (float)(q - u->x_zero);
+      float f;
+      if (u->type == TETHER_OP_LOGISTIC) {
+        f = 1.0f / (1.0f + expf(-real));
+      } else if (u->type == TETHER_OP_TANH) {
+        f = tanhf(real);
+      } else {  /* HARD_SIGMOID */
+        f = u->alpha * real + u->offset;
+        f = f < 0.0f ? 0.0f : f > 1.0f ? 1.0f : f;
+      }
+      const float rescaled = roundf(f * (1.0f / u->y_scale));
+      const float shifted = rescaled + (float)u->y_zero;
+      /* (a NaN, from 0 * (1 / s_y) with a denormal s_y, maps to -128, never to a cast) */
+      v = shifted >= 127.0f ? 127 : shifted > -128.0f ? (int32_t)shifted : -128;
+      break;
+    }
+  }
+  return (int8_t)tether_clamp_i32(v, u->lo, u->hi);
+}
+
+static tether_status q8_unary_prepare(const struct tether_model* model, uint32_t op_index,
+                                      tether_node* op) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* y = tether_output(model, op, 0);
+  tether_status status = tether_q8_need_per_tensor(model, op_index, x, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_fused_range(model, op_index, op, y);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (op->type == TETHER_OP_LOGISTIC && (y->scale != 1.0f / 256.0f || y->zero_point != -128)) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "int8 LOGISTIC needs output '%s' with scale 1/256 and zero point "
+                           "-128 (got zero point %d)",
+                           y->name, y->zero_point);
+  }
+  if (op->type == TETHER_OP_TANH && (y->scale != 1.0f / 128.0f || y->zero_point != 0)) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "int8 TANH needs output '%s' with scale 1/128 and zero point 0 "
+                           "(got zero point %d)",
+                           y->name, y->zero_point);
+  }
+  q8_unary u;
+  if (!q8_unary_setup(model, op, &u)) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "int8 %s: input scale of '%s' and output scale of '%s' are out of "
+                           "range for its fixed-point arithmetic (%s)",
+                           tether_op_type_name(op->type), x->name, y->name,
+                           op->type == TETHER_OP_HARD_SWISH
+                               ? "needs s_x / (128 s_y) < 1 and s_x < 2^30 * 3/256"
+                               : "needs s_x / s_y < 2^23");
+  }
+  op->quantized = 1;
+  op->fused_activation = 1;
+  return TETHER_STATUS_SUCCESS;
+}
+
+static void q8_unary_eval(const struct tether_model* model, const tether_node* op,
+                          void* const* data) {
+  const tether_tensor* y = tether_output(model, op, 0);
+  const int8_t* x = (const int8_t*)data[op->inputs[0]];
+  int8_t* out = (int8_t*)data[op->outputs[0]];
+  q8_unary u;
+  q8_unary_setup(model, op, &u);
+  if (y->elements < 256) {
+    for (size_t i = 0; i < y->elements; i++) out[i] = q8_unary_one(&u, x[i]);
+    return;
+  }
+  int8_t table[256];
+  for (int32_t q = -128; q <= 127; q++) table[q + 128] = q8_unary_one(&u, q);
+  for (size_t i = 0; i < y->elements; i++) out[i] = table[(int32_t)x[i] + 128];
+}
+
+static tether_status activation_prepare(const struct tether_model* model, uint32_t op_index,
                                         tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
   tether_status status = x->dtype == TETHER_DTYPE_INT8
-                             ? tether_q8_unary_prepare(model, op_index, op)
+                             ? q8_unary_prepare(model, op_index, op)
                              : tether_check_f32(model, op_index, x, "input 0");
   if (status == TETHER_STATUS_SUCCESS && !op->quantized) {
     status = tether_check_f32(model, op_index, y, "output 0");
@@ -86,12 +266,12 @@ tether_status tether_activation_prepare(const struct tether_model* model, uint32
   return status;
 }
 
-void tether_activation_eval(const struct tether_model* model, const tether_node* op,
+static void activation_eval(const struct tether_model* model, const tether_node* op,
                             void* const* data, void* scratch, struct tether_pool* pool) {
   (void)pool;
   (void)scratch;
   if (op->quantized) {
-    tether_q8_unary_eval(model, op, data);
+    q8_unary_eval(model, op, data);
     return;
   }
   const tether_tensor* y = tether_output(model, op, 0);
@@ -107,7 +287,7 @@ void tether_activation_eval(const struct tether_model* model, const tether_node*
     }
     return;
   }
-  tether_f32_activation_ukernel__scalar(y->elements, (const float*)data[op->inputs[0]],
+  tether_ref_f32_activation(y->elements, (const float*)data[op->inputs[0]],
                                         (float*)data[op->outputs[0]], activation_of_op(op->type));
 }
 
@@ -122,3 +302,17 @@ int tether_f32_minmax_of(uint32_t activation, tether_f32_minmax* out) {
   }
   return 0;
 }
+
+TETHER_OP_DEF(RELU) = {1, 1, TETHER_NO_OPTIONAL, 0, 0, activation_prepare, NULL, activation_eval};
+TETHER_OP_DEF(RELU6) = {1, 1, TETHER_NO_OPTIONAL, 0, 0, activation_prepare, NULL, activation_eval};
+TETHER_OP_DEF(LOGISTIC) = {1, 1, TETHER_NO_OPTIONAL, 0, 0, activation_prepare, NULL,
+                           activation_eval};
+TETHER_OP_DEF(TANH) = {1, 1, TETHER_NO_OPTIONAL, 0, 0, activation_prepare, NULL, activation_eval};
+TETHER_OP_DEF(HARD_SWISH) = {1, 1, TETHER_NO_OPTIONAL, 0, 0, activation_prepare, NULL,
+                             activation_eval};
+TETHER_OP_DEF(CLAMP) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(MIN) | TETHER_ATTR(MAX),
+                        TETHER_ATTR(MIN) | TETHER_ATTR(MAX), activation_prepare, NULL,
+                        activation_eval};
+TETHER_OP_DEF(HARD_SIGMOID) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(ALPHA) | TETHER_ATTR(OFFSET),
+                               TETHER_ATTR(ALPHA) | TETHER_ATTR(OFFSET), activation_prepare, NULL,
+                               activation_eval};

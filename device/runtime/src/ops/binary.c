@@ -2,11 +2,13 @@
  * binary.c — ADD, MUL, SUB and DIV with numpy broadcasting over up to 6 dims.
  *
  * Shapes are right-aligned and padded to 6 dims with 1s; a dim of size 1 is broadcast by
- * giving it stride 0.
+ * giving it stride 0. int8 ADD, SUB and MUL are TFLite's integer kernels bit for bit (ADD /
+ * SUB: inputs rescaled with a left shift of 20, then the output multiplier; same-shape ADD
+ * runs the model's qs8 vadd micro-kernel); int8 DIV is rejected at load.
  */
 #include <stddef.h>
 
-#include "../internal.h"
+#include "ops/ops.h"
 
 typedef struct broadcast {
   size_t out[TETHER_MAX_DIMS];
@@ -50,23 +52,93 @@ static void broadcast_strides(const size_t* dims, const size_t* out, size_t* str
             }                                                                                  \
   }
 
-TETHER_BINARY_UKERNEL(tether_f32_vadd_ukernel__scalar, va + vb)
-TETHER_BINARY_UKERNEL(tether_f32_vmul_ukernel__scalar, va * vb)
-TETHER_BINARY_UKERNEL(tether_f32_vsub_ukernel__scalar, va - vb)
-TETHER_BINARY_UKERNEL(tether_f32_vdiv_ukernel__scalar, va / vb)
+TETHER_BINARY_UKERNEL(binary_f32_vadd, va + vb)
+TETHER_BINARY_UKERNEL(binary_f32_vmul, va * vb)
+TETHER_BINARY_UKERNEL(binary_f32_vsub, va - vb)
+TETHER_BINARY_UKERNEL(binary_f32_vdiv, va / vb)
 
 static tether_status check_broadcast(const struct tether_model* model, uint32_t op_index,
                                      const tether_tensor* a, const tether_tensor* b,
                                      const tether_tensor* y);
 
-tether_status tether_binary_prepare(const struct tether_model* model, uint32_t op_index,
+/* ---- int8 --------------------------------------------------------------------------------- */
+
+static tether_status q8_add_prepare(const struct tether_model* model, uint32_t op_index,
+                                    tether_node* op) {
+  const tether_tensor* a = tether_input(model, op, 0);
+  const tether_tensor* b = tether_input(model, op, 1);
+  const tether_tensor* y = tether_output(model, op, 0);
+  tether_status status = tether_q8_need_per_tensor(model, op_index, a, "input 0");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, b, "input 1");
+  if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (op->type != TETHER_OP_ADD && op->type != TETHER_OP_SUB && op->type != TETHER_OP_MUL) {
+    return tether_op_error(model, op_index, TETHER_STATUS_UNSUPPORTED_OP,
+                           "int8 %s is not implemented yet (int8 ADD, SUB and MUL are)",
+                           tether_op_type_name(op->type));
+  }
+  int32_t lo, hi;
+  if (!tether_q8_activation_range(op->activation, y->scale, y->zero_point, &lo, &hi)) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "fused activation %u is not supported on int8 outputs",
+                           (unsigned)op->activation);
+  }
+  op->quantized = 1;
+  op->fused_activation = 1;
+  /* words: ADD/SUB: input 1, input 2 and output multipliers and shifts; MUL: one pair. */
+  op->packed_floats = op->type == TETHER_OP_MUL ? 2 : 6;
+  return TETHER_STATUS_SUCCESS;
+}
+
+/*
+ * ADD/SUB: y = clamp(z_y + R_out(R_1((a - z_a) << 20) ± R_2((b - z_b) << 20))), each R a
+ * MultiplyByQuantizedMultiplier; `a_index`/`b_index` give the broadcast element of each input.
+ */
+static void q8_add_elements(const tether_node* op, const tether_tensor* a, const tether_tensor* b,
+                            const tether_tensor* y, const int8_t* ad, const int8_t* bd,
+                            size_t count, const size_t* a_index, const size_t* b_index,
+                            int8_t* yd) {
+  const int32_t* w = (const int32_t*)(const void*)op->packed;
+  int32_t lo = -128, hi = 127;
+  tether_q8_activation_range(op->activation, y->scale, y->zero_point, &lo, &hi);
+  if (op->type == TETHER_OP_MUL) {  /* y = clamp(z_y + MBQM((a - z_a) * (b - z_b), M, shift)) */
+    for (size_t i = 0; i < count; i++) {
+      const int32_t va = (int32_t)ad[a_index != NULL ? a_index[i] : i] - a->zero_point;
+      const int32_t vb = (int32_t)bd[b_index != NULL ? b_index[i] : i] - b->zero_point;
+      int32_t v = tether_multiply_by_quantized_multiplier(va * vb, w[0], w[1]) + y->zero_point;
+      v = v < lo ? lo : v > hi ? hi : v;
+      yd[i] = (int8_t)v;
+    }
+    return;
+  }
+  if (a_index == NULL && b_index == NULL) {  /* same shapes: the SIMD kernel of this CPU */
+    const tether_qs8_add_params kp = {
+        a->zero_point, b->zero_point, y->zero_point, lo, hi,
+        w[0], w[1] > 0 ? w[1] : 0, w[1] > 0 ? 0 : -w[1],
+        w[2], w[3] > 0 ? w[3] : 0, w[3] > 0 ? 0 : -w[3],
+        w[4], w[5] > 0 ? w[5] : 0, w[5] > 0 ? 0 : -w[5]};
+    tether_kernels_current()->qs8_vadd(count, ad, bd, yd, &kp);
+    return;
+  }
+  for (size_t i = 0; i < count; i++) {
+    const int32_t va = ((int32_t)ad[a_index != NULL ? a_index[i] : i] - a->zero_point) * (1 << 20);
+    const int32_t vb = ((int32_t)bd[b_index != NULL ? b_index[i] : i] - b->zero_point) * (1 << 20);
+    const int32_t sum = tether_multiply_by_quantized_multiplier(va, w[0], w[1]) +
+                        tether_multiply_by_quantized_multiplier(vb, w[2], w[3]);
+    int32_t v = tether_multiply_by_quantized_multiplier(sum, w[4], w[5]) + y->zero_point;
+    v = v < lo ? lo : v > hi ? hi : v;
+    yd[i] = (int8_t)v;
+  }
+}
+
+static tether_status binary_prepare(const struct tether_model* model, uint32_t op_index,
                                     tether_node* op) {
   const tether_tensor* a = tether_input(model, op, 0);
   const tether_tensor* b = tether_input(model, op, 1);
   const tether_tensor* y = tether_output(model, op, 0);
   tether_status status = TETHER_STATUS_SUCCESS;
   if (a->dtype == TETHER_DTYPE_INT8) {
-    status = tether_q8_add_prepare(model, op_index, op);
+    status = q8_add_prepare(model, op_index, op);
     if (status != TETHER_STATUS_SUCCESS) return status;
     return check_broadcast(model, op_index, a, b, y);
   }
@@ -98,7 +170,7 @@ static tether_status check_broadcast(const struct tether_model* model, uint32_t 
   return tether_check_shape(model, op_index, y, "output 0", rank, expected);
 }
 
-void tether_binary_eval(const struct tether_model* model, const tether_node* op,
+static void binary_eval(const struct tether_model* model, const tether_node* op,
                         void* const* data, void* scratch, struct tether_pool* pool) {
   (void)pool;
   (void)scratch;
@@ -117,7 +189,7 @@ void tether_binary_eval(const struct tether_model* model, const tether_node* op,
     const int8_t* b8 = (const int8_t*)data[op->inputs[1]];
     int8_t* y8 = (int8_t*)data[op->outputs[0]];
     if (ta->elements == ty->elements && tb->elements == ty->elements) {
-      tether_q8_add_elements(op, ta, tb, ty, a8, b8, ty->elements, NULL, NULL, y8);
+      q8_add_elements(op, ta, tb, ty, a8, b8, ty->elements, NULL, NULL, y8);
       return;
     }
     /* Broadcasting: one innermost row at a time, indices from the strides. */
@@ -138,7 +210,7 @@ void tether_binary_eval(const struct tether_model* model, const tether_node* op,
                   ia[k] = oa + (i5 + k) * bc.a_stride[5];
                   ib[k] = ob + (i5 + k) * bc.b_stride[5];
                 }
-                tether_q8_add_elements(op, ta, tb, ty, a8, b8, n, ia, ib, y8 + done);
+                q8_add_elements(op, ta, tb, ty, a8, b8, n, ia, ib, y8 + done);
                 done += n;
               }
             }
@@ -148,9 +220,45 @@ void tether_binary_eval(const struct tether_model* model, const tether_node* op,
   const float* b = (const float*)data[op->inputs[1]];
   float* y = (float*)data[op->outputs[0]];
   switch (op->type) {
-    case TETHER_OP_ADD: tether_f32_vadd_ukernel__scalar(&bc, a, b, y); break;
-    case TETHER_OP_SUB: tether_f32_vsub_ukernel__scalar(&bc, a, b, y); break;
-    case TETHER_OP_DIV: tether_f32_vdiv_ukernel__scalar(&bc, a, b, y); break;
-    default: tether_f32_vmul_ukernel__scalar(&bc, a, b, y); break;
+    case TETHER_OP_ADD: binary_f32_vadd(&bc, a, b, y); break;
+    case TETHER_OP_SUB: binary_f32_vsub(&bc, a, b, y); break;
+    case TETHER_OP_DIV: binary_f32_vdiv(&bc, a, b, y); break;
+    default: binary_f32_vmul(&bc, a, b, y); break;
   }
 }
+
+/* The int8 words. MUL (TFLite Mul int8): M = s_a * s_b / s_y, one multiplier and shift.
+ * ADD / SUB (TFLite PrepareGeneralSubOp / Add int8, left shift 20): input 1's, input 2's and
+ * the output's multiplier and shift; SUB negates input 2's multiplier. */
+static void q8_binary_words(const struct tether_model* model, const tether_node* op,
+                            int32_t* words) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* x2 = tether_input(model, op, 1);
+  const tether_tensor* y = tether_output(model, op, 0);
+  if (op->type == TETHER_OP_MUL) {
+    tether_quantize_multiplier((double)x->scale * (double)x2->scale / (double)y->scale,
+                               &words[0], &words[1]);
+    return;
+  }
+  const float larger = x->scale > x2->scale ? x->scale : x2->scale;
+  const double twice_max = (double)(2.0f * larger);
+  tether_quantize_multiplier((double)x->scale / twice_max, &words[0], &words[1]);
+  tether_quantize_multiplier((double)x2->scale / twice_max, &words[2], &words[3]);
+  tether_quantize_multiplier(twice_max / (double)((float)(1 << 20) * y->scale), &words[4],
+                             &words[5]);
+  if (op->type == TETHER_OP_SUB) words[2] = -words[2];
+}
+
+static tether_status binary_pack(const struct tether_model* model, const tether_node* op,
+                                 void* packed) {
+  int32_t scratch[6];
+  int32_t* words = packed != NULL ? (int32_t*)packed : scratch;
+  q8_binary_words(model, op, words);
+  return op->type == TETHER_OP_MUL ? tether_q8_check_shifts(model, op, words + 1, 1, 1)
+                                   : tether_q8_check_shifts(model, op, words + 1, 3, 2);
+}
+
+TETHER_OP_DEF(ADD) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pack, binary_eval};
+TETHER_OP_DEF(MUL) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pack, binary_eval};
+TETHER_OP_DEF(SUB) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pack, binary_eval};
+TETHER_OP_DEF(DIV) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pack, binary_eval};

@@ -9,51 +9,14 @@
  *     kernel copies blocks of im2col rows (K = KH*KW*C, padding taps as zeros) into the
  *     arena scratch, at most ~64 KiB or 16 tiles of rows at a time, then runs the GEMM on
  *     them. Bias and RELU/RELU6/RELU_N1_TO_1 are applied in the micro-kernel's epilogue.
- *   - reference (groups > 1, or weights computed at run time): the scalar kernel below.
+ *   - reference (groups > 1, or weights computed at run time): reference/conv.c.
+ * int8 (input 0 int8): qs8_weights.c's prepare and packing, then the qs8 GEMM over the NHWC
+ * input (1x1) or im2col blocks of the scratch, or the reference kernel (groups > 1).
  */
 #include <stddef.h>
 #include <string.h>
 
-#include "../internal.h"
-#include "../ukernels.h"
-
-/*
- * y[n,oh,ow,o] = bias[o] + sum_{kh,kw,i} x[n, oh*s+kh*d-pt, ow*s+kw*d-pl, g*IC/G+i] * w[o,kh,kw,i]
- * with o in group g; taps that fall into the padding contribute nothing.
- */
-void tether_f32_conv2d_ukernel__scalar(const tether_conv_geometry* g, const float* x,
-                                       const float* w, const float* bias, float* y) {
-  TETHER_DCHECK(g->groups >= 1 && g->in_c % g->groups == 0 && g->out_c % g->groups == 0);
-  const size_t group_in = g->in_c / g->groups;
-  const size_t group_out = g->out_c / g->groups;
-  const ptrdiff_t in_h = (ptrdiff_t)g->in_h, in_w = (ptrdiff_t)g->in_w;
-  for (size_t n = 0; n < g->batch; n++) {
-    const float* x_n = x + n * g->in_h * g->in_w * g->in_c;
-    for (size_t oh = 0; oh < g->out_h; oh++) {
-      for (size_t ow = 0; ow < g->out_w; ow++) {
-        float* y_pixel = y + ((n * g->out_h + oh) * g->out_w + ow) * g->out_c;
-        for (size_t o = 0; o < g->out_c; o++) {
-          const size_t channel0 = (o / group_out) * group_in;
-          float acc = 0.0f;
-          for (size_t kh = 0; kh < g->kernel_h; kh++) {
-            const ptrdiff_t ih = (ptrdiff_t)oh * g->stride_h + (ptrdiff_t)kh * g->dilation_h -
-                                 g->pad_top;
-            if (ih < 0 || ih >= in_h) continue;
-            for (size_t kw = 0; kw < g->kernel_w; kw++) {
-              const ptrdiff_t iw = (ptrdiff_t)ow * g->stride_w +
-                                   (ptrdiff_t)kw * g->dilation_w - g->pad_left;
-              if (iw < 0 || iw >= in_w) continue;
-              const float* xp = x_n + ((size_t)ih * g->in_w + (size_t)iw) * g->in_c + channel0;
-              const float* wp = w + ((o * g->kernel_h + kh) * g->kernel_w + kw) * group_in;
-              for (size_t i = 0; i < group_in; i++) acc += xp[i] * wp[i];
-            }
-          }
-          y_pixel[o] = bias != NULL ? acc + bias[o] : acc;
-        }
-      }
-    }
-  }
-}
+#include "ops/ops.h"
 
 static tether_status check_bias(const struct tether_model* model, uint32_t op_index,
                                 const tether_tensor* b, int32_t channels) {
@@ -78,10 +41,10 @@ static size_t im2col_rows(const tether_kernels* kt, size_t k) {
   return rows < kt->gemm_mr ? kt->gemm_mr : rows;
 }
 
-tether_status tether_conv2d_prepare(const struct tether_model* model, uint32_t op_index,
+static tether_status conv2d_prepare(const struct tether_model* model, uint32_t op_index,
                                     tether_node* op) {
   if (tether_input(model, op, 0)->dtype == TETHER_DTYPE_INT8) {
-    return tether_q8_conv_prepare(model, op_index, op);
+    return tether_q8_weights_prepare(model, op_index, op, TETHER_Q8_CONV);
   }
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* w = tether_input(model, op, 1);
@@ -124,12 +87,16 @@ tether_status tether_conv2d_prepare(const struct tether_model* model, uint32_t o
   return TETHER_STATUS_SUCCESS;
 }
 
-void conv2d_pack(const struct tether_model* model, const tether_node* op, float* packed) {
+static tether_status conv2d_pack(const struct tether_model* model, const tether_node* op,
+                                 void* packed) {
+  if (op->quantized) return tether_q8_weights_pack(model, op, TETHER_Q8_CONV, packed);
+  if (packed == NULL) return TETHER_STATUS_SUCCESS;  /* nothing to check */
   const tether_tensor* w = tether_input(model, op, 1);
   const tether_tensor* b = op->input_count > 2 ? tether_input(model, op, 2) : NULL;
   const size_t k = (size_t)w->shape[1] * (size_t)w->shape[2] * (size_t)w->shape[3];
   tether_f32_gemm_pack(model->kernels->gemm_nr, (size_t)w->shape[0], k, (const float*)w->data,
-                       b != NULL ? (const float*)b->data : NULL, packed);
+                       b != NULL ? (const float*)b->data : NULL, (float*)packed);
+  return TETHER_STATUS_SUCCESS;
 }
 
 /* Copies im2col rows [m0, m0 + rows) of the output positions (n, oh, ow) into a. */
@@ -156,11 +123,141 @@ static void im2col(const tether_conv_geometry* g, const float* x, size_t m0, siz
   }
 }
 
-void tether_conv2d_eval(const struct tether_model* model, const tether_node* op,
+/* Copies im2col rows [m0, m0 + rows) of the output positions (n, oh, ow) into a, rows
+ * `row_bytes` apart (K rounded up to the kernel's K-step, the extra bytes zero: their weights
+ * are zero), each byte XORed with `flip` (0x80 for kernels that read u8, else 0); taps in the
+ * padding hold z_x (flipped alike), which the packed bias cancels. */
+static void q8_im2col(const tether_conv_geometry* g, const int8_t* x, int8_t x_zero,
+                      uint8_t flip, size_t m0, size_t rows, size_t row_bytes, int8_t* a) {
+  const size_t ic = g->in_c;
+  const size_t k = g->kernel_h * g->kernel_w * ic;
+  const int8_t fill = (int8_t)((uint8_t)x_zero ^ flip);
+  /* The output position of row m0, then stepped along (no divisions per row). */
+  size_t ow = m0 % g->out_w, oh = (m0 / g->out_w) % g->out_h, n = m0 / (g->out_w * g->out_h);
+  for (size_t r = 0; r < rows; r++) {
+    const uint8_t* x_n = (const uint8_t*)x + n * g->in_h * g->in_w * ic;
+    const ptrdiff_t ih0 = (ptrdiff_t)oh * g->stride_h - g->pad_top;
+    const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
+    for (size_t kh = 0; kh < g->kernel_h; kh++) {
+      const ptrdiff_t ih = ih0 + (ptrdiff_t)kh * g->dilation_h;
+      const int row_inside = ih >= 0 && ih < (ptrdiff_t)g->in_h;
+      const uint8_t* x_row = x_n + (row_inside ? (size_t)ih * g->in_w * ic : 0);
+      if (row_inside && g->dilation_w == 1 && iw0 >= 0 &&
+          iw0 + (ptrdiff_t)g->kernel_w <= (ptrdiff_t)g->in_w) {  /* one contiguous run */
+        const uint8_t* src = x_row + (size_t)iw0 * ic;
+        const size_t run = g->kernel_w * ic;
+        const uint64_t flip8 = (uint64_t)flip * 0x0101010101010101ull;
+        size_t i = 0;
+        for (; i + 8 <= run; i += 8) {  /* 8 bytes at a time, never past the run */
+          uint64_t v;
+          memcpy(&v, src + i, 8);
+          v ^= flip8;
+          memcpy(a + i, &v, 8);
+        }
+        for (; i < run; i++) a[i] = (int8_t)(src[i] ^ flip);
+        a += run;
+        continue;
+      }
+      for (size_t kw = 0; kw < g->kernel_w; kw++) {
+        const ptrdiff_t iw = iw0 + (ptrdiff_t)kw * g->dilation_w;
+        if (!row_inside || iw < 0 || iw >= (ptrdiff_t)g->in_w) {
+          for (size_t i = 0; i < ic; i++) a[i] = fill;
+        } else {
+          const uint8_t* src = x_row + (size_t)iw * ic;
+          for (size_t i = 0; i < ic; i++) a[i] = (int8_t)(src[i] ^ flip);
+        }
+        a += ic;
+      }
+    }
+    for (size_t i = k; i < row_bytes; i++) *a++ = 0;
+    if (++ow == g->out_w) {
+      ow = 0;
+      if (++oh == g->out_h) {
+        oh = 0;
+        n++;
+      }
+    }
+  }
+}
+
+/* One block of im2col rows split over the pool: each task copies its own rows and runs the
+ * GEMM on them over all panels (rows are independent, so any split gives the same bytes). */
+typedef struct q8_im2col_job {
+  const tether_conv_geometry* g;
+  const tether_kernels* kt;
+  const int8_t* x;
+  int8_t x_zero;
+  uint8_t flip;
+  size_t m0, rows, task_rows, kpad;
+  int8_t* a;
+  const void* packed;
+  int8_t* y;
+  const tether_qs8_params* params;
+} q8_im2col_job;
+
+static void q8_im2col_task(void* context, size_t task) {
+  const q8_im2col_job* j = (const q8_im2col_job*)context;
+  const size_t r0 = task * j->task_rows;
+  const size_t r1 = r0 + j->task_rows < j->rows ? r0 + j->task_rows : j->rows;
+  int8_t* a = j->a + r0 * j->kpad;
+  q8_im2col(j->g, j->x, j->x_zero, j->flip, j->m0 + r0, r1 - r0, j->kpad, a);
+  tether_qs8_gemm(j->kt, 0, r1 - r0, j->g->out_c, j->kpad, a, j->kpad, 1, j->packed,
+                  j->y + (j->m0 + r0) * j->g->out_c, j->g->out_c, j->params);
+}
+
+static void q8_conv2d_eval(const struct tether_model* model, const tether_node* op,
+                           void* const* data, void* scratch, struct tether_pool* pool) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* w = tether_input(model, op, 1);
+  const tether_tensor* y = tether_output(model, op, 0);
+  const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
+  const size_t channels = (size_t)w->shape[0];
+  const tether_qs8_ref_params qp = tether_q8_weights_params(model, op, channels);
+  const tether_qs8_params kp = {x->zero_point, y->zero_point, qp.lo, qp.hi};
+  const tether_kernels* kt = model->kernels;
+  const int8_t* xd = (const int8_t*)data[op->inputs[0]];
+  const int8_t* wd = (const int8_t*)data[op->inputs[1]];
+  const int32_t* bd = has_bias ? (const int32_t*)data[op->inputs[2]] : NULL;
+  int8_t* yd = (int8_t*)data[op->outputs[0]];
+  const tether_op_params* p = &op->params;
+  const tether_conv_geometry g = tether_window_geometry(model, op);
+  if (op->quantized == TETHER_Q8_GEMM) {
+    const size_t m = g.batch * g.out_h * g.out_w;
+    const size_t k = g.kernel_h * g.kernel_w * g.in_c;
+    if (tether_q8_pointwise(w, p)) {
+      const int8_t* a = xd;
+      if (op->scratch_bytes != 0) {  /* XOR kernel, rows too long for the driver's block */
+        tether_q8_flip(xd, x->elements, (int8_t*)scratch);
+        a = (const int8_t*)scratch;
+      }
+      tether_qs8_gemm_parallel(pool, kt, m, g.out_c, k, a, k, op->scratch_bytes != 0,
+                               op->packed, yd, g.out_c, &kp);
+      return;
+    }
+    /* Rows of K rounded up to the K-step: same packed groups, no tail in the kernel. */
+    const size_t kpad = (k + kt->qs8_gemm_kr - 1) / kt->qs8_gemm_kr * kt->qs8_gemm_kr;
+    const size_t block = op->scratch_bytes / kpad;
+    q8_im2col_job j = {&g, kt, xd, (int8_t)x->zero_point, (uint8_t)(kt->qs8_gemm_xor ? 0x80 : 0),
+                       0, 0, 0, kpad, (int8_t*)scratch, op->packed, yd, &kp};
+    const size_t threads = tether_pool_threads(pool), mr = kt->qs8_gemm_mr;
+    for (size_t m0 = 0; m0 < m; m0 += block) {
+      j.m0 = m0;
+      j.rows = m - m0 < block ? m - m0 : block;
+      /* About 4 tasks per thread, whole MR tiles each (one task on one thread). */
+      const size_t tiles = (j.rows + mr - 1) / mr;
+      const size_t tasks = threads == 1 ? 1 : tiles < 4 * threads ? tiles : 4 * threads;
+      j.task_rows = (tiles + tasks - 1) / tasks * mr;
+      tether_parallelize(pool, q8_im2col_task, &j, (j.rows + j.task_rows - 1) / j.task_rows);
+    }
+    return;
+  }
+  tether_ref_qs8_conv2d(&g, xd, wd, bd, yd, &qp);
+}
+
+static void conv2d_eval(const struct tether_model* model, const tether_node* op,
                         void* const* data, void* scratch, struct tether_pool* pool) {
-  (void)pool;
   if (op->quantized) {
-    tether_q8_conv_eval(model, op, data, scratch, pool);
+    q8_conv2d_eval(model, op, data, scratch, pool);
     return;
   }
   const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
@@ -188,8 +285,11 @@ void tether_conv2d_eval(const struct tether_model* model, const tether_node* op,
     }
     return;
   }
-  tether_f32_conv2d_ukernel__scalar(&g, (const float*)data[op->inputs[0]],
+  tether_ref_f32_conv2d(&g, (const float*)data[op->inputs[0]],
                                     (const float*)data[op->inputs[1]],
                                     has_bias ? (const float*)data[op->inputs[2]] : NULL,
                                     (float*)data[op->outputs[0]]);
 }
+
+TETHER_OP_DEF(CONV_2D) = {2, 3, 2, TETHER_WINDOW_ATTRS | TETHER_ATTR(GROUPS), 0, conv2d_prepare,
+                          conv2d_pack, conv2d_eval};

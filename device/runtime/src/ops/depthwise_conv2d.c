@@ -2,45 +2,13 @@
  * depthwise_conv2d.c — DEPTHWISE_CONV_2D: NHWC input, weights [1, KH, KW, C*M], optional
  * bias [C*M], any strides, dilations, explicit pads and depth multiplier M.
  * With M = 1 the model kernels' dwconv micro-kernel runs (weights used in place, bias and
- * RELU/RELU6/RELU_N1_TO_1 fused); M > 1 runs the reference kernel below.
+ * RELU/RELU6/RELU_N1_TO_1 fused); M > 1 runs the reference kernel (reference/conv.c).
+ * int8 (input 0 int8): qs8_weights.c's prepare and packing, then the model's qs8 dwconv
+ * kernel (M = 1) or the int8 reference kernel.
  */
 #include <stddef.h>
 
-#include "../internal.h"
-#include "../ukernels.h"
-
-/* y[n,oh,ow,c*M+m] = bias[c*M+m] + sum_{kh,kw} x[n, oh*s+kh*d-pt, ow*s+kw*d-pl, c] * w[kh,kw,c*M+m] */
-void tether_f32_dwconv2d_ukernel__scalar(const tether_conv_geometry* g, const float* x,
-                                         const float* w, const float* bias, float* y) {
-  const size_t m_count = g->depth_multiplier;
-  TETHER_DCHECK(g->out_c == g->in_c * m_count);
-  const ptrdiff_t in_h = (ptrdiff_t)g->in_h, in_w = (ptrdiff_t)g->in_w;
-  for (size_t n = 0; n < g->batch; n++) {
-    const float* x_n = x + n * g->in_h * g->in_w * g->in_c;
-    for (size_t oh = 0; oh < g->out_h; oh++) {
-      for (size_t ow = 0; ow < g->out_w; ow++) {
-        float* y_pixel = y + ((n * g->out_h + oh) * g->out_w + ow) * g->out_c;
-        for (size_t o = 0; o < g->out_c; o++) {
-          const size_t c = o / m_count;
-          float acc = 0.0f;
-          for (size_t kh = 0; kh < g->kernel_h; kh++) {
-            const ptrdiff_t ih = (ptrdiff_t)oh * g->stride_h + (ptrdiff_t)kh * g->dilation_h -
-                                 g->pad_top;
-            if (ih < 0 || ih >= in_h) continue;
-            for (size_t kw = 0; kw < g->kernel_w; kw++) {
-              const ptrdiff_t iw = (ptrdiff_t)ow * g->stride_w +
-                                   (ptrdiff_t)kw * g->dilation_w - g->pad_left;
-              if (iw < 0 || iw >= in_w) continue;
-              acc += x_n[((size_t)ih * g->in_w + (size_t)iw) * g->in_c + c] *
-                     w[(kh * g->kernel_w + kw) * g->out_c + o];
-            }
-          }
-          y_pixel[o] = bias != NULL ? acc + bias[o] : acc;
-        }
-      }
-    }
-  }
-}
+#include "ops/ops.h"
 
 typedef struct dw_job {
   const tether_conv_geometry* g;
@@ -60,10 +28,10 @@ static void dw_task(void* context, size_t task) {
   j->fn(j->g, begin, end, j->x, j->w, j->bias, j->y, &j->mm);
 }
 
-tether_status tether_depthwise_conv2d_prepare(const struct tether_model* model,
+static tether_status depthwise_conv2d_prepare(const struct tether_model* model,
                                               uint32_t op_index, tether_node* op) {
   if (tether_input(model, op, 0)->dtype == TETHER_DTYPE_INT8) {
-    return tether_q8_conv_prepare(model, op_index, op);
+    return tether_q8_weights_prepare(model, op_index, op, TETHER_Q8_DEPTHWISE);
   }
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* w = tether_input(model, op, 1);
@@ -100,11 +68,60 @@ tether_status tether_depthwise_conv2d_prepare(const struct tether_model* model,
   return TETHER_STATUS_SUCCESS;
 }
 
-void tether_depthwise_conv2d_eval(const struct tether_model* model, const tether_node* op,
+typedef struct q8_dw_job {
+  const tether_conv_geometry* g;
+  tether_qs8_dwconv_ukernel_fn fn;
+  const int8_t* x;
+  const int32_t* w;
+  int8_t* y;
+  const tether_qs8_params* params;
+  size_t rows;  /* output rows per task */
+} q8_dw_job;
+
+static void q8_dw_task(void* context, size_t task) {
+  const q8_dw_job* j = (const q8_dw_job*)context;
+  const size_t begin = task * j->rows;
+  const size_t end = begin + j->rows < j->g->out_h ? begin + j->rows : j->g->out_h;
+  j->fn(j->g, begin, end, j->x, j->w, j->y, j->params);
+}
+
+static void q8_depthwise_conv2d_eval(const struct tether_model* model, const tether_node* op,
+                                     void* const* data, struct tether_pool* pool) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* w = tether_input(model, op, 1);
+  const tether_tensor* y = tether_output(model, op, 0);
+  const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
+  const size_t channels = (size_t)w->shape[3];
+  const tether_qs8_ref_params qp = tether_q8_weights_params(model, op, channels);
+  const tether_qs8_params kp = {x->zero_point, y->zero_point, qp.lo, qp.hi};
+  const tether_kernels* kt = model->kernels;
+  const int8_t* xd = (const int8_t*)data[op->inputs[0]];
+  const int8_t* wd = (const int8_t*)data[op->inputs[1]];
+  const int32_t* bd = has_bias ? (const int32_t*)data[op->inputs[2]] : NULL;
+  int8_t* yd = (int8_t*)data[op->outputs[0]];
+  const tether_conv_geometry g = tether_window_geometry(model, op);
+  if (op->quantized == TETHER_Q8_DWCONV) {
+    q8_dw_job j = {&g, kt->qs8_dwconv, xd, (const int32_t*)(const void*)op->packed, yd, &kp, 0};
+    /* Output rows split into about 4 tasks per thread; rows are independent. */
+    const size_t threads = tether_pool_threads(pool);
+    const size_t tasks_wanted = 4 * threads;
+    j.rows = threads == 1 ? g.out_h : (g.out_h + tasks_wanted - 1) / tasks_wanted;
+    tether_parallelize(pool, q8_dw_task, &j, (g.out_h + j.rows - 1) / j.rows);
+    return;
+  }
+  (void)wd;
+  tether_ref_qs8_dwconv2d(&g, xd, wd, bd, yd, &qp);
+}
+
+static tether_status depthwise_conv2d_pack(const struct tether_model* model,
+                                           const tether_node* op, void* packed) {
+  return tether_q8_weights_pack(model, op, TETHER_Q8_DEPTHWISE, packed);
+}
+
+static void depthwise_conv2d_eval(const struct tether_model* model, const tether_node* op,
                                   void* const* data, void* scratch, struct tether_pool* pool) {
-  (void)pool;
   if (op->quantized) {
-    tether_q8_conv_eval(model, op, data, scratch, pool);
+    q8_depthwise_conv2d_eval(model, op, data, pool);
     return;
   }
   (void)scratch;
@@ -126,8 +143,12 @@ void tether_depthwise_conv2d_eval(const struct tether_model* model, const tether
     tether_parallelize(pool, dw_task, &j, (g.out_h + j.rows - 1) / j.rows);
     return;
   }
-  tether_f32_dwconv2d_ukernel__scalar(&g, (const float*)data[op->inputs[0]],
+  tether_ref_f32_dwconv2d(&g, (const float*)data[op->inputs[0]],
                                       (const float*)data[op->inputs[1]],
                                       has_bias ? (const float*)data[op->inputs[2]] : NULL,
                                       (float*)data[op->outputs[0]]);
 }
+
+TETHER_OP_DEF(DEPTHWISE_CONV_2D) = {2, 3, 2, TETHER_WINDOW_ATTRS | TETHER_ATTR(DEPTH_MULTIPLIER), 0,
+                                    depthwise_conv2d_prepare, depthwise_conv2d_pack,
+                                    depthwise_conv2d_eval};

@@ -7,26 +7,12 @@
  */
 #include <stddef.h>
 
-#include "../internal.h"
-#include "../ukernels.h"
+#include "ops/ops.h"
 
-void tether_f32_gemv_ukernel__scalar(size_t rows, size_t k, size_t outputs, const float* x,
-                                     const float* w, const float* bias, float* y) {
-  for (size_t r = 0; r < rows; r++) {
-    const float* x_row = x + r * k;
-    for (size_t o = 0; o < outputs; o++) {
-      const float* w_row = w + o * k;
-      float acc = 0.0f;
-      for (size_t i = 0; i < k; i++) acc += x_row[i] * w_row[i];
-      y[r * outputs + o] = bias != NULL ? acc + bias[o] : acc;
-    }
-  }
-}
-
-tether_status tether_fully_connected_prepare(const struct tether_model* model,
+static tether_status fully_connected_prepare(const struct tether_model* model,
                                              uint32_t op_index, tether_node* op) {
   if (tether_input(model, op, 0)->dtype == TETHER_DTYPE_INT8) {
-    return tether_q8_conv_prepare(model, op_index, op);
+    return tether_q8_weights_prepare(model, op_index, op, TETHER_Q8_DENSE);
   }
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* w = tether_input(model, op, 1);
@@ -69,19 +55,50 @@ tether_status tether_fully_connected_prepare(const struct tether_model* model,
   return TETHER_STATUS_SUCCESS;
 }
 
-void fully_connected_pack(const struct tether_model* model, const tether_node* op,
-                          float* packed) {
+static tether_status fully_connected_pack(const struct tether_model* model,
+                                          const tether_node* op, void* packed) {
+  if (op->quantized) return tether_q8_weights_pack(model, op, TETHER_Q8_DENSE, packed);
+  if (packed == NULL) return TETHER_STATUS_SUCCESS;  /* nothing to check */
   const tether_tensor* w = tether_input(model, op, 1);
   const tether_tensor* b = op->input_count > 2 ? tether_input(model, op, 2) : NULL;
   tether_f32_gemm_pack(model->kernels->gemm_nr, (size_t)w->shape[0], (size_t)w->shape[1],
-                       (const float*)w->data, b != NULL ? (const float*)b->data : NULL, packed);
+                       (const float*)w->data, b != NULL ? (const float*)b->data : NULL,
+                       (float*)packed);
+  return TETHER_STATUS_SUCCESS;
 }
 
-void tether_fully_connected_eval(const struct tether_model* model, const tether_node* op,
+static void q8_fully_connected_eval(const struct tether_model* model, const tether_node* op,
+                                    void* const* data, void* scratch, struct tether_pool* pool) {
+  const tether_tensor* x = tether_input(model, op, 0);
+  const tether_tensor* w = tether_input(model, op, 1);
+  const tether_tensor* y = tether_output(model, op, 0);
+  const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
+  const size_t channels = (size_t)w->shape[0];
+  const tether_qs8_ref_params qp = tether_q8_weights_params(model, op, channels);
+  const tether_qs8_params kp = {x->zero_point, y->zero_point, qp.lo, qp.hi};
+  const tether_kernels* kt = model->kernels;
+  const int8_t* xd = (const int8_t*)data[op->inputs[0]];
+  const int8_t* wd = (const int8_t*)data[op->inputs[1]];
+  const int32_t* bd = has_bias ? (const int32_t*)data[op->inputs[2]] : NULL;
+  int8_t* yd = (int8_t*)data[op->outputs[0]];
+  const size_t k = (size_t)w->shape[1];
+  if (op->quantized == TETHER_Q8_GEMM) {
+    const int8_t* a = xd;
+    if (op->scratch_bytes != 0) {  /* XOR kernel, rows too long for the driver's block */
+      tether_q8_flip(xd, x->elements, (int8_t*)scratch);
+      a = (const int8_t*)scratch;
+    }
+    tether_qs8_gemm_parallel(pool, kt, x->elements / k, channels, k, a, k,
+                             op->scratch_bytes != 0, op->packed, yd, channels, &kp);
+  } else {
+    tether_ref_qs8_dense(x->elements / k, k, channels, xd, wd, bd, yd, &qp);
+  }
+}
+
+static void fully_connected_eval(const struct tether_model* model, const tether_node* op,
                                  void* const* data, void* scratch, struct tether_pool* pool) {
-  (void)pool;
   if (op->quantized) {
-    tether_q8_conv_eval(model, op, data, scratch, pool);
+    q8_fully_connected_eval(model, op, data, scratch, pool);
     return;
   }
   (void)scratch;
@@ -97,8 +114,11 @@ void tether_fully_connected_eval(const struct tether_model* model, const tether_
                     (float*)data[op->outputs[0]], outputs * sizeof(float), &mm);
     return;
   }
-  tether_f32_gemv_ukernel__scalar(x->elements / k, k, outputs, (const float*)data[op->inputs[0]],
+  tether_ref_f32_dense(x->elements / k, k, outputs, (const float*)data[op->inputs[0]],
                                   (const float*)data[op->inputs[1]],
                                   has_bias ? (const float*)data[op->inputs[2]] : NULL,
                                   (float*)data[op->outputs[0]]);
 }
+
+TETHER_OP_DEF(FULLY_CONNECTED) = {2, 3, 2, 0, 0, fully_connected_prepare, fully_connected_pack,
+                                  fully_connected_eval};

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "ops/ops.h"
 
 typedef struct mean_geometry {
   uint32_t ndim;
@@ -18,7 +18,7 @@ typedef struct mean_geometry {
   size_t count;                      /* reduced elements per output */
 } mean_geometry;
 
-static void tether_f32_mean_ukernel__scalar(const mean_geometry* g, const float* x, float* y) {
+static void mean_f32(const mean_geometry* g, const float* x, float* y) {
   for (size_t i = 0; i < g->y_elements; i++) y[i] = 0.0f;
   size_t index[TETHER_MAX_DIMS] = {0};
   size_t yi = 0;
@@ -44,7 +44,7 @@ static void tether_f32_mean_ukernel__scalar(const mean_geometry* g, const float*
  * y = clamp(MBQM(sum q - z_x * count, M', shift') + z_y).
  * Packed words: M', shift', z_x * count, z_y.
  */
-static void tether_qs8_mean_ukernel__scalar(const mean_geometry* g, const int8_t* x, int8_t* y,
+static void mean_qs8(const mean_geometry* g, const int8_t* x, int8_t* y,
                                             int32_t* acc, const int32_t* words) {
   for (size_t i = 0; i < g->y_elements; i++) acc[i] = 0;
   size_t index[TETHER_MAX_DIMS] = {0};
@@ -66,8 +66,8 @@ static void tether_qs8_mean_ukernel__scalar(const mean_geometry* g, const int8_t
   }
 }
 
-void tether_q8_mean_pack(const struct tether_model* model, const tether_node* op,
-                         int32_t* words) {
+/* The int8 words: multiplier and shift of s_x / (s_y * count), z_x * count, z_y. */
+static void mean_words(const struct tether_model* model, const tether_node* op, int32_t* words) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
   const int64_t count = y->elements > 0 ? (int64_t)(x->elements / y->elements) : 1;
@@ -84,13 +84,20 @@ void tether_q8_mean_pack(const struct tether_model* model, const tether_node* op
   words[3] = y->zero_point;
 }
 
+static tether_status mean_pack(const struct tether_model* model, const tether_node* op,
+                               void* packed) {
+  int32_t words[4];
+  mean_words(model, op, packed != NULL ? (int32_t*)packed : words);
+  return tether_q8_check_shifts(model, op, (packed != NULL ? (int32_t*)packed : words) + 1, 1, 1);
+}
+
 static uint32_t reduced_mask(const tether_op_params* p) {
   uint32_t mask = 0;
   for (int32_t k = 0; k < p->axes_count; k++) mask |= 1u << p->axes[k];
   return mask;
 }
 
-tether_status tether_mean_prepare(const struct tether_model* model, uint32_t op_index,
+static tether_status mean_prepare(const struct tether_model* model, uint32_t op_index,
                                   tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
@@ -98,7 +105,8 @@ tether_status tether_mean_prepare(const struct tether_model* model, uint32_t op_
   tether_status status = TETHER_STATUS_SUCCESS;
   if (x->dtype == TETHER_DTYPE_INT8) {
     /* int8: TFLite's reference Mean (sum of q in int32, then one requantization). */
-    if (x->quant != 1 || y->dtype != TETHER_DTYPE_INT8 || y->quant != 1) {
+    if (x->quant != TETHER_QUANT_PER_TENSOR || y->dtype != TETHER_DTYPE_INT8 ||
+        y->quant != TETHER_QUANT_PER_TENSOR) {
       return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
                              "int8 MEAN needs int8 input and output quantized per tensor");
     }
@@ -144,7 +152,7 @@ tether_status tether_mean_prepare(const struct tether_model* model, uint32_t op_
   return tether_check_shape(model, op_index, y, "output 0", rank, expected);
 }
 
-void tether_mean_eval(const struct tether_model* model, const tether_node* op, void* const* data,
+static void mean_eval(const struct tether_model* model, const tether_node* op, void* const* data,
                       void* scratch, struct tether_pool* pool) {
   (void)pool;
   const tether_tensor* x = tether_input(model, op, 0);
@@ -168,11 +176,14 @@ void tether_mean_eval(const struct tether_model* model, const tether_node* op, v
     }
   }
   if (op->quantized) {
-    tether_qs8_mean_ukernel__scalar(&g, (const int8_t*)data[op->inputs[0]],
+    mean_qs8(&g, (const int8_t*)data[op->inputs[0]],
                                     (int8_t*)data[op->outputs[0]], (int32_t*)scratch,
                                     (const int32_t*)(const void*)op->packed);
     return;
   }
-  tether_f32_mean_ukernel__scalar(&g, (const float*)data[op->inputs[0]],
+  mean_f32(&g, (const float*)data[op->inputs[0]],
                                   (float*)data[op->outputs[0]]);
 }
+
+TETHER_OP_DEF(MEAN) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(AXES) | TETHER_ATTR(KEEPDIMS), 0,
+                       mean_prepare, mean_pack, mean_eval};

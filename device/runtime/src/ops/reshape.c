@@ -3,9 +3,9 @@
  */
 #include <string.h>
 
-#include "../internal.h"
+#include "ops/ops.h"
 
-tether_status tether_reshape_prepare(const struct tether_model* model, uint32_t op_index,
+static tether_status reshape_prepare(const struct tether_model* model, uint32_t op_index,
                                      tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
@@ -19,9 +19,11 @@ tether_status tether_reshape_prepare(const struct tether_model* model, uint32_t 
   return TETHER_STATUS_SUCCESS;
 }
 
-void tether_reshape_eval(const struct tether_model* model, const tether_node* op,
+static void reshape_eval(const struct tether_model* model, const tether_node* op,
                          void* const* data, void* scratch, struct tether_pool* pool) {
   (void)pool;
   (void)scratch;
   memcpy(data[op->outputs[0]], data[op->inputs[0]], tether_output(model, op, 0)->bytes);
 }
+
+TETHER_OP_DEF(RESHAPE) = {1, 1, TETHER_NO_OPTIONAL, 0, 0, reshape_prepare, NULL, reshape_eval};

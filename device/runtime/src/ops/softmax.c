@@ -3,26 +3,7 @@
  */
 #include <math.h>
 
-#include "../internal.h"
-
-void tether_f32_softmax_ukernel__scalar(size_t rows, size_t n, float beta, const float* x,
-                                        float* y) {
-  for (size_t r = 0; r < rows; r++) {
-    const float* xr = x + r * n;
-    float* yr = y + r * n;
-    float max = beta * xr[0];
-    for (size_t i = 1; i < n; i++) {
-      const float v = beta * xr[i];
-      if (v > max) max = v;
-    }
-    float sum = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-      yr[i] = expf(beta * xr[i] - max);
-      sum += yr[i];
-    }
-    for (size_t i = 0; i < n; i++) yr[i] = yr[i] / sum;
-  }
-}
+#include "ops/ops.h"
 
 /*
  * int8 rows: p = softmax(beta * s_x * (q - z_x)) computed in float, y = clamp(round(256 p) -
@@ -48,14 +29,15 @@ static void qs8_softmax(size_t rows, size_t n, float beta_scale, int32_t zero_po
   (void)zero_point;  /* cancels in the difference from the row maximum */
 }
 
-tether_status tether_softmax_prepare(const struct tether_model* model, uint32_t op_index,
+static tether_status softmax_prepare(const struct tether_model* model, uint32_t op_index,
                                      tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
   tether_status status = TETHER_STATUS_SUCCESS;
   if (x->dtype == TETHER_DTYPE_INT8) {
     /* FORMAT.md: int8 SOFTMAX outputs s = 1/256, z = -128. */
-    if (x->quant != 1 || y->dtype != TETHER_DTYPE_INT8 || y->quant != 1 ||
+    if (x->quant != TETHER_QUANT_PER_TENSOR || y->dtype != TETHER_DTYPE_INT8 ||
+        y->quant != TETHER_QUANT_PER_TENSOR ||
         y->scale != 1.0f / 256.0f || y->zero_point != -128) {
       return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
                              "int8 SOFTMAX needs int8 per-tensor input and output with scale "
@@ -77,7 +59,7 @@ tether_status tether_softmax_prepare(const struct tether_model* model, uint32_t 
   return tether_check_shape(model, op_index, y, "output 0", x->ndim, x->shape);
 }
 
-void tether_softmax_eval(const struct tether_model* model, const tether_node* op,
+static void softmax_eval(const struct tether_model* model, const tether_node* op,
                          void* const* data, void* scratch, struct tether_pool* pool) {
   (void)pool;
   (void)scratch;
@@ -88,7 +70,10 @@ void tether_softmax_eval(const struct tether_model* model, const tether_node* op
                 (const int8_t*)data[op->inputs[0]], (int8_t*)data[op->outputs[0]]);
     return;
   }
-  tether_f32_softmax_ukernel__scalar(x->elements / n, n, op->params.beta,
+  tether_ref_f32_softmax(x->elements / n, n, op->params.beta,
                                      (const float*)data[op->inputs[0]],
                                      (float*)data[op->outputs[0]]);
 }
+
+TETHER_OP_DEF(SOFTMAX) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(BETA), 0, softmax_prepare, NULL,
+                          softmax_eval};

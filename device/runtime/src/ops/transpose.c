@@ -6,9 +6,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "ops/ops.h"
 
-tether_status tether_transpose_prepare(const struct tether_model* model, uint32_t op_index,
+static tether_status transpose_prepare(const struct tether_model* model, uint32_t op_index,
                                        tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
@@ -32,7 +32,7 @@ tether_status tether_transpose_prepare(const struct tether_model* model, uint32_
   return tether_check_shape(model, op_index, y, "output 0", x->ndim, expected);
 }
 
-void tether_transpose_eval(const struct tether_model* model, const tether_node* op,
+static void transpose_eval(const struct tether_model* model, const tether_node* op,
                            void* const* data, void* scratch, struct tether_pool* pool) {
   (void)scratch;
   (void)pool;
@@ -65,3 +65,6 @@ void tether_transpose_eval(const struct tether_model* model, const tether_node* 
     }
   }
 }
+
+TETHER_OP_DEF(TRANSPOSE) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(PERM), TETHER_ATTR(PERM),
+                            transpose_prepare, NULL, transpose_eval};

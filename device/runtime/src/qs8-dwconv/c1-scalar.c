@@ -1,50 +1,12 @@
 /*
  * c1-scalar.c — int8 depthwise convolution (depth multiplier 1), one channel at a time: the
- * twin of every SIMD qs8 dwconv kernel, the fallback on any CPU, and the packing of its
- * weights (ukernels.h documents the layout). Taps in the padding are skipped, as in TFLite.
+ * twin of every SIMD qs8 dwconv kernel and the fallback on any CPU (ukernels.h documents the
+ * packed layout; compute/gemm.c packs it). Taps in the padding are skipped, as in TFLite.
  */
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../internal.h"
 #include "../ukernels.h"
-
-size_t tether_qs8_dwconv_packed_bytes(size_t channels, size_t taps) {
-  return 4 * (5 + taps) * channels + (channels + 15) / 16 * ((taps + 1) / 2) * 64;
-}
-
-void tether_qs8_dwconv_pack(size_t channels, size_t taps, const int8_t* w, const int32_t* bias,
-                            const int32_t* multiplier, const int32_t* shift, int32_t x_zero,
-                            int32_t* packed) {
-  for (size_t c = 0; c < channels; c++) {
-    packed[c] = bias != NULL ? bias[c] : 0;
-    packed[channels + c] = multiplier[c];
-    packed[2 * channels + c] = shift[c] > 0 ? shift[c] : 0;
-    packed[3 * channels + c] = shift[c] > 0 ? 0 : -shift[c];
-  }
-  int32_t* wp = packed + 4 * channels;
-  for (size_t t = 0; t < taps * channels; t++) wp[t] = (int32_t)(uint16_t)(int16_t)w[t];
-  /* Inside windows: the zero point folded into the bias, taps paired for 16-bit dots. */
-  int32_t* bias_in = wp + taps * channels;
-  for (size_t c = 0; c < channels; c++) {
-    uint32_t sum = 0;
-    for (size_t t = 0; t < taps; t++) sum += (uint32_t)(int32_t)w[t * channels + c];
-    bias_in[c] = (int32_t)((uint32_t)packed[c] - (uint32_t)x_zero * sum);
-  }
-  int16_t* pairs = (int16_t*)(void*)(bias_in + channels);
-  /* Position of channel j (0..15) in the 16-bit unpacklo / unpackhi order. */
-  static const uint8_t kSlot[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
-  for (size_t c0 = 0; c0 < channels; c0 += 16) {
-    for (size_t p = 0; p < (taps + 1) / 2; p++) {
-      for (size_t j = 0; j < 16; j++) {
-        const size_t c = c0 + j, t0 = 2 * p, t1 = 2 * p + 1;
-        pairs[2 * kSlot[j]] = c < channels ? w[t0 * channels + c] : 0;
-        pairs[2 * kSlot[j] + 1] = c < channels && t1 < taps ? w[t1 * channels + c] : 0;
-      }
-      pairs += 32;
-    }
-  }
-}
 
 void tether_qs8_dwconv2d_minmax_ukernel_c1__scalar(const tether_conv_geometry* g,
                                                    size_t oh_begin, size_t oh_end,

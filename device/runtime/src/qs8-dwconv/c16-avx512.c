@@ -11,9 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../internal.h"
 #include "../ukernels.h"
-#include "../qs8-gemm/requant-avx512.h"
+#include "../qs8-requant/avx512.h"
 
 #define TAP(ACC, XP, WP) \
   ACC = _mm512_add_epi32(ACC, _mm512_madd_epi16(_mm512_sub_epi32(_mm512_cvtepi8_epi32( \

@@ -10,9 +10,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../internal.h"
 #include "../ukernels.h"
-#include "../qs8-gemm/requant-avx2.h"
+#include "../qs8-requant/avx2.h"
 
 static inline __m256i load8x(const int8_t* p, size_t n) {
   int64_t v = 0;

@@ -10,9 +10,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../internal.h"
 #include "../ukernels.h"
-#include "../qs8-gemm/requant-neon.h"
+#include "../qs8-requant/neon.h"
 
 static inline int16x8_t load_x(const int8_t* p, size_t n, int16x8_t xz) {
   int8x8_t v;

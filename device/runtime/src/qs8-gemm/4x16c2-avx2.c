@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "../ukernels.h"
-#include "requant-avx2.h"
+#include "../qs8-requant/avx2.h"
 
 /* 8 bytes of a row (n < 8: the first n, zero-extended) as int16 in both 128-bit halves. */
 static inline __m256i row8(const int8_t* p, size_t n) {

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "../ukernels.h"
-#include "requant-neon.h"
+#include "../qs8-requant/neon.h"
 
 /* One group of 4 k (lane L of the rows' 16-byte loads) for the 16 channels. */
 #define QS8_DOT(L)                                                                          \

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "../ukernels.h"
-#include "requant-neon.h"
+#include "../qs8-requant/neon.h"
 
 #define QS8_MLAL(ROW, HALF, LANE)                                                           \
   do {                                                                                      \

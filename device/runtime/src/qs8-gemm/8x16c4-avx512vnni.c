@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "../ukernels.h"
-#include "requant-avx512.h"
+#include "../qs8-requant/avx512.h"
 
 static inline __m512i bcast4(const int8_t* p) {
   int32_t v;

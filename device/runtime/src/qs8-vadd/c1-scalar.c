@@ -6,7 +6,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../internal.h"
 #include "../ukernels.h"
 
 static inline int32_t mbqm(int32_t x, int32_t mult, int32_t left, int32_t right) {

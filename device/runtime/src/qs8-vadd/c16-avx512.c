@@ -1,14 +1,14 @@
 /*
  * c16-avx512.c — int8 ADD / SUB of same-shape tensors, 16 elements per vector with masked
  * tails, AVX-512 (F, BW, VL): TFLite's integer Add with the requantization of
- * requant-avx512.h. Twin: tether_qs8_vadd_minmax_ukernel__scalar.
+ * qs8-requant/avx512.h. Twin: tether_qs8_vadd_minmax_ukernel__scalar.
  */
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "../ukernels.h"
-#include "../qs8-gemm/requant-avx512.h"
+#include "../qs8-requant/avx512.h"
 
 void tether_qs8_vadd_minmax_ukernel__avx512(size_t n, const int8_t* a, const int8_t* b,
                                             int8_t* y, const tether_qs8_add_params* p) {

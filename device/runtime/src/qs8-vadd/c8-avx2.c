@@ -1,6 +1,6 @@
 /*
  * c8-avx2.c — int8 ADD / SUB of same-shape tensors, 8 elements per vector (a tail through a
- * stack copy), AVX2: TFLite's integer Add with the requantization of requant-avx2.h.
+ * stack copy), AVX2: TFLite's integer Add with the requantization of qs8-requant/avx2.h.
  * Built with -mavx2 -mfma. Twin: tether_qs8_vadd_minmax_ukernel__scalar.
  */
 #include <immintrin.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "../ukernels.h"
-#include "../qs8-gemm/requant-avx2.h"
+#include "../qs8-requant/avx2.h"
 
 static inline __m256i load8(const int8_t* p, size_t n) {
   int64_t v = 0;

@@ -1,6 +1,6 @@
 /*
  * c8-neon.c — int8 ADD / SUB of same-shape tensors, 8 elements per step (a tail through a
- * stack copy), NEON: TFLite's integer Add with the requantization of requant-neon.h.
+ * stack copy), NEON: TFLite's integer Add with the requantization of qs8-requant/neon.h.
  * Twin: tether_qs8_vadd_minmax_ukernel__scalar.
  */
 #include <arm_neon.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "../ukernels.h"
-#include "../qs8-gemm/requant-neon.h"
+#include "../qs8-requant/neon.h"
 
 void tether_qs8_vadd_minmax_ukernel__neon(size_t n, const int8_t* a, const int8_t* b,
                                           int8_t* y, const tether_qs8_add_params* p) {

@@ -1,0 +1,4 @@
+/* 4x8-scalar.c — the portable 4x8 float GEMM tile (scalar-template.h). */
+#include "scalar-template.h"
+
+TETHER_F32_GEMM_SCALAR(4, 8)

@@ -1,0 +1,131 @@
+/*
+ * freestanding.c — what the core needs from a C library, for builds without one
+ * (TETHER_FREESTANDING; the hosted build uses libc and libm and leaves this file out):
+ *   - memcpy, memset, memcmp, strcmp;
+ *   - expf, tanhf, roundf, round, frexp: portable implementations, not libm's. roundf /
+ *     round / frexp are exact; expf is within 2 ulp and tanhf within ~2e-7 absolute of
+ *     libm on the whole float range (used by LOGISTIC, TANH, SOFTMAX, the fused TANH and
+ *     SIGMOID activations), so float results may differ from a hosted build in the last bits;
+ *   - the hosted hooks: no default allocator (a NULL allocator argument is an error), no
+ *     TETHER_ISA environment variable, no clock (profiling unavailable).
+ * Threads: serial.c runs every task on the calling thread. On ARM EABI, libgcc's integer
+ * division calls __aeabi_idiv0 / __aeabi_ldiv0 on a zero divisor (libgcc's versions call
+ * raise()); validated models never divide by zero, so these return 0.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/base.h"
+#include "compute/compute.h"
+
+const tether_allocator* tether_default_allocator(void) { return NULL; }
+const char* tether_isa_from_environment(void) { return NULL; }
+uint64_t tether_now_ns(void) { return 0; }
+
+/* Built with -fno-tree-loop-distribute-patterns (and -fno-builtin) so these loops are not
+ * turned back into calls to themselves. */
+void* memcpy(void* restrict dst, const void* restrict src, size_t n) {
+  unsigned char* d = (unsigned char*)dst;
+  const unsigned char* s = (const unsigned char*)src;
+  for (size_t i = 0; i < n; i++) d[i] = s[i];
+  return dst;
+}
+
+void* memset(void* dst, int c, size_t n) {
+  unsigned char* d = (unsigned char*)dst;
+  for (size_t i = 0; i < n; i++) d[i] = (unsigned char)c;
+  return dst;
+}
+
+int memcmp(const void* a, const void* b, size_t n) {
+  const unsigned char* x = (const unsigned char*)a;
+  const unsigned char* y = (const unsigned char*)b;
+  for (size_t i = 0; i < n; i++) {
+    if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
+  }
+  return 0;
+}
+
+int strcmp(const char* a, const char* b) {
+  while (*a != '\0' && *a == *b) {
+    a++;
+    b++;
+  }
+  return (unsigned char)*a < (unsigned char)*b ? -1 : (unsigned char)*a > (unsigned char)*b;
+}
+
+float roundf(float x) {
+  if (!(x > -8388608.0f && x < 8388608.0f)) return x;  /* |x| >= 2^23 (or NaN): integral */
+  const float t = (float)(int32_t)x;                      /* toward zero, exact */
+  const float d = x - t;                                  /* exact */
+  if (d >= 0.5f) return t + 1.0f;
+  if (d <= -0.5f) return t - 1.0f;
+  return t;
+}
+
+double round(double x) {
+  if (!(x > -4503599627370496.0 && x < 4503599627370496.0)) return x;  /* 2^52 */
+  const double t = (double)(int64_t)x;
+  const double d = x - t;
+  if (d >= 0.5) return t + 1.0;
+  if (d <= -0.5) return t - 1.0;
+  return t;
+}
+
+double frexp(double x, int* e) {
+  union { double d; uint64_t u; } v = {x};
+  int exp = (int)((v.u >> 52) & 0x7FF);
+  *e = 0;
+  if (exp == 0x7FF || x == 0.0) return x;  /* inf, NaN, zero */
+  int bias = 0;
+  if (exp == 0) {  /* subnormal: scale into the normal range first */
+    v.d = x * 18014398509481984.0;  /* 2^54 */
+    exp = (int)((v.u >> 52) & 0x7FF);
+    bias = 54;
+  }
+  *e = exp - 1022 - bias;
+  v.u = (v.u & ~(0x7FFull << 52)) | (1022ull << 52);
+  return v.d;
+}
+
+/* e^x = 2^n * e^r, r = x - n ln2 in [-ln2/2, ln2/2], e^r by a degree-7 Taylor polynomial
+ * evaluated in double (error < 1e-9 relative before the final rounding to float). */
+float expf(float xf) {
+  if (xf != xf) return xf;
+  if (xf > 88.7228394f) return (float)1e300;  /* overflows to +inf */
+  if (xf < -103.972084f) return 0.0f;
+  const double x = (double)xf;
+  const double n = round(x * 1.4426950408889634);
+  const double r = x - n * 0.6931471805599453;
+  double p = 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  union { double d; uint64_t u; } s;
+  s.u = (uint64_t)((int64_t)n + 1023) << 52;  /* 2^n, n in [-150, 128]: a normal double */
+  return (float)(p * s.d);
+}
+
+float tanhf(float x) {
+  if (x != x) return x;
+  const float a = x < 0.0f ? -x : x;
+  if (a > 9.0f) return x < 0.0f ? -1.0f : 1.0f;
+  if (a < 0.125f) {  /* odd Taylor series, error < 1e-10 here */
+    const double d = (double)x, d2 = d * d;
+    return (float)(d * (1.0 + d2 * (-1.0 / 3.0 + d2 * (2.0 / 15.0 + d2 * (-17.0 / 315.0)))));
+  }
+  const double t = (double)expf(2.0f * a);  /* 2a <= 18: no overflow; relative error ~1e-7 */
+  const double r = (t - 1.0) / (t + 1.0);
+  return (float)(x < 0.0f ? -r : r);
+}
+
+#if defined(__ARM_EABI__)
+int __aeabi_idiv0(int r);
+long long __aeabi_ldiv0(long long r);
+int __aeabi_idiv0(int r) { return r; }
+long long __aeabi_ldiv0(long long r) { return r; }
+#endif

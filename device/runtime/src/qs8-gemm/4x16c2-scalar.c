@@ -1,0 +1,4 @@
+/* 4x16c2-scalar.c — the portable 4x16c2 int8 GEMM tile (scalar-template.h). */
+#include "scalar-template.h"
+
+TETHER_QS8_GEMM_SCALAR(4, 16, 2, 0, scalar)

@@ -1,0 +1,62 @@
+/*
+ * elementwise.c — the float activations (one value and a whole buffer) and row softmax.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "reference/reference.h"
+
+float tether_ref_f32_activation_one(float x, uint32_t activation) {
+  switch (activation) {
+    case TETHER_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case TETHER_ACT_RELU6: return x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f;
+    case TETHER_ACT_RELU_N1_TO_1: return x > -1.0f ? (x < 1.0f ? x : 1.0f) : -1.0f;
+    case TETHER_ACT_TANH: return tanhf(x);
+    case TETHER_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case TETHER_ACT_HARD_SWISH: {
+      float r = x + 3.0f;
+      r = r > 0.0f ? (r < 6.0f ? r : 6.0f) : 0.0f;
+      return x * r / 6.0f;
+    }
+    default: return x;
+  }
+}
+
+/* y[i] = act(y[i]) for i < n, in place. */
+void tether_ref_f32_activation(size_t n, const float* x, float* y, uint32_t activation) {
+  switch (activation) {
+    case TETHER_ACT_NONE:
+      if (x != y) {
+        for (size_t i = 0; i < n; i++) y[i] = x[i];
+      }
+      return;
+    case TETHER_ACT_RELU:
+      for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      return;
+    case TETHER_ACT_RELU6:
+      for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? (x[i] < 6.0f ? x[i] : 6.0f) : 0.0f;
+      return;
+    default:
+      for (size_t i = 0; i < n; i++) y[i] = tether_ref_f32_activation_one(x[i], activation);
+      return;
+  }
+}
+
+void tether_ref_f32_softmax(size_t rows, size_t n, float beta, const float* x, float* y) {
+  for (size_t r = 0; r < rows; r++) {
+    const float* xr = x + r * n;
+    float* yr = y + r * n;
+    float max = beta * xr[0];
+    for (size_t i = 1; i < n; i++) {
+      const float v = beta * xr[i];
+      if (v > max) max = v;
+    }
+    float sum = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+      yr[i] = expf(beta * xr[i] - max);
+      sum += yr[i];
+    }
+    for (size_t i = 0; i < n; i++) yr[i] = yr[i] / sum;
+  }
+}

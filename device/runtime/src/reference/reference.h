@@ -1,0 +1,71 @@
+/*
+ * reference.h — whole-op scalar kernels: plain loops over the validated geometry, the oracle
+ * every optimized path is tested against and the path an op takes where no micro-kernel
+ * applies. Includes base/ and the micro-kernel header only (for the window geometry and the
+ * requantization arithmetic).
+ */
+#ifndef TETHER_REFERENCE_H_
+#define TETHER_REFERENCE_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/base.h"
+#include "ukernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Clamps the pooling window [start, start + k) to the input rows/columns [0, n). */
+static inline void tether_clamp_window(ptrdiff_t start, size_t k, size_t n, size_t* begin,
+                                       size_t* end) {
+  const ptrdiff_t b = start < 0 ? 0 : start;
+  ptrdiff_t e = start + (ptrdiff_t)k;
+  if (e > (ptrdiff_t)n) e = (ptrdiff_t)n;
+  *begin = (size_t)b;
+  *end = e > b ? (size_t)e : (size_t)b;
+}
+
+/* int8 requantization of the reference kernels: per channel c, y = clamp(y_zero +
+ * MultiplyByQuantizedMultiplier(acc, multiplier[c], shift[c]), lo, hi). */
+typedef struct tether_qs8_ref_params {
+  const int32_t* multiplier;
+  const int32_t* shift;
+  int32_t x_zero, y_zero, lo, hi;
+} tether_qs8_ref_params;
+
+/* ---- float32 (conv.c, pool.c, elementwise.c) ------------------------------------------- */
+
+void tether_ref_f32_conv2d(const tether_conv_geometry* g, const float* x, const float* w,
+                           const float* bias, float* y);
+void tether_ref_f32_dwconv2d(const tether_conv_geometry* g, const float* x, const float* w,
+                             const float* bias, float* y);
+/* y[rows][outputs] = x[rows][k] * w[outputs][k]^T + bias (NULL = none). */
+void tether_ref_f32_dense(size_t rows, size_t k, size_t outputs, const float* x, const float* w,
+                          const float* bias, float* y);
+void tether_ref_f32_maxpool(const tether_conv_geometry* g, const float* x, float* y);
+void tether_ref_f32_avgpool(const tether_conv_geometry* g, int count_include_pad,
+                            const float* x, float* y);
+/* One value and n values through a tether_activation. */
+float tether_ref_f32_activation_one(float x, uint32_t activation);
+void tether_ref_f32_activation(size_t n, const float* x, float* y, uint32_t activation);
+void tether_ref_f32_softmax(size_t rows, size_t n, float beta, const float* x, float* y);
+
+/* ---- int8 (TFLite's reference arithmetic) ---------------------------------------------- */
+
+void tether_ref_qs8_conv2d(const tether_conv_geometry* g, const int8_t* x, const int8_t* w,
+                           const int32_t* bias, int8_t* y, const tether_qs8_ref_params* p);
+void tether_ref_qs8_dwconv2d(const tether_conv_geometry* g, const int8_t* x, const int8_t* w,
+                             const int32_t* bias, int8_t* y, const tether_qs8_ref_params* p);
+void tether_ref_qs8_dense(size_t rows, size_t k, size_t outputs, const int8_t* x,
+                          const int8_t* w, const int32_t* bias, int8_t* y,
+                          const tether_qs8_ref_params* p);
+void tether_ref_qs8_pool(const tether_conv_geometry* g, int avg, int count_include_pad,
+                         int32_t x_zero, int32_t lo, int32_t hi, const int8_t* x, int8_t* y);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif  /* TETHER_REFERENCE_H_ */
