@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tether._internal.int8 import PRE_ACTIVATION_SUFFIX, activation_qparams
 from tether.compression._errors import CompressionError
 from tether.compression._graph import Graph, Node, parse, rebuild
 
@@ -314,20 +315,6 @@ class QuantizationPlan:
                     for k, v in d.get("bias_corrections", {}).items()})
 
 
-def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
-    """(scale, zero point) of an int8 asymmetric range, widened to include 0.
-
-    >>> activation_qparams(0.0, 2.55)
-    (0.01, -128)
-    """
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if hi - lo < 1e-12:
-        hi = lo + 1e-6
-    scale = (hi - lo) / 255.0
-    zp = int(np.clip(round(-128 - lo / scale), -128, 127))
-    return round(scale, 12), zp
-
-
 def _flatten_spikes(hist: np.ndarray, window: int = 33, factor: float = 2.0) -> np.ndarray:
     """Caps each bin at max(factor x the median, the mean) of the `window` bins around it.
 
@@ -447,7 +434,7 @@ def _check_samples(model: Any, samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32)
 
 
-PRE_ACTIVATION = ":pre_activation"
+PRE_ACTIVATION = PRE_ACTIVATION_SUFFIX  # the plan's key spelling (tether._internal.int8)
 """Suffix of the plan key holding a Conv/Dense layer's range before its softmax, sigmoid or
 tanh activation (the int8 graph materialises that tensor; see `split_activation`)."""
 

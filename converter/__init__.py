@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tether._internal.int8 import QuantizationPlanSpec
 from tether.converter._internal import ir, passes, tmodel
+from tether.converter._internal.calibrate import (
+    PRE_ACTIVATION_SUFFIX,
+    pre_activation_key,
+    pre_activation_tensor,
+)
 from tether.converter._internal.ops import ACTIVATION_OF_OP, DTYPE_NUMPY
 from tether.converter._internal.parity import Parity
 
@@ -306,7 +312,7 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
         from tether.converter._internal.quantize import quantize_int8
 
         graph = quantize_int8(graph, _plan_ranges(graph, origins, plan, src, pre_fusion),
-                              getattr(plan, "bias_corrections", None))
+                              plan.bias_corrections)
     elif quantize is not None:
         graph = _quantize(graph, quantize, calibration)
     elif calibration is not None:
@@ -367,18 +373,18 @@ class _PlanRanges(Mapping[str, tuple[float, float]]):
 
     def _pre_key(self, name: str) -> str | None:
         """Plan key of "<tensor>:pre_activation", or None."""
-        out = name.removesuffix(":pre_activation")
+        out = name.removesuffix(PRE_ACTIVATION_SUFFIX)
         if out in self._pre:
             return self._keys.get(self._pre[out])
-        return self._keys.get(f"{out}/pre_activation")
+        return self._keys.get(pre_activation_tensor(out))
 
     def __contains__(self, name: object) -> bool:
-        if isinstance(name, str) and name.endswith(":pre_activation"):
+        if isinstance(name, str) and name.endswith(PRE_ACTIVATION_SUFFIX):
             return self._pre_key(name) in self._ranges
         return name in self._graph.tensors
 
     def __getitem__(self, name: str) -> tuple[float, float]:
-        if name.endswith(":pre_activation") and name in self:
+        if name.endswith(PRE_ACTIVATION_SUFFIX) and name in self:
             return self._checked(self._pre_key(name))  # type: ignore[arg-type]
         key = self._keys.get(name)
         made = self._makers.get(name)
@@ -415,7 +421,7 @@ def _plan_ranges(graph: ir.Graph, origins: Mapping[str, str], plan: Any,
                  model: Any, pre_fusion: Mapping[str, str]) -> _PlanRanges:
     """Checks `plan` against the Keras `model` and maps its ranges onto IR tensors."""
     ranges = getattr(plan, "activation_ranges", None)
-    if not isinstance(ranges, Mapping):
+    if not isinstance(plan, QuantizationPlanSpec) or not isinstance(ranges, Mapping):
         raise ConversionError(f"plan must be a tether.compression.QuantizationPlan (with "
                               f"activation_ranges). Received: {type(plan).__name__}")
     import keras
@@ -424,7 +430,7 @@ def _plan_ranges(graph: ir.Graph, origins: Mapping[str, str], plan: Any,
 
     def walk(m: Any, prefix: str) -> None:
         for layer in m.layers:
-            known.update({prefix + layer.name, prefix + layer.name + ":pre_activation"})
+            known.update({prefix + layer.name, pre_activation_key(prefix + layer.name)})
             if isinstance(layer, keras.Model):
                 walk(layer, prefix + layer.name + "/")
 

@@ -47,9 +47,10 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -68,15 +69,16 @@ __all__ = [
     "TernGrad",
     "TopK",
     "decode",
+    "decodes",
     "majority_vote",
     "make",
+    "register",
 ]
 
 MAGIC = b"TC"
 VERSION = 1
 _DTYPES: dict[int, np.dtype[Any]] = {0: np.dtype("<f4"), 1: np.dtype("<f8"), 2: np.dtype("<f2")}
 _DTYPE_CODES: dict[np.dtype[Any], int] = {v.newbyteorder("="): k for k, v in _DTYPES.items()}
-CODEC_IDS = {"none": 0, "qsgd": 1, "terngrad": 2, "signsgd": 3, "topk": 4, "mask": 5, "lowrank": 6}
 
 
 class CodecError(TetherError, ValueError):
@@ -200,7 +202,7 @@ class Codec:
 
     spec: str = "none"
     stochastic: bool = False
-    codec_id: int = 0
+    codec_id: int  # set by @register
 
     def __init__(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
@@ -221,6 +223,58 @@ class Codec:
         return f"{type(self).__name__}({self.spec!r})"
 
 
+# ---------------------------------------------------------------------------- the registry
+
+Decoder = Callable[[bytes, int, "np.dtype[Any]", tuple[int, ...]], np.ndarray]
+_C = TypeVar("_C", bound="type[Codec]")
+
+
+class _Entry(NamedTuple):
+    cls: type[Codec]
+    codec_id: int
+    arg: Callable[[str], Any] | None  # parses the spec's ":ARG" into the first parameter
+    example: str                       # the spec the error help shows
+    decoder: Decoder | None
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_NAME_OF_ID: dict[int, str] = {}
+_IDS: dict[str, int] = {}
+# Wire id of each codec name (the payload header's codec byte), as registered.
+CODEC_IDS: Mapping[str, int] = MappingProxyType(_IDS)
+
+
+def register(name: str, codec_id: int, *, arg: Callable[[str], Any] | None = None,
+             example: str | None = None) -> Callable[[_C], _C]:
+    """Class decorator: codec `name` (its `make` spec prefix) with wire id `codec_id`.
+
+    `arg` parses the spec's argument ("qsgd:8" -> int("8")) into the constructor's first
+    parameter; without it the argument is ignored. Its payload decoder is registered with
+    :func:`decodes`. Names and ids are unique.
+    """
+    def add(cls: _C) -> _C:
+        if name in _REGISTRY or codec_id in _NAME_OF_ID or not 0 <= codec_id <= 255:
+            raise ValueError(f"codec {name!r} / id {codec_id}: taken or out of range [0, 255]")
+        cls.codec_id = codec_id
+        _REGISTRY[name] = _Entry(cls, codec_id, arg, example or name, None)
+        _NAME_OF_ID[codec_id] = name
+        _IDS[name] = codec_id
+        return cls
+
+    return add
+
+
+def decodes(cls: type[Codec]) -> Callable[[Decoder], Decoder]:
+    """Decorator: the payload decoder (buffer, body offset, dtype, shape) of codec `cls`."""
+    def add(fn: Decoder) -> Decoder:
+        name = _NAME_OF_ID[cls.codec_id]
+        _REGISTRY[name] = _REGISTRY[name]._replace(decoder=fn)
+        return fn
+
+    return add
+
+
+@register("none", 0)
 class NoneCodec(Codec):
     """Identity: the raw bytes. Round-trips exactly."""
 
@@ -228,12 +282,14 @@ class NoneCodec(Codec):
         return np.ascontiguousarray(x, dtype=np.dtype(x.dtype).newbyteorder("<")).tobytes()
 
 
+@decodes(NoneCodec)
 def _decode_none(buf: bytes, off: int, dt: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64))
     _need(buf, off + n * dt.itemsize, "raw body")
     return np.frombuffer(buf, dtype=dt, count=n, offset=off).reshape(shape).copy()
 
 
+@register("qsgd", 1, arg=int, example="qsgd:4")
 class QSGD(Codec):
     """QSGD (Alistarh et al. 2017): q(g_i) = ||g||_2 * sign(g_i) * xi_i(g, s) per bucket.
 
@@ -248,7 +304,6 @@ class QSGD(Codec):
     """
 
     stochastic = True
-    codec_id = 1
 
     def __init__(self, bits: int = 4, bucket: int = 512, seed: int | None = None) -> None:
         super().__init__(seed)
@@ -293,6 +348,7 @@ class QSGD(Codec):
             + payload
 
 
+@decodes(QSGD)
 def _decode_qsgd(buf: bytes, off: int, dt: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     _need(buf, off + 6, "qsgd fields")
     bits, mode, bucket = struct.unpack_from("<BBI", buf, off)
@@ -327,6 +383,7 @@ def _decode_qsgd(buf: bytes, off: int, dt: np.dtype, shape: tuple[int, ...]) -> 
     return (lv * scale).astype(dt).reshape(shape)
 
 
+@register("terngrad", 2, arg=float)
 class TernGrad(Codec):
     """TernGrad (Wen et al. 2017): q(g) = s * sign(g) * b, b ~ Bernoulli(|g|/s), s = max|g|.
 
@@ -337,7 +394,6 @@ class TernGrad(Codec):
     """
 
     stochastic = True
-    codec_id = 2
 
     def __init__(self, clip: float = 2.5, seed: int | None = None) -> None:
         super().__init__(seed)
@@ -367,6 +423,7 @@ class TernGrad(Codec):
         return struct.pack("<f", s32) + _pack_bits(codes, 2)
 
 
+@decodes(TernGrad)
 def _decode_terngrad(buf: bytes, off: int, dt: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64))
     _need(buf, off + 4 + _packed_len(n, 2), "terngrad body")
@@ -378,6 +435,7 @@ def _decode_terngrad(buf: bytes, off: int, dt: np.dtype, shape: tuple[int, ...])
     return vals.astype(dt).reshape(shape)
 
 
+@register("signsgd", 3)
 class SignSGD(Codec):
     """signSGD (Bernstein et al. 2018): q(g) = mean|g| * sign(g), 1 bit per element.
 
@@ -386,7 +444,6 @@ class SignSGD(Codec):
     :func:`majority_vote`.
     """
 
-    codec_id = 3
     spec = "signsgd"
 
     def _body(self, x: np.ndarray) -> bytes:
@@ -395,6 +452,7 @@ class SignSGD(Codec):
         return struct.pack("<f", scale) + _pack_bits((g > 0).astype(np.int64), 1)
 
 
+@decodes(SignSGD)
 def _decode_signsgd(buf: bytes, off: int, dt: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64))
     _need(buf, off + 4 + _packed_len(n, 1), "signsgd body")
@@ -406,8 +464,9 @@ def _decode_signsgd(buf: bytes, off: int, dt: np.dtype, shape: tuple[int, ...]) 
 def signs_of(payload: bytes) -> np.ndarray:
     """The +-1 vector of a signsgd payload (for majority vote)."""
     cid, _, shape, off = _parse_header(payload)
-    if cid != 3:
-        raise CodecError(f"signs_of needs a signsgd payload (id 3). Received: id={cid}")
+    if cid != SignSGD.codec_id:
+        raise CodecError(f"signs_of needs a signsgd payload (id {SignSGD.codec_id}). "
+                         f"Received: id={cid}")
     n = int(np.prod(shape, dtype=np.int64))
     _need(payload, off + 4 + _packed_len(n, 1), "signsgd body")
     return (2 * _unpack_bits(payload[off + 4 :], 1, n) - 1).reshape(shape)
@@ -429,13 +488,13 @@ def majority_vote(payloads: Sequence[bytes]) -> np.ndarray:
     return (np.sign(votes) * float(np.median(scales))).astype(dt)
 
 
+@register("topk", 4, arg=float, example="topk:0.01")
 class TopK(Codec):
     """Top-k sparsification: keep the k = max(1, ceil(f*n)) largest |g_i|, exact values.
 
     Biased; use with :class:`ErrorFeedback`. Zero entries among the top k are dropped.
     """
 
-    codec_id = 4
 
     def __init__(self, fraction: float = 0.01, seed: int | None = None) -> None:
         super().__init__(seed)
@@ -452,6 +511,7 @@ class TopK(Codec):
         return struct.pack("<I", idx.size) + idx.astype("<u4").tobytes() + g[idx].astype("<f4").tobytes()
 
 
+@decodes(TopK)
 def _decode_topk(buf: bytes, off: int, dt: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64))
     _need(buf, off + 4, "topk count")
@@ -470,6 +530,7 @@ def _mask_positions(seed: int, p: float, n: int) -> np.ndarray:
     return np.flatnonzero(np.random.default_rng(seed).random(n) < p)
 
 
+@register("mask", 5, arg=float, example="mask:0.1")
 class RandomMask(Codec):
     """Random-mask structured update (Konecny et al. 2016): keep each entry with prob. p.
 
@@ -478,7 +539,6 @@ class RandomMask(Codec):
     """
 
     stochastic = True
-    codec_id = 5
 
     def __init__(self, p: float = 0.1, seed: int | None = None) -> None:
         super().__init__(seed)
@@ -494,6 +554,7 @@ class RandomMask(Codec):
         return struct.pack("<Qf", seed, self.p) + g[pos].astype("<f4").tobytes()
 
 
+@decodes(RandomMask)
 def _decode_mask(buf: bytes, off: int, dt: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64))
     _need(buf, off + 12, "mask fields")
@@ -511,6 +572,7 @@ def _lowrank_a(seed: int, m: int, r: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((m, r)) / math.sqrt(r)
 
 
+@register("lowrank", 6, arg=int, example="lowrank:4")
 class LowRank(Codec):
     """Low-rank structured update H ~ A.B (Konecny et al. 2016), A (m x r) from a seed.
 
@@ -520,7 +582,6 @@ class LowRank(Codec):
     """
 
     stochastic = True
-    codec_id = 6
 
     def __init__(self, rank: int = 4, seed: int | None = None) -> None:
         super().__init__(seed)
@@ -538,6 +599,7 @@ class LowRank(Codec):
         return struct.pack("<QHB", seed, self.rank, 0) + b.astype("<f4").tobytes()
 
 
+@decodes(LowRank)
 def _decode_lowrank(buf: bytes, off: int, dt: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     _need(buf, off + 11, "lowrank fields")
     seed, r, mode = struct.unpack_from("<QHB", buf, off)
@@ -554,10 +616,6 @@ def _decode_lowrank(buf: bytes, off: int, dt: np.dtype, shape: tuple[int, ...]) 
     return (_lowrank_a(seed, m, r) @ b).astype(dt).reshape(shape)
 
 
-_DECODERS = {0: _decode_none, 1: _decode_qsgd, 2: _decode_terngrad, 3: _decode_signsgd,
-             4: _decode_topk, 5: _decode_mask, 6: _decode_lowrank}
-
-
 def decode(payload: bytes) -> np.ndarray:
     """Decode any codec payload back to an array of the original shape and dtype.
 
@@ -566,9 +624,11 @@ def decode(payload: bytes) -> np.ndarray:
     """
     buf = bytes(payload)
     cid, dt, shape, off = _parse_header(buf)
-    if cid not in _DECODERS:
-        raise CodecError(f"codec id {cid} unknown; known ids: {sorted(_DECODERS)}")
-    return _DECODERS[cid](buf, off, dt, shape)
+    name = _NAME_OF_ID.get(cid)
+    decoder = _REGISTRY[name].decoder if name is not None else None
+    if decoder is None:
+        raise CodecError(f"codec id {cid} unknown; known ids: {sorted(_NAME_OF_ID)}")
+    return decoder(buf, off, dt, shape)
 
 
 @dataclass
@@ -606,26 +666,15 @@ def make(spec: str, seed: int | None = None) -> Codec:
     'topk:0.05'
     """
     name, _, arg = spec.strip().lower().partition(":")
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise CodecError(f"unknown codec spec {spec!r}; use one of "
+                         f"{', '.join(e.example for e in _REGISTRY.values())}")
     try:
-        if name == "none":
-            return NoneCodec(seed)
-        if name == "qsgd":
-            return QSGD(int(arg) if arg else 4, seed=seed)
-        if name == "terngrad":
-            return TernGrad(float(arg) if arg else 2.5, seed=seed)
-        if name == "signsgd":
-            return SignSGD(seed)
-        if name == "topk":
-            return TopK(float(arg) if arg else 0.01, seed=seed)
-        if name == "mask":
-            return RandomMask(float(arg) if arg else 0.1, seed=seed)
-        if name == "lowrank":
-            return LowRank(int(arg) if arg else 4, seed=seed)
+        if arg and entry.arg is not None:
+            return entry.cls(entry.arg(arg), seed=seed)  # type: ignore[call-arg]
+        return entry.cls(seed=seed)
     except ValueError as exc:
         if isinstance(exc, CodecError):
             raise
         raise CodecError(f"codec spec {spec!r}: bad argument {arg!r} ({exc})") from exc
-    raise CodecError(
-        f"unknown codec spec {spec!r}; use one of none, qsgd:4, terngrad, signsgd, topk:0.01, "
-        "mask:0.1, lowrank:4"
-    )

@@ -4,7 +4,7 @@ Every object here is immutable: graph passes build new graphs and never change t
 are given. Constant data is held as read-only numpy arrays.
 
 Shape inference (`infer_output_shapes`) only looks at shapes and attributes; it never
-computes values.
+computes values. Each op's rule is its `opdefs.OpDef.shape`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from tether.converter._internal.opdefs import OPDEFS, ShapeError, attr, conv_output_size
 from tether.converter._internal.ops import (
-    ATTRS,
     DTYPE_NUMPY,
     Activation,
     AnyOp,
@@ -45,10 +45,6 @@ MAX_DIMS = 6
 
 Shape = tuple[int, ...]
 AttrValue = tuple[int, ...] | tuple[float, ...]
-
-
-class ShapeError(ValueError):
-    """Shapes or attributes do not fit an op (callers wrap it in a tether error)."""
 
 
 @dataclass(frozen=True)
@@ -264,67 +260,6 @@ class Graph:
         return f"{base}_{i}"
 
 
-def attr(node: Node, name: str) -> AttrValue:
-    """Returns attribute `name` of `node`, or its FORMAT.md default.
-
-    Raises:
-        ShapeError: the attribute is required and missing.
-    """
-    if name in node.attrs:
-        return node.attrs[name]
-    spec = ATTRS.get(name)
-    if spec is None or spec.default is None:
-        raise ShapeError(f"required attribute '{name}' is missing")
-    return spec.default
-
-
-def conv_output_size(size: int, kernel: int, stride: int, dilation: int, pad_begin: int,
-                     pad_end: int) -> int:
-    """out = floor((in + pad_begin + pad_end - d*(k-1) - 1) / s) + 1 (FORMAT.md).
-
-    >>> conv_output_size(7, 3, 2, 1, 0, 1)
-    4
-    """
-    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def _broadcast(a: Shape, b: Shape) -> Shape:
-    try:
-        return tuple(int(d) for d in np.broadcast_shapes(a, b))
-    except ValueError:
-        raise ShapeError(f"shapes {list(a)} and {list(b)} do not broadcast") from None
-
-
-def _ints(node: Node, name: str, count: int) -> tuple[int, ...]:
-    value = tuple(int(v) for v in attr(node, name))
-    if len(value) != count:
-        raise ShapeError(f"attribute '{name}' needs {count} values, got {list(value)}")
-    return value
-
-
-def _window_shape(node: Node, x: Shape, kh: int, kw: int, channels: int) -> Shape:
-    if len(x) != 4:
-        raise ShapeError(f"input must be 4-D [N,H,W,C], got {list(x)}")
-    sh, sw = _ints(node, "strides", 2)
-    if node.op in (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D):
-        dh, dw = _ints(node, "dilations", 2)
-    else:
-        dh = dw = 1
-    pt, pl, pb, pr = _ints(node, "pads", 4)
-    if min(sh, sw, dh, dw, kh, kw) < 1 or min(pt, pl, pb, pr) < 0:
-        raise ShapeError("strides, dilations and kernel must be >= 1 and pads >= 0")
-    oh = conv_output_size(x[1], kh, sh, dh, pt, pb)
-    ow = conv_output_size(x[2], kw, sw, dw, pl, pr)
-    if oh < 1 or ow < 1:
-        raise ShapeError(f"window larger than the padded input {list(x)}")
-    return (x[0], oh, ow, channels)
-
-
-def _check_bias(shapes: Sequence[Shape | None], channels: int) -> None:
-    if len(shapes) > 2 and shapes[2] is not None and shapes[2] != (channels,):
-        raise ShapeError(f"bias must be [{channels}], got {list(shapes[2])}")
-
-
 def infer_output_shapes(
     node: Node,
     input_shapes: Sequence[Shape | None],
@@ -341,122 +276,20 @@ def infer_output_shapes(
     Raises:
         ShapeError: the shapes or attributes do not fit the op.
     """
-    op = node.op
-    required = {
-        OpType.CONV_2D: 2, OpType.DEPTHWISE_CONV_2D: 2, OpType.FULLY_CONNECTED: 2,
-        OpType.ADD: 2, OpType.MUL: 2, OpType.SUB: 2, OpType.DIV: 2, InternalOp.BATCH_NORM: 5,
-    }.get(op, 1)
-    maximum = {
-        OpType.CONV_2D: 3, OpType.DEPTHWISE_CONV_2D: 3, OpType.FULLY_CONNECTED: 3,
-        OpType.ADD: 2, OpType.MUL: 2, OpType.SUB: 2, OpType.DIV: 2, InternalOp.BATCH_NORM: 5,
-        OpType.CONCATENATION: 1 << 30,
-    }.get(op, 1)
-    if not required <= len(input_shapes) <= maximum:
-        raise ShapeError(f"takes {required}..{min(maximum, 99)} inputs, got {len(input_shapes)}")
-    for i, s in enumerate(input_shapes[:required]):
+    d = OPDEFS.get(node.op)
+    if d is None:
+        raise ShapeError(f"unknown op {node.op!r}")
+    lo, hi = d.inputs
+    if not lo <= len(input_shapes) <= hi:
+        raise ShapeError(f"takes {lo}..{min(hi, 99)} inputs, got {len(input_shapes)}")
+    for i, s in enumerate(input_shapes[:lo]):
         if s is None:
             raise ShapeError(f"input {i} is required")
-    shapes = list(input_shapes)
-    x = shapes[0]
-    assert x is not None
     if len(node.outputs) != 1:
         raise ShapeError(f"has one output, got {len(node.outputs)}")
-
-    if op == OpType.CONV_2D:
-        w = shapes[1]
-        assert w is not None
-        (groups,) = _ints(node, "groups", 1)
-        if len(w) != 4 or len(x) != 4:
-            raise ShapeError(f"needs x [N,H,W,C] and W [OC,KH,KW,C/G], got {list(x)}, {list(w)}")
-        if groups < 1 or x[3] % groups or w[0] % groups or w[3] != x[3] // groups:
-            raise ShapeError(
-                f"W {list(w)} does not fit input channels {x[3]} with groups={groups}"
-            )
-        _check_bias(shapes, w[0])
-        return [_window_shape(node, x, w[1], w[2], w[0])]
-    if op == OpType.DEPTHWISE_CONV_2D:
-        w = shapes[1]
-        assert w is not None
-        (m,) = _ints(node, "depth_multiplier", 1)
-        if len(w) != 4 or len(x) != 4 or w[0] != 1 or m < 1 or w[3] != x[3] * m:
-            raise ShapeError(
-                f"needs W [1,KH,KW,C*M] with C={x[-1]}, M={m}, got W {list(w)}, x {list(x)}"
-            )
-        _check_bias(shapes, w[3])
-        return [_window_shape(node, x, w[1], w[2], w[3])]
-    if op == OpType.FULLY_CONNECTED:
-        w = shapes[1]
-        assert w is not None
-        if len(x) < 1 or len(w) != 2 or w[1] != x[-1]:
-            raise ShapeError(f"needs x [..., K] and W [O, K], got {list(x)}, {list(w)}")
-        _check_bias(shapes, w[0])
-        return [tuple(x[:-1]) + (w[0],)]
-    if op in (OpType.ADD, OpType.MUL, OpType.SUB, OpType.DIV):
-        b = shapes[1]
-        assert b is not None
-        return [_broadcast(x, b)]
-    if op in (OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D):
-        kh, kw = _ints(node, "kernel", 2)
-        if len(x) != 4:
-            raise ShapeError(f"input must be 4-D [N,H,W,C], got {list(x)}")
-        return [_window_shape(node, x, kh, kw, x[3])]
-    if op == OpType.MEAN:
-        axes = tuple(int(a) for a in attr(node, "axes"))
-        (keepdims,) = _ints(node, "keepdims", 1)
-        if not axes or len(set(axes)) != len(axes) or any(a < 0 or a >= len(x) for a in axes):
-            raise ShapeError(f"axes {list(axes)} must be distinct and in [0, {len(x)})")
-        if keepdims:
-            return [tuple(1 if i in axes else d for i, d in enumerate(x))]
-        return [tuple(d for i, d in enumerate(x) if i not in axes)]
-    if op == OpType.RESHAPE:
-        if len(declared) != 1:
-            raise ShapeError("the output shape must be declared")
-        if math.prod(declared[0]) != math.prod(x):
-            raise ShapeError(f"cannot reshape {list(x)} to {list(declared[0])}")
-        return [tuple(declared[0])]
-    if op == OpType.CONCATENATION:
-        (axis,) = _ints(node, "axis", 1)
-        if not 0 <= axis < len(x):
-            raise ShapeError(f"axis {axis} out of range for rank {len(x)}")
-        total = 0
-        for s in shapes:
-            if s is None or len(s) != len(x) or any(
-                a != b for i, (a, b) in enumerate(zip(s, x)) if i != axis
-            ):
-                raise ShapeError(f"inputs {[list(s or ()) for s in shapes]} differ off axis {axis}")
-            total += s[axis]
-        return [tuple(total if i == axis else d for i, d in enumerate(x))]
-    if op == OpType.PAD:
-        pads = tuple(int(p) for p in attr(node, "paddings"))
-        if len(pads) != 2 * len(x) or min(pads, default=0) < 0:
-            raise ShapeError(f"paddings {list(pads)} must be 2*rank={2 * len(x)} values >= 0")
-        return [tuple(d + pads[2 * i] + pads[2 * i + 1] for i, d in enumerate(x))]
-    if op in (
-        OpType.SOFTMAX, OpType.RELU, OpType.RELU6, OpType.LOGISTIC, OpType.TANH,
-        OpType.HARD_SWISH, InternalOp.IDENTITY, OpType.CLAMP, OpType.HARD_SIGMOID,
-        OpType.QUANTIZE, OpType.DEQUANTIZE,
-    ):
-        if op == OpType.CLAMP:
-            lo, hi = float(attr(node, "min")[0]), float(attr(node, "max")[0])
-            if not lo <= hi:
-                raise ShapeError(f"min {lo} > max {hi}")
-        if op == OpType.HARD_SIGMOID:
-            attr(node, "alpha"), attr(node, "offset")
-        if op == OpType.SOFTMAX and len(x) < 1:
-            raise ShapeError("input must have at least one axis")
-        return [tuple(x)]
-    if op == OpType.TRANSPOSE:
-        perm = tuple(int(v) for v in attr(node, "perm"))
-        if sorted(perm) != list(range(len(x))):
-            raise ShapeError(f"perm {list(perm)} is not a permutation of rank {len(x)}")
-        return [tuple(x[p] for p in perm)]
-    if op == InternalOp.BATCH_NORM:
-        c = x[-1] if x else 0
-        for i, s in enumerate(shapes[1:], start=1):
-            if s != (c,):
-                raise ShapeError(f"parameter {i} must be [{c}], got {list(s or ())}")
-        return [tuple(x)]
-    raise ShapeError(f"unknown op {op!r}")
+    for name in d.attrs:
+        attr(node, name)  # a required attribute that is missing raises here
+    return [d.shape(node, input_shapes, declared)]
 
 
 def _shape_ok(shape: Shape) -> bool:

@@ -5,7 +5,8 @@ The numbers are the ones of `converter/FORMAT.md` and `device/runtime/include/te
 checks that all three agree. Ids are append-only. `OpType` is generated from tether.h's
 `TETHER_OP_LIST` into `opcodes.py` (`python -m tether.converter._internal.gen_opcodes`).
 
-Besides the file's ops, the IR knows a few `InternalOp`s that frontends emit and passes lower
+What each op takes and computes (attributes, shape rule, float reference) is its `OpDef` in
+`opdefs.py`. Besides the file's ops, the IR knows a few `InternalOp`s that frontends emit and passes lower
 away before writing (their ids are >= 1000 and never reach a file).
 """
 
@@ -24,7 +25,6 @@ __all__ = [
     "ATTRS",
     "DTYPE_NUMPY",
     "DTYPE_SIZE",
-    "OP_ATTRS",
     "Activation",
     "AnyOp",
     "AttrId",
@@ -153,34 +153,6 @@ ATTRS: Mapping[str, AttrSpec] = {
 }
 
 ATTR_NAME_OF_ID: Mapping[AttrId, str] = {spec.id: name for name, spec in ATTRS.items()}
-
-# Which attributes each file op accepts (FORMAT.md op table).
-OP_ATTRS: Mapping[OpType, tuple[str, ...]] = {
-    OpType.CONV_2D: ("strides", "dilations", "pads", "groups"),
-    OpType.DEPTHWISE_CONV_2D: ("strides", "dilations", "pads", "depth_multiplier"),
-    OpType.FULLY_CONNECTED: (),
-    OpType.ADD: (),
-    OpType.MUL: (),
-    OpType.MAX_POOL_2D: ("strides", "pads", "kernel"),
-    OpType.AVERAGE_POOL_2D: ("strides", "pads", "kernel", "count_include_pad"),
-    OpType.MEAN: ("axes", "keepdims"),
-    OpType.RESHAPE: (),
-    OpType.CONCATENATION: ("axis",),
-    OpType.PAD: ("paddings", "value"),
-    OpType.SOFTMAX: ("beta",),
-    OpType.RELU: (),
-    OpType.RELU6: (),
-    OpType.LOGISTIC: (),
-    OpType.TANH: (),
-    OpType.HARD_SWISH: (),
-    OpType.QUANTIZE: (),
-    OpType.DEQUANTIZE: (),
-    OpType.SUB: (),
-    OpType.DIV: (),
-    OpType.TRANSPOSE: ("perm",),
-    OpType.CLAMP: ("min", "max"),
-    OpType.HARD_SIGMOID: ("alpha", "offset"),
-}
 
 # Standalone activation op -> the fused activation with the same math.
 ACTIVATION_OF_OP: Mapping[OpType, Activation] = {

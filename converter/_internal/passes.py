@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tether.converter._internal import ir
+from tether.converter._internal.opdefs import OPDEFS, apply_activation
 from tether.converter._internal.ops import (
     ACTIVATION_OF_OP,
     Activation,
@@ -821,52 +822,13 @@ fold_dequantize_constants = RewritePass("fold_dequantize_constants", (
 
 # ------------------------------------------------------------------------ fold_constants
 
-_ACT_FN: Mapping[Activation, Callable[[np.ndarray], np.ndarray]] = {
-    Activation.NONE: lambda x: x,
-    Activation.RELU: lambda x: np.maximum(x, 0.0),
-    Activation.RELU6: lambda x: np.minimum(np.maximum(x, 0.0), 6.0),
-    Activation.RELU_N1_TO_1: lambda x: np.minimum(np.maximum(x, -1.0), 1.0),
-    Activation.TANH: np.tanh,
-    Activation.SIGMOID: lambda x: 1.0 / (1.0 + np.exp(-x)),
-    Activation.HARD_SWISH: lambda x: x * np.minimum(np.maximum(x + 3.0, 0.0), 6.0) / 6.0,
-}
-
-
 def _fold_value(n: ir.Node, xs: list[np.ndarray], out_shape: ir.Shape) -> np.ndarray | None:
-    o = n.op
-    if o in (OpType.RESHAPE, InternalOp.IDENTITY):
-        return xs[0].reshape(out_shape)
-    if o == OpType.ADD:
-        return xs[0] + xs[1]
-    if o == OpType.MUL:
-        return xs[0] * xs[1]
-    if o == OpType.SUB:
-        return xs[0] - xs[1]
-    if o == OpType.DIV:
-        return xs[0] / xs[1]
-    if o == OpType.TRANSPOSE:
-        return np.transpose(xs[0], tuple(int(v) for v in ir.attr(n, "perm")))
-    if o == OpType.CLAMP:
-        return np.clip(xs[0], float(ir.attr(n, "min")[0]), float(ir.attr(n, "max")[0]))
-    if o == OpType.HARD_SIGMOID:
-        alpha, offset = float(ir.attr(n, "alpha")[0]), float(ir.attr(n, "offset")[0])
-        return np.clip(alpha * xs[0] + offset, 0.0, 1.0)
-    if o == OpType.CONCATENATION:
-        return np.concatenate(xs, axis=int(ir.attr(n, "axis")[0]))
-    if o == OpType.PAD:
-        p = [int(v) for v in ir.attr(n, "paddings")]
-        return np.pad(xs[0], [(p[2 * i], p[2 * i + 1]) for i in range(xs[0].ndim)],
-                      constant_values=float(ir.attr(n, "value")[0]))
-    if o == OpType.MEAN:
-        return np.mean(xs[0], axis=tuple(int(a) for a in ir.attr(n, "axes")),
-                       keepdims=bool(ir.attr(n, "keepdims")[0]))
-    if o in ACTIVATION_OF_OP:
-        return _ACT_FN[ACTIVATION_OF_OP[o]](xs[0])  # type: ignore[index]
-    if o == InternalOp.BATCH_NORM:
-        x, gamma, beta, mean, var = xs
-        (eps,) = n.attrs.get("epsilon", (1e-3,))
-        return (x - mean) / np.sqrt(var + float(eps)) * gamma + beta
-    return None  # convolutions, pools, FC, softmax: not folded (rare with constant inputs)
+    """The node's float value from constant inputs (its `OpDef.reference`), or None for ops
+    constant folding leaves alone (convolutions, pools, FC, softmax, QUANTIZE/DEQUANTIZE)."""
+    d = OPDEFS.get(n.op)
+    if d is None or not d.fold or d.reference is None:
+        return None
+    return d.reference(n, xs, out_shape)
 
 
 def _fold_constant_node(m: Match) -> Rewrite | None:
@@ -883,7 +845,7 @@ def _fold_constant_node(m: Match) -> Rewrite | None:
     value = _fold_value(n, [np.asarray(t.data, np.float64) for t in ins], out.shape)
     if value is None:
         return None
-    value = _ACT_FN[n.activation](value)
+    value = apply_activation(value, n.activation)
     folded = ir.Tensor(out.name, out.shape, DType.FLOAT32,
                        np.asarray(value, np.float64).reshape(out.shape).astype(np.float32))
     return Rewrite("fold_constant", f"folded {n.name} ({n.op.name}) into a constant", (i,), (),

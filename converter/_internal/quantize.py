@@ -28,7 +28,8 @@ from dataclasses import replace
 
 import numpy as np
 from tether.converter._internal import ir
-from tether.converter._internal.calibrate import pre_activation_key
+from tether._internal.int8 import activation_qparams
+from tether.converter._internal.calibrate import pre_activation_key, pre_activation_tensor
 from tether.converter._internal.ops import Activation, DType, OpType
 
 from tether.errors import ConversionError
@@ -55,12 +56,9 @@ _SPLIT = {Activation.SIGMOID: OpType.LOGISTIC, Activation.TANH: OpType.TANH,
 
 
 def _affine(lo: float, hi: float) -> ir.Quantization:
-    """Asymmetric int8 parameters covering [lo, hi] and 0 exactly."""
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    if hi - lo < 1e-8:
-        hi = lo + 1e-8
-    scale = (hi - lo) / 255.0
-    zp = int(np.clip(round(-128 - lo / scale), -128, 127))
+    """Asymmetric int8 parameters covering [lo, hi] and 0 exactly (the grid compression's
+    simulation uses too: `tether._internal.int8.activation_qparams`)."""
+    scale, zp = activation_qparams(lo, hi)
     return ir.Quantization((float(scale),), (zp,))
 
 
@@ -218,7 +216,7 @@ class _Lowering:
             if split is not None:  # op -> int8 pre-activation tensor -> int8 activation op
                 mid_q = x_q if node.op in _PASSTHROUGH else self.act_quant(
                     pre_activation_key(out))
-                mid = ir.Tensor(self.unique(f"{out}/pre_activation/int8"),
+                mid = ir.Tensor(self.unique(f"{pre_activation_tensor(out)}/int8"),
                                 self.tensors[out].shape, DType.INT8, None, mid_q)
                 self.tensors[mid.name] = mid
                 self.nodes.append(replace(node, inputs=ins, outputs=(mid.name,),

@@ -22,12 +22,12 @@ from typing import ClassVar
 
 import numpy as np
 from tether.converter._internal import ir
+from tether.converter._internal.opdefs import OP_ATTRS
 from tether.converter._internal.ops import (
     ATTR_NAME_OF_ID,
     ATTRS,
     DTYPE_NUMPY,
     DTYPE_SIZE,
-    OP_ATTRS,
     Activation,
     AttrId,
     AttrType,

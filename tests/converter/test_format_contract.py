@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from tether.converter._internal import gen_opcodes
-from tether.converter._internal.ops import OP_ATTRS, Activation, AttrId, DType, OpType
+from tether.converter._internal.opdefs import OP_ATTRS
+from tether.converter._internal.ops import Activation, AttrId, DType, OpType
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = ROOT / "device" / "runtime" / "include" / "tether" / "tether.h"

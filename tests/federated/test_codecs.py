@@ -179,3 +179,26 @@ def test_damaged_payloads_raise() -> None:
         codecs.decode(p[:20])
     with pytest.raises(codecs.CodecError, match="int"):
         codecs.make("none").encode(np.ones(3, np.int32))
+
+
+def test_the_registry_is_the_one_table_of_names_ids_and_decoders() -> None:
+    # make(), decode() and the wire ids all read @register's table: each registered name
+    # builds its codec, whose payload carries the registered id and decodes back.
+    assert sorted(codecs.CODEC_IDS.values()) == list(range(len(codecs.CODEC_IDS)))
+    x = np.linspace(-1.0, 1.0, 24, dtype=np.float32).reshape(4, 6)
+    for name, cid in codecs.CODEC_IDS.items():
+        codec = codecs.make(name, seed=0)
+        assert codec.codec_id == cid and codec.spec.split(":")[0] == name
+        payload = codec.encode(x)
+        assert payload[3] == cid  # MAGIC (2 bytes), VERSION, then the codec id
+        assert codecs.decode(payload).shape == x.shape
+    with pytest.raises(TypeError):
+        codecs.CODEC_IDS["new"] = 99  # type: ignore[index]
+
+
+def test_register_refuses_a_taken_name_or_id() -> None:
+    with pytest.raises(ValueError, match="taken"):
+        codecs.register("qsgd", 42)(type("Again", (codecs.Codec,), {}))
+    with pytest.raises(ValueError, match="taken"):
+        codecs.register("fresh", 1)(type("SameId", (codecs.Codec,), {}))
+    assert "fresh" not in codecs.CODEC_IDS

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from tether.converter._internal import ir
+from tether.converter._internal.calibrate import pre_activation_key, pre_activation_tensor
 from tether.converter._internal.ops import AnyOp, DType, InternalOp, OpType
 
 from tether.errors import ConversionError
@@ -176,7 +177,7 @@ Converter = Callable[[_Builder, Any, list[str], str, tuple[int, ...]], str]
 
 def _pre(layer: Any, out: str) -> str:
     """Name of a layer's tensor before its `activation` (the layer's name when linear)."""
-    return out if _activation_name(layer.activation) == "linear" else f"{out}/pre_activation"
+    return out if _activation_name(layer.activation) == "linear" else pre_activation_tensor(out)
 
 
 def _one_input(layer: Any, xs: list[str]) -> str:
@@ -528,8 +529,8 @@ class _Walker:
             outs = [conv(self.b, layer, ins, self.b.unique(name), declared)]  # type: ignore[arg-type]
         for out in outs:
             self.b.origins.setdefault(out, name)
-            if f"{out}/pre_activation" in self.b.tensors:
-                self.b.origins.setdefault(f"{out}/pre_activation", f"{name}:pre_activation")
+            if pre_activation_tensor(out) in self.b.tensors:
+                self.b.origins.setdefault(pre_activation_tensor(out), pre_activation_key(name))
         for kt, out in zip(node.output_tensors, outs):
             want = _keras_shape(kt, self.b.batch_size)
             got = self.b.shape(out)

@@ -32,8 +32,8 @@ typedef struct tether_conv_geometry {
   size_t batch, in_h, in_w, in_c;
   size_t out_h, out_w, out_c;
   size_t kernel_h, kernel_w;
-  size_t groups;            /* CONV_2D */
-  size_t depth_multiplier;  /* DEPTHWISE_CONV_2D */
+  size_t groups;            /* grouped convolution */
+  size_t depth_multiplier;  /* depthwise convolution */
   ptrdiff_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
 } tether_conv_geometry;
 

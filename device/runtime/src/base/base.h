@@ -115,17 +115,17 @@ typedef struct tether_op_params {
   int32_t depth_multiplier;
   int32_t kernel_h, kernel_w;        /* pools; 0 = not given */
   int32_t count_include_pad;
-  int32_t axes[TETHER_MAX_DIMS];     /* MEAN */
+  int32_t axes[TETHER_MAX_DIMS];     /* reduced axes */
   int32_t axes_count;                /* 0 = not given */
   int32_t keepdims;
-  int32_t axis;                      /* CONCATENATION; -1 = not given */
+  int32_t axis;                      /* the joined axis; -1 = not given */
   int32_t paddings[2 * TETHER_MAX_DIMS];
   int32_t paddings_count;            /* 0 = not given */
-  float value;                       /* PAD */
-  float beta;                        /* SOFTMAX */
-  int32_t perm[TETHER_MAX_DIMS];     /* TRANSPOSE */
+  float value;                       /* the padding value */
+  float beta;                        /* softmax scale */
+  int32_t perm[TETHER_MAX_DIMS];     /* output axis i = input axis perm[i] */
   int32_t perm_count;
-  float clamp_min, clamp_max;        /* CLAMP */
+  float clamp_min, clamp_max;        /* bounds of a clamp */
   float alpha, offset;               /* the hard sigmoid's slope and offset */
 } tether_op_params;
 
