@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
-import platform
 import subprocess
 import time
 from collections.abc import Callable
@@ -33,24 +31,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except Exception:  # noqa: BLE001 - benchmark metadata only
-        return "unknown"
+from tether.bench import run_metadata, time_fn
 
 
 def _timeit(run: Callable[[np.ndarray], Any], x: np.ndarray, runs: int) -> dict[str, float]:
-    for _ in range(5):
-        run(x)
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        run(x)
-        ts.append((time.perf_counter() - t0) * 1e3)
+    ts = time_fn(lambda: run(x), warmup=5, runs=runs)
     return {"median_ms": float(np.median(ts)), "p90_ms": float(np.percentile(ts, 90))}
 
 
@@ -470,15 +455,13 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
     import keras
     from tether.compression import (
         ChannelPruningConfig,
-        MagnitudePruning,
-        PolynomialDecay,
         WeightQuantConfig,
         count_macs,
         fine_tune,
         prune_channels,
+        prune_weights,
         quantize_weights,
         sparsity_report,
-        strip_pruning,
     )
     from tether.compression._common import accuracy
 
@@ -528,16 +511,12 @@ def bench_case(name: str, model_fn: Callable[[int], Any], ds: Any, args: argpars
           "accuracy": ctrl_acc, "epochs": ft_epochs,
           "note": "control for the fine-tuned rows (same extra epochs, no compression)"})
     summary["baseline_plus_finetune_accuracy"] = ctrl_acc
-    steps = ft_epochs * math.ceil(len(xt) / 64)
 
     for sp in (0.5, 0.8):
         m = keras.models.clone_model(base)
         m.set_weights(base.get_weights())
-        cb = MagnitudePruning(PolynomialDecay(sp, 0.0, 0, max(1, int(0.7 * steps)),
-                                              frequency=max(1, steps // 20)))
-        fine_tune(m, xt, yt, epochs=ft_epochs, batch_size=64, learning_rate=5e-4,
-                  callbacks=[cb])
-        plain = strip_pruning(m, cb)
+        plain = prune_weights(m, xt, yt, sparsity=sp, epochs=ft_epochs, batch_size=64,
+                              learning_rate=5e-4)
         rep = sparsity_report(plain)
         from tether.converter import convert
 
@@ -681,8 +660,7 @@ def main() -> None:
 
     from tether.data import Dataset, mnist5k
 
-    meta = {"git_sha": _git_sha(), "device": platform.processor() or platform.machine(),
-            "isa": platform.machine(), "threads": 1}
+    meta = run_metadata(threads=1)
 
     def emit(r: dict[str, Any]) -> None:
         print(json.dumps({**r, **meta}, default=float), flush=True)

@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -40,17 +38,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
+from tether.bench import run_metadata
 
 
-def _sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=False).stdout.strip()
-    except OSError:
-        return ""
-
-
-BASE = {"git_sha": _sha(), "device": platform.processor() or platform.machine(), "isa": "numpy"}
+BASE = run_metadata(isa="numpy")
 
 
 def emit(obj: dict) -> None:

@@ -21,21 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from tether.bench import run_metadata  # noqa: E402
+
 
 def _meta() -> dict:
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=False,
-                         capture_output=True,
-                         text=True).stdout.strip()
-    return {"git_sha": sha, "device": platform.processor() or platform.machine(),
-            "load_avg_1m": os.getloadavg()[0]}
+    return run_metadata(load_avg_1m=os.getloadavg()[0])
 
 
 def mnv3(runs: int, inputs: int) -> dict:

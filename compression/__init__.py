@@ -9,8 +9,8 @@ Names are imported lazily (PEP 562), so `import tether.compression` (and the CLI
 - Structured pruning: `prune_channels`, `ChannelPruningConfig`, `count_macs`,
   `dependency_groups`, `fine_tune`.
 - Distillation: `distill`, `Distiller`, `DistillationConfig`, `distillation_loss`.
-- Unstructured pruning: `MagnitudePruning`, `PolynomialDecay`, `strip_pruning`,
-  `sparsity_report`.
+- Unstructured pruning: `prune_weights` (the recipe), `MagnitudePruning`, `PolynomialDecay`,
+  `strip_pruning`, `sparsity_report`.
 - Quantization: `quantize_weights`, `calibrate`, `QuantizationPlan`, `fold_batchnorm`,
   `simulate_int8`, `prepare_qat`, `export_qat`.
 """
@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "tether.compression._errors": ("CompressionError",),
-    "tether.compression.structured": (
+    "tether.compression.channel_pruning": (
         "ChannelPruningConfig", "ChannelPruningReport", "count_macs", "dependency_groups",
         "fine_tune", "prune_channels"),
     "tether.compression.distillation": (
         "DistillationConfig", "Distiller", "distill", "distillation_loss"),
-    "tether.compression.sparsity": (
+    "tether.compression.weight_pruning": (
         "LayerSparsity", "MagnitudePruning", "PolynomialDecay", "SparsityReport",
-        "sparsity_report", "strip_pruning"),
+        "prune_weights", "sparsity_report", "strip_pruning"),
     "tether.compression.quantize": (
         "CALIBRATION_METHODS", "CalibrationConfig", "QuantizationPlan", "WeightQuantConfig",
         "WeightQuantReport", "activation_qparams", "calibrate", "fold_batchnorm",
@@ -66,6 +66,7 @@ __all__ = [
     "pack_int4",
     "prepare_qat",
     "prune_channels",
+    "prune_weights",
     "quantize_weights",
     "simulate_int8",
     "sparsity_report",
@@ -109,15 +110,16 @@ if TYPE_CHECKING:  # pragma: no cover
         simulate_int8,
         unpack_int4,
     )
-    from tether.compression.sparsity import (
+    from tether.compression.weight_pruning import (
         LayerSparsity,
         MagnitudePruning,
         PolynomialDecay,
         SparsityReport,
+        prune_weights,
         sparsity_report,
         strip_pruning,
     )
-    from tether.compression.structured import (
+    from tether.compression.channel_pruning import (
         ChannelPruningConfig,
         ChannelPruningReport,
         count_macs,

@@ -19,7 +19,7 @@ import numpy as np
 
 from tether.peers import make_runner
 
-__all__ = ["BenchRecord", "time_fn", "bench_model", "machine", "git_sha"]
+__all__ = ["BenchRecord", "run_metadata", "time_fn", "bench_model", "machine", "git_sha"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,12 @@ def git_sha() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def run_metadata(**extra: Any) -> dict[str, Any]:
+    """What every benchmark JSON line carries: the revision, the machine and its widest ISA
+    (`extra` adds or overrides fields, e.g. isa="numpy" for numpy-only work)."""
+    return {"git_sha": git_sha(), "device": machine(), "isa": isa(), **extra}
 
 
 def time_fn(fn: Callable[[], Any], warmup: int = 5, runs: int = 30,

@@ -20,8 +20,6 @@ from tether.converter._internal.ops import (
     Activation,
     AnyOp,
     DType,
-    InternalOp,
-    OpType,
 )
 
 from tether.errors import ConversionError

@@ -128,27 +128,15 @@ def prune(model: str = typer.Argument(..., help=MODEL_HELP),
           sparsity: float = typer.Option(0.5, "--sparsity", help="Final sparsity in [0, 1)"),
           epochs: int = typer.Option(2, "--epochs", min=1),
           batch_size: int = typer.Option(64, "--batch-size", min=1)) -> None:
-    """Unstructured magnitude pruning during fine-tuning (polynomial decay)."""
+    """Unstructured magnitude pruning during fine-tuning (polynomial decay, prune_weights)."""
     def go() -> None:
         _check_model_path(output)
         m, ds = _load(model, data)
-        import math
+        from tether.compression import prune_weights, sparsity_report
 
-        from tether.compression import (
-            MagnitudePruning,
-            PolynomialDecay,
-            fine_tune,
-            sparsity_report,
-            strip_pruning,
-        )
-
-        steps = epochs * math.ceil(len(ds.x_train) / batch_size)
-        cb = MagnitudePruning(PolynomialDecay(sparsity, 0.0, 0, max(1, int(steps * 0.7)),
-                                              frequency=max(1, steps // 20)))
         with _FitProgress("pruning", epochs, len(ds.x_train), batch_size) as bar:
-            fine_tune(m, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
-                      callbacks=[cb, bar])
-        plain = strip_pruning(m, cb)
+            plain = prune_weights(m, ds.x_train, ds.y_train, sparsity=sparsity, epochs=epochs,
+                                  batch_size=batch_size, callbacks=[bar])
         rep = sparsity_report(plain)
         from tether.compression._common import accuracy
 

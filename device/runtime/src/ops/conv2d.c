@@ -207,38 +207,29 @@ static void q8_im2col_task(void* context, size_t task) {
 
 static void q8_conv2d_eval(const struct tether_model* model, const tether_node* op,
                            void* const* data, void* scratch, struct tether_pool* pool) {
-  const tether_tensor* x = tether_input(model, op, 0);
-  const tether_tensor* w = tether_input(model, op, 1);
-  const tether_tensor* y = tether_output(model, op, 0);
-  const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
-  const size_t channels = (size_t)w->shape[0];
-  const tether_qs8_ref_params qp = tether_q8_weights_params(model, op, channels);
-  const tether_qs8_params kp = {x->zero_point, y->zero_point, qp.lo, qp.hi};
+  const tether_q8_operands o = tether_q8_weights_operands(model, op, data, TETHER_Q8_CONV);
   const tether_kernels* kt = model->kernels;
-  const int8_t* xd = (const int8_t*)data[op->inputs[0]];
-  const int8_t* wd = (const int8_t*)data[op->inputs[1]];
-  const int32_t* bd = has_bias ? (const int32_t*)data[op->inputs[2]] : NULL;
-  int8_t* yd = (int8_t*)data[op->outputs[0]];
   const tether_op_params* p = &op->params;
   const tether_conv_geometry g = tether_window_geometry(model, op);
   if (op->quantized == TETHER_Q8_GEMM) {
     const size_t m = g.batch * g.out_h * g.out_w;
     const size_t k = g.kernel_h * g.kernel_w * g.in_c;
-    if (tether_q8_pointwise(w, p)) {
-      const int8_t* a = xd;
+    if (tether_q8_pointwise(o.w, p)) {
+      const int8_t* a = o.x_data;
       if (op->scratch_bytes != 0) {  /* XOR kernel, rows too long for the driver's block */
-        tether_q8_flip(xd, x->elements, (int8_t*)scratch);
+        tether_q8_flip(o.x_data, o.x->elements, (int8_t*)scratch);
         a = (const int8_t*)scratch;
       }
       tether_qs8_gemm_parallel(pool, kt, m, g.out_c, k, a, k, op->scratch_bytes != 0,
-                               op->packed, yd, g.out_c, &kp);
+                               op->packed, o.y_data, g.out_c, &o.kernel);
       return;
     }
     /* Rows of K rounded up to the K-step: same packed groups, no tail in the kernel. */
     const size_t kpad = (k + kt->qs8_gemm_kr - 1) / kt->qs8_gemm_kr * kt->qs8_gemm_kr;
     const size_t block = op->scratch_bytes / kpad;
-    q8_im2col_job j = {&g, kt, xd, (int8_t)x->zero_point, (uint8_t)(kt->qs8_gemm_xor ? 0x80 : 0),
-                       0, 0, 0, kpad, (int8_t*)scratch, op->packed, yd, &kp};
+    q8_im2col_job j = {&g, kt, o.x_data, (int8_t)o.x->zero_point,
+                       (uint8_t)(kt->qs8_gemm_xor ? 0x80 : 0),
+                       0, 0, 0, kpad, (int8_t*)scratch, op->packed, o.y_data, &o.kernel};
     const size_t threads = tether_pool_threads(pool), mr = kt->qs8_gemm_mr;
     for (size_t m0 = 0; m0 < m; m0 += block) {
       j.m0 = m0;
@@ -251,7 +242,7 @@ static void q8_conv2d_eval(const struct tether_model* model, const tether_node* 
     }
     return;
   }
-  tether_ref_qs8_conv2d(&g, xd, wd, bd, yd, &qp);
+  tether_ref_qs8_conv2d(&g, o.x_data, o.w_data, o.bias, o.y_data, &o.ref);
 }
 
 static void conv2d_eval(const struct tether_model* model, const tether_node* op,

@@ -87,21 +87,12 @@ static void q8_dw_task(void* context, size_t task) {
 
 static void q8_depthwise_conv2d_eval(const struct tether_model* model, const tether_node* op,
                                      void* const* data, struct tether_pool* pool) {
-  const tether_tensor* x = tether_input(model, op, 0);
-  const tether_tensor* w = tether_input(model, op, 1);
-  const tether_tensor* y = tether_output(model, op, 0);
-  const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
-  const size_t channels = (size_t)w->shape[3];
-  const tether_qs8_ref_params qp = tether_q8_weights_params(model, op, channels);
-  const tether_qs8_params kp = {x->zero_point, y->zero_point, qp.lo, qp.hi};
+  const tether_q8_operands o = tether_q8_weights_operands(model, op, data, TETHER_Q8_DEPTHWISE);
   const tether_kernels* kt = model->kernels;
-  const int8_t* xd = (const int8_t*)data[op->inputs[0]];
-  const int8_t* wd = (const int8_t*)data[op->inputs[1]];
-  const int32_t* bd = has_bias ? (const int32_t*)data[op->inputs[2]] : NULL;
-  int8_t* yd = (int8_t*)data[op->outputs[0]];
   const tether_conv_geometry g = tether_window_geometry(model, op);
   if (op->quantized == TETHER_Q8_DWCONV) {
-    q8_dw_job j = {&g, kt->qs8_dwconv, xd, (const int32_t*)(const void*)op->packed, yd, &kp, 0};
+    q8_dw_job j = {&g, kt->qs8_dwconv, o.x_data, (const int32_t*)(const void*)op->packed,
+                   o.y_data, &o.kernel, 0};
     /* Output rows split into about 4 tasks per thread; rows are independent. */
     const size_t threads = tether_pool_threads(pool);
     const size_t tasks_wanted = 4 * threads;
@@ -109,8 +100,7 @@ static void q8_depthwise_conv2d_eval(const struct tether_model* model, const tet
     tether_parallelize(pool, q8_dw_task, &j, (g.out_h + j.rows - 1) / j.rows);
     return;
   }
-  (void)wd;
-  tether_ref_qs8_dwconv2d(&g, xd, wd, bd, yd, &qp);
+  tether_ref_qs8_dwconv2d(&g, o.x_data, o.w_data, o.bias, o.y_data, &o.ref);
 }
 
 static tether_status depthwise_conv2d_pack(const struct tether_model* model,

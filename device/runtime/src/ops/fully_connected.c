@@ -69,29 +69,21 @@ static tether_status fully_connected_pack(const struct tether_model* model,
 
 static void q8_fully_connected_eval(const struct tether_model* model, const tether_node* op,
                                     void* const* data, void* scratch, struct tether_pool* pool) {
-  const tether_tensor* x = tether_input(model, op, 0);
-  const tether_tensor* w = tether_input(model, op, 1);
-  const tether_tensor* y = tether_output(model, op, 0);
-  const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
-  const size_t channels = (size_t)w->shape[0];
-  const tether_qs8_ref_params qp = tether_q8_weights_params(model, op, channels);
-  const tether_qs8_params kp = {x->zero_point, y->zero_point, qp.lo, qp.hi};
+  const tether_q8_operands o = tether_q8_weights_operands(model, op, data, TETHER_Q8_DENSE);
   const tether_kernels* kt = model->kernels;
-  const int8_t* xd = (const int8_t*)data[op->inputs[0]];
-  const int8_t* wd = (const int8_t*)data[op->inputs[1]];
-  const int32_t* bd = has_bias ? (const int32_t*)data[op->inputs[2]] : NULL;
-  int8_t* yd = (int8_t*)data[op->outputs[0]];
-  const size_t k = (size_t)w->shape[1];
+  const size_t k = (size_t)o.w->shape[1];
   if (op->quantized == TETHER_Q8_GEMM) {
-    const int8_t* a = xd;
+    const int8_t* a = o.x_data;
     if (op->scratch_bytes != 0) {  /* XOR kernel, rows too long for the driver's block */
-      tether_q8_flip(xd, x->elements, (int8_t*)scratch);
+      tether_q8_flip(o.x_data, o.x->elements, (int8_t*)scratch);
       a = (const int8_t*)scratch;
     }
-    tether_qs8_gemm_parallel(pool, kt, x->elements / k, channels, k, a, k,
-                             op->scratch_bytes != 0, op->packed, yd, channels, &kp);
+    tether_qs8_gemm_parallel(pool, kt, o.x->elements / k, o.channels, k, a, k,
+                             op->scratch_bytes != 0, op->packed, o.y_data, o.channels,
+                             &o.kernel);
   } else {
-    tether_ref_qs8_dense(x->elements / k, k, channels, xd, wd, bd, yd, &qp);
+    tether_ref_qs8_dense(o.x->elements / k, k, o.channels, o.x_data, o.w_data, o.bias, o.y_data,
+                         &o.ref);
   }
 }
 

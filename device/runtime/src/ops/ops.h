@@ -169,9 +169,24 @@ tether_status tether_q8_weights_prepare(const struct tether_model* model, uint32
 /* The int8 pack of a weight op (its requantization words, then the kernel's layout). */
 tether_status tether_q8_weights_pack(const struct tether_model* model, const tether_node* op,
                                      tether_q8_weights_kind kind, void* packed);
-/* The reference kernels' requantization from an op's packed words and tensors. */
-tether_qs8_ref_params tether_q8_weights_params(const struct tether_model* model,
-                                               const tether_node* op, size_t channels);
+/* What every int8 path of a weight op reads: its tensors and their storage, the channel
+ * count, and the requantization for the reference kernels (from the packed words) and for
+ * the micro-kernels. */
+typedef struct tether_q8_operands {
+  const tether_tensor* x;
+  const tether_tensor* w;
+  const tether_tensor* y;
+  size_t channels;
+  tether_qs8_ref_params ref;
+  tether_qs8_params kernel;
+  const int8_t* x_data;
+  const int8_t* w_data;
+  const int32_t* bias;   /* NULL = none */
+  int8_t* y_data;
+} tether_q8_operands;
+tether_q8_operands tether_q8_weights_operands(const struct tether_model* model,
+                                              const tether_node* op, void* const* data,
+                                              tether_q8_weights_kind kind);
 /* A as the u8 bytes x ^ 0x80 that XOR kernels read. */
 void tether_q8_flip(const int8_t* src, size_t n, int8_t* dst);
 

@@ -53,7 +53,9 @@ tether_status tether_q8_weights_prepare(const struct tether_model* model, uint32
   const tether_tensor* y = tether_output(model, op, 0);
   const tether_op_params* p = &op->params;
   tether_status status = tether_q8_need_per_tensor(model, op_index, x, "input 0");
-  if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
+  if (status == TETHER_STATUS_SUCCESS) {
+    status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
+  }
   if (status != TETHER_STATUS_SUCCESS) return status;
   const int fc = kind == TETHER_Q8_DENSE;
   const int dw = kind == TETHER_Q8_DEPTHWISE;
@@ -211,14 +213,27 @@ tether_status tether_q8_weights_pack(const struct tether_model* model, const tet
   return status;
 }
 
-tether_qs8_ref_params tether_q8_weights_params(const struct tether_model* model,
-                                               const tether_node* op, size_t channels) {
-  const tether_tensor* x = tether_input(model, op, 0);
-  const tether_tensor* y = tether_output(model, op, 0);
+tether_q8_operands tether_q8_weights_operands(const struct tether_model* model,
+                                              const tether_node* op, void* const* data,
+                                              tether_q8_weights_kind kind) {
+  tether_q8_operands o;
+  o.x = tether_input(model, op, 0);
+  o.w = tether_input(model, op, 1);
+  o.y = tether_output(model, op, 0);
+  o.channels = q8_channels(model, op, kind);
   const int32_t* words = (const int32_t*)(const void*)op->packed;
-  tether_qs8_ref_params qp = {words, words + channels, x->zero_point, y->zero_point, -128, 127};
-  tether_q8_activation_range(op->activation, y->scale, y->zero_point, &qp.lo, &qp.hi);
-  return qp;
+  const tether_qs8_ref_params ref = {words, words + o.channels, o.x->zero_point,
+                                     o.y->zero_point, -128, 127};
+  o.ref = ref;
+  tether_q8_activation_range(op->activation, o.y->scale, o.y->zero_point, &o.ref.lo, &o.ref.hi);
+  const tether_qs8_params kernel = {o.x->zero_point, o.y->zero_point, o.ref.lo, o.ref.hi};
+  o.kernel = kernel;
+  const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
+  o.x_data = (const int8_t*)data[op->inputs[0]];
+  o.w_data = (const int8_t*)data[op->inputs[1]];
+  o.bias = has_bias ? (const int32_t*)data[op->inputs[2]] : NULL;
+  o.y_data = (int8_t*)data[op->outputs[0]];
+  return o;
 }
 
 /* A as the u8 bytes x ^ 0x80 that XOR kernels read. */

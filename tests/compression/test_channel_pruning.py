@@ -208,7 +208,7 @@ def test_latency_allocation_meets_target_in_tile_aligned_steps():
         assert after % 8 == 0 and after >= 0.4 * before, (name, before, after)
     # the padded cost the greedy minimises never exceeds what uniform pruning pays
     from tether.compression._graph import parse
-    from tether.compression.structured import _Analysis
+    from tether.compression.channel_pruning import _Analysis
 
     def padded(m: keras.Model) -> int:
         return _Analysis(parse(m)).total_macs({}, 32)
@@ -221,7 +221,7 @@ def test_latency_allocation_meets_target_in_tile_aligned_steps():
 
 def test_tile_padding_in_the_cost():
     from tether.compression._graph import parse
-    from tether.compression.structured import _Analysis
+    from tether.compression.channel_pruning import _Analysis
 
     x = keras.Input((4, 4, 2))
     model = keras.Model(x, layers.Conv2D(20, 1, name="c")(x))

@@ -70,3 +70,20 @@ def test_unknown_layer_name_fails_clearly():
     cb = MagnitudePruning(PolynomialDecay(0.5), layers=["conv", "nope"])
     with pytest.raises(CompressionError, match="no layer 'nope'"):
         model.fit(np.zeros((2, 6, 6, 1)), np.zeros((2, 3)), callbacks=[cb], verbose=0)
+
+
+def test_prune_weights_is_the_recipe_the_cli_and_bench_use() -> None:
+    # The schedule ramps to the target over 70% of the steps with ~20 mask updates, and the
+    # recipe returns a plain model whose pruned kernels hold that sparsity exactly.
+    from tether.compression import PolynomialDecay, prune_weights, sparsity_report
+
+    s = PolynomialDecay.over_steps(0.6, 200)
+    assert (s.end_step, s.frequency, s.sparsity(s.end_step)) == (140, 10, 0.6)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 12)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(2)])
+    plain = prune_weights(model, x, y, sparsity=0.6, epochs=2, batch_size=16)
+    assert plain is not model
+    assert sparsity_report(plain).sparsity == pytest.approx(0.6, abs=0.02)

@@ -27,6 +27,7 @@ __all__ = [
     "PolynomialDecay",
     "SparsityReport",
     "prunable_layers",
+    "prune_weights",
     "sparsity_report",
     "strip_pruning",
 ]
@@ -86,6 +87,19 @@ class PolynomialDecay:
         frac = 1.0 - (t - self.begin_step) / (self.end_step - self.begin_step)
         return round(self.final_sparsity
                      + (self.initial_sparsity - self.final_sparsity) * frac ** self.power, 12)
+
+    @classmethod
+    def over_steps(cls, final_sparsity: float, steps: int, ramp: float = 0.7,
+                   updates: int = 20) -> PolynomialDecay:
+        """The fine-tuning recipe: from 0 to `final_sparsity` over the first `ramp` of `steps`
+        optimizer steps, masks recomputed about `updates` times; the rest of the steps
+        train the final mask.
+
+        >>> PolynomialDecay.over_steps(0.5, 1000)
+        PolynomialDecay(final_sparsity=0.5, initial_sparsity=0.0, begin_step=0, end_step=700, power=3.0, frequency=50)
+        """
+        return cls(final_sparsity, 0.0, 0, max(1, int(steps * ramp)),
+                   frequency=max(1, steps // updates))
 
     def should_update(self, step: int) -> bool:
         """True at the steps where masks are recomputed."""
@@ -249,3 +263,23 @@ def strip_pruning(model: Any, callback: MagnitudePruning | None = None) -> Any:
             k = _kernel(clone.get_layer(name))
             k.assign(np.asarray(k) * mask)
     return clone
+
+
+def prune_weights(model: Any, x: np.ndarray, y: np.ndarray, *, sparsity: float, epochs: int,
+                  batch_size: int = 64, learning_rate: float = 1e-3,
+                  callbacks: Sequence[Any] = ()) -> Any:
+    """Unstructured magnitude pruning while fine-tuning, the whole recipe: the
+    `PolynomialDecay.over_steps` schedule to `sparsity` over the run's steps, `fine_tune`
+    with `MagnitudePruning` (plus `callbacks`, e.g. a progress bar), then `strip_pruning`.
+
+    `model` is trained in place; returns the plain pruned copy, whose zeros are exact.
+    """
+    from tether.compression.channel_pruning import fine_tune
+
+    if epochs < 1:
+        raise CompressionError(f"prune_weights needs epochs >= 1. Received: epochs={epochs}")
+    steps = epochs * math.ceil(len(x) / batch_size)
+    pruning = MagnitudePruning(PolynomialDecay.over_steps(sparsity, steps))
+    fine_tune(model, x, y, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+              callbacks=[pruning, *callbacks])
+    return strip_pruning(model, pruning)
