@@ -10,7 +10,7 @@ computes values. Each op's rule is its `opdefs.OpDef.shape`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +28,7 @@ __all__ = [
     "MAX_DIMS",
     "AttrValue",
     "Graph",
+    "GraphBuilder",
     "Node",
     "Quantization",
     "Shape",
@@ -36,6 +37,7 @@ __all__ = [
     "attr",
     "conv_output_size",
     "infer_output_shapes",
+    "unique_name",
     "validate",
 ]
 
@@ -250,12 +252,71 @@ class Graph:
 
     def unique_name(self, base: str) -> str:
         """Returns `base`, or `base_1`, `base_2`, ... whichever is not a tensor name yet."""
-        if base not in self.tensors:
-            return base
-        i = 1
-        while f"{base}_{i}" in self.tensors:
-            i += 1
-        return f"{base}_{i}"
+        return unique_name(base, self.tensors)
+
+
+def unique_name(base: str, *taken: Container[str]) -> str:
+    """`base` (or "t" for an empty one), else `base_1`, `base_2`, ...: the first name in none
+    of `taken`. Every place that makes tensor names uses this.
+
+    >>> unique_name("conv", {"conv", "conv_1"})
+    'conv_2'
+    """
+    base = base or "t"
+    name, i = base, 1
+    while any(name in t for t in taken):
+        name = f"{base}_{i}"
+        i += 1
+    return name
+
+
+class GraphBuilder:
+    """Tensors and nodes accumulated in execution order: what every frontend and lowering
+    uses to make a graph. Output shapes come from shape inference as each node is emitted.
+
+    Attributes:
+        tensors: name -> Tensor (starts as a copy of `tensors`).
+        nodes: the emitted nodes, in order.
+    """
+
+    def __init__(self, tensors: Mapping[str, Tensor] | None = None) -> None:
+        self.tensors: dict[str, Tensor] = dict(tensors or {})
+        self.nodes: list[Node] = []
+
+    def unique(self, base: str) -> str:
+        """A tensor name not taken yet (`unique_name`)."""
+        return unique_name(base, self.tensors)
+
+    def add(self, tensor: Tensor) -> str:
+        """Adds (or replaces) `tensor`; returns its name."""
+        self.tensors[tensor.name] = tensor
+        return tensor.name
+
+    def const(self, base: str, value: np.ndarray, dtype: DType = DType.FLOAT32,
+              quant: Quantization | None = None) -> str:
+        """A new constant of `value` (converted to `dtype`) under a unique name from `base`."""
+        arr = np.ascontiguousarray(np.asarray(value, DTYPE_NUMPY[dtype]))
+        return self.add(Tensor(self.unique(base), arr.shape, dtype, arr, quant))
+
+    def emit(self, op: AnyOp, name: str, inputs: Sequence[str | None], out: str, *,
+             attrs: Mapping[str, AttrValue] | None = None,
+             activation: Activation = Activation.NONE,
+             declared: Shape | None = None, dtype: DType = DType.FLOAT32,
+             quant: Quantization | None = None, exact_name: bool = False) -> str:
+        """Appends node `op` (source name `name`) over `inputs`; its output tensor is named
+        from `out` (made unique unless `exact_name`) and shaped by `infer_output_shapes`
+        (`declared`: RESHAPE's target). Returns the output's name.
+
+        Raises:
+            ShapeError: the inputs' shapes or the attributes do not fit the op.
+        """
+        out = out if exact_name else self.unique(out)
+        node = Node(op, name, tuple(inputs), (out,), attrs or {}, activation)
+        shapes = [None if x is None else self.tensors[x].shape for x in inputs]
+        (shape,) = infer_output_shapes(node, shapes, [declared] if declared else [])
+        self.tensors[out] = Tensor(out, shape, dtype, None, quant)
+        self.nodes.append(node)
+        return out
 
 
 def infer_output_shapes(

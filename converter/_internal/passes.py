@@ -238,11 +238,8 @@ class RewritePass:
 
 
 def _const_name(graph: ir.Graph, base: str, taken: list[str]) -> str:
-    name = base
-    i = 1
-    while name in graph.tensors or name in taken:
-        name = f"{base}_{i}"
-        i += 1
+    """A name free in `graph` and among `taken` (the rewrite's other new tensors)."""
+    name = ir.unique_name(base, graph.tensors, taken)
     taken.append(name)
     return name
 

@@ -86,18 +86,15 @@ class _Lowering:
         self.g = graph
         self.ranges = ranges
         self.bias_corrections = dict(bias_corrections or {})
-        self.tensors: dict[str, ir.Tensor] = dict(graph.tensors)
-        self.nodes: list[ir.Node] = []
+        self.graph = ir.GraphBuilder(graph.tensors)
+        self.tensors = self.graph.tensors
+        self.nodes = self.graph.nodes
         self.int8_of: dict[str, str] = {}      # float name -> int8 twin
         self.has_float: set[str] = set(graph.inputs)
         self.quant: dict[str, ir.Quantization] = {}
 
     def unique(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.tensors:
-            name = f"{base}_{i}"
-            i += 1
-        return name
+        return self.graph.unique(base)
 
     def act_quant(self, name: str) -> ir.Quantization:
         if name not in self.quant:

@@ -803,11 +803,9 @@ def file_to_graph(model: ModelFile, name: str = "") -> ir.Graph:
     Tensor names that are empty or repeated are replaced by "tensor_<index>".
     """
     names: list[str] = []
-    seen: set = set()
+    seen: set[str] = set()
     for i, t in enumerate(model.tensors):
-        n = t.name if t.name and t.name not in seen else f"tensor_{i}"
-        while n in seen:
-            n = f"{n}_"
+        n = t.name if t.name and t.name not in seen else ir.unique_name(f"tensor_{i}", seen)
         seen.add(n)
         names.append(n)
     tensors = {}

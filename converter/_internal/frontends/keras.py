@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tether.converter._internal import ir
 from tether.converter._internal.calibrate import pre_activation_key, pre_activation_tensor
-from tether.converter._internal.ops import AnyOp, DType, InternalOp, OpType
+from tether.converter._internal.ops import AnyOp, InternalOp, OpType
 
 from tether.errors import ConversionError
 
@@ -82,8 +82,9 @@ class _Builder:
 
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
-        self.tensors: dict[str, ir.Tensor] = {}
-        self.nodes: list[ir.Node] = []
+        self.graph = ir.GraphBuilder()
+        self.tensors = self.graph.tensors
+        self.nodes = self.graph.nodes
         self.current = ""  # node name of the layer being converted (nested: "outer/inner")
         # tensor -> Keras layer it carries the output of ("outer/inner" when nested;
         # "<layer>:pre_activation" for the tensor before a layer's `activation`)
@@ -92,30 +93,19 @@ class _Builder:
     # -- naming and emission
 
     def unique(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.tensors:
-            name = f"{base}_{i}"
-            i += 1
-        return name
+        return self.graph.unique(base)
 
     def const(self, name: str, value: np.ndarray) -> str:
-        arr = np.asarray(value, np.float32)
-        t = ir.Tensor(self.unique(name), arr.shape, DType.FLOAT32, arr)
-        self.tensors[t.name] = t
-        return t.name
+        return self.graph.const(name, value)
 
     def emit(self, op: AnyOp, node_name: str, inputs: Sequence[str | None], out_base: str,
              attrs: Mapping[str, tuple] | None = None,
              declared: tuple[int, ...] | None = None) -> str:
-        node = ir.Node(op, node_name, tuple(inputs), (self.unique(out_base),), attrs or {})
-        shapes = [None if x is None else self.tensors[x].shape for x in inputs]
         try:
-            (shape,) = ir.infer_output_shapes(node, shapes, [declared] if declared else [])
+            return self.graph.emit(op, node_name, inputs, out_base, attrs=attrs,
+                                   declared=declared)
         except ir.ShapeError as e:
             raise ConversionError(f"layer '{node_name}' ({op.name}): {e}") from None
-        self.tensors[node.outputs[0]] = ir.Tensor(node.outputs[0], shape)
-        self.nodes.append(node)
-        return node.outputs[0]
 
     def activation(self, fn: Any, x: str, layer: Any, name: str, out_base: str) -> str:
         act = _activation_name(fn)

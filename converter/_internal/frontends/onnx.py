@@ -90,8 +90,9 @@ class _Importer:
         self.numpy_helper = numpy_helper
         self.model = model
         self.batch_size = batch_size
-        self.tensors: dict[str, ir.Tensor] = {}
-        self.nodes: list[ir.Node] = []
+        self.graph = ir.GraphBuilder()
+        self.tensors = self.graph.tensors
+        self.nodes = self.graph.nodes
         self.values: dict[str, tuple[str, Perm]] = {}   # onnx name -> (ir name, perm)
         self.consts: dict[str, np.ndarray] = {}          # onnx name -> value (any dtype)
         self.shapes: dict[str, tuple[int, ...]] = {}     # onnx name -> logical shape
@@ -106,12 +107,7 @@ class _Importer:
     # -- naming and emission
 
     def unique(self, base: str) -> str:
-        base = base or "t"
-        name, i = base, 1
-        while name in self.tensors:
-            name = f"{base}_{i}"
-            i += 1
-        return name
+        return self.graph.unique(base)
 
     def fail(self, msg: str) -> _Fail:
         return _Fail(msg)
@@ -119,33 +115,23 @@ class _Importer:
     def emit(self, op: AnyOp, inputs: Sequence[str | None], out_base: str,
              attrs: dict[str, tuple] | None = None,
              declared: tuple[int, ...] | None = None) -> str:
-        node = ir.Node(op, self.node.name or self.node.op_type, tuple(inputs),
-                       (self.unique(out_base),), attrs or {})
-        shapes = [None if x is None else self.tensors[x].shape for x in inputs]
+        # Ops that move int8 values keep their input's dtype and quantization.
+        x = self.tensors[inputs[0]] if inputs and inputs[0] is not None else None
+        same = x is not None and x.dtype != DType.FLOAT32 and op in _SAME_QUANT
         try:
-            (shape,) = ir.infer_output_shapes(node, shapes, [declared] if declared else [])
+            return self.graph.emit(op, self.node.name or self.node.op_type, inputs, out_base,
+                                   attrs=attrs, declared=declared,
+                                   dtype=x.dtype if same and x else DType.FLOAT32,
+                                   quant=x.quant if same and x else None)
         except ir.ShapeError as e:
             raise _Fail(f"{op.name}: {e}") from None
-        x = self.tensors[inputs[0]] if inputs and inputs[0] is not None else None
-        if x is not None and x.dtype != DType.FLOAT32 and op in _SAME_QUANT:
-            self.tensors[node.outputs[0]] = ir.Tensor(node.outputs[0], shape, x.dtype, None,
-                                                      x.quant)
-        else:
-            self.tensors[node.outputs[0]] = ir.Tensor(node.outputs[0], shape)
-        self.nodes.append(node)
-        return node.outputs[0]
 
     def const_ir(self, base: str, value: np.ndarray) -> str:
-        arr = np.ascontiguousarray(np.asarray(value, np.float32))
-        t = ir.Tensor(self.unique(base), arr.shape, DType.FLOAT32, arr)
-        self.tensors[t.name] = t
-        return t.name
+        return self.graph.const(base, value)
 
     def int_const(self, base: str, value: np.ndarray, dtype: DType,
                   quant: ir.Quantization | None) -> str:
-        t = ir.Tensor(self.unique(base), value.shape, dtype, value, quant)
-        self.tensors[t.name] = t
-        return t.name
+        return self.graph.const(base, value, dtype, quant)
 
     def dequantized_const(self, base: str, value: np.ndarray, quant: ir.Quantization) -> str:
         """DEQUANTIZE node over an integer constant (kept for `fuse_qdq`)."""

@@ -80,9 +80,11 @@ class _Importer:
         self.data = data
         self.batch_size = batch_size
         self.sg = model.subgraphs[0]
-        self.tensors: dict[str, ir.Tensor] = {}
-        self.nodes: list[ir.Node] = []
+        self.graph = ir.GraphBuilder()
+        self.tensors = self.graph.tensors
+        self.nodes = self.graph.nodes
         self.names: dict[int, str] = {}
+        self.named: set[str] = set()  # the values of `names`
         self.op: Any = None
         self.op_name = ""
         self.node_name = ""
@@ -92,11 +94,8 @@ class _Importer:
         if i not in self.names:
             t = self.sg.tensors[i]
             base = (t.name.decode() if isinstance(t.name, bytes) else t.name) or f"t{i}"
-            name, k = base, 1
-            while name in self.tensors or name in self.names.values():
-                name = f"{base}_{k}"
-                k += 1
-            self.names[i] = name
+            self.names[i] = ir.unique_name(base, self.tensors, self.named)
+            self.named.add(self.names[i])
         return self.names[i]
 
     def raw(self, i: int) -> np.ndarray | None:
@@ -174,15 +173,12 @@ class _Importer:
         (out_i,) = [int(o) for o in self.op.outputs] if len(self.op.outputs) == 1 else (-1,)
         if out_i < 0:
             raise _Fail(f"{len(self.op.outputs)} outputs; expected one")
-        out = self.tname(out_i)
-        node = ir.Node(op, self.node_name, tuple(inputs), (out,), attrs or {}, _ACTS[act])
-        shapes = [None if x is None else self.tensors[x].shape for x in inputs]
         try:
-            (shape,) = ir.infer_output_shapes(node, shapes, [declared] if declared else [])
+            self.graph.emit(op, self.node_name, inputs, self.tname(out_i), attrs=attrs,
+                            activation=_ACTS[act], declared=declared, dtype=self.dtype(out_i),
+                            quant=self.quant(out_i), exact_name=True)
         except ir.ShapeError as e:
             raise _Fail(f"{op.name}: {e}") from None
-        self.tensors[out] = ir.Tensor(out, shape, self.dtype(out_i), None, self.quant(out_i))
-        self.nodes.append(node)
 
 
 OpFn = Callable[[_Importer], None]
