@@ -670,10 +670,11 @@ def make(spec: str, seed: int | None = None) -> Codec:
     if entry is None:
         raise CodecError(f"unknown codec spec {spec!r}; use one of "
                          f"{', '.join(e.example for e in _REGISTRY.values())}")
+    build: Callable[..., Codec] = entry.cls
     try:
         if arg and entry.arg is not None:
-            return entry.cls(entry.arg(arg), seed=seed)  # type: ignore[call-arg]
-        return entry.cls(seed=seed)
+            return build(entry.arg(arg), seed=seed)
+        return build(seed=seed)
     except ValueError as exc:
         if isinstance(exc, CodecError):
             raise

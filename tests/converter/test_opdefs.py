@@ -62,7 +62,7 @@ _ROOMS = (
     "converter/FORMAT.md",
     "device/runtime/src/ops/",
     "converter/_internal/frontends/",
-    "converter/_internal/passes.py",
+    "converter/_internal/passes/",
     "converter/_internal/quantize.py",
 )
 
