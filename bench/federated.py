@@ -107,7 +107,8 @@ def _tether_flower_round(xs: list[np.ndarray], drop: set[int], threshold: float,
     from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
     from tether.federated.local import LocalGrid
-    from tether.federated.secagg_flower import SecAggFedAvg, SecAggMod, register_secagg
+    from tether.federated.mods import SecAggMod, register_secagg
+    from tether.federated.strategy import SecAggFedAvg
 
     n = len(xs)
     mod = SecAggMod()

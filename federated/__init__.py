@@ -51,9 +51,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "TetherFedAvg": "tether.federated.strategy", "CodecMod": "tether.federated.strategy",
-    "SecAggFedAvg": "tether.federated.secagg_flower", "SecAggMod": "tether.federated.secagg_flower",
-    "register_secagg": "tether.federated.secagg_flower", "FedConfig": "tether.federated.apps",
+    "TetherFedAvg": "tether.federated.strategy", "CodecMod": "tether.federated.mods",
+    "SecAggFedAvg": "tether.federated.strategy", "SecAggMod": "tether.federated.mods",
+    "register_secagg": "tether.federated.mods", "FedConfig": "tether.federated.apps",
     "simulate": "tether.federated.apps", "make_client_app": "tether.federated.apps",
     "make_server_app": "tether.federated.apps", "LocalGrid": "tether.federated.local",
     "run_local": "tether.federated.local",

@@ -34,7 +34,8 @@ from flwr.serverapp import Grid, ServerApp
 from tether.federated import model
 from tether.federated.dp import DPConfig
 from tether.federated.partition import partition
-from tether.federated.strategy import CodecMod, TetherFedAvg
+from tether.federated.mods import CodecMod
+from tether.federated.strategy import TetherFedAvg
 
 __all__ = [
     "MODELS",
@@ -95,7 +96,7 @@ class FedConfig:
             before replying (default 0).
         dp_clip: Client-level DP clip C; 0 disables DP (default 0). Without secure aggregation
             the server clips and adds the noise (central DP); with it each client clips its
-            update and adds its share of the noise (distributed DP, see ``secagg_flower``).
+            update and adds its share of the noise (distributed DP, see ``strategy.SecAggFedAvg``).
         dp_noise: DP noise multiplier z (default 1.0).
         seed: Seed of partitions, init and sampling-side randomness (default 0).
         out: JSON file the ServerApp writes its report to ("" = none).
@@ -236,7 +237,7 @@ def _train_handler(cfg_fixed: FedConfig | None):
 def make_client_app(cfg: FedConfig | None = None) -> ClientApp:
     """A ClientApp training the numpy MLP on its partition, with the codec mod (and the
     secure-aggregation mod when ``cfg.secagg``). ``cfg=None`` reads Flower's run config."""
-    from tether.federated.secagg_flower import SecAggMod, register_secagg
+    from tether.federated.mods import SecAggMod, register_secagg
 
     sa = SecAggMod()
     app = ClientApp(mods=[sa, CodecMod()])
@@ -295,7 +296,7 @@ def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None,
     than that between two evaluations); other rounds report accuracy NaN. ``stop_at`` (default
     None) ends the run after the first round whose accuracy is >= it. ``on_round(t, accuracy)``
     is called as each round t >= 1 ends."""
-    from tether.federated.secagg_flower import SecAggFedAvg
+    from tether.federated.strategy import SecAggFedAvg
 
     t0 = time.time()
     rep = report if report is not None else RunReport(asdict(c))

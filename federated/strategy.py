@@ -1,20 +1,38 @@
-"""FedAvg / FedSGD on Flower's Message API with update codecs, downlink compression and client-level DP.
+"""tether's Flower server strategies.
 
-Server side: :class:`TetherFedAvg` subclasses ``flwr.serverapp.strategy.FedAvg``. It tells
-clients which codec to use (``config["codec"]``), decodes their payloads in
-``aggregate_train`` and applies  w <- w + eta * sum_k (n_k / n) * Delta_k  (Algorithm 12.1 with
-updates instead of weights; eta = 1 gives exactly the weighted average of the client weights).
+:class:`TetherFedAvg` subclasses ``flwr.serverapp.strategy.FedAvg``. It tells clients which
+codec to use (``config["codec"]``), decodes their payloads in ``aggregate_train`` and applies
+w <- w + eta * sum_k (n_k / n) * Delta_k  (Algorithm 12.1 with updates instead of weights;
+eta = 1 gives exactly the weighted average of the client weights); downlink compression and
+client-level DP are options.
 
-Client side: :class:`CodecMod` is a Flower mod. On a TRAIN message it decodes a compressed
-downlink, lets the ClientApp train, and replaces the reply's ArrayRecord by one uint8 Array
-with one frame per layer holding ``codec.encode(w_new - w_global)`` (see
-:func:`encode_record`). Other messages pass through untouched, so it works in any Flower app whose train function replies with an ArrayRecord.
+:class:`SecAggFedAvg` runs secure aggregation's key stages inside ``configure_train`` and the
+unmask stage inside ``aggregate_train`` (the exchanges: `records`), and applies
+    w <- w + (c / L) * sum_u n_u q_u / sum_u n_u        (u in U3, the survivors)
+
+FedAvg's n_k/n weighting (Algorithm 12.1) over the survivors, where both sums are exact
+integers; the server only ever sees the two sums. It checks the secure sum of n_u against
+the num-examples the survivors reported, so masks that failed to cancel abort the round.
+``weighted=False`` sends n_k = 1 (survivors weighted equally, k smaller by log2(W) bits).
+
+Distributed DP (``dp=DPConfig(C, z)``): each client clips its update to L2 norm C and adds
+N(0, (z C)^2 / t) to every coordinate before quantizing, t = the secure-aggregation
+threshold (the fewest survivors a round accepts), with n_k = 1. The sum over |U3| >= t
+survivors thus carries noise of std z C sqrt(|U3| / t) >= z C, the std central DP adds, and
+the server (who sees only the sum) never holds an un-noised update. The price: (1) noise is
+drawn for t clients but |U3| usually exceed t, so the sum carries up to sqrt(m / t) times more
+noise than central DP for the same epsilon; (2) the grid clip c must cover the noise
+(c of about 3 z C / sqrt(t) or more), so coarse grids (small L) add quantization error;
+(3) epsilon is accounted for the Gaussian mechanism on the sum, with the sampling rate m/N;
+stochastic rounding and coordinate clipping after the noise are not part of that analysis
+(the distributed discrete Gaussian of Kairouz et al. 2021 would be), so the reported
+epsilon describes the continuous mechanism.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -22,7 +40,6 @@ from flwr.app import (
     Array,
     ArrayRecord,
     ConfigRecord,
-    Context,
     Message,
     MessageType,
     MetricRecord,
@@ -30,23 +47,28 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from tether.federated import codecs
+from tether.federated.codecs import _unpack_bits
 from tether.federated.dp import DPConfig, RdpAccountant, add_gaussian_noise, clip_update
+from tether.federated.records import (
+    CODEC_KEY,
+    bytes_field,
+    bytes_list_field,
+    decode_record,
+    encode_record,
+    int_field,
+    number_field,
+    record_arrays,
+    record_payloads,
+    str_list_field,
+    wire_bytes,
+)
+from tether.federated.secagg import SecAggAbort, SecAggConfig, SecAggServer, _signed
 
-__all__ = [
-    "CodecMod",
-    "TetherFedAvg",
-    "aggregate_updates",
-    "decode_record",
-    "encode_record",
-    "record_payloads",
-    "wire_bytes",
-]
+__all__ = ["SecAggFedAvg", "TetherFedAvg", "aggregate_updates"]
 
 logger = logging.getLogger(__name__)
-
-CODEC_KEY = "codec"
-"""ConfigRecord key (in the reply) describing how the ArrayRecord is encoded."""
 
 
 def aggregate_updates(updates: Sequence[Sequence[np.ndarray]], weights: Sequence[float]) -> list[np.ndarray]:
@@ -65,124 +87,6 @@ def aggregate_updates(updates: Sequence[Sequence[np.ndarray]], weights: Sequence
         acc = sum(np.asarray(a, np.float64) * float(w) for a, w in zip(layer, weights))
         out.append(np.asarray(acc / total).astype(np.asarray(layer[0]).dtype))
     return out
-
-
-def wire_bytes(msg: Message) -> int:
-    """Bytes Flower pushes for ``msg``: every object of its inflatable tree, deflated."""
-    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-
-    return sum(len(obj.deflate()) for obj in get_all_nested_objects(msg).values())
-
-
-PACKED_KEY = "tether-codec-frames"
-"""The one Array of an encoded ArrayRecord: frames ``u16 len(key) | key | u32 len(p) | p``."""
-
-
-def encode_record(arrays: dict[str, np.ndarray], codec: codecs.Codec,
-                  ef: codecs.ErrorFeedback | None = None) -> ArrayRecord:
-    """One uint8 Array holding, per key in order, a frame (key, codec payload of that array).
-
-    One Array rather than one per layer: each Array is its own object in a Flower message
-    (about 420 bytes of header and id each), which for small models is more than a
-    compressed layer.
-
-    >>> rec = encode_record({"w": np.array([1.0, -2.0], np.float32)}, codecs.make("none"))
-    >>> list(rec), decode_record(rec)["w"].tolist()
-    (['tether-codec-frames'], [1.0, -2.0])
-    """
-    frames = []
-    for k, a in arrays.items():
-        payload = ef.encode(a, k) if ef is not None else codec.encode(a)
-        key = k.encode()
-        frames += [struct.pack("<H", len(key)), key, struct.pack("<I", len(payload)), payload]
-    return ArrayRecord({PACKED_KEY: Array(np.frombuffer(b"".join(frames), np.uint8).copy())})
-
-
-def record_payloads(rec: ArrayRecord) -> dict[str, bytes]:
-    """The codec payload per key of an :func:`encode_record` record."""
-    if PACKED_KEY not in rec:
-        raise codecs.CodecError(f"encoded ArrayRecord has no {PACKED_KEY!r} Array. Received keys: "
-                                f"{sorted(rec)}; was it encoded by tether's CodecMod?")
-    buf = rec[PACKED_KEY].numpy().tobytes()
-    out, off = {}, 0
-    while off < len(buf):
-        if off + 2 > len(buf):
-            raise codecs.CodecError(f"{PACKED_KEY}: frame header truncated at byte {off}")
-        (nk,) = struct.unpack_from("<H", buf, off)
-        key = buf[off + 2 : off + 2 + nk].decode()
-        off += 2 + nk
-        if off + 4 > len(buf):
-            raise codecs.CodecError(f"{PACKED_KEY}: frame of {key!r} truncated at byte {off}")
-        (n,) = struct.unpack_from("<I", buf, off)
-        if off + 4 + n > len(buf):
-            raise codecs.CodecError(f"{PACKED_KEY}: payload of {key!r} needs {n} bytes, "
-                                    f"{len(buf) - off - 4} left")
-        out[key] = buf[off + 4 : off + 4 + n]
-        off += 4 + n
-    return out
-
-
-def decode_record(rec: ArrayRecord) -> dict[str, np.ndarray]:
-    """Inverse of :func:`encode_record`."""
-    return {k: codecs.decode(p) for k, p in record_payloads(rec).items()}
-
-
-def _num(rec: MetricRecord | ConfigRecord, key: str) -> float:
-    """rec[key] as a float; a missing or non-numeric field raises naming the key."""
-    v = rec.get(key)
-    if isinstance(v, (bool, int, float)):
-        return float(v)
-    raise ValueError(f"reply record field {key!r} must be a number. Received: {v!r} "
-                     f"(fields: {sorted(rec)})")
-
-
-def _arrays(rec: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: arr.numpy() for k, arr in rec.items()}
-
-
-class CodecMod:
-    """Flower client mod compressing TRAIN replies as ``codec.encode(w_new - w_global)``.
-
-    Args:
-        spec: Codec spec used when the server's config has no ``codec`` key (default "none").
-            A ``+ef`` suffix (e.g. ``topk:0.01+ef``) keeps an error-feedback residual in the
-            node's ``context.state``.
-        seed: Seed of the codec's random generator (default None: OS entropy).
-    """
-
-    def __init__(self, spec: str = "none", seed: int | None = None) -> None:
-        codecs.make(spec.replace("+ef", ""))  # validate early
-        self.spec, self.seed = spec, seed
-
-    def __call__(self, msg: Message, ctxt: Context,
-                 call_next: Callable[[Message, Context], Message]) -> Message:
-        if msg.metadata.message_type != MessageType.TRAIN:
-            return call_next(msg, ctxt)
-        conf = msg.content.config_records.get("config", ConfigRecord())
-        spec = str(conf.get(CODEC_KEY, self.spec))
-        akey = next(iter(msg.content.array_records))
-        if "codec-down" in conf:  # compressed downlink: decode before training
-            down = decode_record(msg.content.array_records[akey])
-            msg.content[akey] = ArrayRecord({k: Array(v) for k, v in down.items()})
-        base = _arrays(msg.content.array_records[akey])
-        reply = call_next(msg, ctxt)
-        if reply.has_error() or spec == "none":
-            return reply
-        rkey = next(iter(reply.content.array_records))
-        new = _arrays(reply.content.array_records[rkey])
-        delta = {k: np.asarray(new[k].astype(np.float64) - base[k]).astype(new[k].dtype) for k in new}
-        use_ef = spec.endswith("+ef")
-        codec = codecs.make(spec.replace("+ef", ""), seed=self.seed)
-        ef = None
-        if use_ef:
-            prev = ctxt.state.array_records.get("codec-ef")
-            ef = codecs.ErrorFeedback(codec, {k: a.astype(np.float64) for k, a in _arrays(prev).items()}
-                                      if prev is not None else {})
-        reply.content[rkey] = encode_record(delta, codec, ef)
-        reply.content[CODEC_KEY] = ConfigRecord({"spec": spec, "update": "delta"})
-        if ef is not None:
-            ctxt.state["codec-ef"] = ArrayRecord({k: Array(v) for k, v in ef.state.items()})
-        return reply
 
 
 class TetherFedAvg(FedAvg):
@@ -220,7 +124,7 @@ class TetherFedAvg(FedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        self._global = _arrays(arrays)
+        self._global = record_arrays(arrays)
         config[CODEC_KEY] = self.codec
         send = arrays
         if self.downlink is not None:
@@ -235,7 +139,7 @@ class TetherFedAvg(FedAvg):
         rec = next(iter(content.array_records.values()))
         if CODEC_KEY in content.config_records:
             return decode_record(rec)
-        new = _arrays(rec)  # a plain client: raw weights
+        new = record_arrays(rec)  # a plain client: raw weights
         return {k: np.asarray(new[k].astype(np.float64) - self._global[k]).astype(new[k].dtype)
                 for k in new}
 
@@ -251,7 +155,7 @@ class TetherFedAvg(FedAvg):
             return None, None
         up = sum(wire_bytes(m) for m in valid)
         contents = [m.content for m in valid]
-        weights = [_num(next(iter(c.metric_records.values())), self.weighted_by_key) for c in contents]
+        weights = [number_field(next(iter(c.metric_records.values())), self.weighted_by_key) for c in contents]
         keys = list(self._global)
         if self.majority_vote and self.codec.startswith("signsgd"):
             frames = [record_payloads(next(iter(c.array_records.values()))) for c in contents]
@@ -285,3 +189,152 @@ class TetherFedAvg(FedAvg):
         self.history.append(row)
         return ArrayRecord({k: Array(v) for k, v in new.items()}), metrics
 
+
+class SecAggFedAvg(TetherFedAvg):
+    """FedAvg whose clients' updates are only ever seen summed (Bonawitz secure aggregation).
+
+    Args:
+        threshold: t as a fraction of the sampled clients (default 0.5; t >= 2).
+        levels: L of the shared grid (default 7, i.e. 15 values = a 4-bit grid).
+        clip: Grid range c (default 0.05); coordinates of an update beyond +-c are clipped.
+        neighbours: None for the complete graph, an even k for the sparse graph.
+        dropout: Probability with which each client is told to simulate a drop after sharing
+            keys (default 0; for tests and benchmarks).
+        seed: Seed of the simulated dropouts and quantization (default 0).
+        weighted: Weight survivors by their num-examples n_k (default True); False weights
+            them equally. Ignored (equal weights) under ``dp``.
+        max_weight: W, the largest n_k a client may send (default 1024); sets the modulus,
+            each doubling costs one bit per coordinate on the wire.
+        dp: Distributed DP (see module docstring); None (default) disables it. The
+            accountant's epsilon is in ``history`` per round.
+        timeout: Seconds each exchange waits for replies (default 600).
+        **kwargs: Passed to FedAvg.
+    """
+
+    def __init__(self, *, threshold: float = 0.5, levels: int = 7, clip: float = 0.05,
+                 neighbours: int | None = None, dropout: float = 0.0, seed: int = 0,
+                 weighted: bool = True, max_weight: int = 1024, dp: DPConfig | None = None,
+                 timeout: float = 600, **kwargs: object) -> None:
+        super().__init__(seed=seed, **kwargs)  # type: ignore[arg-type]
+        if not 0 < threshold <= 1:
+            raise ValueError(f"SecAggFedAvg threshold must be in (0, 1]. Received: {threshold}")
+        if max_weight < 1:
+            raise ValueError(f"SecAggFedAvg max_weight must be >= 1. Received: {max_weight}")
+        self.weighted, self.max_weight, self.secagg_dp = weighted and dp is None, max_weight, dp
+        self._sa_accountant: RdpAccountant | None = None
+        self.threshold, self.levels, self.clip = threshold, levels, clip
+        self.neighbours, self.dropout, self.seed, self.timeout = neighbours, dropout, seed, timeout
+        self._server: SecAggServer | None = None
+        self._grid: Grid | None = None
+        self._overhead = 0
+
+    def _exchange(self, grid: Grid, nodes: Iterable[int], mtype: str,
+                  rec_for: Callable[[int], ConfigRecord]) -> dict[int, ConfigRecord]:
+        msgs = [Message(RecordDict({"secagg": rec_for(n)}), dst_node_id=n, message_type=mtype)
+                for n in nodes]
+        self._overhead += sum(wire_bytes(m) for m in msgs)
+        out = {}
+        for r in grid.send_and_receive(msgs, timeout=self.timeout):
+            if r.has_error():
+                logger.info("%s: node %s failed: %s", mtype, r.metadata.src_node_id, r.error.reason)
+                continue
+            self._overhead += wire_bytes(r)
+            out[r.metadata.src_node_id] = r.content.config_records["secagg"]
+        return out
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self._global = {k: a.numpy() for k, a in arrays.items()}
+        self._grid, self._overhead = grid, 0
+        self._n_nodes = len(list(grid.get_node_ids()))
+        size = max(int(self._n_nodes * self.fraction_train), self.min_train_nodes)
+        nodes, _ = sample_nodes(grid, self.min_available_nodes, size)
+        t = max(2, math.ceil(self.threshold * len(nodes)))
+        w_max = self.max_weight if self.weighted else 1
+        k = max(8, (2 * self.levels * len(nodes) * w_max + 1).bit_length() + 1)
+        if k > 64:
+            raise SecAggAbort(f"secure aggregation: 2*levels*clients*max_weight = "
+                              f"{2 * self.levels * len(nodes) * w_max} needs {k} > 64 modulus bits; "
+                              "lower levels or max_weight")
+        self._t, self._m = t, len(nodes)
+        cfg = SecAggConfig(t, k, self.neighbours, self.seed + server_round)
+        length = sum(a.size for a in self._global.values()) + 1
+        self._server = server = SecAggServer(cfg, length)
+        base = {"t": t, "k": k, "nb": self.neighbours or 0, "gs": cfg.graph_seed}
+        got = self._exchange(grid, nodes, "query.secagg_keys", lambda n: ConfigRecord(base))
+        keys = server.collect_keys({n: (bytes_field(r, "c_pk"), bytes_field(r, "s_pk")) for n, r in got.items()})
+        ids = sorted(keys)
+        pk = ConfigRecord({"ids": [str(i) for i in ids], "c_pk": [keys[i][0] for i in ids],
+                           "s_pk": [keys[i][1] for i in ids]})
+        got = self._exchange(grid, ids, "query.secagg_share", lambda n: pk)
+        inbox = server.route_shares({n: ({int(v): ct for v, ct in zip(str_list_field(r, "ids"), bytes_list_field(r, "ct"))},
+                                         bytes_field(r, "commit")) for n, r in got.items()})
+        config["server-round"] = server_round
+        config["codec"] = "none"
+        u2 = [str(i) for i in sorted(server.u2)]
+        msgs = []
+        for n in sorted(server.u2):
+            box = inbox[n]
+            dp = self.secagg_dp
+            sec = ConfigRecord({"in_ids": [str(v) for v in box] or [""], "in_ct": list(box.values()) or [b""],
+                                "u2": u2, "levels": self.levels, "clip": self.clip,
+                                "dropout": self.dropout, "seed": self.seed, "weighted": self.weighted,
+                                "max_weight": self.max_weight,
+                                "dp_clip": dp.clip if dp is not None else 0.0,
+                                "dp_std": dp.noise_multiplier * dp.clip / math.sqrt(t) if dp is not None else 0.0})
+            msgs.append(Message(RecordDict({"arrays": arrays, "config": config, "secagg": sec}),
+                                dst_node_id=n, message_type=MessageType.TRAIN))
+        self._down_bytes = sum(wire_bytes(m) for m in msgs)
+        return msgs
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        assert self._server is not None and self._grid is not None
+        server = self._server
+        replies = list(replies)
+        valid = [m for m in replies if not m.has_error() and "secagg-y" in m.content.array_records]
+        for m in replies:
+            if m.has_error():
+                logger.info("round %s: node %s dropped: %s", server_round, m.metadata.src_node_id,
+                            m.error.reason)
+        k = server.config.modulus_bits
+        masked = {m.metadata.src_node_id: _unpack_bits(m.content.array_records["secagg-y"]["y"].numpy().tobytes(), k,
+                                                       server.length).astype(np.uint64)
+                  for m in valid}
+        u3 = server.collect_masked(masked)
+        got = self._exchange(self._grid, sorted(u3), "query.secagg_unmask",
+                             lambda n: ConfigRecord({"u3": [str(i) for i in sorted(u3)]}))
+        total = server.unmask({n: {int(v): (kd, int.from_bytes(sh, "little"))
+                                   for v, kd, sh in zip(str_list_field(r, "ids"), str_list_field(r, "kind"), bytes_list_field(r, "share")) if v}
+                               for n, r in got.items()})
+        s = _signed(total, k)
+        count = int(s[-1])
+        expect = sum(int_field(next(iter(m.content.metric_records.values())), "num-examples") for m in valid) \
+            if self.weighted else len(u3)
+        if count != expect:
+            raise SecAggAbort(f"secure aggregation round {server_round}: unmasked weight sum {count} "
+                              f"!= {expect} reported by the {len(u3)} surviving clients (masks did not cancel)")
+        avg = s[:-1].astype(np.float64) * (self.clip / self.levels) / count
+        new, off = {}, 0
+        for key, g in self._global.items():
+            new[key] = np.asarray(g.astype(np.float64) + self.server_lr
+                                  * avg[off : off + g.size].reshape(g.shape)).astype(g.dtype)
+            off += g.size
+        up = sum(wire_bytes(m) for m in valid)
+        metrics = MetricRecord({"uplink-bytes": up, "secagg-overhead-bytes": self._overhead,
+                                "survivors": len(u3), "dropped": len(server.u2) - len(u3)})
+        row: dict[str, float] = {"round": server_round, "uplink_bytes": up, "downlink_bytes": self._down_bytes,
+                                 "secagg_overhead_bytes": self._overhead, "clients": len(u3),
+                                 "dropped": len(server.u2) - len(u3), "modulus_bits": k,
+                                 "weight_sum": count}
+        if self.secagg_dp is not None:
+            dp = self.secagg_dp
+            if self._sa_accountant is None:
+                self._sa_accountant = RdpAccountant(dp.noise_multiplier, min(1.0, self._m / max(1, self._n_nodes)))
+            self._sa_accountant.step()
+            eps = self._sa_accountant.epsilon(dp.delta) if dp.noise_multiplier > 0 else float("inf")
+            metrics["epsilon"] = eps
+            row["epsilon"] = eps
+            row["noise_std_on_sum"] = dp.noise_multiplier * dp.clip * math.sqrt(len(u3) / self._t)
+        self.history.append(row)
+        return ArrayRecord({kk: Array(v) for kk, v in new.items()}), metrics

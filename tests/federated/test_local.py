@@ -14,7 +14,8 @@ from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordD
 from flwr.clientapp import ClientApp  # noqa: E402
 from tether.federated.dp import DPConfig  # noqa: E402
 from tether.federated.local import LocalGrid  # noqa: E402
-from tether.federated.secagg_flower import SecAggFedAvg, SecAggMod, register_secagg  # noqa: E402
+from tether.federated.mods import SecAggMod, register_secagg  # noqa: E402
+from tether.federated.strategy import SecAggFedAvg  # noqa: E402
 
 
 def _secagg_app(delta_of, weight_of, dropped: set[int]) -> ClientApp:

@@ -18,7 +18,8 @@ def test_secagg_over_flower_messages_exact_mean_with_30_percent_dropping() -> No
     from flwr.clientapp import ClientApp
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
-    from tether.federated.secagg_flower import SecAggFedAvg, SecAggMod, register_secagg
+    from tether.federated.mods import SecAggMod, register_secagg
+    from tether.federated.strategy import SecAggFedAvg
 
     n, levels, clip = 10, 10, 0.1  # deltas (pid+1)*step stay inside [-clip, clip]
     step = clip / levels

@@ -16,12 +16,9 @@ from flwr.app import (
 from tether.federated import codecs
 from tether.federated.dp import RdpAccountant, clip_update
 from tether.federated.partition import iid, noniid_shards
-from tether.federated.strategy import (
-    CodecMod,
-    TetherFedAvg,
-    aggregate_updates,
-    wire_bytes,
-)
+from tether.federated.mods import CodecMod
+from tether.federated.records import wire_bytes
+from tether.federated.strategy import TetherFedAvg, aggregate_updates
 
 pytestmark = pytest.mark.usefixtures("task_identity")  # see conftest.py
 
@@ -118,7 +115,7 @@ def test_error_feedback_state_lives_in_context() -> None:
 
 def test_downlink_is_decoded_before_training() -> None:
     glob = {"0": np.array([1.0, -2.0], np.float32)}
-    from tether.federated.strategy import encode_record
+    from tether.federated.records import encode_record
 
     msg = Message(RecordDict({"arrays": encode_record(glob, codecs.make("none")),
                               "config": ConfigRecord({"codec": "none", "codec-down": "none"})}),
