@@ -17,8 +17,9 @@ class GraphBuilder:
 
     def __init__(self, name: str = "g") -> None:
         self.name = name
-        self.tensors: dict[str, ir.Tensor] = {}
-        self.nodes: list[ir.Node] = []
+        self.builder = ir.GraphBuilder()  # the converter's own; names here are kept as given
+        self.tensors: dict[str, ir.Tensor] = self.builder.tensors
+        self.nodes: list[ir.Node] = self.builder.nodes
         self.inputs: list[str] = []
 
     def input(self, name: str, shape: Sequence[int]) -> str:
@@ -35,12 +36,8 @@ class GraphBuilder:
     def node(self, op: AnyOp, inputs: Sequence[str | None], out: str,
              attrs: dict | None = None, act: Activation = Activation.NONE,
              name: str | None = None, shape: tuple[int, ...] | None = None) -> str:
-        n = ir.Node(op, name or out, tuple(inputs), (out,), attrs or {}, act)
-        shapes = [None if x is None else self.tensors[x].shape for x in inputs]
-        (s,) = ir.infer_output_shapes(n, shapes, [shape] if shape else [])
-        self.tensors[out] = ir.Tensor(out, s)
-        self.nodes.append(n)
-        return out
+        return self.builder.emit(op, name or out, inputs, out, attrs=attrs, activation=act,
+                                 declared=shape, exact_name=True)
 
     def graph(self, *outputs: str) -> ir.Graph:
         g = ir.Graph(self.tensors, tuple(self.nodes), tuple(self.inputs), tuple(outputs),

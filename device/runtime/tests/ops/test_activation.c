@@ -1,0 +1,47 @@
+/*
+ * test_activation.c — the activation ops (float32), against a naive double-precision reference (kernels_testlib.h)
+ * on random shapes.
+ */
+#include "kernels_testlib.h"
+
+static void test_activations(void) {
+  static const struct {
+    uint32_t op, act;
+    const char* name;
+  } kOps[] = {
+      {TETHER_OP_RELU, TETHER_ACT_RELU, "relu"},
+      {TETHER_OP_RELU6, TETHER_ACT_RELU6, "relu6"},
+      {TETHER_OP_LOGISTIC, TETHER_ACT_SIGMOID, "logistic"},
+      {TETHER_OP_TANH, TETHER_ACT_TANH, "tanh"},
+      {TETHER_OP_HARD_SWISH, TETHER_ACT_HARD_SWISH, "hard_swish"},
+  };
+  for (size_t k = 0; k < sizeof(kOps) / sizeof(kOps[0]); k++) {
+    const int32_t shape[3] = {2, 3, tb_range(1, 50)};
+    tb_builder* b = tb_new();
+    uint32_t x = tb_tensor(b, "x", 3, shape, NULL);
+    uint32_t y = tb_tensor(b, "y", 3, shape, NULL);
+    /* A fused activation on top of the op's own (RELU_N1_TO_1) exercises both paths. */
+    tb_op(b, kOps[k].op, TETHER_ACT_RELU_N1_TO_1, kOps[k].name, 1, &x, y);
+    const size_t n = elements_of(b, x);
+    float* xd = random_data(n);
+    for (size_t i = 0; i < n; i++) xd[i] *= 9.0f;  /* cover both clamps of relu6/hard_swish */
+    float* got = (float*)malloc(n * 4);
+    if (run_op(kOps[k].name, b, 1, &x, &xd, y, got)) {
+      double* want = (double*)malloc(n * sizeof(double));
+      for (size_t i = 0; i < n; i++) {
+        want[i] = activate(activate(xd[i], kOps[k].act), TETHER_ACT_RELU_N1_TO_1);
+      }
+      compare(kOps[k].name, got, want, n);
+      free(want);
+    }
+    free(xd);
+    free(got);
+    free(b);
+  }
+}
+
+int main(void) {
+  printf("test_activation: isa %s\n", tether_isa());
+  test_activations();
+  return kernels_report("test_activation");
+}

@@ -1,0 +1,81 @@
+/*
+ * test_pool.c — MAX_POOL_2D and AVERAGE_POOL_2D (float32), against a naive double-precision reference (kernels_testlib.h)
+ * on random shapes.
+ */
+#include "kernels_testlib.h"
+
+static void test_pools(void) {
+  for (int t = 0; t < 80; t++) {
+    const int is_max = t % 2 == 0;
+    int n, h, w, c, kh, kw, sh, sw, pt, pl, pb, pr, oh, ow;
+    do {
+      n = tb_range(1, 2);
+      h = tb_range(1, 10);
+      w = tb_range(1, 10);
+      c = tb_range(1, 5);
+      kh = tb_range(1, 4);
+      kw = tb_range(1, 4);
+      sh = tb_range(1, 3);
+      sw = tb_range(1, 3);
+      pt = tb_range(0, kh - 1);
+      pb = tb_range(0, kh - 1);
+      pl = tb_range(0, kw - 1);
+      pr = tb_range(0, kw - 1);
+      oh = out_dim(h, pt, pb, kh, sh, 1);
+      ow = out_dim(w, pl, pr, kw, sw, 1);
+    } while (oh < 1 || ow < 1);
+    const int include_pad = is_max ? 0 : tb_range(0, 1);
+    tb_builder* b = tb_new();
+    uint32_t x = tb_tensor(b, "x", 4, (const int32_t[]){n, h, w, c}, NULL);
+    uint32_t y = tb_tensor(b, "y", 4, (const int32_t[]){n, oh, ow, c}, NULL);
+    tb_op(b, is_max ? TETHER_OP_MAX_POOL_2D : TETHER_OP_AVERAGE_POOL_2D, 0, "pool", 1, &x, y);
+    tb_attr_i(b, 6, 2, (const int32_t[]){kh, kw});
+    tb_attr_i(b, 1, 2, (const int32_t[]){sh, sw});
+    tb_attr_i(b, 3, 4, (const int32_t[]){pt, pl, pb, pr});
+    if (!is_max) tb_attr_i(b, 7, 1, &include_pad);
+    const size_t ny = (size_t)n * oh * ow * c;
+    float* xd = random_data((size_t)n * h * w * c);
+    float* got = (float*)malloc(ny * 4);
+    char name[128];
+    snprintf(name, sizeof(name), "%s h%d w%d c%d k%dx%d s%d,%d p%d,%d,%d,%d cip%d",
+             is_max ? "maxpool" : "avgpool", h, w, c, kh, kw, sh, sw, pt, pl, pb, pr,
+             include_pad);
+    if (run_op(name, b, 1, &x, &xd, y, got)) {
+      double* mask = NULL;
+      double* xp = padded_copy(xd, n, h, w, c, pt, pl, pb, pr, 0, &mask);
+      const int hp = h + pt + pb, wp = w + pl + pr;
+      double* want = (double*)malloc(ny * sizeof(double));
+      for (int bn = 0; bn < n; bn++)
+        for (int i = 0; i < oh; i++)
+          for (int j = 0; j < ow; j++)
+            for (int ch = 0; ch < c; ch++) {
+              double best = -INFINITY, sum = 0, count = 0;
+              for (int a = 0; a < kh; a++)
+                for (int e = 0; e < kw; e++) {
+                  size_t at = (((size_t)bn * hp + i * sh + a) * wp + j * sw + e) * c + ch;
+                  if (mask[at] == 0) continue;
+                  if (xp[at] > best) best = xp[at];
+                  sum += xp[at];
+                  count += 1;
+                }
+              if (include_pad) count = kh * kw;
+              want[(((size_t)bn * oh + i) * ow + j) * c + ch] = is_max ? best : sum / count;
+            }
+      compare(name, got, want, ny);
+      free(want);
+      free(xp);
+      free(mask);
+    }
+    free(xd);
+    free(got);
+    free(b);
+  }
+}
+
+/* ---- MEAN --------------------------------------------------------------------------- */
+
+int main(void) {
+  printf("test_pool: isa %s\n", tether_isa());
+  test_pools();
+  return kernels_report("test_pool");
+}
