@@ -28,6 +28,7 @@ STATUS_NAMES = (
 )
 IO_INPUT, IO_OUTPUT = 0, 1
 MAX_DIMS = 6
+MAX_THREADS = 64  # TETHER_MAX_THREADS in tether.h (a test keeps them equal)
 ARENA_ALIGNMENT = 64
 
 

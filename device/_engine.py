@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import threading
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,18 +112,30 @@ class Engine:
     `Engine(path_or_bytes, threads=1).run(x)` converts `x` to the input dtype, runs the
     graph and returns the output array (a list when the model has several outputs).
 
+    One `Engine` may be shared by several Python threads: runs are serialized on a lock
+    (one session, one arena; a run holds the lock from the first input to the last output),
+    and `close()` waits for the run in flight, after which every call raises EngineError.
+    For runs in parallel, give each thread its own `Engine`.
+
     Args:
         model: Path to a `.tmodel` file, or its bytes.
-        threads: Worker threads per invoke (default 1).
+        threads: Worker threads per invoke, an int in [1, MAX_THREADS] (default 1).
 
     Raises:
-        EngineError: the engine rejected the file (message names the field at fault).
+        EngineError: the engine rejected the file (message names the field at fault), or
+            `threads` is not an int in [1, MAX_THREADS].
     """
+
+    MAX_THREADS = B.MAX_THREADS
 
     def __init__(self, model: Union[str, os.PathLike, bytes, bytearray, memoryview],
                  threads: int = 1) -> None:
-        if threads < 1:
-            raise ValueError(f"Engine threads must be >= 1. Received: threads={threads}")
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) \
+                or not 1 <= int(threads) <= B.MAX_THREADS:
+            raise EngineError(f"Engine threads must be an int in [1, {B.MAX_THREADS}]. "
+                              f"Received: threads={threads!r}", "invalid_argument")
+        threads = int(threads)
+        self._lock = threading.Lock()
         self._lib = B.lib()
         self._model = ctypes.c_void_p()
         self._session = ctypes.c_void_p()
@@ -176,13 +189,18 @@ class Engine:
         return int(self._lib.tether_model_op_count(self._model))
 
     def close(self) -> None:
-        """Frees the session and the model; the engine cannot run afterwards."""
-        if getattr(self, "_session", None) and self._session.value:
-            self._lib.tether_session_destroy(self._session)
-            self._session = ctypes.c_void_p()
-        if getattr(self, "_model", None) and self._model.value:
-            self._lib.tether_model_destroy(self._model)
-            self._model = ctypes.c_void_p()
+        """Frees the session and the model once the run in flight (if any) has finished;
+        the engine cannot run afterwards (calls raise EngineError). Closing twice is fine."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:  # __init__ failed before the lock existed
+            return
+        with lock:
+            if getattr(self, "_session", None) and self._session.value:
+                self._lib.tether_session_destroy(self._session)
+                self._session = ctypes.c_void_p()
+            if getattr(self, "_model", None) and self._model.value:
+                self._lib.tether_model_destroy(self._model)
+                self._model = ctypes.c_void_p()
 
     def __del__(self) -> None:
         try:
@@ -226,8 +244,6 @@ class Engine:
         Returns:
             The output array, or a list when the model has several outputs.
         """
-        if not self._session.value:
-            raise EngineError(f"{self.source}: the engine is closed", "invalid_argument")
         arrays = self._bind(x)
         modes = set()
         batches = []
@@ -249,10 +265,19 @@ class Engine:
         if len(set(counts)) != 1:
             raise EngineError(f"{self.source}: inputs disagree on the batch size: {counts}",
                               "invalid_argument")
+        items = [[np.ascontiguousarray(b[k].reshape(info.shape), dtype=info.dtype)
+                  for info, b in zip(self.inputs, batches)] for k in range(counts[0])]
+        with self._lock:
+            results = self._run_locked(items)
+        return self._shape_outputs(results, modes)
+
+    def _run_locked(self, items: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        """Sets, invokes and reads back each item; the caller holds the lock."""
+        if not self._session.value:
+            raise EngineError(f"{self.source}: the engine is closed", "invalid_argument")
         results: list[list[np.ndarray]] = [[] for _ in self.outputs]
-        for k in range(counts[0]):
-            for i, (info, b) in enumerate(zip(self.inputs, batches)):
-                item = np.ascontiguousarray(b[k].reshape(info.shape), dtype=info.dtype)
+        for item_inputs in items:
+            for i, (info, item) in enumerate(zip(self.inputs, item_inputs)):
                 B.check(self._lib.tether_session_set_input(self._session, i, item.ctypes.data,
                                                            item.nbytes),
                         f"{self.source}: input '{info.name}'")
@@ -261,6 +286,10 @@ class Engine:
                 B.check(self._lib.tether_session_get_output(self._session, j, buf.ctypes.data,
                                                             buf.nbytes), self.source)
                 results[j].append(buf.copy())
+        return results
+
+    def _shape_outputs(self, results: list[list[np.ndarray]], modes: set[str]
+                       ) -> Union[np.ndarray, list[np.ndarray]]:
         outs = []
         for info, r in zip(self.outputs, results):
             batched_out = bool(info.shape) and info.shape[0] == 1

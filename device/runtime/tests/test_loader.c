@@ -734,6 +734,44 @@ static void test_model_memory(const uint8_t* file, size_t size) {
   g_sparse_conv_w = g_sparse_fc_w = NULL;
 }
 
+/* Names must be well-formed UTF-8, as the converter's reader requires: a one-op model with
+ * the name under test on its input tensor, or on the op. */
+static uint8_t* named_model(const char* tensor_name, const char* op_name, size_t* size) {
+  tb_builder* b = tb_new();
+  uint32_t x = tb_tensor(b, tensor_name, 2, (const int32_t[]){1, 4}, NULL);
+  uint32_t y = tb_tensor(b, "y", 2, (const int32_t[]){1, 4}, NULL);
+  tb_op(b, TETHER_OP_RELU, TETHER_ACT_NONE, op_name, 1, &x, y);
+  tb_graph_io(b, 1, &x, 1, &y);
+  uint8_t* file = tb_finish(b, size);
+  free(b);
+  return file;
+}
+
+static void test_utf8_names(void) {
+  static const char* const kBad[] = {
+      "\xff", "caf\xc3", "\xc0\xaf" /* overlong '/' */, "\xed\xa0\x80" /* surrogate */,
+      "\xf4\x90\x80\x80" /* above U+10FFFF */, "\x80x",
+  };
+  static const char* const kGood[] = {"x", "caf\xc3\xa9", "\xe6\x97\xa5", "\xf0\x9f\x99\x82"};
+  for (size_t i = 0; i < sizeof(kBad) / sizeof(kBad[0]); i++) {
+    size_t size = 0;
+    uint8_t* file = named_model(kBad[i], "relu", &size);
+    expect_load(file, size, TETHER_STATUS_FORMAT_ERROR, "tensor 0: name is not valid UTF-8",
+                "non-UTF-8 tensor name");
+    free(file);
+    file = named_model("x", kBad[i], &size);
+    expect_load(file, size, TETHER_STATUS_FORMAT_ERROR, "op 0: name is not valid UTF-8",
+                "non-UTF-8 op name");
+    free(file);
+  }
+  for (size_t i = 0; i < sizeof(kGood) / sizeof(kGood[0]); i++) {
+    size_t size = 0;
+    uint8_t* file = named_model(kGood[i], kGood[i], &size);
+    expect_load(file, size, TETHER_STATUS_SUCCESS, NULL, "UTF-8 names");
+    free(file);
+  }
+}
+
 int main(int argc, char** argv) {
   if (argc == 4 && strcmp(argv[1], "--tool") == 0) return run_tool(argv[2], argv[3]);
   size_t size = 0;
@@ -748,6 +786,7 @@ int main(int argc, char** argv) {
   test_load_file(file, size);
   test_random_damage(file, size);
   test_sparse();
+  test_utf8_names();
   test_model_memory(file, size);
   free(file);
   if (tb_failures != 0) {

@@ -277,6 +277,9 @@ size_t tether_model_op_count(tether_model_t model);
  */
 tether_status tether_session_arena_size(tether_model_t model, size_t* size_out);
 
+/* Most threads a session may run an invoke on (the caller included). */
+#define TETHER_MAX_THREADS 64
+
 /*
  * Creates a session. Nothing is allocated after this returns.
  *
@@ -285,7 +288,8 @@ tether_status tether_session_arena_size(tether_model_t model, size_t* size_out);
  *                     tether_session_arena_size bytes; NULL = the session allocates its
  *                     own arena with malloc (hosted builds)
  * @param arena_size   bytes in `arena` (ignored when arena is NULL)
- * @param num_threads  worker threads for invoke; 0 or 1 = the calling thread only
+ * @param num_threads  worker threads for invoke; 0 or 1 = the calling thread only, at most
+ *                     TETHER_MAX_THREADS (more is TETHER_STATUS_INVALID_ARGUMENT)
  * @param session_out  receives the handle; untouched on failure
  * @retval TETHER_STATUS_SUCCESS
  * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL model, misaligned or too small arena
@@ -325,9 +329,11 @@ tether_status tether_session_io_data(tether_session_t session, tether_io kind, s
                                      void** data_out);
 
 /*
- * Runs every op in order.
+ * Runs every op in order. A session serves one thread at a time: an invoke that starts while
+ * another thread's invoke of the same session runs is refused (it never races or hangs).
  * @retval TETHER_STATUS_SUCCESS
- * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL session
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL session, or the session is being invoked by
+ *                                         another thread
  */
 tether_status tether_session_invoke(tether_session_t session);
 

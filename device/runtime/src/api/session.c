@@ -7,6 +7,7 @@
  * element computed the same way whatever the split, so results are bit-identical for any
  * thread count. The arena plan does not depend on the thread count.
  */
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -22,6 +23,7 @@ struct tether_session {
   uint64_t* op_ns;           /* per op: nanoseconds summed over profiled invokes */
   uint64_t profiled_invokes;
   void** data;  /* per tensor: constant bytes in the model, arena storage, or NULL */
+  atomic_flag busy;          /* set while an invoke runs: a second caller is refused */
 };
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -50,6 +52,11 @@ tether_status tether_session_create(tether_model_t model, void* arena, size_t ar
                               model->arena_size);
     }
   }
+  if (num_threads > TETHER_MAX_THREADS) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
+                            "num_threads is %u; a session runs on at most %u threads",
+                            (unsigned)num_threads, (unsigned)TETHER_MAX_THREADS);
+  }
   const tether_allocator* a = &model->allocator;
   size_t header = (sizeof(struct tether_session) + 15) & ~(size_t)15;
   if (model->tensor_count > (SIZE_MAX - header) / sizeof(void*)) {
@@ -67,6 +74,7 @@ tether_status tether_session_create(tether_model_t model, void* arena, size_t ar
   }
   memset(block, 0, total);
   struct tether_session* s = (struct tether_session*)block;
+  atomic_flag_clear(&s->busy);
   s->model = model;
   s->op_ns = (uint64_t*)(block + header);
   s->data = (void**)(block + header + (size_t)model->op_count * sizeof(uint64_t));
@@ -174,8 +182,23 @@ tether_status tether_session_io_data(tether_session_t session, tether_io kind, s
   return TETHER_STATUS_SUCCESS;
 }
 
+static tether_status invoke(tether_session_t session);
+
 tether_status tether_session_invoke(tether_session_t session) {
   if (session == NULL) return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "session is NULL");
+  /* One thread at a time (tether.h): a concurrent invoke would share the arena and the
+   * pool's job slot, so it is refused instead of racing. */
+  if (atomic_flag_test_and_set_explicit(&session->busy, memory_order_acquire)) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
+                            "session is being invoked by another thread; a session serves "
+                            "one thread at a time (create one per thread)");
+  }
+  tether_status status = invoke(session);
+  atomic_flag_clear_explicit(&session->busy, memory_order_release);
+  return status;
+}
+
+static tether_status invoke(tether_session_t session) {
   const struct tether_model* m = session->model;
   if (session->profiling) {
     for (uint32_t i = 0; i < m->op_count; i++) {

@@ -21,7 +21,7 @@
 
 #include "compute/compute.h"
 
-#define MAX_THREADS 64
+#define MAX_THREADS TETHER_MAX_THREADS
 #define SPIN_ROUNDS 4000
 #define WAIT_SPINS 256
 

@@ -72,6 +72,36 @@ static int string_ok(const loader* l, uint32_t offset) {
   return offset < l->sections[SECTION_STRINGS].size;
 }
 
+/* Whether the NUL-terminated `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF), as the converter's reader requires of every string. */
+static int utf8_ok(const char* s) {
+  const uint8_t* p = (const uint8_t*)s;
+  while (*p != 0) {
+    const uint8_t c = *p;
+    uint32_t n, cp;
+    if (c < 0x80) {
+      p++;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 1, cp = c & 0x1Fu;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2, cp = c & 0x0Fu;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3, cp = c & 0x07u;
+    } else {
+      return 0;
+    }
+    for (uint32_t k = 1; k <= n; k++) {
+      if ((p[k] & 0xC0) != 0x80) return 0;  /* also stops at the NUL */
+      cp = cp << 6 | (p[k] & 0x3Fu);
+    }
+    static const uint32_t kMin[4] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    p += n + 1;
+  }
+  return 1;
+}
+
 /* A blob of `bytes` at file offset `offset` lies in DATA at a 64-byte boundary. */
 static int blob_ok(const loader* l, uint64_t offset, uint64_t bytes) {
   const range* data = &l->sections[SECTION_DATA];
@@ -210,6 +240,11 @@ static tether_status read_sections(loader* l) {
                                 i / 2, (i % 2) ? "value" : "key", s,
                                 (unsigned long long)strings->size);
       }
+      if (!utf8_ok(string_at(l, s))) {
+        return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
+                                "METADATA entry %u: %s is not valid UTF-8", i / 2,
+                                (i % 2) ? "value" : "key");
+      }
     }
   }
   return TETHER_STATUS_SUCCESS;
@@ -224,6 +259,11 @@ static tether_status read_tensor(loader* l, uint32_t index, tether_tensor* t) {
                             (unsigned long long)l->sections[SECTION_STRINGS].size);
   }
   t->name = string_at(l, name);
+  if (!utf8_ok(t->name)) {
+    t->name = "";
+    return tether_set_error(TETHER_STATUS_FORMAT_ERROR, "tensor %u: name is not valid UTF-8",
+                            index);
+  }
   t->dtype = r[4];
   t->ndim = r[5];
   t->quant = r[6];
@@ -520,6 +560,10 @@ static tether_status read_op(loader* l, uint32_t index) {
                             (unsigned long long)l->sections[SECTION_STRINGS].size);
   }
   op->name = string_at(l, name);
+  if (!utf8_ok(op->name)) {
+    op->name = "";
+    return tether_set_error(TETHER_STATUS_FORMAT_ERROR, "op %u: name is not valid UTF-8", index);
+  }
   const tether_op_def* spec = tether_op_def_for(type);
   if (spec == NULL) {
     return tether_set_error(TETHER_STATUS_UNSUPPORTED_OP,
