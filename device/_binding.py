@@ -70,6 +70,7 @@ def lib() -> ctypes.CDLL:
         "tether_status_string": (c.c_char_p, [c.c_int]),
         "tether_last_error": (c.c_char_p, []),
         "tether_isa": (c.c_char_p, []),
+        "tether_set_isa": (c.c_int, [c.c_char_p]),
         "tether_model_load": (c.c_int, [vp, sz, vp, c.POINTER(vp)]),
         "tether_model_load_file": (c.c_int, [c.c_char_p, c.POINTER(vp)]),
         "tether_model_memory": (c.c_int, [vp, sz, vp, c.POINTER(sz), c.POINTER(sz),
@@ -106,6 +107,12 @@ def status_name(status: int) -> str:
 def isa() -> str:
     """Name of the instruction set whose kernels models loaded from now on use."""
     return (lib().tether_isa() or b"").decode("ascii", "replace")
+
+
+def set_isa(name: str) -> None:
+    """Kernel set for models loaded from now on ("auto", "scalar", "avx2", "avx512", "neon");
+    raises EngineError when this CPU lacks it."""
+    check(lib().tether_set_isa(name.encode("ascii")), f"isa {name!r}")
 
 
 def check(status: int, context: str) -> None:

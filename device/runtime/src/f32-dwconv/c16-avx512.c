@@ -60,7 +60,7 @@ void tether_f32_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
             acc2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x2 + 2 * dw + c),
                                    _mm512_maskz_loadu_ps(m, wc + 8 * channels), acc2);
             acc = _mm512_add_ps(acc, acc2);
-            _mm512_mask_storeu_ps(yp + c, m, _mm512_min_ps(_mm512_max_ps(acc, lo), hi));
+            _mm512_mask_storeu_ps(yp + c, m, _mm512_min_ps(hi, _mm512_max_ps(lo, acc)));
           }
           continue;
         }
@@ -80,7 +80,7 @@ void tether_f32_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
                                     acc);
             }
           }
-          _mm512_mask_storeu_ps(yp + c, m, _mm512_min_ps(_mm512_max_ps(acc, lo), hi));
+          _mm512_mask_storeu_ps(yp + c, m, _mm512_min_ps(hi, _mm512_max_ps(lo, acc)));
         }
       }
     }

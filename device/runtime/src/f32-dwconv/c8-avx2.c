@@ -78,7 +78,7 @@ void tether_f32_dwconv2d_minmax_ukernel_c8__avx2(const tether_conv_geometry* g,
               }
             }
           }
-          _mm256_maskstore_ps(yp + c, m, _mm256_min_ps(_mm256_max_ps(acc, lo), hi));
+          _mm256_maskstore_ps(yp + c, m, _mm256_min_ps(hi, _mm256_max_ps(lo, acc)));
         }
       }
     }

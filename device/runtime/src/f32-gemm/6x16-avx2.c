@@ -49,8 +49,8 @@ void tether_f32_gemm_minmax_ukernel_6x16__avx2(size_t mr, size_t nc, size_t kc, 
   __m256 acc[12] = {c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h, c4l, c4h, c5l, c5h};
   for (size_t i = 0; i < mr; i++) {
     float* ci = (float*)((char*)c + i * c_stride);
-    const __m256 l = _mm256_min_ps(_mm256_max_ps(acc[2 * i], lo), hi);
-    const __m256 h = _mm256_min_ps(_mm256_max_ps(acc[2 * i + 1], lo), hi);
+    const __m256 l = _mm256_min_ps(hi, _mm256_max_ps(lo, acc[2 * i]));
+    const __m256 h = _mm256_min_ps(hi, _mm256_max_ps(lo, acc[2 * i + 1]));
     if (nc == 16) {
       _mm256_storeu_ps(ci, l);
       _mm256_storeu_ps(ci + 8, h);

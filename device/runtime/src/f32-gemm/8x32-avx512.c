@@ -60,7 +60,7 @@ void tether_f32_gemm_minmax_ukernel_8x32__avx512(size_t mr, size_t nc, size_t kc
   const __mmask16 mh = (__mmask16)(nc >= 32 ? 0xFFFFu : nc <= 16 ? 0u : (1u << (nc - 16)) - 1u);
   for (size_t i = 0; i < mr; i++) {
     float* ci = (float*)((char*)c + i * c_stride);
-    _mm512_mask_storeu_ps(ci, ml, _mm512_min_ps(_mm512_max_ps(acc[2 * i], lo), hi));
-    _mm512_mask_storeu_ps(ci + 16, mh, _mm512_min_ps(_mm512_max_ps(acc[2 * i + 1], lo), hi));
+    _mm512_mask_storeu_ps(ci, ml, _mm512_min_ps(hi, _mm512_max_ps(lo, acc[2 * i])));
+    _mm512_mask_storeu_ps(ci + 16, mh, _mm512_min_ps(hi, _mm512_max_ps(lo, acc[2 * i + 1])));
   }
 }

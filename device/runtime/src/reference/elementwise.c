@@ -7,16 +7,19 @@
 
 #include "reference/reference.h"
 
+/* The clamps keep NaN (as the peers do): `bound` for a number below it, x itself for NaN. */
+static inline float nan_or(float x, float bound) { return x == x ? bound : x; }
+
 float tether_ref_f32_activation_one(float x, uint32_t activation) {
   switch (activation) {
-    case TETHER_ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case TETHER_ACT_RELU6: return x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f;
-    case TETHER_ACT_RELU_N1_TO_1: return x > -1.0f ? (x < 1.0f ? x : 1.0f) : -1.0f;
+    case TETHER_ACT_RELU: return x > 0.0f ? x : nan_or(x, 0.0f);
+    case TETHER_ACT_RELU6: return x > 0.0f ? (x < 6.0f ? x : 6.0f) : nan_or(x, 0.0f);
+    case TETHER_ACT_RELU_N1_TO_1: return x > -1.0f ? (x < 1.0f ? x : 1.0f) : nan_or(x, -1.0f);
     case TETHER_ACT_TANH: return tanhf(x);
     case TETHER_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
     case TETHER_ACT_HARD_SWISH: {
       float r = x + 3.0f;
-      r = r > 0.0f ? (r < 6.0f ? r : 6.0f) : 0.0f;
+      r = r > 0.0f ? (r < 6.0f ? r : 6.0f) : nan_or(r, 0.0f);
       return x * r / 6.0f;
     }
     default: return x;
@@ -32,10 +35,12 @@ void tether_ref_f32_activation(size_t n, const float* x, float* y, uint32_t acti
       }
       return;
     case TETHER_ACT_RELU:
-      for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : nan_or(x[i], 0.0f);
       return;
     case TETHER_ACT_RELU6:
-      for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? (x[i] < 6.0f ? x[i] : 6.0f) : 0.0f;
+      for (size_t i = 0; i < n; i++) {
+        y[i] = x[i] > 0.0f ? (x[i] < 6.0f ? x[i] : 6.0f) : nan_or(x[i], 0.0f);
+      }
       return;
     default:
       for (size_t i = 0; i < n; i++) y[i] = tether_ref_f32_activation_one(x[i], activation);

@@ -27,7 +27,7 @@ void tether_ref_f32_maxpool(const tether_conv_geometry* g, const float* x, float
           for (size_t ih = h0; ih < h1; ih++) {
             for (size_t iw = w0; iw < w1; iw++) {
               const float v = x[((n * g->in_h + ih) * g->in_w + iw) * c_count + c];
-              if (v > best) best = v;
+              if (v > best || v != v) best = v;  /* NaN wins, as in the peers */
             }
           }
           yp[c] = best;
