@@ -16,12 +16,12 @@ SYSTEM_TOOLS := cmake:cmake gcc:gcc aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu 
                 arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf qemu-aarch64:qemu-user qemu-arm:qemu-user \
                 clang:clang llvm-symbolizer:llvm /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
-.PHONY: demo test setup sysdeps engine test-c test-c-asan test-arm test-fuzz test-types test-py clean
+.PHONY: demo test setup sysdeps engine test-c test-c-asan test-c-tsan test-arm test-fuzz test-types test-py clean
 
 demo: setup
 	$(VENV)/bin/tether demo
 
-test: setup test-c test-c-asan test-arm test-fuzz test-types test-py
+test: setup test-c test-c-asan test-c-tsan test-arm test-fuzz test-types test-py
 
 setup: sysdeps $(VENV)/.installed
 
@@ -61,6 +61,12 @@ test-c-asan: sysdeps
 	cmake -S device/runtime -B device/runtime/build-asan -DCMAKE_BUILD_TYPE=Debug -DTETHER_SANITIZE=ON >/dev/null
 	cmake --build device/runtime/build-asan -j2
 	ctest --test-dir device/runtime/build-asan --output-on-failure
+
+# ThreadSanitizer over the C tests (the pool, concurrent invokes of one session).
+test-c-tsan: sysdeps
+	cmake -S device/runtime -B device/runtime/build-tsan -DCMAKE_BUILD_TYPE=Debug -DTETHER_TSAN=ON >/dev/null
+	cmake --build device/runtime/build-tsan -j2
+	ctest --test-dir device/runtime/build-tsan --output-on-failure
 
 test-arm: sysdeps
 	bash device/runtime/scripts/test-arm.sh
