@@ -77,3 +77,25 @@ def test_corrupt_keras_file_is_named(tmp_path):
     assert r.exit_code != 0 and "broken.keras" in r.output
     assert "not a loadable Keras model file" in r.output
     assert not (tmp_path / "o.tmodel").exists()
+
+
+def test_version_is_printed():
+    from tether import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"tether {__version__}"
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["convert", "--help"], "built-in model name"),
+    (["run", "--help"], ".tmodel"),
+    (["compress", "prune", "--help"], "demo_cnn"),
+])
+def test_help_shows_what_positional_arguments_take(argv, text):
+    # typer 0.20 with click 8.5 dropped the help text of positional arguments (click is
+    # pinned below 8.5 in pyproject.toml): the Arguments panel must carry it.
+    result = runner.invoke(app, argv, terminal_width=200)
+    assert result.exit_code == 0
+    arguments = result.output.split("Arguments", 1)[1].split("Options", 1)[0]
+    assert text in " ".join(arguments.split()), arguments

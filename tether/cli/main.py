@@ -16,6 +16,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="tether: train in the cloud, compress, convert, run on devices.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from tether import __version__
+
+        typer.echo(f"tether {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit")) -> None:
+    """tether: train in the cloud, compress, convert, run on devices."""
+
+
 def _console() -> Any:
     from rich.console import Console
 
