@@ -41,6 +41,27 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _load_npy(path: Path, flag: str) -> Any:
+    """The array in `path` (a .npy file), or a one-line error naming `flag`."""
+    import numpy as np
+
+    if not path.is_file():
+        _fail(f"{flag} {path}: no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        _fail(f"{flag} {path}: not a .npy array file ({first})")
+
+
+def _check_output(path: Path, flag: str) -> None:
+    """Fails in one line, before any work, when `path` cannot become the output file."""
+    if path.is_dir():
+        _fail(f"{flag} {path}: is a folder; give the path of the file to write")
+    if not path.parent.is_dir():
+        _fail(f"{flag} {path}: folder {path.parent} does not exist")
+
+
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -80,21 +101,16 @@ def convert(src: str = typer.Argument(..., help="Model: .onnx, .tflite, Keras fi
             ) -> None:
     """Convert a Keras, ONNX or TFLite model into a .tmodel file (BN folded, activations
     fused, NHWC); nothing is written on failure."""
+    _check_output(output, "--output")
+    if samples is not None and not report:
+        _fail("--samples sets the inputs of --report's parity check; add --report")
+    xs = _load_npy(samples, "--samples") if samples is not None else None
+    cal = _load_npy(calibration, "--calibration") if calibration is not None else None
     _quiet_tensorflow()
-    import numpy as np
-
     from tether.converter import convert as do_convert
 
     try:
         model = _load_source(src)
-        xs = cal = None
-        for path in (samples, calibration):
-            if path is not None and not path.is_file():
-                raise TetherError(f"{path}: no such file")
-        if samples is not None:
-            xs = np.load(samples, allow_pickle=False)
-        if calibration is not None:
-            cal = np.load(calibration, allow_pickle=False)
         options = dict(batch_size=batch_size, optimize=optimize, quantize=quantize,
                        calibration=cal)
         parity_note = ""
@@ -125,7 +141,8 @@ def export(src: str = typer.Argument(..., help="Keras model file (.keras/.h5) or
            int8_samples: Optional[Path] = typer.Option(
                None, "--int8-calibration", help=".npy of representative inputs [N, *input "
                "shape without the batch]: full-integer int8 TFLite (TensorFlow's quantizer)"),
-           opset: int = typer.Option(17, "--opset", help="ONNX opset"),
+           opset: int = typer.Option(17, "--opset", min=13,
+                                     help="ONNX opset (13 or newer: what convert reads)"),
            ) -> None:
     """Export a Keras model to TFLite (TensorFlow's converter) or ONNX (tf2onnx); nothing is
     written on failure."""
@@ -166,21 +183,28 @@ def run(model: Path = typer.Argument(..., help="The .tmodel file"),
         input: Optional[Path] = typer.Option(None, "--input", help=".npy input (default: "
                                              "zeros of the model's input shape)"),
         output: Optional[Path] = typer.Option(None, "--output", help="Write the output .npy"),
-        threads: int = typer.Option(1, "--threads", min=1),
+        threads: int = typer.Option(1, "--threads", min=1, help="Engine threads (at most 64)"),
         ) -> None:
     """Run a .tmodel in the C engine on one .npy input."""
     import numpy as np
 
     from tether.device import Engine
 
+    if threads > Engine.MAX_THREADS:
+        _fail(f"--threads {threads}: the engine runs on 1 to {Engine.MAX_THREADS} threads")
+    if output is not None:
+        _check_output(output, "--output")
+    x = _load_npy(input, "--input") if input is not None else None
     try:
         engine = Engine(model, threads=threads)
-        if input is None:
-            x = np.zeros(engine.inputs[0].shape, engine.inputs[0].dtype)
-        else:
-            if not input.is_file():
-                raise TetherError(f"{input}: no such file")
-            x = np.load(input, allow_pickle=False)
+        want = engine.inputs[0]
+        if x is None:
+            x = np.zeros(want.shape, want.dtype)
+        elif x.dtype != want.dtype:
+            _fail(f"--input {input}: dtype {x.dtype}; the model's input '{want.name}' takes "
+                  f"{want.dtype} (convert the array with astype first)")
+        elif x.ndim == len(want.shape) and x.shape[0] == 0:
+            _fail(f"--input {input}: an empty batch (shape {list(x.shape)})")
         y = engine.run(x)
     except (TetherError, ValueError) as exc:
         _fail(str(exc))

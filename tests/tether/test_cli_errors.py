@@ -1,0 +1,70 @@
+"""Bad command-line input: each case exits non-zero before any work with one line that names
+the flag and what it allows, prints no traceback and leaves no file behind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tether.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from tether.converter import convert
+    from tether.models import demo_cnn
+
+    d = tmp_path_factory.mktemp("cli")
+    model = demo_cnn()
+    model.save(d / "cnn.keras")
+    convert(model).save(d / "cnn.tmodel")
+    shape = (1, *model.input_shape[1:])
+    np.save(d / "complex.npy", np.zeros(shape, np.complex64))
+    np.save(d / "f64.npy", np.zeros(shape, np.float64))
+    np.save(d / "u8.npy", np.zeros(shape, np.uint8))
+    np.save(d / "empty.npy", np.zeros((0, *shape[1:]), np.float32))
+    np.save(d / "ok.npy", np.zeros(shape, np.float32))
+    (d / "text.npy").write_text("not an array\n")
+    (d / "folder").mkdir()
+    return d
+
+
+CASES = [
+    # (argv with {d} for the folder, the flag the message names, what it says)
+    (["run", "{d}/cnn.tmodel", "--input", "{d}/complex.npy"], "--input", "dtype complex64"),
+    (["run", "{d}/cnn.tmodel", "--input", "{d}/f64.npy"], "--input", "dtype float64"),
+    (["run", "{d}/cnn.tmodel", "--input", "{d}/u8.npy"], "--input", "dtype uint8"),
+    (["run", "{d}/cnn.tmodel", "--input", "{d}/empty.npy"], "--input", "empty batch"),
+    (["run", "{d}/cnn.tmodel", "--input", "{d}/text.npy"], "--input", "not a .npy array file"),
+    (["run", "{d}/cnn.tmodel", "--input", "{d}/nothing.npy"], "--input", "no such file"),
+    (["run", "{d}/cnn.tmodel", "--output", "{d}/folder"], "--output", "is a folder"),
+    (["run", "{d}/cnn.tmodel", "--output", "{d}/no/where.npy"], "--output", "does not exist"),
+    (["run", "{d}/cnn.tmodel", "--threads", "100"], "--threads", "1 to 64 threads"),
+    (["convert", "{d}/cnn.keras", "-o", "{d}/folder"], "--output", "is a folder"),
+    (["convert", "{d}/cnn.keras", "-o", "{d}/m.tmodel", "--quantize", "int8",
+      "--calibration", "{d}/text.npy"], "--calibration", "not a .npy array file"),
+    (["convert", "{d}/cnn.keras", "-o", "{d}/m.tmodel", "--samples", "{d}/ok.npy"],
+     "--samples", "add --report"),
+]
+
+
+@pytest.mark.parametrize("argv, flag, says", CASES, ids=lambda v: v if isinstance(v, str) else None)
+def test_bad_input_is_one_line_naming_the_flag(files, argv, flag, says):
+    before = sorted(p.name for p in files.rglob("*"))
+    result = runner.invoke(app, [a.format(d=files) for a in argv], terminal_width=400)
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and flag in lines[0] and says in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in files.rglob("*")) == before  # nothing written
+
+
+def test_an_onnx_opset_convert_cannot_read_is_refused(files, tmp_path):
+    result = runner.invoke(app, ["export", str(files / "cnn.keras"), "--to", "onnx", "-o",
+                                 str(tmp_path / "m.onnx"), "--opset", "5"])
+    assert result.exit_code == 2 and "--opset" in result.output
+    assert not (tmp_path / "m.onnx").exists()
