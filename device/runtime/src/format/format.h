@@ -18,6 +18,7 @@
 extern "C" {
 #endif
 
+/* ---- record sizes and section kinds (FORMAT.md) -------------------------------------- */
 
 #define HEADER_SIZE 64u
 #define SECTION_RECORD 24u
@@ -38,11 +39,6 @@ enum {
   SECTION_DATA = 8,
   SECTION_KINDS = 9,
 };
-
-static const char* const kSectionNames[SECTION_KINDS] = {
-    "?", "STRINGS", "TENSORS", "OPS", "OPERANDS", "ATTRS", "GRAPH_IO", "METADATA", "DATA",
-};
-
 
 #define ATTR_MAX_VALUES 8u
 #define ATTR_TYPE_INT 1u

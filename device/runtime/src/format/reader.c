@@ -15,6 +15,10 @@
 
 #include "format/format.h"
 
+static const char* const kSectionNames[SECTION_KINDS] = {
+    "?", "STRINGS", "TENSORS", "OPS", "OPERANDS", "ATTRS", "GRAPH_IO", "METADATA", "DATA",
+};
+
 typedef struct attr_spec {
   const char* name;
   uint8_t type;
