@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ctypes
-import threading
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence, Union
