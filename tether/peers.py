@@ -44,8 +44,12 @@ class Runner:
 
 @contextlib.contextmanager
 def _quiet() -> Any:
-    """Silences converters that write to stdout/stderr from Python."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    """Silences converters and runtimes that write to stdout/stderr, from Python or from C++
+    (descriptor 2: `tether._internal.quiet`)."""
+    from tether._internal.quiet import native_stderr_quiet
+
+    with native_stderr_quiet(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
         yield
 
 
@@ -154,10 +158,11 @@ def litert_runner(content: bytes, input_shape: tuple[int, ...], threads: int = 1
     """LiteRT (default delegates, i.e. XNNPACK) on a .tflite, input resized to `input_shape`."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_content=content, num_threads=threads)
-    inp = interp.get_input_details()[0]["index"]
-    interp.resize_tensor_input(inp, list(input_shape), strict=False)
-    interp.allocate_tensors()
+    with _quiet():  # "Created TensorFlow Lite XNNPACK delegate", from C++
+        interp = Interpreter(model_content=content, num_threads=threads)
+        inp = interp.get_input_details()[0]["index"]
+        interp.resize_tensor_input(inp, list(input_shape), strict=False)
+        interp.allocate_tensors()
     out = interp.get_output_details()[0]["index"]
 
     def run(x: np.ndarray) -> np.ndarray:

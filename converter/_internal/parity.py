@@ -65,10 +65,13 @@ def source_runner(kind: str, src: Any) -> tuple[str, Run]:
         return "onnxruntime", lambda x: sess.run(None, {name: x})[0]
     from ai_edge_litert.interpreter import Interpreter
 
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        interp = Interpreter(model_content=bytes(src))
-    else:
-        interp = Interpreter(model_path=str(src))
+    from tether._internal.quiet import native_stderr_quiet
+
+    with native_stderr_quiet():  # LiteRT announces its XNNPACK delegate from C++
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            interp = Interpreter(model_content=bytes(src))
+        else:
+            interp = Interpreter(model_path=str(src))
     d_in = interp.get_input_details()[0]
     d_out = interp.get_output_details()[0]
     shape: list[tuple[int, ...]] = []

@@ -62,9 +62,18 @@ def _check_output(path: Path, flag: str) -> None:
         _fail(f"{flag} {path}: folder {path.parent} does not exist")
 
 
-def _quiet_tensorflow() -> None:
+def _quiet_tensorflow(litert: bool = False) -> None:
+    """Loads TensorFlow (and LiteRT) now, with their native start-up lines kept off the
+    terminal (`tether._internal.quiet`; TETHER_VERBOSE=1 shows them)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    from tether._internal.quiet import native_stderr_quiet, quiet_loggers
+
+    with native_stderr_quiet():
+        import tensorflow  # noqa: F401
+        if litert:
+            import ai_edge_litert.interpreter  # noqa: F401
+    quiet_loggers()
 
 
 def _load_source(src: str) -> Any:
@@ -106,7 +115,8 @@ def convert(src: str = typer.Argument(..., help="Model: .onnx, .tflite, Keras fi
         _fail("--samples sets the inputs of --report's parity check; add --report")
     xs = _load_npy(samples, "--samples") if samples is not None else None
     cal = _load_npy(calibration, "--calibration") if calibration is not None else None
-    _quiet_tensorflow()
+    if Path(src).suffix.lower() not in (".onnx", ".tflite"):
+        _quiet_tensorflow()
     from tether.converter import convert as do_convert
 
     try:
@@ -229,7 +239,7 @@ def bench(src: str = typer.Argument(..., help="Keras model file or built-in mode
           as_json: bool = typer.Option(False, "--json", help="Print one JSON array of records"),
           ) -> None:
     """Time tether beside LiteRT and ONNX Runtime on the same model, in one process."""
-    _quiet_tensorflow()
+    _quiet_tensorflow(litert=True)
     from rich.progress import Progress
 
     from tether.bench import bench_model
@@ -277,7 +287,7 @@ def demo(quick: bool = typer.Option(False, "--quick", help="Fewer epochs and tim
          as_json: bool = typer.Option(False, "--json", help="Also print the result as JSON"),
          ) -> None:
     """The end-to-end pipeline on the built-in digits dataset."""
-    _quiet_tensorflow()
+    _quiet_tensorflow(litert=True)
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
