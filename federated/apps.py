@@ -31,7 +31,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-from tether.federated import model
+from tether.federated import codecs, model
 from tether.federated.dp import DPConfig
 from tether.federated.partition import partition
 from tether.federated.mods import CodecMod
@@ -143,6 +143,13 @@ class FedConfig:
             raise ValueError(f"FedConfig.lr_decay must be in (0, 1]. Received: lr_decay={self.lr_decay}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"FedConfig.dropout must be in [0, 1). Received: dropout={self.dropout}")
+        for name in ("codec", "downlink"):
+            spec = getattr(self, name)
+            if spec or name == "codec":
+                try:
+                    codecs.make(spec.replace("+ef", ""))  # "+ef": error feedback
+                except codecs.CodecError as exc:
+                    raise ValueError(f"FedConfig.{name}: {exc}") from None
 
     def to_run_config(self) -> dict[str, Any]:
         return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}

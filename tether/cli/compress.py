@@ -43,10 +43,26 @@ def _load(model: str, data: str | None) -> tuple[Any, Any]:
     return m, ds
 
 
-def _check_model_path(path: Path | None) -> None:
+def _check_out(path: Path | None, flag: str) -> None:
+    """Fails before any work when `path` cannot become the output file of `flag`."""
+    if path is None:
+        return
+    if path.is_dir():
+        _fail(f"{flag} {path}: is a folder; give the path of the file to write")
+    if not path.parent.is_dir():
+        _fail(f"{flag} {path}: folder {path.parent} does not exist")
+
+
+def _check_lr(learning_rate: float) -> None:
+    if not learning_rate > 0:
+        _fail(f"--lr {learning_rate}: the learning rate must be > 0")
+
+
+def _check_model_path(path: Path | None, flag: str = "--output") -> None:
     """Fails before any work when the output could not be saved as a Keras model."""
     if path is not None and path.suffix not in (".keras", ".h5"):
-        _fail(f"{path}: a Keras model file must end in .keras or .h5")
+        _fail(f"{flag} {path}: a Keras model file must end in .keras or .h5")
+    _check_out(path, flag)
 
 
 def _save_model(model: Any, path: Path) -> None:
@@ -101,6 +117,8 @@ def prune_channels(
     """Structured pruning: remove whole channels, write a smaller Keras model."""
     def go() -> None:
         _check_model_path(output)
+        if epochs and data is None:
+            _fail(f"--epochs {epochs} fine-tunes on --data; give --data or drop --epochs")
         m, ds = _load(model, data)
         from tether.compression import ChannelPruningConfig, fine_tune
         from tether.compression import prune_channels as prune
@@ -172,6 +190,8 @@ def quantize(model: str = typer.Argument(..., help=MODEL_HELP),
     --tmodel, the int8 .tmodel run by the engine)."""
     def go() -> None:
         _check_model_path(output)
+        _check_out(plan_out, "--plan")
+        _check_out(tmodel_out, "--tmodel")
         m, ds = _load(model, data)
         from tether.compression import (
             CalibrationConfig,
@@ -285,6 +305,7 @@ def distill(teacher: str = typer.Argument(..., help="Teacher: " + MODEL_HELP),
     teacher's softened outputs and the labels."""
     def go() -> None:
         _check_model_path(output)
+        _check_lr(learning_rate)
         from tether.compression import DistillationConfig
         from tether.compression import distill as run_distill
 
@@ -319,6 +340,9 @@ def qat(model: str = typer.Argument(..., help=MODEL_HELP),
     """Quantization-aware training: fake-quant fine-tuning with BN folded as the converter
     folds it, then the int8 .tmodel lowered from the learned ranges."""
     def go() -> None:
+        _check_lr(learning_rate)
+        _check_out(tmodel_out, "--tmodel")
+        _check_out(plan_out, "--plan")
         m, ds = _load(model, data)
         from tether.compression import export_qat, fine_tune, prepare_qat
         from tether.compression._common import accuracy

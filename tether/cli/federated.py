@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 
 import typer
 
@@ -86,7 +87,10 @@ def simulate(
                         dp_noise=dp_noise, seed=seed, model=model, hidden=hidden,
                         secagg_weighted=secagg_weighted)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        # FedConfig names its fields; the user typed flags.
+        text = re.sub(r"FedConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"),
+                      str(exc))
+        typer.echo(f"error: {text}", err=True)
         raise typer.Exit(2)
     logging.getLogger("flwr").setLevel(logging.WARNING)  # the progress bar says what happens
     if as_json:

@@ -287,6 +287,8 @@ def demo(quick: bool = typer.Option(False, "--quick", help="Fewer epochs and tim
          as_json: bool = typer.Option(False, "--json", help="Also print the result as JSON"),
          ) -> None:
     """The end-to-end pipeline on the built-in digits dataset."""
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out}: is a file; give the folder to write the demo's outputs in")
     _quiet_tensorflow(litert=True)
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
