@@ -99,3 +99,25 @@ def test_help_shows_what_positional_arguments_take(argv, text):
     assert result.exit_code == 0
     arguments = result.output.split("Arguments", 1)[1].split("Options", 1)[0]
     assert text in " ".join(arguments.split()), arguments
+
+
+def test_fixed_choice_options_list_what_the_library_accepts():
+    # The CLI spells the choices out (importing the library would load Keras for --help);
+    # each must be what the library takes, and --help lists them.
+    from tether.cli import compress as compress_cli
+    from tether.cli import federated as federated_cli
+    from tether.compression import CALIBRATION_METHODS, ChannelPruningConfig
+    from tether.federated.apps import MODELS, FedConfig
+
+    assert compress_cli.CALIBRATION_METHODS == tuple(CALIBRATION_METHODS)
+    assert set(federated_cli.MODELS) == set(MODELS)
+    for target in compress_cli.TARGETS:
+        for importance in compress_cli.IMPORTANCES:
+            ChannelPruningConfig(0.5, target, importance)
+    for partition in federated_cli.PARTITIONS:
+        FedConfig(partition=partition)
+    help_text = runner.invoke(app, ["compress", "quantize", "--help"],
+                              env={"COLUMNS": "200"}).output
+    assert "minmax|percentile|entropy|mse" in help_text
+    bad = runner.invoke(app, ["federated", "simulate", "--partition", "shards"])
+    assert bad.exit_code == 2 and "'iid', 'noniid'" in bad.output

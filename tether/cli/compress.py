@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -18,6 +19,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 MODEL_HELP = "Keras model file (.keras/.h5) or built-in model name (demo_cnn, ...)"
 DATA_HELP = "Dataset: built-in name (digits, mnist5k), .npz file or image folder"
+# The values of the fixed-choice options, as the library spells them (a test keeps them equal;
+# importing the library here would load Keras for --help).
+TARGETS = ("channels", "macs")
+IMPORTANCES = ("l1", "bn")
+QUANTIZE_MODES = ("ptq", "int8-weights", "int4-weights")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
 
 
 def _setup() -> None:
@@ -109,8 +116,11 @@ def prune_channels(
         model: str = typer.Argument(..., help=MODEL_HELP),
         output: Path = typer.Option(..., "-o", "--output", help="The .keras file to write"),
         fraction: float = typer.Option(0.5, "--fraction", help="Fraction in [0, 1) to remove"),
-        target: str = typer.Option("channels", "--target", help="channels or macs"),
-        importance: str = typer.Option("l1", "--importance", help="l1 or bn"),
+        target: str = typer.Option("channels", "--target", click_type=click.Choice(TARGETS),
+                                   help="What --fraction removes: channels or MACs"),
+        importance: str = typer.Option("l1", "--importance",
+                                       click_type=click.Choice(IMPORTANCES),
+                                       help="Channel importance: L1 norm or BN scale"),
         data: str | None = typer.Option(None, "--data", help=DATA_HELP + " (fine-tune)"),
         epochs: int = typer.Option(0, "--epochs", min=0, help="Fine-tune epochs (needs --data)"),
 ) -> None:
@@ -167,12 +177,13 @@ def prune(model: str = typer.Argument(..., help=MODEL_HELP),
 
 @app.command()
 def quantize(model: str = typer.Argument(..., help=MODEL_HELP),
-             mode: str = typer.Option("ptq", "--mode", help="ptq, int8-weights or "
-                                      "int4-weights"),
+             mode: str = typer.Option("ptq", "--mode", click_type=click.Choice(QUANTIZE_MODES),
+                                      help="Post-training int8 (ptq) or weight-only"),
              data: str | None = typer.Option(None, "--data", help=DATA_HELP +
                                                 " (calibration for ptq)"),
              calibration: str = typer.Option("minmax", "--calibration",
-                                              help="minmax, percentile, entropy or mse"),
+                                              click_type=click.Choice(CALIBRATION_METHODS),
+                                              help="How ptq picks each activation range"),
              bias_correction: bool = typer.Option(
                  False, "--bias-correction", help="ptq: correct each layer's expected int8 "
                  "output error in its bias (Nagel et al. 2019)"),

@@ -11,7 +11,12 @@ import logging
 import os
 import re
 
+import click
 import typer
+
+# Fixed-choice values as tether.federated.apps spells them (a test keeps them equal).
+PARTITIONS = ("iid", "noniid")
+MODELS = ("cnn", "cnn-mcmahan", "mlp")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Federated learning on Flower: FedAvg, codecs, secure aggregation, DP.")
@@ -32,14 +37,16 @@ def simulate(
     secagg: bool = typer.Option(False, "--secagg", help="Secure aggregation (4-bit shared grid)"),
     dropout: float = typer.Option(0.0, "--dropout", min=0.0, max=0.99,
                                   help="Probability a sampled client drops (after key sharing with --secagg)"),
-    partition: str = typer.Option("noniid", "--partition", help="iid or noniid (2 shards per client)"),
+    partition: str = typer.Option("noniid", "--partition", click_type=click.Choice(PARTITIONS),
+                                  help="iid, or noniid (2 label shards per client)"),
     fraction: float = typer.Option(0.1, "--fraction", help="C: share of clients sampled per round"),
     epochs: int = typer.Option(5, "--epochs", help="E local epochs"),
     batch_size: int = typer.Option(10, "--batch-size", help="B; 0 = full batch (FedSGD)"),
     lr: float = typer.Option(0.1, "--lr", help="Client learning rate eta_0"),
     lr_decay: float = typer.Option(1.0, "--lr-decay", help="Round t uses eta_0 * lr_decay^(t-1) (1 = constant)"),
     dataset: str = typer.Option("mnist5k", "--dataset", help="Built-in dataset"),
-    model: str = typer.Option("cnn", "--model", help="cnn (conv-pool-conv-pool-dense, 105k parameters), "
+    model: str = typer.Option("cnn", "--model", click_type=click.Choice(MODELS),
+                              help="cnn (conv-pool-conv-pool-dense, 105k parameters), "
                               "cnn-mcmahan (McMahan et al.'s CNN, 1.66M) or mlp"),
     hidden: int = typer.Option(200, "--hidden", help="MLP hidden units (0 = softmax regression)"),
     secagg_weighted: bool = typer.Option(True, "--secagg-weighted/--secagg-unweighted",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import click
 import typer
 
 from tether.errors import TetherError
@@ -102,8 +103,8 @@ def convert(src: str = typer.Argument(..., help="Model: .onnx, .tflite, Keras fi
                 None, "--samples", help=".npy of sample inputs for the parity check of "
                 "--report (default: 4 random inputs)"),
             quantize: Optional[str] = typer.Option(
-                None, "--quantize", help="int8: post-training quantization from "
-                "--calibration ranges"),
+                None, "--quantize", click_type=click.Choice(("int8",)),
+                help="int8: post-training quantization from --calibration ranges"),
             calibration: Optional[Path] = typer.Option(
                 None, "--calibration", help=".npy of representative inputs for --quantize "
                 "int8 (a stack of inputs of the model's input shape)"),
@@ -146,7 +147,9 @@ def convert(src: str = typer.Argument(..., help="Model: .onnx, .tflite, Keras fi
 @app.command()
 def export(src: str = typer.Argument(..., help="Keras model file (.keras/.h5) or built-in "
                                               "model name"),
-           to: str = typer.Option(..., "--to", help="tflite or onnx"),
+           to: str = typer.Option(..., "--to", click_type=click.Choice(("tflite", "onnx"),
+                                                                       case_sensitive=False),
+                                  help="TFLite (TensorFlow's converter) or ONNX (tf2onnx)"),
            output: Path = typer.Option(..., "-o", "--output", help="The file to write"),
            int8_samples: Optional[Path] = typer.Option(
                None, "--int8-calibration", help=".npy of representative inputs [N, *input "
