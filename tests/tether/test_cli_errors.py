@@ -83,3 +83,14 @@ def test_an_onnx_opset_convert_cannot_read_is_refused(files, tmp_path):
                                  str(tmp_path / "m.onnx"), "--opset", "5"])
     assert result.exit_code == 2 and "--opset" in result.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_error_text_is_printed_as_given(capsys):
+    # A message is text, not rich markup: a layer called "[bold]" or a shape stays visible.
+    import typer
+
+    from tether.cli._common import fail
+
+    with pytest.raises(typer.Exit):
+        fail("layer '[bold]' has shape [0, 8, 8, 1]")
+    assert capsys.readouterr().err.strip() == "error: layer '[bold]' has shape [0, 8, 8, 1]"

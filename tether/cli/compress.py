@@ -7,12 +7,13 @@ Each command prints one JSON object (the report) on stdout.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 import typer
+
+from tether.cli._common import check_output, fail, quiet_tensorflow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compress a Keras model: prune, distil, quantize.")
@@ -27,49 +28,29 @@ QUANTIZE_MODES = ("ptq", "int8-weights", "int4-weights")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
 
 
-def _setup() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
 def _load(model: str, data: str | None) -> tuple[Any, Any]:
-    _setup()
+    quiet_tensorflow()
     from tether.data import load
     from tether.models import load_model
 
     m = load_model(model)
     ds = load(data) if data else None
     if ds is not None and tuple(m.inputs[0].shape[1:]) != ds.input_shape:
-        _fail(f"model input {tuple(m.inputs[0].shape[1:])} does not match dataset "
+        fail(f"model input {tuple(m.inputs[0].shape[1:])} does not match dataset "
               f"'{ds.name}' images {ds.input_shape}; pick a matching model or dataset")
     return m, ds
 
 
-def _check_out(path: Path | None, flag: str) -> None:
-    """Fails before any work when `path` cannot become the output file of `flag`."""
-    if path is None:
-        return
-    if path.is_dir():
-        _fail(f"{flag} {path}: is a folder; give the path of the file to write")
-    if not path.parent.is_dir():
-        _fail(f"{flag} {path}: folder {path.parent} does not exist")
-
-
 def _check_lr(learning_rate: float) -> None:
     if not learning_rate > 0:
-        _fail(f"--lr {learning_rate}: the learning rate must be > 0")
+        fail(f"--lr {learning_rate}: the learning rate must be > 0")
 
 
 def _check_model_path(path: Path | None, flag: str = "--output") -> None:
     """Fails before any work when the output could not be saved as a Keras model."""
     if path is not None and path.suffix not in (".keras", ".h5"):
-        _fail(f"{flag} {path}: a Keras model file must end in .keras or .h5")
-    _check_out(path, flag)
+        fail(f"{flag} {path}: a Keras model file must end in .keras or .h5")
+    check_output(path, flag)
 
 
 def _save_model(model: Any, path: Path) -> None:
@@ -97,7 +78,7 @@ def _run(fn: Any) -> None:
     try:
         fn()
     except (TetherError, FileNotFoundError) as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @app.command()
@@ -128,7 +109,7 @@ def prune_channels(
     def go() -> None:
         _check_model_path(output)
         if epochs and data is None:
-            _fail(f"--epochs {epochs} fine-tunes on --data; give --data or drop --epochs")
+            fail(f"--epochs {epochs} fine-tunes on --data; give --data or drop --epochs")
         m, ds = _load(model, data)
         from tether.compression import ChannelPruningConfig, fine_tune
         from tether.compression import prune_channels as prune
@@ -201,8 +182,8 @@ def quantize(model: str = typer.Argument(..., help=MODEL_HELP),
     --tmodel, the int8 .tmodel run by the engine)."""
     def go() -> None:
         _check_model_path(output)
-        _check_out(plan_out, "--plan")
-        _check_out(tmodel_out, "--tmodel")
+        check_output(plan_out, "--plan")
+        check_output(tmodel_out, "--tmodel")
         m, ds = _load(model, data)
         from tether.compression import (
             CalibrationConfig,
@@ -225,7 +206,7 @@ def quantize(model: str = typer.Argument(..., help=MODEL_HELP),
             _emit(rec)
         elif mode == "ptq":
             if ds is None:
-                _fail("--mode ptq needs --data for calibration samples")
+                fail("--mode ptq needs --data for calibration samples")
             plan = calibrate(m, ds.x_train[:samples],
                              CalibrationConfig(calibration, bias_correction=bias_correction))
             if plan_out:
@@ -239,7 +220,7 @@ def quantize(model: str = typer.Argument(..., help=MODEL_HELP),
                 rec.update(_write_int8_tmodel(m, plan, ds, tmodel_out))
             _emit(rec)
         else:
-            _fail(f"--mode must be ptq, int8-weights or int4-weights. Received: {mode!r}")
+            fail(f"--mode must be ptq, int8-weights or int4-weights. Received: {mode!r}")
     _run(go)
 
 
@@ -352,8 +333,8 @@ def qat(model: str = typer.Argument(..., help=MODEL_HELP),
     folds it, then the int8 .tmodel lowered from the learned ranges."""
     def go() -> None:
         _check_lr(learning_rate)
-        _check_out(tmodel_out, "--tmodel")
-        _check_out(plan_out, "--plan")
+        check_output(tmodel_out, "--tmodel")
+        check_output(plan_out, "--plan")
         m, ds = _load(model, data)
         from tether.compression import export_qat, fine_tune, prepare_qat
         from tether.compression._common import accuracy

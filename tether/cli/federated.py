@@ -14,6 +14,8 @@ import re
 import click
 import typer
 
+from tether.cli._common import fail
+
 # Fixed-choice values as tether.federated.apps spells them (a test keeps them equal).
 PARTITIONS = ("iid", "noniid")
 MODELS = ("cnn", "cnn-mcmahan", "mlp")
@@ -97,8 +99,7 @@ def simulate(
         # FedConfig names its fields; the user typed flags.
         text = re.sub(r"FedConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"),
                       str(exc))
-        typer.echo(f"error: {text}", err=True)
-        raise typer.Exit(2)
+        fail(text, 2)
     logging.getLogger("flwr").setLevel(logging.WARNING)  # the progress bar says what happens
     if as_json:
         rep = run(cfg, num_cpus=cpus)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -11,6 +10,7 @@ from typing import Any, Optional
 import click
 import typer
 
+from tether.cli._common import check_output, fail, load_npy, quiet_tensorflow
 from tether.errors import TetherError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -35,46 +35,6 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    _console().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
-    raise typer.Exit(code)
-
-
-def _load_npy(path: Path, flag: str) -> Any:
-    """The array in `path` (a .npy file), or a one-line error naming `flag`."""
-    import numpy as np
-
-    if not path.is_file():
-        _fail(f"{flag} {path}: no such file")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        _fail(f"{flag} {path}: not a .npy array file ({first})")
-
-
-def _check_output(path: Path, flag: str) -> None:
-    """Fails in one line, before any work, when `path` cannot become the output file."""
-    if path.is_dir():
-        _fail(f"{flag} {path}: is a folder; give the path of the file to write")
-    if not path.parent.is_dir():
-        _fail(f"{flag} {path}: folder {path.parent} does not exist")
-
-
-def _quiet_tensorflow(litert: bool = False) -> None:
-    """Loads TensorFlow (and LiteRT) now, with their native start-up lines kept off the
-    terminal (`tether._internal.quiet`; TETHER_VERBOSE=1 shows them)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    from tether._internal.quiet import native_stderr_quiet, quiet_loggers
-
-    with native_stderr_quiet():
-        import tensorflow  # noqa: F401
-        if litert:
-            import ai_edge_litert.interpreter  # noqa: F401
-    quiet_loggers()
 
 
 def _load_source(src: str) -> Any:
@@ -111,13 +71,13 @@ def convert(src: str = typer.Argument(..., help="Model: .onnx, .tflite, Keras fi
             ) -> None:
     """Convert a Keras, ONNX or TFLite model into a .tmodel file (BN folded, activations
     fused, NHWC); nothing is written on failure."""
-    _check_output(output, "--output")
+    check_output(output, "--output")
     if samples is not None and not report:
-        _fail("--samples sets the inputs of --report's parity check; add --report")
-    xs = _load_npy(samples, "--samples") if samples is not None else None
-    cal = _load_npy(calibration, "--calibration") if calibration is not None else None
+        fail("--samples sets the inputs of --report's parity check; add --report")
+    xs = load_npy(samples, "--samples") if samples is not None else None
+    cal = load_npy(calibration, "--calibration") if calibration is not None else None
     if Path(src).suffix.lower() not in (".onnx", ".tflite"):
-        _quiet_tensorflow()
+        quiet_tensorflow()
     from tether.converter import convert as do_convert
 
     try:
@@ -135,7 +95,7 @@ def convert(src: str = typer.Argument(..., help="Model: .onnx, .tflite, Keras fi
             tmodel = do_convert(model, **options)
         tmodel.save(output)
     except (TetherError, FileNotFoundError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console = _console()
     console.print(f"wrote {output} ({output.stat().st_size:,} bytes)")
     if report:
@@ -159,7 +119,7 @@ def export(src: str = typer.Argument(..., help="Keras model file (.keras/.h5) or
            ) -> None:
     """Export a Keras model to TFLite (TensorFlow's converter) or ONNX (tf2onnx); nothing is
     written on failure."""
-    _quiet_tensorflow()
+    quiet_tensorflow()
     import numpy as np
 
     from tether._internal.files import atomic_write_bytes
@@ -167,9 +127,9 @@ def export(src: str = typer.Argument(..., help="Keras model file (.keras/.h5) or
 
     target = to.lower()
     if target not in ("tflite", "onnx"):
-        _fail(f"--to {to!r} is not supported; use tflite or onnx")
+        fail(f"--to {to!r} is not supported; use tflite or onnx")
     if int8_samples is not None and target != "tflite":
-        _fail("--int8-calibration applies to --to tflite only")
+        fail("--int8-calibration applies to --to tflite only")
     try:
         from tether.models import load_model
 
@@ -185,9 +145,9 @@ def export(src: str = typer.Argument(..., help="Keras model file (.keras/.h5) or
             data = keras_to_onnx(model, opset=opset)
         atomic_write_bytes(output, data)
     except (TetherError, FileNotFoundError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the exporters raise many types; report, exit 1
-        _fail(f"{target} export failed: {type(exc).__name__}: {exc}")
+        fail(f"{target} export failed: {type(exc).__name__}: {exc}")
     _console().print(f"wrote {output} ({output.stat().st_size:,} bytes)")
 
 
@@ -204,23 +164,23 @@ def run(model: Path = typer.Argument(..., help="The .tmodel file"),
     from tether.device import Engine
 
     if threads > Engine.MAX_THREADS:
-        _fail(f"--threads {threads}: the engine runs on 1 to {Engine.MAX_THREADS} threads")
+        fail(f"--threads {threads}: the engine runs on 1 to {Engine.MAX_THREADS} threads")
     if output is not None:
-        _check_output(output, "--output")
-    x = _load_npy(input, "--input") if input is not None else None
+        check_output(output, "--output")
+    x = load_npy(input, "--input") if input is not None else None
     try:
         engine = Engine(model, threads=threads)
         want = engine.inputs[0]
         if x is None:
             x = np.zeros(want.shape, want.dtype)
         elif x.dtype != want.dtype:
-            _fail(f"--input {input}: dtype {x.dtype}; the model's input '{want.name}' takes "
+            fail(f"--input {input}: dtype {x.dtype}; the model's input '{want.name}' takes "
                   f"{want.dtype} (convert the array with astype first)")
         elif x.ndim == len(want.shape) and x.shape[0] == 0:
-            _fail(f"--input {input}: an empty batch (shape {list(x.shape)})")
+            fail(f"--input {input}: an empty batch (shape {list(x.shape)})")
         y = engine.run(x)
     except (TetherError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     outputs = y if isinstance(y, list) else [y]
     if output is not None:
         from tether._internal.files import atomic_write
@@ -242,7 +202,7 @@ def bench(src: str = typer.Argument(..., help="Keras model file or built-in mode
           as_json: bool = typer.Option(False, "--json", help="Print one JSON array of records"),
           ) -> None:
     """Time tether beside LiteRT and ONNX Runtime on the same model, in one process."""
-    _quiet_tensorflow(litert=True)
+    quiet_tensorflow(litert=True)
     from rich.progress import Progress
 
     from tether.bench import bench_model
@@ -252,7 +212,7 @@ def bench(src: str = typer.Argument(..., help="Keras model file or built-in mode
     names = [e.strip() for e in engines.split(",") if e.strip()]
     unknown = [e for e in names if e not in ENGINES]
     if unknown or not names:
-        _fail(f"--engines: unknown {unknown}; choose from {', '.join(ENGINES)}")
+        fail(f"--engines: unknown {unknown}; choose from {', '.join(ENGINES)}")
     try:
         model = load_model(src)
         with Progress(console=_console(), transient=True) as progress:
@@ -265,7 +225,7 @@ def bench(src: str = typer.Argument(..., help="Keras model file or built-in mode
                                   warmup=warmup, on_engine=on_engine)
             progress.update(task, completed=len(names))
     except (TetherError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps([r.to_json() for r in records], indent=2))
         return
@@ -291,8 +251,8 @@ def demo(quick: bool = typer.Option(False, "--quick", help="Fewer epochs and tim
          ) -> None:
     """The end-to-end pipeline on the built-in digits dataset."""
     if out.exists() and not out.is_dir():
-        _fail(f"--out {out}: is a file; give the folder to write the demo's outputs in")
-    _quiet_tensorflow(litert=True)
+        fail(f"--out {out}: is a file; give the folder to write the demo's outputs in")
+    quiet_tensorflow(litert=True)
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -313,7 +273,7 @@ def demo(quick: bool = typer.Option(False, "--quick", help="Fewer epochs and tim
         try:
             result = run_demo(config, step=step)
         except TetherError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     table = Table(title=f"tether demo: {result.dataset} "
                         f"({result.train_images} train / {result.test_images} test images)")
     for col in ("engine", "test accuracy", "top-1 agrees with Keras", "max |Δ prob|",
