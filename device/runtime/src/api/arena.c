@@ -17,12 +17,6 @@
 
 #include "api/api.h"
 
-#define PLAN_ALIGN ((uint64_t)TETHER_ARENA_ALIGNMENT)
-
-static uint64_t planned_bytes(uint64_t bytes) {
-  return (bytes + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN;
-}
-
 /* Widens block b's lifetime to step `op` unless its tensor t is a constant. */
 static void note_use(const tether_tensor* t, tether_plan_block* b, int32_t op) {
   if (t->flags & TETHER_TENSOR_CONSTANT) return;
@@ -35,7 +29,7 @@ tether_status tether_plan_model(struct tether_model* m) {
   size_t scratch_ops = 0;
   uint64_t scratch = 0;
   for (uint32_t i = 0; i < m->op_count; i++) {
-    const uint64_t s = planned_bytes(m->ops[i].scratch_bytes);
+    const uint64_t s = tether_round_block(m->ops[i].scratch_bytes);
     scratch_ops += s > 0;
     if (s > scratch) scratch = s;
   }
@@ -62,7 +56,7 @@ tether_status tether_plan_model(struct tether_model* m) {
     uint32_t* owner = conflicts + n;  /* tensor index, or op index for scratch blocks */
     /* 1. Lifetimes (block t = tensor t for now). */
     for (uint32_t t = 0; t < m->tensor_count; t++) {
-      blocks[t].size = planned_bytes(tensors[t].bytes);
+      blocks[t].size = tether_round_block(tensors[t].bytes);
       blocks[t].first = -1;
       blocks[t].last = -1;
       blocks[t].offset = 0;
@@ -99,7 +93,7 @@ tether_status tether_plan_model(struct tether_model* m) {
     /* 3. Each op's scratch, a block living at that op only, placed after the tensors. */
     size_t b = planned;
     for (uint32_t i = 0; i < m->op_count; i++) {
-      const uint64_t s = planned_bytes(m->ops[i].scratch_bytes);
+      const uint64_t s = tether_round_block(m->ops[i].scratch_bytes);
       if (s == 0) continue;
       blocks[b].size = s;
       blocks[b].first = blocks[b].last = (int32_t)i;
@@ -131,6 +125,6 @@ tether_status tether_plan_model(struct tether_model* m) {
   m->activation_bytes = (size_t)activations;
   m->scratch_bytes = (size_t)scratch;
   m->arena_size = (size_t)peak;
-  if (m->arena_size == 0) m->arena_size = (size_t)PLAN_ALIGN;
+  if (m->arena_size == 0) m->arena_size = TETHER_ARENA_ALIGNMENT;
   return TETHER_STATUS_SUCCESS;
 }

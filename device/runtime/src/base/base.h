@@ -194,6 +194,11 @@ typedef struct tether_memory_tally {
   size_t largest;       /* largest single request */
 } tether_memory_tally;
 
+/* v clamped to [lo, hi]. */
+static inline int32_t tether_clamp_i32(int32_t v, int32_t lo, int32_t hi) {
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
 /* `bytes` rounded up to TETHER_ARENA_ALIGNMENT (callers keep it far below SIZE_MAX). */
 static inline size_t tether_round_block(size_t bytes) {
   return (bytes + TETHER_ARENA_ALIGNMENT - 1) / TETHER_ARENA_ALIGNMENT * TETHER_ARENA_ALIGNMENT;

@@ -123,9 +123,6 @@ tether_status tether_q8_need_per_tensor(const struct tether_model* model, uint32
 /* zero_point + round(f / scale), the rounded value saturated to +-2^20 first (keeps the int
  * conversion defined for tiny scales and infinite bounds; callers clamp to int8). */
 int32_t tether_q8_quantize_value(float f, float scale, int32_t zero_point);
-static inline int32_t tether_clamp_i32(int32_t v, int32_t lo, int32_t hi) {
-  return v < lo ? lo : v > hi ? hi : v;
-}
 /* Checks that y is quantized exactly like x (ops that move int8 values without arithmetic). */
 tether_status tether_q8_need_same_quant(const struct tether_model* model, uint32_t op_index,
                                         const tether_tensor* x, const tether_tensor* y);

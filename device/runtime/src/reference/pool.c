@@ -8,7 +8,6 @@
 
 #include "reference/reference.h"
 
-static int32_t qs8_clamp(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 void tether_ref_f32_maxpool(const tether_conv_geometry* g, const float* x, float* y) {
   const size_t c_count = g->in_c;
@@ -100,7 +99,7 @@ void tether_ref_qs8_pool(const tether_conv_geometry* g, int avg, int count_inclu
               }
             }
           }
-          yp[c] = (int8_t)qs8_clamp(v, lo, hi);
+          yp[c] = (int8_t)tether_clamp_i32(v, lo, hi);
         }
       }
     }
