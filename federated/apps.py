@@ -143,11 +143,11 @@ class FedConfig:
             raise ValueError(f"FedConfig.lr_decay must be in (0, 1]. Received: lr_decay={self.lr_decay}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"FedConfig.dropout must be in [0, 1). Received: dropout={self.dropout}")
-        for name in ("codec", "downlink"):
+        for name, check in (("codec", codecs.uplink_spec), ("downlink", codecs.make)):
             spec = getattr(self, name)
             if spec or name == "codec":
                 try:
-                    codecs.make(spec.replace("+ef", ""))  # "+ef": error feedback
+                    check(spec)
                 except codecs.CodecError as exc:
                     raise ValueError(f"FedConfig.{name}: {exc}") from None
 

@@ -73,6 +73,7 @@ __all__ = [
     "majority_vote",
     "make",
     "register",
+    "uplink_spec",
 ]
 
 MAGIC = b"TC"
@@ -629,6 +630,18 @@ def decode(payload: bytes) -> np.ndarray:
     if decoder is None:
         raise CodecError(f"codec id {cid} unknown; known ids: {sorted(_NAME_OF_ID)}")
     return decoder(buf, off, dt, shape)
+
+
+def uplink_spec(spec: str) -> tuple[str, bool]:
+    """(codec spec, error feedback?) of an uplink spec, whose ``+ef`` suffix asks for an
+    :class:`ErrorFeedback` residual; the codec spec is checked as :func:`make` does.
+
+    >>> uplink_spec("topk:0.01+ef")
+    ('topk:0.01', True)
+    """
+    base = spec.removesuffix("+ef")
+    make(base)  # raises CodecError naming the spec
+    return base, base != spec
 
 
 @dataclass

@@ -67,7 +67,7 @@ class CodecMod:
     """
 
     def __init__(self, spec: str = "none", seed: int | None = None) -> None:
-        codecs.make(spec.replace("+ef", ""))  # validate early
+        codecs.uplink_spec(spec)  # validate early
         self.spec, self.seed = spec, seed
 
     def __call__(self, msg: Message, ctxt: Context,
@@ -87,8 +87,8 @@ class CodecMod:
         rkey = next(iter(reply.content.array_records))
         new = record_arrays(reply.content.array_records[rkey])
         delta = {k: np.asarray(new[k].astype(np.float64) - base[k]).astype(new[k].dtype) for k in new}
-        use_ef = spec.endswith("+ef")
-        codec = codecs.make(spec.replace("+ef", ""), seed=self.seed)
+        base_spec, use_ef = codecs.uplink_spec(spec)
+        codec = codecs.make(base_spec, seed=self.seed)
         ef = None
         if use_ef:
             prev = ctxt.state.array_records.get("codec-ef")

@@ -111,7 +111,7 @@ class TetherFedAvg(FedAvg):
                  server_lr: float = 1.0, majority_vote: bool = False,
                  dp: DPConfig | None = None, seed: int = 0, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        codecs.make(codec.replace("+ef", ""))
+        codecs.uplink_spec(codec)
         if downlink is not None:
             codecs.make(downlink)
         self.codec, self.downlink, self.server_lr = codec, downlink, server_lr
