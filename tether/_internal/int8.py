@@ -50,8 +50,9 @@ def pre_activation_key(name: str) -> str:
 def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
     """(scale, zero point) of an int8 asymmetric range, widened to include 0.
 
-    A range narrower than 1e-12 is widened to 1e-6, so the scale stays well inside what the
-    engine's requantization accepts.
+    A range narrower than 1e-6 is widened to 1e-6: the scale (kept to 12 decimals, so both sides
+    read the same value) then never rounds to 0 and stays well inside what the engine's
+    requantization accepts.
 
     >>> activation_qparams(0.0, 2.55)
     (0.01, -128)
@@ -59,7 +60,7 @@ def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
     0
     """
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if hi - lo < 1e-12:
+    if hi - lo < 1e-6:
         hi = lo + 1e-6
     scale = (hi - lo) / 255.0
     zp = int(min(max(round(-128 - lo / scale), -128), 127))
