@@ -63,6 +63,13 @@ CASES = [
     (["federated", "simulate", "--local", "--codec", "foo"], "--codec", "unknown codec spec"),
     (["federated", "simulate", "--local", "--codec", "topk:2"], "--codec", "fraction must be"),
     (["federated", "simulate", "--local", "--downlink", "foo"], "--downlink", "unknown codec"),
+    # click's own usage errors, one line too
+    (["federated", "simulate", "--rounds", "x"], "--rounds", "not a valid integer"),
+    (["run", "{d}/cnn.tmodel", "--threads", "2.5"], "--threads", "not a valid integer"),
+    (["compress", "prune-channels", "{d}/cnn.keras", "-o", "{d}/s.keras", "--importance",
+      "foo"], "--importance", "is not one of 'l1', 'bn'"),
+    (["convert"], "SRC", "Missing argument"),
+    (["nosuch"], "--help", "No such command"),
 ]
 
 

@@ -4,22 +4,56 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+import typer.core
 
-__all__ = ["check_output", "fail", "load_npy", "quiet_tensorflow"]
+__all__ = ["OneLineErrors", "check_output", "fail", "load_npy", "print_error",
+           "quiet_tensorflow"]
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Prints "error: <message>" on one line of stderr and exits with `code`."""
+def print_error(message: str) -> None:
+    """Prints "error: <message>" on one line of stderr (the text as given, not rich markup)."""
     from rich.console import Console
     from rich.markup import escape
 
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False,
                                soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Prints "error: <message>" on one line of stderr and exits with `code`."""
+    print_error(message)
     raise typer.Exit(code)
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The root command group: click's usage errors (a missing argument, a value that is not
+    an int or not one of the choices) print as one "error:" line naming the flag and the
+    command's --help, like every other tether error, instead of a usage block and a panel."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        import click
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            sys.exit(exc.exit_code)  # the help text is already printed
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            print_error(exc.format_message() + hint)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            print_error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def load_npy(path: Path, flag: str) -> Any:

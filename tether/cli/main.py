@@ -10,10 +10,10 @@ from typing import Any, Optional
 import click
 import typer
 
-from tether.cli._common import check_output, fail, load_npy, quiet_tensorflow
+from tether.cli._common import OneLineErrors, check_output, fail, load_npy, quiet_tensorflow
 from tether.errors import TetherError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
                   help="tether: train in the cloud, compress, convert, run on devices.")
 
 
