@@ -362,6 +362,8 @@ def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None,
 
 def _env() -> None:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    # Ray's notice that it will stop overriding accelerator variables when num_gpus=0
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     # Ray actors inherit these: one BLAS thread each (the CNN's small matmuls slow down 2-4x
     # when every actor's BLAS spawns a thread per core)
@@ -370,7 +372,7 @@ def _env() -> None:
 
 
 def simulate(cfg: FedConfig, num_cpus: int | None = None,
-             on_round: OnRound | None = None) -> RunReport:
+             on_round: OnRound | None = None, worker_logs: bool = True) -> RunReport:
     """Run ``cfg`` on Flower's Simulation Engine (Ray backend), in this process.
 
     Ray actors get 1 CPU each (so ``num_cpus`` actors, default all cores) and one BLAS thread.
@@ -378,6 +380,8 @@ def simulate(cfg: FedConfig, num_cpus: int | None = None,
     setup, but Flower's ``flwr.simulation.ray_transport.utils`` still imports TensorFlow when
     it is installed (measured 4.2 s per process at low load), so each actor pays that once.
     The ServerApp runs in this process, so ``on_round`` (see :data:`OnRound`) is called here.
+    ``worker_logs=False`` keeps the actors' stdout/stderr (their TensorFlow start-up lines) off
+    this terminal; a client's exception still reaches Flower's log here.
     """
     _env()
     from flwr.simulation import run_simulation
@@ -386,7 +390,8 @@ def simulate(cfg: FedConfig, num_cpus: int | None = None,
     ncpu = num_cpus or os.cpu_count() or 1
     backend = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {"num_cpus": ncpu, "include_dashboard": False},
+        "init_args": {"num_cpus": ncpu, "include_dashboard": False,
+                      "log_to_driver": worker_logs},
         "actor": {"tensorflow": 0},
     }
     run_simulation(server_app=make_server_app(cfg, report, on_round), client_app=make_client_app(cfg),

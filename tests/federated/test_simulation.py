@@ -103,3 +103,24 @@ def test_local_grid_run_matches_ray_simulation() -> None:
         assert a["downlink_bytes"] == pytest.approx(b["downlink_bytes"], rel=1e-3)
         assert abs(a["accuracy"] - b["accuracy"]) <= 0.001, (a, b)
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5), (a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", [["--local"], ["--cpus", "2"]], ids=["local", "ray"])
+def test_cli_simulate_prints_no_runtime_chatter(where) -> None:
+    # Flower's warnings, Ray's notices and the actors' TensorFlow start-up lines stay off the
+    # terminal (TETHER_VERBOSE=1 shows them); stderr holds nothing but blanks.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TETHER_VERBOSE",
+                                                           "TF_CPP_MIN_LOG_LEVEL")}
+    run = subprocess.run([sys.executable, "-c", "from tether.cli import main; main()",
+                          "federated", "simulate", "--clients", "4", "--rounds", "1", "--model",
+                          "mlp", "--dataset", "digits", *where],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    chatter = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert chatter == [], chatter[:5]
+    assert "accuracy" in run.stdout

@@ -7,7 +7,6 @@ command runs.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 
@@ -87,7 +86,7 @@ def simulate(
                 from tether.federated.local import run_local
 
                 return run_local(c, on_round=on_round)
-            return ray_run(c, num_cpus=num_cpus, on_round=on_round)
+            return ray_run(c, num_cpus=num_cpus, on_round=on_round, worker_logs=verbose())
 
     try:
         cfg = FedConfig(dataset=dataset, clients=clients, partition=partition, fraction=fraction,
@@ -100,7 +99,15 @@ def simulate(
         text = re.sub(r"FedConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"),
                       str(exc))
         fail(text, 2)
-    logging.getLogger("flwr").setLevel(logging.WARNING)  # the progress bar says what happens
+    # Flower's Ray transport imports TensorFlow; its logger is set up when flwr loads. The
+    # progress bar says what happens; TETHER_VERBOSE=1 shows the runtimes' own lines.
+    from tether._internal.quiet import native_stderr_quiet, quiet_loggers, verbose
+
+    with native_stderr_quiet():
+        import flwr.simulation  # noqa: F401
+        if not local:
+            import flwr.simulation.ray_transport  # noqa: F401  (pulls in TensorFlow)
+    quiet_loggers()
     if as_json:
         rep = run(cfg, num_cpus=cpus)
         typer.echo(json.dumps(asdict(rep)))
