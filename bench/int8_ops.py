@@ -49,6 +49,10 @@ def mnv3(runs: int, inputs: int) -> dict:
                                             include_preprocessing=False,
                                             classifier_activation=None)
     rng = np.random.default_rng(0)
+    # Batch-norm statistics from data, so the untrained network's outputs vary with the input
+    from tether.cloud.batchnorm import recalibrate_batchnorm
+
+    recalibrate_batchnorm(m, rng.uniform(-1, 1, (16, 96, 96, 3)).astype(np.float32))
     content = int8_tflite(m, rng.uniform(-1, 1, (16, 96, 96, 3)).astype(np.float32))
     engine = Engine(convert(content).to_bytes())
     interpreters = {}

@@ -1,6 +1,9 @@
 """Models tether builds itself: the demo CNN and the `keras.applications` benchmarks.
 
-All are built with `weights=None`: nothing is downloaded.
+All are built with `weights=None`: nothing is downloaded. The MobileNetV2s' batch-norm statistics
+are then set from a seeded batch of random images (`tether.cloud.batchnorm`): untrained, with the
+default statistics, the network's activations shrink layer after layer until every class gets
+the same probability for any input, and a parity check on such a model cannot fail.
 """
 
 from __future__ import annotations
@@ -46,9 +49,16 @@ def demo_cnn(input_shape: tuple[int, int, int] = (8, 8, 1), num_classes: int = 1
 def _mobilenet_v2(alpha: float, size: int) -> Callable[[], Any]:
     def build() -> Any:
         import keras
+        import numpy as np
 
-        return keras.applications.MobileNetV2(alpha=alpha, input_shape=(size, size, 3),
-                                              weights=None)
+        from tether.cloud.batchnorm import recalibrate_batchnorm
+
+        keras.utils.set_random_seed(0)
+        model = keras.applications.MobileNetV2(alpha=alpha, input_shape=(size, size, 3),
+                                               weights=None)
+        images = np.random.default_rng(0).uniform(-1, 1, (16, size, size, 3))
+        recalibrate_batchnorm(model, images.astype(np.float32), batch_size=16)
+        return model
     return build
 
 

@@ -107,7 +107,8 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
         samples: inputs to measure output parity on (engine vs the source runtime:
             Keras, onnxruntime or LiteRT), either one input of the model's input shape or a
             stack of them, or a count of random inputs (uniform in [-1, 1], seed 0); the
-            result is `report.parity`. None (default) skips the check.
+            result is `report.parity`. A float model ending in a softmax is compared on its
+            logits (the softmax's input). None (default) skips the check.
         sparse: store a constant sparse (a bitmask of its nonzero elements, then their
             values; FORMAT.md, "Sparse constants") when at least this fraction of its
             elements is zero and the encoding is smaller; 0.3 by default, None stores every
@@ -160,12 +161,16 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
     data = tmodel.encode(tmodel.graph_to_file(graph, metadata), sparse=sparse)
     parity = None
     if samples is not None:
+        from tether.converter._internal.parity import logits_graph as parity_logits_graph
         from tether.converter._internal.parity import measure
 
         if isinstance(samples, (int, np.integer)):
             shape = graph.tensors[graph.inputs[0]].shape
             samples = np.random.default_rng(0).uniform(-1, 1, (int(samples), *shape))
-        parity = measure(data, kind, src, np.asarray(samples, np.float32))
+        logits = parity_logits_graph(graph)
+        logits_data = (None if logits is None else
+                       tmodel.encode(tmodel.graph_to_file(logits, metadata), sparse=sparse))
+        parity = measure(data, kind, src, np.asarray(samples, np.float32), logits_data)
     stats = tmodel.sparse_stats(data)
     report = ConversionReport(source, ops_before, graph.op_counts(), log.actions, log.counts,
                               len(data), _io(graph, graph.inputs), _io(graph, graph.outputs),

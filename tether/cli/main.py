@@ -13,6 +13,8 @@ import typer
 from tether.cli._common import OneLineErrors, check_output, fail, load_npy, quiet_tensorflow
 from tether.errors import TetherError
 
+FLOAT_PARITY_TOLERANCE = 1e-4  # --report's max rel error for a float32 model
+
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
                   help="tether: train in the cloud, compress, convert, run on devices.")
 
@@ -102,6 +104,13 @@ def convert(src: str = typer.Argument(..., help="Model: .onnx, .tflite, Keras fi
         console.print(str(tmodel.report), highlight=False, markup=False)
         if parity_note:
             console.print(parity_note, highlight=False, markup=False)
+        p = tmodel.report.parity
+        float_model = all(t.dtype.name != "INT8" for t in tmodel.graph.tensors.values())
+        if p is not None and float_model and p.max_rel_error > FLOAT_PARITY_TOLERANCE:
+            console.print(f"warning: max rel error {p.max_rel_error:.3g} is above "
+                          f"{FLOAT_PARITY_TOLERANCE:g}, what a float32 conversion keeps to: "
+                          "the .tmodel does not compute what the source does",
+                          style="bold yellow", highlight=False, markup=False)
 
 
 @app.command()
