@@ -565,8 +565,8 @@ class _Reader:
 
     def string(self, offset: int, what: str) -> str:
         off, size = self.sections[SectionKind.STRINGS]
-        if size < 1 or self.buf[off] != 0:
-            raise _fail("section STRINGS must start with a NUL (the empty string)")
+        if size < 1 or self.buf[off] != 0 or self.buf[off + size - 1] != 0:
+            raise _fail("section STRINGS must start and end with a NUL byte")
         if offset >= size:
             raise _fail(f"{what}: string offset {offset} out of range [0, {size})")
         end = bytes(self.buf[off + offset:off + size]).find(b"\0")
@@ -770,7 +770,9 @@ def _check_graph(tensors: Sequence[ir.Tensor], ops: Sequence[OpRecord],
             raise _fail(f"{label}: output shapes {[list(s) for s in declared]} do not fit the "
                         f"op (expected {[list(s) for s in inferred]})")
     for k, t in enumerate(outputs):
-        if not tensors[t].is_constant and t not in defined:
+        if tensors[t].is_constant:
+            raise _fail(f"GRAPH_IO output {k} is tensor {t} '{tensors[t].name}', a constant")
+        if t not in defined:
             raise _fail(f"GRAPH_IO output {k} is tensor {t} '{tensors[t].name}', which no op "
                         "computes")
 

@@ -230,9 +230,9 @@ static tether_status read_sections(loader* l) {
   const range* meta = &l->sections[SECTION_METADATA];
   if (meta->present) {
     const uint8_t* m = p + meta->offset;
-    if (meta->size < 4 || rd32(m) > (meta->size - 4) / 8) {
+    if (meta->size < 4 || meta->size != 4 + 8 * (uint64_t)rd32(m)) {
       return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
-                              "section METADATA: count does not fit its %llu bytes",
+                              "section METADATA: %llu bytes, not 4 + 8 x its count",
                               (unsigned long long)meta->size);
     }
     uint32_t pairs = rd32(m);
@@ -411,10 +411,10 @@ static tether_status read_graph_io(loader* l) {
                             (unsigned long long)io->size);
   }
   uint64_t in = rd32(p), out = rd32(p + 4);
-  if (8 + 4 * (in + out) > io->size) {
+  if (8 + 4 * (in + out) != io->size) {
     return tether_set_error(TETHER_STATUS_FORMAT_ERROR,
-                            "section GRAPH_IO: %llu inputs and %llu outputs do not fit its "
-                            "%llu bytes",
+                            "section GRAPH_IO: %llu inputs and %llu outputs need 8 + 4 x their "
+                            "count bytes, not %llu",
                             (unsigned long long)in, (unsigned long long)out,
                             (unsigned long long)io->size);
   }
