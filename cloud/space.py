@@ -125,8 +125,8 @@ class SearchSpace:
         if any(k < 1 or k % 2 == 0 for k in self.kernel_sizes):
             raise SpaceError(f"SearchSpace.kernel_sizes must be odd and >= 1. Received: "
                              f"{self.kernel_sizes}")
-        if min(self.resolutions) < 8:
-            raise SpaceError(f"SearchSpace.resolutions must be >= 8. Received: "
+        if min(self.resolutions) < 4:
+            raise SpaceError(f"SearchSpace.resolutions must be >= 4. Received: "
                              f"{self.resolutions}")
         for name in ("input_channels", "num_classes", "stem_channels", "head_channels",
                      "divisor"):
