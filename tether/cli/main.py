@@ -307,12 +307,16 @@ def demo(quick: bool = typer.Option(False, "--quick", help="Fewer epochs and tim
 
 
 def _register_subcommands() -> None:
-    """`tether federated ...` and `tether compress ...` live beside their packages."""
+    """`tether federated ...`, `tether compress ...` and `tether supernet ...` live in their
+    own modules."""
+    from tether.cli.cloud import supernet_app
     from tether.cli.compress import app as compress_app
     from tether.cli.federated import app as federated_app
 
     app.add_typer(federated_app, name="federated", help="Federated learning on Flower.")
     app.add_typer(compress_app, name="compress", help="Prune, distill and quantize models.")
+    app.add_typer(supernet_app, name="supernet",
+                  help="Train elastic supernets (Once-for-All) and extract subnets.")
 
 
 _register_subcommands()
