@@ -83,4 +83,4 @@ test-py: setup
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf device/runtime/build device/runtime/build-* device/_libtether*.so device/tether-run
+	rm -rf device/runtime/build device/runtime/build-* device/_libtether*.so device/tether-run device/tether-probe

@@ -37,18 +37,18 @@ class CMakeBuild(build_ext):
             check=True,
         )
         subprocess.run(
-            [cmake, "--build", str(build_dir), "--target", "tether", "tether-run",
+            [cmake, "--build", str(build_dir), "--target", "tether", "tether-run", "tether-probe",
              "-j", str(os.cpu_count() or 2)],
             check=True,
         )
         target = Path(self.get_ext_fullpath(ext.name))
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(build_dir / "libtether.so", target)
-        # The command-line runner travels next to the library.
-        runner = build_dir / "tether-run"
-        if runner.exists():
-            shutil.copyfile(runner, target.parent / "tether-run")
-            os.chmod(target.parent / "tether-run", 0o755)
+        # The command-line runner and the latency probe travel next to the library.
+        for tool in ("tether-run", "tether-probe"):
+            if (build_dir / tool).exists():
+                shutil.copyfile(build_dir / tool, target.parent / tool)
+                os.chmod(target.parent / tool, 0o755)
 
 
 if sys.platform.startswith("win"):
