@@ -28,7 +28,8 @@ from keras import ops
 
 from tether.cloud.space import Arch, SearchSpace
 
-__all__ = ["ElasticBlock", "Supernet", "extract", "resize_images"]
+__all__ = ["ElasticBlock", "Supernet", "block_layers", "classifier_layers", "extract",
+           "head_layers", "resize_images", "stem_layers"]
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-3
@@ -271,6 +272,51 @@ def _new_bn(name: str) -> keras.layers.BatchNormalization:
     return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
+def stem_layers(x: Any, space: SearchSpace) -> tuple[Any, list[Any]]:
+    """The stem on Keras tensor `x`: 3x3 conv, BN, ReLU6. Returns (output, [conv, bn])."""
+    L = keras.layers
+    conv = L.Conv2D(space.stem_channels, 3, strides=space.stem_stride, padding="same",
+                    use_bias=False, name="stem")
+    bn = _new_bn("stem_bn")
+    return L.ReLU(6.0, name="stem_relu6")(bn(conv(x))), [conv, bn]
+
+
+def block_layers(x: Any, mid: int, cout: int, kernel: int, stride: int, residual: bool,
+                 tag: str) -> tuple[Any, list[Any]]:
+    """One inverted-residual block on Keras tensor `x` (1x1 expand to `mid`, BN, ReLU6,
+    depthwise `kernel` at `stride`, BN, ReLU6, 1x1 project to `cout`, BN, plus `x` when
+    `residual`). Returns (output, [expand, bn, dw, bn, project, bn])."""
+    L = keras.layers
+    expand = L.Conv2D(mid, 1, use_bias=False, name=f"{tag}_expand")
+    bn1 = _new_bn(f"{tag}_expand_bn")
+    dw = L.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False,
+                           name=f"{tag}_dw")
+    bn2 = _new_bn(f"{tag}_dw_bn")
+    project = L.Conv2D(cout, 1, use_bias=False, name=f"{tag}_project")
+    bn3 = _new_bn(f"{tag}_project_bn")
+    h = L.ReLU(6.0, name=f"{tag}_expand_relu6")(bn1(expand(x)))
+    h = L.ReLU(6.0, name=f"{tag}_dw_relu6")(bn2(dw(h)))
+    y = bn3(project(h))
+    out = L.Add(name=f"{tag}_add")([x, y]) if residual else y
+    return out, [expand, bn1, dw, bn2, project, bn3]
+
+
+def head_layers(x: Any, space: SearchSpace) -> tuple[Any, list[Any]]:
+    """The head on Keras tensor `x`: 1x1 conv, BN, ReLU6. Returns (output, [conv, bn])."""
+    L = keras.layers
+    conv = L.Conv2D(space.head_channels, 1, use_bias=False, name="head")
+    bn = _new_bn("head_bn")
+    return L.ReLU(6.0, name="head_relu6")(bn(conv(x))), [conv, bn]
+
+
+def classifier_layers(x: Any, space: SearchSpace, softmax: bool) -> tuple[Any, list[Any]]:
+    """Global average pooling and the dense classifier. Returns (output, [dense])."""
+    L = keras.layers
+    dense = L.Dense(space.num_classes, activation="softmax" if softmax else None,
+                    name="classifier")
+    return dense(L.GlobalAveragePooling2D(name="pool")(x)), [dense]
+
+
 def extract(supernet: Supernet, arch: Arch, *, softmax: bool = True,
             name: str | None = None) -> keras.Model:
     """A plain Keras model of subnet `arch` (Conv2D, DepthwiseConv2D, BatchNormalization,
@@ -284,12 +330,8 @@ def extract(supernet: Supernet, arch: Arch, *, softmax: bool = True,
     sp = supernet.space
     sp.validate(arch)
     r = arch.resolution
-    L = keras.layers
     x_in = keras.Input((r, r, sp.input_channels), name="image")
-    stem = L.Conv2D(sp.stem_channels, 3, strides=sp.stem_stride, padding="same",
-                    use_bias=False, name="stem")
-    stem_bn = _new_bn("stem_bn")
-    x = L.ReLU(6.0, name="stem_relu6")(stem_bn(stem(x_in)))
+    x, (stem, stem_bn) = stem_layers(x_in, sp)
     weights: list[tuple[Any, list[np.ndarray]]] = [
         (stem, [supernet.stem.kernel.numpy()]), (stem_bn, _bn_weights(supernet.stem_bn))]
     cin = sp.stem_channels
@@ -297,18 +339,8 @@ def extract(supernet: Supernet, arch: Arch, *, softmax: bool = True,
         for j, choice in enumerate(active):
             block = supernet.blocks[i][j]
             mid = sp.hidden(cin, choice.expand)
-            tag = f"s{i}b{j}"
-            expand = L.Conv2D(mid, 1, use_bias=False, name=f"{tag}_expand")
-            bn1 = _new_bn(f"{tag}_expand_bn")
-            dw = L.DepthwiseConv2D(choice.kernel, strides=block.stride, padding="same",
-                                   use_bias=False, name=f"{tag}_dw")
-            bn2 = _new_bn(f"{tag}_dw_bn")
-            project = L.Conv2D(block.cout, 1, use_bias=False, name=f"{tag}_project")
-            bn3 = _new_bn(f"{tag}_project_bn")
-            h = L.ReLU(6.0, name=f"{tag}_expand_relu6")(bn1(expand(x)))
-            h = L.ReLU(6.0, name=f"{tag}_dw_relu6")(bn2(dw(h)))
-            y = bn3(project(h))
-            x = L.Add(name=f"{tag}_add")([x, y]) if block.residual else y
+            x, (expand, bn1, dw, bn2, project, bn3) = block_layers(
+                x, mid, block.cout, choice.kernel, block.stride, block.residual, f"s{i}b{j}")
             kern = np.asarray(block.kernels()[block.kernel_sizes.index(choice.kernel)])
             weights += [(expand, [block.expand_kernel.numpy()[..., :mid]]),
                         (bn1, _bn_weights(block.bn_expand, mid)),
@@ -317,13 +349,8 @@ def extract(supernet: Supernet, arch: Arch, *, softmax: bool = True,
                         (project, [block.project_kernel.numpy()[:, :, :mid, :]]),
                         (bn3, _bn_weights(block.bn_project))]
             cin = block.cout
-    head = L.Conv2D(sp.head_channels, 1, use_bias=False, name="head")
-    head_bn = _new_bn("head_bn")
-    x = L.ReLU(6.0, name="head_relu6")(head_bn(head(x)))
-    x = L.GlobalAveragePooling2D(name="pool")(x)
-    dense = L.Dense(sp.num_classes, activation="softmax" if softmax else None,
-                    name="classifier")
-    out = dense(x)
+    x, (head, head_bn) = head_layers(x, sp)
+    out, (dense,) = classifier_layers(x, sp, softmax)
     weights += [(head, [supernet.head.kernel.numpy()]), (head_bn, _bn_weights(supernet.head_bn)),
                 (dense, [w.numpy() for w in supernet.classifier.weights])]
     model = keras.Model(x_in, out, name=name or f"subnet_{arch.key()}")

@@ -2,6 +2,7 @@
  * tether-probe — times a list of models on this device and prints a latency table.
  *
  *   tether-probe MANIFEST [--threads N] [--warmup W] [--runs R] [--output TABLE.tsv]
+ *   tether-probe --version        prints "tether-probe VERSION isa=ISA"
  *
  * MANIFEST is a text file of lines "KEY PATH" (PATH relative to the manifest's folder;
  * blank lines and lines starting with '#' are skipped). The cloud writes one small .tmodel
@@ -119,6 +120,11 @@ int main(int argc, char** argv) {
   long threads = 1, warmup = 5, runs = 30;
   for (int i = 1; i < argc; i++) {
     const char* a = argv[i];
+    if (strcmp(a, "--version") == 0) {
+      printf("tether-probe %d.%d isa=%s\n", TETHER_VERSION_MAJOR, TETHER_VERSION_MINOR,
+             tether_isa());
+      return 0;
+    }
     if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
       if (parse_count(argv[++i], 1, TETHER_MAX_THREADS, &threads)) return usage();
     } else if (strcmp(a, "--warmup") == 0 && i + 1 < argc) {
