@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,7 @@ def write_probe_bundle(space: SearchSpace, folder: str | Path, *, naive: bool = 
 
     keras.utils.set_random_seed(0)
     specs = configurations(space, naive=naive)
-    return _write_bundle(Path(folder), ((k, lambda s=s: _model(s)) for k, s in specs.items()),
+    return _write_bundle(Path(folder), ((k, partial(_model, s)) for k, s in specs.items()),
                          on_model)
 
 
@@ -226,7 +227,7 @@ def measure_subnets(net: Any, archs: Sequence[Arch], folder: str | Path, *, thre
     from tether.device.profile import probe
 
     unique = {a.key(): a for a in archs}
-    manifest = _write_bundle(Path(folder), ((k, lambda a=a: extract(net, a))
+    manifest = _write_bundle(Path(folder), ((k, partial(extract, net, a))
                                             for k, a in unique.items()), on_model)
     return probe(manifest, threads=threads, warmup=warmup, runs=runs).median_ms
 
