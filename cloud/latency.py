@@ -240,13 +240,19 @@ class LatencyModel:
         space: the search space.
         table: the device's `LatencyTable` (from a probe of `write_probe_bundle`'s models).
         scale, offset: the correction predict() applies to the sum of pieces (ms =
-            scale * sum + offset); 1 and 0 until `fit`.
+            scale * sum + offset); the table's own (fitted when it was probed) unless given.
     """
 
     space: SearchSpace
     table: Any
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: float | None = None
+    offset: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale is None:
+            self.scale = float(getattr(self.table, "scale", 1.0))
+        if self.offset is None:
+            self.offset = float(getattr(self.table, "offset", 0.0))
 
     def _sum(self, keys: list[str]) -> float:
         table = self.table.median_ms
@@ -263,7 +269,7 @@ class LatencyModel:
 
     def predict(self, arch: Arch) -> float:
         """Predicted end-to-end latency of `arch` in ms."""
-        return self.scale * self.pieces_sum(arch) + self.offset
+        return float(self.scale) * self.pieces_sum(arch) + float(self.offset)  # type: ignore[arg-type]
 
     def naive(self, arch: Arch) -> float:
         """The per-op look-up sum for `arch` in ms (every op timed alone, no correction)."""
@@ -279,4 +285,5 @@ class LatencyModel:
         (scale, offset), *_ = np.linalg.lstsq(design, np.asarray(measured_ms, float),
                                                rcond=None)
         self.scale, self.offset = float(scale), float(offset)
+        self.table.scale, self.table.offset = self.scale, self.offset
         return self

@@ -258,7 +258,8 @@ class ModelLibrary:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO devices VALUES (?, ?, ?, ?, ?)",
                             (device, json.dumps(model.table.device),
-                             json.dumps(asdict(model.table)), model.scale, model.offset))
+                             json.dumps(asdict(model.table)), float(model.scale or 1.0),
+                             float(model.offset or 0.0)))
             for idx in self.indexes():
                 self._add_columns(idx["name"], device)
                 space = SearchSpace.from_dict(json.loads(self.db.execute(
@@ -335,7 +336,7 @@ def build_entries(net: Any, archs: Sequence[Arch], x_train: np.ndarray, x_test: 
     from tether.cloud.supernet import extract, resize_images
     from tether.converter import convert
 
-    folder = Path(folder)
+    folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     n = min(calibration_images, len(x_train))

@@ -102,6 +102,8 @@ class LatencyTable:
         device: `device_info()` of the device measured.
         threads, warmup, runs: how each model was run.
         median_ms, min_ms, p90_ms: key -> milliseconds.
+        scale, offset: the correction of summed pieces fitted on subnets measured end to end
+            on this device (`tether.cloud.latency.LatencyModel.fit`); 1 and 0 when none was.
     """
 
     device: dict[str, Any]
@@ -111,6 +113,8 @@ class LatencyTable:
     median_ms: dict[str, float] = field(default_factory=dict)
     min_ms: dict[str, float] = field(default_factory=dict)
     p90_ms: dict[str, float] = field(default_factory=dict)
+    scale: float = 1.0
+    offset: float = 0.0
 
     @property
     def device_id(self) -> str:
@@ -137,7 +141,8 @@ class LatencyTable:
                               f"{other.device_id} ({other.threads} threads) do not merge")
         return LatencyTable(self.device, self.threads, self.warmup, self.runs,
                             {**self.median_ms, **other.median_ms},
-                            {**self.min_ms, **other.min_ms}, {**self.p90_ms, **other.p90_ms})
+                            {**self.min_ms, **other.min_ms}, {**self.p90_ms, **other.p90_ms},
+                            self.scale, self.offset)
 
 
 def parse_table(text: str, device: dict[str, Any]) -> LatencyTable:
@@ -170,6 +175,6 @@ def probe(manifest: str | Path, *, threads: int = 1, warmup: int = 5, runs: int 
     except (OSError, subprocess.SubprocessError) as exc:
         raise EngineError(f"tether-probe could not run: {exc}") from None
     if run.returncode != 0:
-        last = (run.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise EngineError(last)
+        lines = run.stderr.strip().splitlines() or ["(no message)"]
+        raise EngineError("; ".join(lines[-2:]))
     return parse_table(run.stdout, device_info())

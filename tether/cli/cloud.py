@@ -209,3 +209,381 @@ def extract(supernet: Path = typer.Argument(..., help="A supernet file from `tet
         "params": model.count_params(), "macs": count_macs(model),
         "accuracy": acc, "accuracy_without_recalibration": acc_supernet,
         "calibration_images": n if n >= 2 else 0}))
+
+
+# ----- tether device info|probe -------------------------------------------------------------
+
+device_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="What this device tells the cloud: its profile and latencies.")
+
+
+@device_app.command()
+def info() -> None:
+    """Print this device's profile as JSON (architecture, cores, SIMD, memory, engine, id)."""
+    from tether.device.profile import device_info
+
+    typer.echo(json.dumps(device_info(), indent=2))
+
+
+def _space_arg(spec: str) -> Any:
+    from tether.cloud.space import SearchSpace
+
+    if spec in ("default", "seed"):
+        return SearchSpace.default() if spec == "default" else SearchSpace.seed()
+    path = Path(spec)
+    if not path.is_file():
+        fail(f"--space {spec}: no such file, and not 'default' or 'seed'")
+    return SearchSpace.load(path)
+
+
+@device_app.command()
+def probe(output: Path = typer.Option(..., "-o", "--output", help="The latency table (.json)"),
+          space: str = typer.Option("default", "--space", help=SPACE_HELP),
+          threads: int = typer.Option(1, "--threads", min=1, max=64),
+          warmup: int = typer.Option(10, "--warmup", min=0),
+          runs: int = typer.Option(100, "--runs", min=1),
+          fit_subnets: int = typer.Option(
+              12, "--fit-subnets", min=0, help="Random subnets measured end to end to fit the "
+              "correction of the summed pieces (0 = none)"),
+          bundle: Optional[Path] = typer.Option(
+              None, "--bundle", help="Keep the probe models and manifest in this folder (copy "
+              "it to a board and run tether-probe there)"),
+          seed: int = typer.Option(0, "--seed")) -> None:
+    """Time every kernel configuration SPACE can produce, as the converter fuses it, on this
+    device; write its latency table."""
+    if output.suffix != ".json":
+        fail(f"--output {output}: the latency table is a .json file")
+    check_output(output, "--output")
+    sp = _space_arg(space)
+    quiet_tensorflow()
+    import tempfile
+
+    import keras
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tether.cloud.latency import LatencyModel, configurations, measure_subnets
+    from tether.cloud.latency import write_probe_bundle
+    from tether.cloud.supernet import Supernet
+    from tether.device.profile import probe as run_probe
+    from tether.errors import TetherError
+
+    n = len(configurations(sp))
+    try:
+        with tempfile.TemporaryDirectory() as tmp, Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+            folder = bundle or Path(tmp) / "bundle"
+            task = bar.add_task("building probe models", total=n)
+            manifest = write_probe_bundle(sp, folder, on_model=lambda i: bar.update(
+                task, completed=i))
+            bar.update(task, description=f"timing {n} models on this device")
+            table = run_probe(manifest, threads=threads, warmup=warmup, runs=runs)
+            fit: dict[str, Any] = {}
+            if fit_subnets >= 2:
+                keras.utils.set_random_seed(seed)
+                net = Supernet(sp)
+                rng = random.Random(seed)
+                archs = [sp.largest(), sp.smallest()] + [sp.sample(rng)
+                                                        for _ in range(fit_subnets - 2)]
+                task2 = bar.add_task("measuring subnets end to end", total=len(archs))
+                measured = measure_subnets(net, archs, Path(tmp) / "subnets", threads=threads,
+                                           warmup=warmup, runs=runs,
+                                           on_model=lambda i: bar.update(task2, completed=i))
+                model = LatencyModel(sp, table).fit(archs, [measured[a.key()] for a in archs])
+                fit = {"scale": model.scale, "offset": model.offset, "subnets": len(archs)}
+            table.save(output)
+    except TetherError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps({"output": str(output), "device_id": table.device_id,
+                           "entries": len(table.median_ms), "threads": threads,
+                           "correction": fit or None}))
+
+
+# ----- tether library build|add-device|list|show -------------------------------------------
+
+library_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                          help="The model library: SQLite index tables per task and dataset.")
+
+
+def _library(path: Path, must_exist: bool = True) -> Any:
+    from tether.cloud.library import ModelLibrary
+
+    if must_exist and not path.is_file():
+        fail(f"LIBRARY {path}: no such file (create it with `tether library build`)")
+    if not must_exist and not path.parent.is_dir():
+        fail(f"LIBRARY {path}: folder {path.parent} does not exist")
+    return ModelLibrary(path)
+
+
+def _load_supernet(path: Path) -> Any:
+    import keras
+
+    from tether.cloud.supernet import Supernet
+
+    if not path.is_file():
+        fail(f"--supernet {path}: no such file")
+    try:
+        net = keras.models.load_model(path)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+        fail(f"--supernet {path}: not a tether supernet file ({str(exc).splitlines()[0]})")
+    if not isinstance(net, Supernet):
+        fail(f"--supernet {path}: a Keras model, but not a tether supernet")
+    return net
+
+
+@library_app.command()
+def build(library: Path = typer.Argument(..., help="The library file (.sqlite), created or extended"),
+          supernet: Path = typer.Option(..., "--supernet", help="From `tether supernet train`"),
+          task: str = typer.Option("classification", "--task"),
+          data: str = typer.Option("mnist5k", "--data", help=DATA_HELP),
+          models: int = typer.Option(20, "--models", min=2,
+                                     help="Entries: the largest, the smallest and random subnets"),
+          predictor_samples: int = typer.Option(
+              60, "--predictor-samples", min=0,
+              help="Further random subnets measured for the accuracy predictor only"),
+          images: int = typer.Option(2000, "--calibration-images", min=2),
+          folder: Optional[Path] = typer.Option(None, "--folder",
+                                                help="Where the .tmodel files go (default: "
+                                                "LIBRARY's name + .models)"),
+          seed: int = typer.Option(0, "--seed")) -> None:
+    """Fill the (TASK, DATA) index of LIBRARY with subnets of SUPERNET: extracted, batch norm
+    recalibrated, accuracy measured, converted to .tmodel."""
+    lib = _library(library, must_exist=False)
+    quiet_tensorflow()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tether.cloud.accuracy import measure_accuracy
+    from tether.cloud.library import build_entries
+    from tether.data import load
+    from tether.errors import TetherError
+
+    net = _load_supernet(supernet)
+    sp = net.space
+    out = folder or library.with_name(library.stem + ".models")
+    try:
+        ds = load(data)
+        lib.create_index(task, data, sp, str(supernet.resolve()), str(out.resolve()))
+        rng = random.Random(seed)
+        archs = list({a.key(): a for a in [sp.largest(), sp.smallest()] + [
+            sp.sample(rng) for _ in range(4 * models)]}.values())[:models]
+        extra = [sp.sample(rng) for _ in range(predictor_samples)]
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+            t1 = bar.add_task("library entries", total=len(archs))
+            records = build_entries(net, archs, ds.x_train, ds.x_test, ds.y_test, out,
+                                    calibration_images=images, seed=seed,
+                                    on_arch=lambda i: bar.update(t1, completed=i))
+            t2 = bar.add_task("accuracy-predictor samples", total=len(extra))
+            accs = measure_accuracy(net, extra, ds.x_train, ds.x_test, ds.y_test,
+                                    calibration_images=images, seed=seed,
+                                    on_arch=lambda i: bar.update(t2, completed=i))
+        for r in records:
+            lib.add_entry(task, data, r["arch"], accuracy=r["accuracy"],
+                          input_shape=r["input_shape"], size=r["size"], path=r["path"])
+        lib.add_accuracy_samples(task, data, [r["arch"] for r in records] + extra,
+                                 [r["accuracy"] for r in records] + accs)
+        summary = [i for i in lib.indexes() if i["task"] == task and i["dataset"] == data][0]
+    except TetherError as exc:
+        fail(str(exc))
+    finally:
+        lib.close()
+    typer.echo(json.dumps({"library": str(library), **summary,
+                           "accuracy_samples": len(records) + len(extra)}))
+
+
+@library_app.command("add-device")
+def add_device(library: Path = typer.Argument(..., help="The library file"),
+               table: Path = typer.Option(..., "--table", help="From `tether device probe`"),
+               measure: bool = typer.Option(False, "--measure",
+                                            help="Also time every entry on this device (it "
+                                            "must be the device the table was probed on)"),
+               runs: int = typer.Option(100, "--runs", min=1)) -> None:
+    """Profile a device into LIBRARY: its latency column, predicted for every entry."""
+    if not table.is_file():
+        fail(f"--table {table}: no such file")
+    lib = _library(library)
+    from tether.cloud.latency import LatencyModel
+    from tether.device.profile import LatencyTable, device_info, probe as run_probe
+    from tether.errors import TetherError
+
+    try:
+        t = LatencyTable.load(table)
+        idx = lib.indexes()
+        if not idx:
+            fail(f"LIBRARY {library}: no index yet; run `tether library build` first")
+        device = lib.add_device(LatencyModel(lib.space(idx[0]["task"], idx[0]["dataset"]), t))
+        measured = 0
+        if measure:
+            if device_info()["device_id"] != device:
+                fail(f"--measure: this device is {device_info()['device_id']}, the table is "
+                     f"of {device}; run add-device --measure on that device")
+            import tempfile
+
+            for i in idx:
+                entries = lib.entries(i["task"], i["dataset"])
+                with tempfile.TemporaryDirectory() as tmp:
+                    manifest = Path(tmp) / "manifest.txt"
+                    manifest.write_text("".join(f"{e.key} {e.path}\n" for e in entries))
+                    got = run_probe(manifest, threads=t.threads, warmup=t.warmup, runs=runs)
+                lib.set_measured(i["task"], i["dataset"], device, got.median_ms)
+                measured += len(got.median_ms)
+    except TetherError as exc:
+        fail(str(exc))
+    finally:
+        lib.close()
+    typer.echo(json.dumps({"device_id": device, "indexes": len(idx), "measured": measured}))
+
+
+@library_app.command("list")
+def list_indexes(library: Path = typer.Argument(..., help="The library file")) -> None:
+    """Print the library's index tables and profiled devices as JSON."""
+    lib = _library(library)
+    try:
+        typer.echo(json.dumps({"indexes": lib.indexes(), "devices": lib.devices()}, indent=2))
+    finally:
+        lib.close()
+
+
+@library_app.command()
+def show(library: Path = typer.Argument(..., help="The library file"),
+         task: str = typer.Option("classification", "--task"),
+         data: str = typer.Option("mnist5k", "--data"),
+         as_json: bool = typer.Option(False, "--json", help="One JSON object instead of a table")
+         ) -> None:
+    """Show the entries of one index table."""
+    from tether.errors import TetherError
+
+    lib = _library(library)
+    try:
+        entries = lib.entries(task, data)
+        devices = lib.devices()
+    except TetherError as exc:
+        fail(str(exc))
+    finally:
+        lib.close()
+    if as_json:
+        typer.echo(json.dumps([e.to_dict() for e in entries]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("id", "key", "accuracy", "params", "MACs", "bytes",
+              *[f"{d} ms" for d in devices])
+    for e in entries:
+        lats = []
+        for d in devices:
+            v = e.latency(d)
+            mark = "" if d in e.latency_measured else " (pred.)"
+            lats.append("-" if v is None else f"{v:.4f}{mark}")
+        t.add_row(str(e.id), e.key, f"{e.accuracy:.4f}", f"{e.params:,}", f"{e.macs:,}",
+                  f"{e.size:,}", *lats)
+    Console().print(t)
+
+
+# ----- tether search ------------------------------------------------------------------------
+
+def search(library: Path = typer.Argument(..., help="The library file"),
+           task: str = typer.Option("classification", "--task"),
+           data: str = typer.Option("mnist5k", "--data"),
+           device: Optional[str] = typer.Option(None, "--device",
+                                                help="Device id the latency limit is for"),
+           max_latency: Optional[float] = typer.Option(None, "--max-latency", help="ms"),
+           max_size: Optional[int] = typer.Option(None, "--max-size", help="bytes of the .tmodel"),
+           max_params: Optional[int] = typer.Option(None, "--max-params"),
+           max_macs: Optional[int] = typer.Option(None, "--max-macs"),
+           min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy",
+                                                        help="fraction, e.g. 0.95"),
+           policy: str = typer.Option("latency > size > accuracy", "--policy",
+                                      help="Priority order with optional tolerances, e.g. "
+                                      "'accuracy:0.5% > latency'"),
+           extract_new: bool = typer.Option(True, "--extract/--library-only",
+                                            help="Search the whole space and extract a subnet "
+                                            "better than every entry (added to the library)"),
+           generations: int = typer.Option(30, "--generations", min=0),
+           seed: int = typer.Option(0, "--seed")) -> None:
+    """Find the model for a device and limits: the best library entry under the policy, or a
+    better subnet found by evolutionary search, extracted and added to the library."""
+    from tether.cloud.policy import Constraints, Policy
+    from tether.errors import TetherError
+
+    try:
+        pol = Policy.parse(policy)
+        cons = Constraints(device, max_latency, max_size, max_params, max_macs, min_accuracy)
+    except TetherError as exc:
+        fail(str(exc).replace("max_latency_ms", "--max-latency").replace(
+            "min_accuracy", "--min-accuracy"))
+    if "latency" in {o.name for o in pol.objectives} and device is None:
+        fail("--policy ranks by latency: give --device (a device id from `tether library list`)")
+    lib = _library(library)
+    try:
+        out = _search(lib, task, data, cons, pol, extract_new, generations, seed)
+    except TetherError as exc:
+        fail(str(exc))
+    finally:
+        lib.close()
+    typer.echo(json.dumps(out))
+
+
+def _search(lib: Any, task: str, data: str, cons: Any, pol: Any, extract_new: bool,
+            generations: int, seed: int) -> dict[str, Any]:
+    import numpy as np
+
+    from tether.cloud.accuracy import AccuracyPredictor
+    from tether.cloud.policy import rank
+    from tether.cloud.search import SearchConfig, evolve, folded_params, make_estimator
+
+    entries = lib.query(task, data, cons, pol)
+    best_entry = entries[0] if entries else None
+    sp = lib.space(task, data)
+    if not extract_new:
+        if best_entry is None:
+            fail(f"no library entry of {task}/{data} meets the constraints "
+                 f"({len(lib.entries(task, data))} entries); try --extract")
+        return {"source": "library", **best_entry.to_dict()}
+    latency = lib.latency_model(task, data, cons.device) if cons.device else None
+    samples = lib.accuracy_samples(task, data)
+    accuracy = AccuracyPredictor.from_samples(sp, samples) if len(samples) >= 5 else None
+    rows = lib.entries(task, data)
+    size_fit = (4.0, 4096.0)
+    if len(rows) >= 2:
+        x = np.array([[folded_params(e.arch, sp), 1.0] for e in rows])
+        size_fit = tuple(np.linalg.lstsq(x, np.array([e.size for e in rows], float),
+                                         rcond=None)[0])
+    quiet_tensorflow()
+    result = evolve(sp, cons, pol, make_estimator(sp, latency, accuracy, size_fit),
+                    SearchConfig(generations=generations, seed=seed))
+    if result.best is None:
+        if best_entry is not None:
+            return {"source": "library", **best_entry.to_dict()}
+        fail(result.message(cons))
+    cand = result.best
+    if best_entry is not None:
+        pick = rank([best_entry, cand], pol,
+                    lambda c, o: c.value(o, cons.device) if hasattr(c, "value") else c.values[o],
+                    lambda c: "0" if hasattr(c, "value") else "1")[0]
+        if pick is best_entry or cand.arch.key() == best_entry.key:
+            return {"source": "library", **best_entry.to_dict(), "searched": result.samples}
+    existing = lib.entry(task, data, cand.arch.key())
+    if existing is not None:
+        return {"source": "library", **existing.to_dict(), "searched": result.samples}
+    supernet = lib.supernet_path(task, data)
+    if not supernet or not Path(supernet).is_file():
+        fail(f"search found {cand.arch.key()}, better than every entry, but the index's "
+             f"supernet ({supernet}) is not there to extract it from")
+    from tether.cloud.library import build_entries
+    from tether.data import load
+
+    net = _load_supernet(Path(supernet))
+    ds = load(data)
+    index = next(i for i in lib.indexes() if i["task"] == task and i["dataset"] == data)
+    folder = Path(index["folder"] or lib.path.with_name(lib.path.stem + ".models"))
+    rec = build_entries(net, [cand.arch], ds.x_train, ds.x_test, ds.y_test, folder,
+                        seed=seed)[0]
+    lib.add_entry(task, data, rec["arch"], accuracy=rec["accuracy"],
+                  input_shape=rec["input_shape"], size=rec["size"], path=rec["path"])
+    lib.add_accuracy_samples(task, data, [rec["arch"]], [rec["accuracy"]])
+    entry = lib.entry(task, data, cand.arch.key())
+    return {"source": "extracted", **entry.to_dict(), "estimates": cand.values,
+            "searched": result.samples}

@@ -309,7 +309,7 @@ def demo(quick: bool = typer.Option(False, "--quick", help="Fewer epochs and tim
 def _register_subcommands() -> None:
     """`tether federated ...`, `tether compress ...` and `tether supernet ...` live in their
     own modules."""
-    from tether.cli.cloud import supernet_app
+    from tether.cli.cloud import device_app, library_app, search, supernet_app
     from tether.cli.compress import app as compress_app
     from tether.cli.federated import app as federated_app
 
@@ -317,6 +317,9 @@ def _register_subcommands() -> None:
     app.add_typer(compress_app, name="compress", help="Prune, distill and quantize models.")
     app.add_typer(supernet_app, name="supernet",
                   help="Train elastic supernets (Once-for-All) and extract subnets.")
+    app.add_typer(device_app, name="device", help="This device's profile and latency table.")
+    app.add_typer(library_app, name="library", help="The model library (SQLite index tables).")
+    app.command(name="search")(search)
 
 
 _register_subcommands()
