@@ -1,0 +1,254 @@
+"""Cloud benchmark: supernet training, subnets vs from scratch, latency and accuracy
+predictors, and search under a ladder of latency budgets (default space, mnist5k).
+
+    .venv/bin/python bench/cloud.py [--cases latency,train,accuracy,predictor,search]
+        [--seeds 1] [--epochs 8,4,4,4] [--subnets 200] [--out /tmp/tether-cloud]
+
+Prints one JSON object per line (one per case and seed), then a summary object.
+
+- latency: every piece of the space probed by tether-probe (and every single op, for the
+  naive per-op sum), 200 random subnets measured end to end in the engine the same way; the
+  correction is fitted on 20 other subnets. Relative errors of the predictor, of the raw
+  fused sum and of the naive per-op sum, for 1 and 2 threads.
+- train: `train_supernet` per seed; seconds per phase; largest/smallest accuracy per epoch.
+- accuracy: for the largest, the smallest and three random subnets of each trained supernet:
+  test accuracy extracted with batch norm recalibrated on 2,000 training images, without
+  recalibration, and the same architecture trained from scratch (fresh weights, Adam, cosine,
+  as many epochs as the supernet's four phases together).
+- predictor: accuracy of `--predictor-subnets` subnets measured (recalibrated); the predictor
+  trained on 2/3 and scored (RMSE, Kendall tau) on the rest.
+- search: 20 latency budgets from the smallest to the largest subnet's predicted latency;
+  evolutionary search (policy accuracy > latency) per budget; each result extracted and
+  measured end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np
+from tether.bench import run_metadata
+
+
+def _emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record, default=float), flush=True)
+
+
+def _errors(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
+    rel = pred / meas - 1.0
+    return {"within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
+            "median_abs_pct": float(np.median(np.abs(rel)) * 100),
+            "p95_abs_pct": float(np.percentile(np.abs(rel), 95) * 100),
+            "mean_pct": float(np.mean(rel) * 100)}
+
+
+def case_latency(space: Any, n: int, out: Path) -> dict[str, Any]:
+    import keras
+
+    from tether.cloud.latency import LatencyModel, measure_subnets, write_probe_bundle
+    from tether.cloud.supernet import Supernet
+    from tether.device.profile import probe
+
+    keras.utils.set_random_seed(0)
+    net = Supernet(space)
+    rng = random.Random(1)
+    fit_archs = [space.sample(rng) for _ in range(20)]
+    test_archs = [space.sample(rng) for _ in range(n)]
+    manifest = write_probe_bundle(space, out / "bundle")
+    result: dict[str, Any] = {"case": "latency", "subnets": n, "fit_subnets": len(fit_archs)}
+    for threads in (1, 2):
+        t0 = time.perf_counter()
+        table = probe(manifest, threads=threads, warmup=20, runs=200)
+        probe_s = time.perf_counter() - t0
+        measured = measure_subnets(net, fit_archs + test_archs, out / "subnets",
+                                   threads=threads, warmup=20, runs=200)
+        model = LatencyModel(space, table)
+        raw = np.array([model.pieces_sum(a) for a in test_archs])
+        naive = np.array([model.naive(a) for a in test_archs])
+        model.fit(fit_archs, [measured[a.key()] for a in fit_archs])
+        pred = np.array([model.predict(a) for a in test_archs])
+        meas = np.array([measured[a.key()] for a in test_archs])
+        result[f"threads_{threads}"] = {
+            "probe_models": len(table.median_ms), "probe_seconds": probe_s,
+            "measured_ms": {"min": float(meas.min()), "median": float(np.median(meas)),
+                            "max": float(meas.max())},
+            "predicted": _errors(pred, meas), "fused_sum_uncorrected": _errors(raw, meas),
+            "naive_per_op_sum": _errors(naive, meas),
+            "correction": {"scale": model.scale, "offset_ms": model.offset}}
+    return result
+
+
+def case_train(space: Any, data: Any, epochs: tuple[int, ...], seed: int, out: Path) -> Any:
+    import keras
+
+    from tether.cloud.supernet import Supernet
+    from tether.cloud.train import TrainConfig, train_supernet
+
+    keras.utils.set_random_seed(seed)
+    net = Supernet(space)
+    t0 = time.perf_counter()
+    logs = train_supernet(net, data.x_train, data.y_train, data.x_test, data.y_test,
+                          TrainConfig(epochs=epochs, seed=seed), out / f"ckpt-{seed}")  # type: ignore[arg-type]
+    total = time.perf_counter() - t0
+    net.save(out / f"supernet-{seed}.keras")
+    last = logs[-1].epochs[-1]
+    _emit({"case": "train", "seed": seed, "epochs": list(epochs), "seconds": total,
+           "phase_seconds": {p.phase: p.seconds for p in logs},
+           "largest_accuracy": last.largest_accuracy, "smallest_accuracy": last.smallest_accuracy,
+           "per_epoch": [vars(e) for p in logs for e in p.epochs]})
+    return net, sum(epochs)
+
+
+def _scratch(model: Any, data: Any, resolution: int, epochs: int, seed: int) -> float:
+    import keras
+
+    from tether.cloud.supernet import resize_images
+
+    keras.utils.set_random_seed(seed)
+    fresh = keras.models.clone_model(model)  # same architecture, new weights
+    steps = int(np.ceil(len(data.x_train) / 64)) * epochs
+    fresh.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, steps)),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    fresh.fit(resize_images(data.x_train, resolution), data.y_train, batch_size=64,
+              epochs=epochs, verbose=0, shuffle=True)
+    pred = np.asarray(fresh.predict(resize_images(data.x_test, resolution), verbose=0))
+    return float(np.mean(pred.argmax(1) == data.y_test))
+
+
+def case_accuracy(net: Any, data: Any, total_epochs: int, seed: int) -> dict[str, Any]:
+    from tether.cloud.supernet import extract
+    from tether.cloud.train import evaluate
+
+    space = net.space
+    rng = random.Random(100 + seed)
+    archs = {"largest": space.largest(), "smallest": space.smallest()}
+    for i in range(3):
+        archs[f"random{i}"] = space.sample(rng)
+    calib = data.x_train[np.random.default_rng(seed).choice(len(data.x_train),
+                                                            min(2000, len(data.x_train)),
+                                                            replace=False)]
+    rows = {}
+    for name, arch in archs.items():
+        rows[name] = {
+            "key": arch.key(), "macs": arch.macs(space), "params": arch.params(space),
+            "recalibrated": evaluate(net, arch, data.x_test, data.y_test, calib),
+            "not_recalibrated": evaluate(net, arch, data.x_test, data.y_test, None),
+            "from_scratch": _scratch(extract(net, arch), data, arch.resolution, total_epochs,
+                                     seed)}
+    return {"case": "accuracy", "seed": seed, "scratch_epochs": total_epochs, "subnets": rows}
+
+
+def case_predictor(net: Any, data: Any, n: int) -> tuple[dict[str, Any], Any]:
+    from tether.cloud.accuracy import AccuracyPredictor, evaluate_predictor, measure_accuracy
+
+    space = net.space
+    rng = random.Random(7)
+    archs = list({a.key(): a for a in [space.sample(rng) for _ in range(n)]}.values())
+    t0 = time.perf_counter()
+    acc = measure_accuracy(net, archs, data.x_train, data.x_test, data.y_test,
+                           calibration_images=2000)
+    seconds = time.perf_counter() - t0
+    k = 2 * len(archs) // 3
+    pred = AccuracyPredictor(space).fit(archs[:k], acc[:k])
+    return ({"case": "predictor", "subnets": len(archs), "train": k, "measure_seconds": seconds,
+             "accuracy_range": [float(min(acc)), float(max(acc))],
+             **evaluate_predictor(pred, archs[k:], acc[k:])},
+            AccuracyPredictor(space).fit(archs, acc))
+
+
+def case_search(net: Any, predictor: Any, out: Path) -> dict[str, Any]:
+    from tether.cloud.latency import LatencyModel, measure_subnets, write_probe_bundle
+    from tether.cloud.policy import Constraints, Policy
+    from tether.cloud.search import SearchConfig, evolve, make_estimator
+    from tether.device.profile import probe
+
+    space = net.space
+    table = probe(write_probe_bundle(space, out / "bundle-search", naive=False), warmup=20,
+                  runs=200)
+    rng = random.Random(3)
+    fit = [space.sample(rng) for _ in range(20)]
+    measured = measure_subnets(net, fit, out / "fit", warmup=20, runs=200)
+    latency = LatencyModel(space, table).fit(fit, [measured[a.key()] for a in fit])
+    estimate = make_estimator(space, latency, predictor)
+    lo, hi = latency.predict(space.smallest()), latency.predict(space.largest())
+    budgets = np.linspace(lo * 1.02, hi, 20)
+    found = []
+    for b in budgets:
+        res = evolve(space, Constraints(table.device_id, max_latency_ms=float(b)),
+                     Policy.parse("accuracy > latency"), estimate, SearchConfig(seed=0))
+        found.append(res.best)
+    archs = [c.arch for c in found if c is not None]
+    real = measure_subnets(net, archs, out / "found", warmup=20, runs=200)
+    rows = []
+    for b, c in zip(budgets, found):
+        if c is None:
+            rows.append({"budget_ms": float(b), "found": None})
+            continue
+        rows.append({"budget_ms": float(b), "key": c.arch.key(), "macs": c.values["macs"],
+                     "predicted_ms": c.values["latency"], "measured_ms": real[c.arch.key()],
+                     "predicted_accuracy": c.values["accuracy"]})
+    ok = [r for r in rows if r.get("measured_ms") is not None]
+    macs = [r["macs"] for r in ok]
+    impossible = evolve(space, Constraints(table.device_id, max_latency_ms=lo / 2),
+                        Policy.parse("latency"), estimate, SearchConfig(max_samples=5000))
+    return {"case": "search", "budgets": len(budgets), "found": len(ok),
+            "meet_budget_measured": float(np.mean([r["measured_ms"] <= r["budget_ms"]
+                                                   for r in ok])),
+            "macs_monotone": all(a <= b for a, b in zip(macs, macs[1:])), "rows": rows,
+            "impossible": impossible.message(Constraints(table.device_id,
+                                                         max_latency_ms=lo / 2))}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", default="latency,train,accuracy,predictor,search")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--epochs", default="8,4,4,4")
+    p.add_argument("--subnets", type=int, default=200)
+    p.add_argument("--predictor-subnets", type=int, default=150)
+    p.add_argument("--out", default="/tmp/tether-cloud")
+    a = p.parse_args()
+    cases = set(a.cases.split(","))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from tether.cloud.space import SearchSpace
+    from tether.data import mnist5k
+
+    space = SearchSpace.default()
+    summary: dict[str, Any] = {"case": "summary", **run_metadata(), "space_size": space.size()}
+    if "latency" in cases:
+        rec = case_latency(space, a.subnets, out)
+        _emit(rec)
+        summary["latency_within_10pct_1thread"] = rec["threads_1"]["predicted"]["within_10pct"]
+    if cases & {"train", "accuracy", "predictor", "search"}:
+        data = mnist5k()
+        epochs = tuple(int(e) for e in a.epochs.split(","))
+        nets = []
+        for seed in range(a.seeds):
+            nets.append(case_train(space, data, epochs, seed, out))
+        if "accuracy" in cases:
+            for seed, (net, total) in enumerate(nets):
+                rec = case_accuracy(net, data, total, seed)
+                _emit(rec)
+        predictor = None
+        if "predictor" in cases or "search" in cases:
+            rec, predictor = case_predictor(nets[0][0], data, a.predictor_subnets)
+            _emit(rec)
+        if "search" in cases:
+            rec = case_search(nets[0][0], predictor, out)
+            _emit(rec)
+            summary["search_meet_budget"] = rec["meet_budget_measured"]
+    _emit(summary)
+
+
+if __name__ == "__main__":
+    main()
