@@ -2,7 +2,7 @@
 predictors, and search under a ladder of latency budgets (default space, mnist5k).
 
     .venv/bin/python bench/cloud.py [--cases latency,train,accuracy,predictor,search]
-        [--seeds 1] [--epochs 8,4,4,4] [--subnets 200] [--out /tmp/tether-cloud]
+        [--seeds 1] [--first-seed 0] [--epochs 8,4,4,4] [--subnets 200] [--out /tmp/tether-cloud]
 
 Prints one JSON object per line (one per case and seed), then a summary object.
 
@@ -212,6 +212,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default="latency,train,accuracy,predictor,search")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--epochs", default="8,4,4,4")
     p.add_argument("--subnets", type=int, default=200)
     p.add_argument("--predictor-subnets", type=int, default=150)
@@ -233,10 +234,11 @@ def main() -> None:
         data = mnist5k()
         epochs = tuple(int(e) for e in a.epochs.split(","))
         nets = []
-        for seed in range(a.seeds):
+        seeds = list(range(a.first_seed, a.first_seed + a.seeds))
+        for seed in seeds:
             nets.append(case_train(space, data, epochs, seed, out))
         if "accuracy" in cases:
-            for seed, (net, total) in enumerate(nets):
+            for seed, (net, total) in zip(seeds, nets):
                 rec = case_accuracy(net, data, total, seed)
                 _emit(rec)
         predictor = None

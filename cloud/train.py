@@ -16,6 +16,7 @@ last finished phase. The finished supernet is written by the caller (`Supernet.s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -176,7 +177,7 @@ def train_supernet(net: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
                    y_test: np.ndarray, config: TrainConfig = TrainConfig(),
                    checkpoint_dir: str | Path | None = None, *,
                    on_epoch: OnEpoch | None = None,
-                   on_step: OnStep | None = None) -> list[PhaseLog]:
+                   on_step: OnStep | None = None, strategy: Any = None) -> list[PhaseLog]:
     """Trains `net` (a `Supernet`) by progressive shrinking on images `x` (N, H, W, C) in
     [0, 1] with int labels `y`; `x_test`/`y_test` measure the largest and smallest subnets
     after each epoch.
@@ -186,6 +187,8 @@ def train_supernet(net: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
             already holds finished phases continues after them (None: no checkpoints).
         on_epoch: called after every epoch with its `EpochLog`.
         on_step: called as (phase, step, steps of the phase) after every step.
+        strategy: a `tf.distribute` strategy to split each batch over its replicas (build
+            `net` under `strategy.scope()`); gradients are averaged across replicas.
 
     Returns:
         One `PhaseLog` per phase run now (resumed phases are not repeated).
@@ -217,9 +220,13 @@ def train_supernet(net: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
     if finished:
         net.load_weights(_weights_path(ckpt, finished[-1]))  # type: ignore[arg-type]
 
-    teacher = None
+    def scope() -> Any:
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    teacher: Any = None
     if finished:
-        teacher = Supernet(space, net.kernel_transform)
+        with scope():
+            teacher = Supernet(space, net.kernel_transform)
         teacher.load_weights(_weights_path(ckpt, "full"))  # type: ignore[arg-type]
         teacher.set_arch(space.largest())
 
@@ -229,21 +236,50 @@ def train_supernet(net: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
     steps = math.ceil(len(x) / config.batch_size)
     largest, smallest = space.largest(), space.smallest()
 
-    @tf.function(reduce_retracing=True)
-    def grads_plain(xb: Any, yb: Any) -> Any:
+    def replica_grads(xb: Any, yb: Any, kd: bool) -> Any:
         with tf.GradientTape() as tape:
             logits = net(xb, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-                yb, logits, from_logits=True))
+            if kd:
+                loss = distillation_loss(yb, logits, teacher(xb, training=False),
+                                         config.temperature, config.alpha)
+            else:
+                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                    yb, logits, from_logits=True))
         return loss, tape.gradient(loss, net.trainable_variables)
 
-    @tf.function(reduce_retracing=True)
-    def grads_kd(xb: Any, yb: Any, teacher_logits: Any) -> Any:
-        with tf.GradientTape() as tape:
-            logits = net(xb, training=True)
-            loss = distillation_loss(yb, logits, teacher_logits, config.temperature,
-                                     config.alpha)
-        return loss, tape.gradient(loss, net.trainable_variables)
+    if strategy is None:
+        grads_fn = tf.function(replica_grads, reduce_retracing=True)
+
+        def grads_for(xb: np.ndarray, yb: np.ndarray, kd: bool) -> Any:
+            return grads_fn(tf.constant(xb), tf.constant(yb), kd)
+    else:
+        mean = tf.distribute.ReduceOp.MEAN
+
+        @tf.function(reduce_retracing=True)
+        def distributed(xb: Any, yb: Any, kd: bool) -> Any:
+            loss, grads = strategy.run(replica_grads, args=(xb, yb, kd))
+            return (strategy.reduce(mean, loss, axis=None),
+                    [None if g is None else strategy.reduce(mean, g, axis=None) for g in grads])
+
+        def grads_for(xb: np.ndarray, yb: np.ndarray, kd: bool) -> Any:
+            n = strategy.num_replicas_in_sync
+            xs, ys = np.array_split(xb, n), np.array_split(yb, n)
+
+            def shard(parts: list[np.ndarray]) -> Any:
+                return strategy.experimental_distribute_values_from_function(
+                    lambda ctx: tf.constant(parts[ctx.replica_id_in_sync_group]))
+            return distributed(shard(xs), shard(ys), kd)
+
+    def apply_grads(optimizer: Any, grads: list[Any], variables: list[Any]) -> None:
+        if strategy is None:
+            optimizer.apply(grads, variables)
+            return
+        # Keras applies in a replica context and sums the replicas' gradients: each replica
+        # gets the already averaged gradients divided by the replica count.
+        n = float(strategy.num_replicas_in_sync)
+        scaled = [g / n for g in grads]
+        with strategy.scope():
+            strategy.run(lambda *g: optimizer.apply(list(g), variables), args=tuple(scaled))
 
     for p, phase in enumerate(PHASES):
         if phase in finished:
@@ -255,8 +291,8 @@ def train_supernet(net: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
             net.sort_channels()
         total = max(1, epochs * steps)
         lr = config.lr * (1.0 if phase == "full" else config.shrink_lr_scale)
-        schedule = keras.optimizers.schedules.CosineDecay(lr, total)
-        optimizer = keras.optimizers.Adam(schedule)
+        with scope():
+            optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, total))
         opened = _OPEN[phase]
         for epoch in range(epochs):
             t0 = time.perf_counter()
@@ -265,7 +301,7 @@ def train_supernet(net: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
             for s in range(steps):
                 idx = order[s * config.batch_size:(s + 1) * config.batch_size]
                 xb_full = _shift(x[idx], config.augment_shift, np_rng)
-                yb = tf.constant(y[idx])
+                yb = y[idx]
                 if phase == "full":
                     archs = [space.sample(rng, kernel=False, depth=False, expand=False)]
                 elif config.sandwich:
@@ -281,12 +317,8 @@ def train_supernet(net: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
                 step_loss = 0.0
                 for arch in archs:
                     net.set_arch(arch)
-                    xb = tf.constant(resize_images(xb_full, arch.resolution))
-                    if teacher is None:
-                        loss, grads = grads_plain(xb, yb)
-                    else:
-                        t_logits = teacher(xb, training=False)
-                        loss, grads = grads_kd(xb, yb, t_logits)
+                    loss, grads = grads_for(resize_images(xb_full, arch.resolution), yb,
+                                            teacher is not None)
                     step_loss += float(loss)
                     summed = grads if summed is None else [
                         a if b is None else (b if a is None else a + b)
@@ -294,7 +326,7 @@ def train_supernet(net: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
                 assert summed is not None
                 pairs = [(g, v) for g, v in zip(summed, net.trainable_variables)
                          if g is not None]
-                optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+                apply_grads(optimizer, [g for g, _ in pairs], [v for _, v in pairs])
                 losses.append(step_loss / len(archs))
                 if on_step is not None:
                     on_step(phase, epoch * steps + s + 1, total)
@@ -310,7 +342,8 @@ def train_supernet(net: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
         log.seconds = time.perf_counter() - t_phase
         logs.append(log)
         if phase == "full":
-            teacher = Supernet(space, net.kernel_transform)
+            with scope():
+                teacher = Supernet(space, net.kernel_transform)
             teacher.set_weights(net.get_weights())
             teacher.set_arch(largest)
         finished.append(phase)
