@@ -2,7 +2,8 @@
 predictors, and search under a ladder of latency budgets (default space, mnist5k).
 
     .venv/bin/python bench/cloud.py [--cases latency,train,accuracy,predictor,search]
-        [--seeds 1] [--first-seed 0] [--epochs 8,4,4,4] [--subnets 200] [--out /tmp/tether-cloud]
+        [--seeds 1] [--first-seed 0] [--epochs 8,4,4,4] [--sandwich] [--subnets 200]
+        [--out /tmp/tether-cloud]
 
 Prints one JSON object per line (one per case and seed), then a summary object.
 
@@ -15,6 +16,8 @@ Prints one JSON object per line (one per case and seed), then a summary object.
   test accuracy extracted with batch norm recalibrated on 2,000 training images, without
   recalibration, and the same architecture trained from scratch (fresh weights, Adam, cosine,
   as many epochs as the supernet's four phases together).
+- crop: the train and accuracy cases again for the first seed with `kernel_transform=False`
+  (smaller kernels are plain centre crops of the largest), without the from-scratch column.
 - predictor: accuracy of `--predictor-subnets` subnets measured (recalibrated); the predictor
   trained on 2/3 and scored (RMSE, Kendall tau) on the rest.
 - search: 20 latency budgets from the smallest to the largest subnet's predicted latency;
@@ -87,21 +90,26 @@ def case_latency(space: Any, n: int, out: Path) -> dict[str, Any]:
     return result
 
 
-def case_train(space: Any, data: Any, epochs: tuple[int, ...], seed: int, out: Path) -> Any:
+def case_train(space: Any, data: Any, epochs: tuple[int, ...], seed: int, out: Path,
+               transform: bool = True, sandwich: bool = False) -> Any:
     import keras
 
     from tether.cloud.supernet import Supernet
     from tether.cloud.train import TrainConfig, train_supernet
 
     keras.utils.set_random_seed(seed)
-    net = Supernet(space)
+    net = Supernet(space, kernel_transform=transform)
     t0 = time.perf_counter()
     logs = train_supernet(net, data.x_train, data.y_train, data.x_test, data.y_test,
-                          TrainConfig(epochs=epochs, seed=seed), out / f"ckpt-{seed}")  # type: ignore[arg-type]
+                          TrainConfig(epochs=epochs, seed=seed, sandwich=sandwich,  # type: ignore[arg-type]
+                                      subnets_per_step=3 if sandwich else 2),
+                          out / f"ckpt-{seed}{'' if transform else '-crop'}")
     total = time.perf_counter() - t0
-    net.save(out / f"supernet-{seed}.keras")
+    net.save(out / f"supernet-{seed}{'' if transform else '-crop'}.keras")
     last = logs[-1].epochs[-1]
-    _emit({"case": "train", "seed": seed, "epochs": list(epochs), "seconds": total,
+    _emit({"case": "train", "seed": seed, "kernel_transform": transform, "sandwich": sandwich,
+           "epochs": list(epochs),
+           "seconds": total,
            "phase_seconds": {p.phase: p.seconds for p in logs},
            "largest_accuracy": last.largest_accuracy, "smallest_accuracy": last.smallest_accuracy,
            "per_epoch": [vars(e) for p in logs for e in p.epochs]})
@@ -124,7 +132,8 @@ def _scratch(model: Any, data: Any, resolution: int, epochs: int, seed: int) -> 
     return float(np.mean(pred.argmax(1) == data.y_test))
 
 
-def case_accuracy(net: Any, data: Any, total_epochs: int, seed: int) -> dict[str, Any]:
+def case_accuracy(net: Any, data: Any, total_epochs: int, seed: int,
+                  scratch: bool = True) -> dict[str, Any]:
     from tether.cloud.supernet import extract
     from tether.cloud.train import evaluate
 
@@ -143,8 +152,9 @@ def case_accuracy(net: Any, data: Any, total_epochs: int, seed: int) -> dict[str
             "recalibrated": evaluate(net, arch, data.x_test, data.y_test, calib),
             "not_recalibrated": evaluate(net, arch, data.x_test, data.y_test, None),
             "from_scratch": _scratch(extract(net, arch), data, arch.resolution, total_epochs,
-                                     seed)}
-    return {"case": "accuracy", "seed": seed, "scratch_epochs": total_epochs, "subnets": rows}
+                                     seed) if scratch else None}
+    return {"case": "accuracy", "seed": seed, "kernel_transform": net.kernel_transform,
+            "scratch_epochs": total_epochs, "subnets": rows}
 
 
 def case_predictor(net: Any, data: Any, n: int) -> tuple[dict[str, Any], Any]:
@@ -214,6 +224,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--epochs", default="8,4,4,4")
+    p.add_argument("--sandwich", action="store_true",
+                   help="largest + smallest + one random subnet per step")
     p.add_argument("--subnets", type=int, default=200)
     p.add_argument("--predictor-subnets", type=int, default=150)
     p.add_argument("--out", default="/tmp/tether-cloud")
@@ -230,17 +242,22 @@ def main() -> None:
         rec = case_latency(space, a.subnets, out)
         _emit(rec)
         summary["latency_within_10pct_1thread"] = rec["threads_1"]["predicted"]["within_10pct"]
-    if cases & {"train", "accuracy", "predictor", "search"}:
+    if cases & {"train", "accuracy", "crop", "predictor", "search"}:
         data = mnist5k()
         epochs = tuple(int(e) for e in a.epochs.split(","))
         nets = []
         seeds = list(range(a.first_seed, a.first_seed + a.seeds))
         for seed in seeds:
-            nets.append(case_train(space, data, epochs, seed, out))
+            nets.append(case_train(space, data, epochs, seed, out, sandwich=a.sandwich))
         if "accuracy" in cases:
             for seed, (net, total) in zip(seeds, nets):
                 rec = case_accuracy(net, data, total, seed)
                 _emit(rec)
+        if "crop" in cases:  # the same training with plain centre crops for smaller kernels
+            for seed in seeds[:1]:
+                net, total = case_train(space, data, epochs, seed, out, transform=False,
+                                        sandwich=a.sandwich)
+                _emit(case_accuracy(net, data, total, seed, scratch=False))
         predictor = None
         if "predictor" in cases or "search" in cases:
             rec, predictor = case_predictor(nets[0][0], data, a.predictor_subnets)
