@@ -16,12 +16,12 @@ SYSTEM_TOOLS := cmake:cmake gcc:gcc aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu 
                 arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf qemu-aarch64:qemu-user qemu-arm:qemu-user \
                 clang:clang llvm-symbolizer:llvm /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
-.PHONY: demo test setup sysdeps engine test-c test-c-asan test-c-tsan test-arm test-fuzz test-types test-py clean
+.PHONY: demo test setup sysdeps engine test-c test-c-asan test-c-tsan test-py-sanitizers test-arm test-fuzz test-types test-py clean
 
 demo: setup
 	$(VENV)/bin/tether demo
 
-test: setup test-c test-c-asan test-c-tsan test-arm test-fuzz test-types test-py
+test: setup test-c test-c-asan test-c-tsan test-py-sanitizers test-arm test-fuzz test-types test-py
 
 setup: sysdeps $(VENV)/.installed
 
@@ -67,6 +67,14 @@ test-c-tsan: sysdeps
 	cmake -S device/runtime -B device/runtime/build-tsan -DCMAKE_BUILD_TYPE=Debug -DTETHER_TSAN=ON >/dev/null
 	cmake --build device/runtime/build-tsan -j2
 	ctest --test-dir device/runtime/build-tsan --output-on-failure
+
+# The Python binding's thread and close-race stress against the ASan/UBSan and TSan builds
+# (the sanitizer runtime preloaded into Python; no TensorFlow in that process).
+test-py-sanitizers: setup test-c-asan test-c-tsan
+	ASAN_OPTIONS=detect_leaks=0 TETHER_LIB=device/runtime/build-asan/libtether.so \
+	  LD_PRELOAD=$$(gcc -print-file-name=libasan.so) $(PY) tests/device/sanitized_stress.py
+	TSAN_OPTIONS=halt_on_error=1 TETHER_LIB=device/runtime/build-tsan/libtether.so \
+	  LD_PRELOAD=$$(gcc -print-file-name=libtsan.so) $(PY) tests/device/sanitized_stress.py
 
 test-arm: sysdeps
 	bash device/runtime/scripts/test-arm.sh
