@@ -41,21 +41,12 @@ Spec = tuple[Any, ...]
 
 def _walk(arch: Arch, space: SearchSpace) -> list[Spec]:
     """The fused pieces of `arch`, in order, as specs."""
-    size = arch.resolution
-    out: list[Spec] = [("stem", size, space.input_channels, space.stem_channels,
+    out: list[Spec] = [("stem", arch.resolution, space.input_channels, space.stem_channels,
                         space.stem_stride)]
-    size = math.ceil(size / space.stem_stride)
-    cin = space.stem_channels
-    for i, blocks in enumerate(arch.stages):
-        stage = space.stages[i]
-        for j, b in enumerate(blocks):
-            stride = stage.stride if j == 0 else 1
-            mid = space.hidden(cin, b.expand)
-            residual = stride == 1 and cin == stage.channels
-            out.append(("block", size, cin, mid, stage.channels, b.kernel, stride, residual))
-            size = math.ceil(size / stride)
-            cin = stage.channels
-    out.append(("head", size, cin, space.head_channels))
+    out += [("block", b.size, b.cin, b.mid, b.cout, b.kernel, b.stride, b.residual)
+            for b in arch.blocks(space)]
+    size = arch.head_size(space)
+    out.append(("head", size, space.stages[-1].channels, space.head_channels))
     out.append(("classifier", size, space.head_channels, space.num_classes))
     return out
 

@@ -297,6 +297,28 @@ class SearchSpace:
 
 
 @dataclass(frozen=True)
+class BlockShape:
+    """One active block of an architecture: where it is and its shapes."""
+
+    stage: int
+    index: int
+    size: int  # input height = width
+    cin: int
+    mid: int
+    cout: int
+    kernel: int
+    stride: int
+
+    @property
+    def out_size(self) -> int:
+        return _strided(self.size, self.stride)
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.cin == self.cout
+
+
+@dataclass(frozen=True)
 class Arch:
     """One subnet: its resolution and, per stage, the choices of its active blocks.
 
@@ -359,26 +381,39 @@ class Arch:
 
     # ----- exact counts of the extracted model -----
 
-    def layers(self, space: SearchSpace) -> list[tuple[str, int, int, int, int, int]]:
-        """(kind, kernel, cin, cout, stride, input size) of every convolution and the dense
-        layer, in order; kind is "conv", "dw" or "dense"."""
-        out: list[tuple[str, int, int, int, int, int]] = []
-        size = self.resolution
-        out.append(("conv", 3, space.input_channels, space.stem_channels, space.stem_stride,
-                    size))
-        size = _strided(size, space.stem_stride)
+    def blocks(self, space: SearchSpace) -> list[BlockShape]:
+        """Every active block with its shapes, in order."""
+        out = []
+        size = _strided(self.resolution, space.stem_stride)
         cin = space.stem_channels
         for i, blocks in enumerate(self.stages):
             stage = space.stages[i]
             for j, b in enumerate(blocks):
                 stride = stage.stride if j == 0 else 1
-                mid = space.hidden(cin, b.expand)
-                out.append(("conv", 1, cin, mid, 1, size))
-                out.append(("dw", b.kernel, mid, mid, stride, size))
+                out.append(BlockShape(i, j, size, cin, space.hidden(cin, b.expand),
+                                      stage.channels, b.kernel, stride))
                 size = _strided(size, stride)
-                out.append(("conv", 1, mid, stage.channels, 1, size))
                 cin = stage.channels
-        out.append(("conv", 1, cin, space.head_channels, 1, size))
+        return out
+
+    def head_size(self, space: SearchSpace) -> int:
+        """Spatial size at the head (after the stem and every stage's stride)."""
+        size = _strided(self.resolution, space.stem_stride)
+        for stage in space.stages:
+            size = _strided(size, stage.stride)
+        return size
+
+    def layers(self, space: SearchSpace) -> list[tuple[str, int, int, int, int, int]]:
+        """(kind, kernel, cin, cout, stride, input size) of every convolution and the dense
+        layer, in order; kind is "conv", "dw" or "dense"."""
+        out = [("conv", 3, space.input_channels, space.stem_channels, space.stem_stride,
+                self.resolution)]
+        for b in self.blocks(space):
+            out += [("conv", 1, b.cin, b.mid, 1, b.size), ("dw", b.kernel, b.mid, b.mid, b.stride,
+                                                         b.size),
+                    ("conv", 1, b.mid, b.cout, 1, b.out_size)]
+        cin = space.stages[-1].channels
+        out.append(("conv", 1, cin, space.head_channels, 1, self.head_size(space)))
         out.append(("dense", 1, space.head_channels, space.num_classes, 1, 1))
         return out
 

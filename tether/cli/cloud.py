@@ -173,22 +173,16 @@ def extract(supernet: Path = typer.Argument(..., help="A supernet file from `tet
     if not supernet.is_file():
         fail(f"SUPERNET {supernet}: no such file")
     quiet_tensorflow()
-    import keras
     import numpy as np
 
     from tether.cloud.batchnorm import recalibrate_batchnorm
-    from tether.cloud.supernet import Supernet, extract as do_extract, resize_images
+    from tether.cloud.supernet import extract as do_extract, resize_images
     from tether.cloud.train import evaluate
     from tether.compression import count_macs
     from tether.data import load
     from tether.errors import TetherError
 
-    try:
-        net = keras.models.load_model(supernet)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        fail(f"SUPERNET {supernet}: not a tether supernet file ({str(exc).splitlines()[0]})")
-    if not isinstance(net, Supernet):
-        fail(f"SUPERNET {supernet}: a Keras model, but not a tether supernet")
+    net = _load_supernet(supernet, "SUPERNET")
     try:
         a = _arch(arch, net.space, seed)
         net.space.validate(a)
@@ -316,19 +310,20 @@ def _library(path: Path, must_exist: bool = True) -> Any:
     return ModelLibrary(path)
 
 
-def _load_supernet(path: Path) -> Any:
+def _load_supernet(path: Path, flag: str = "--supernet") -> Any:
+    """The Supernet in `path`, or a one-line error naming `flag`."""
     import keras
 
     from tether.cloud.supernet import Supernet
 
     if not path.is_file():
-        fail(f"--supernet {path}: no such file")
+        fail(f"{flag} {path}: no such file")
     try:
         net = keras.models.load_model(path)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        fail(f"--supernet {path}: not a tether supernet file ({str(exc).splitlines()[0]})")
+        fail(f"{flag} {path}: not a tether supernet file ({str(exc).splitlines()[0]})")
     if not isinstance(net, Supernet):
-        fail(f"--supernet {path}: a Keras model, but not a tether supernet")
+        fail(f"{flag} {path}: a Keras model, but not a tether supernet")
     return net
 
 

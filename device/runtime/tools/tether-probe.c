@@ -21,19 +21,9 @@
 #include <time.h>
 
 #include "tether/tether.h"
+#include "timing.h"
 
 #define MAX_LINE 4096
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static int compare_double(const void* a, const void* b) {
-  double x = *(const double*)a, y = *(const double*)b;
-  return (x > y) - (x < y);
-}
 
 static int usage(void) {
   fprintf(stderr,
@@ -105,7 +95,7 @@ static int time_model(const char* path, long threads, long warmup, long runs, do
             tether_last_error());
   } else {
     qsort(times, (size_t)runs, sizeof(double), compare_double);
-    out[0] = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+    out[0] = sorted_median(times, runs);
     out[1] = times[0];
     out[2] = times[(size_t)((double)(runs - 1) * 0.9)];
   }

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "tether/tether.h"
+#include "timing.h"
 
 #define MAX_INPUTS 64
 
@@ -212,17 +213,6 @@ static int query(tether_model_t model, tether_io kind, size_t index, io_info* in
   return 0;
 }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static int compare_double(const void* a, const void* b) {
-  double x = *(const double*)a, y = *(const double*)b;
-  return (x > y) - (x < y);
-}
-
 static int usage(void) {
   fprintf(stderr,
           "usage: tether-run MODEL.tmodel [--input IN.npy]... [--output OUT.npy] [--repeat N] "
@@ -382,8 +372,7 @@ int main(int argc, char** argv) {
       }
     }
     qsort(times, (size_t)repeat, sizeof(double), compare_double);
-    double median = repeat % 2 ? times[repeat / 2]
-                               : 0.5 * (times[repeat / 2 - 1] + times[repeat / 2]);
+    double median = sorted_median(times, repeat);
     printf("latency: median %.3f ms, min %.3f ms over %ld runs\n", median, times[0], repeat);
   }
   if (want_profile && profile(session, tether_model_op_count(model), repeat < 10 ? 10 : repeat)) {
