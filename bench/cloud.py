@@ -2,7 +2,7 @@
 predictors, and search under a ladder of latency budgets (default space, mnist5k).
 
     .venv/bin/python bench/cloud.py [--cases latency,train,accuracy,predictor,search]
-        [--seeds 1] [--first-seed 0] [--epochs 8,4,4,4] [--sandwich] [--subnets 200]
+        [--seeds 1] [--first-seed 0] [--epochs 8,4,6,12] [--random-only] [--subnets 200]
         [--out /tmp/tether-cloud]
 
 Prints one JSON object per line (one per case and seed), then a summary object.
@@ -223,9 +223,10 @@ def main() -> None:
     p.add_argument("--cases", default="latency,train,accuracy,predictor,search")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--epochs", default="8,4,4,4")
-    p.add_argument("--sandwich", action="store_true",
-                   help="largest + smallest + one random subnet per step")
+    p.add_argument("--epochs", default="8,4,6,12")
+    p.add_argument("--random-only", action="store_true",
+                   help="two random subnets per step instead of the sandwich rule (largest + "
+                   "smallest + one random)")
     p.add_argument("--subnets", type=int, default=200)
     p.add_argument("--predictor-subnets", type=int, default=150)
     p.add_argument("--out", default="/tmp/tether-cloud")
@@ -248,7 +249,7 @@ def main() -> None:
         nets = []
         seeds = list(range(a.first_seed, a.first_seed + a.seeds))
         for seed in seeds:
-            nets.append(case_train(space, data, epochs, seed, out, sandwich=a.sandwich))
+            nets.append(case_train(space, data, epochs, seed, out, sandwich=not a.random_only))
         if "accuracy" in cases:
             for seed, (net, total) in zip(seeds, nets):
                 rec = case_accuracy(net, data, total, seed)
@@ -256,7 +257,7 @@ def main() -> None:
         if "crop" in cases:  # the same training with plain centre crops for smaller kernels
             for seed in seeds[:1]:
                 net, total = case_train(space, data, epochs, seed, out, transform=False,
-                                        sandwich=a.sandwich)
+                                        sandwich=not a.random_only)
                 _emit(case_accuracy(net, data, total, seed, scratch=False))
         predictor = None
         if "predictor" in cases or "search" in cases:
