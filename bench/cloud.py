@@ -230,6 +230,9 @@ def main() -> None:
     p.add_argument("--subnets", type=int, default=200)
     p.add_argument("--predictor-subnets", type=int, default=150)
     p.add_argument("--out", default="/tmp/tether-cloud")
+    p.add_argument("--supernet", default=None,
+                   help="a trained supernet (.keras) for the accuracy, predictor and search "
+                   "cases instead of training one")
     a = p.parse_args()
     cases = set(a.cases.split(","))
     out = Path(a.out)
@@ -248,8 +251,17 @@ def main() -> None:
         epochs = tuple(int(e) for e in a.epochs.split(","))
         nets = []
         seeds = list(range(a.first_seed, a.first_seed + a.seeds))
-        for seed in seeds:
-            nets.append(case_train(space, data, epochs, seed, out, sandwich=not a.random_only))
+        if a.supernet:
+            import keras
+
+            import tether.cloud.supernet  # noqa: F401  (registers Supernet for loading)
+
+            nets.append((keras.models.load_model(a.supernet), sum(epochs)))
+            seeds = seeds[:1]
+        else:
+            for seed in seeds:
+                nets.append(case_train(space, data, epochs, seed, out,
+                                       sandwich=not a.random_only))
         if "accuracy" in cases:
             for seed, (net, total) in zip(seeds, nets):
                 rec = case_accuracy(net, data, total, seed)
