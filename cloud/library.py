@@ -197,19 +197,21 @@ class ModelLibrary:
         """Every entry of the (task, dataset) index, by id."""
         name, _, _ = self._index(task, dataset)
         cur = self.db.execute(f'SELECT * FROM "{name}" ORDER BY id')
-        return [self._entry(cur.description, row) for row in cur.fetchall()]
+        devices = self.devices()
+        return [self._entry(cur.description, row, devices) for row in cur.fetchall()]
 
     def entry(self, task: str, dataset: str, key: str) -> Entry | None:
         name, _, _ = self._index(task, dataset)
         cur = self.db.execute(f'SELECT * FROM "{name}" WHERE key = ?', (key,))
         row = cur.fetchone()
-        return None if row is None else self._entry(cur.description, row)
+        return None if row is None else self._entry(cur.description, row, self.devices())
 
-    def _entry(self, description: Any, row: Sequence[Any]) -> Entry:
+    def _entry(self, description: Any, row: Sequence[Any], devices: Sequence[str]) -> Entry:
+        """One row as an Entry; `devices` (the profiled device ids) name its latency columns."""
         d = {col[0]: v for col, v in zip(description, row)}
         measured: dict[str, float] = {}
         predicted: dict[str, float] = {}
-        for device in self.devices():
+        for device in devices:
             for kind, target in (("measured", measured), ("predicted", predicted)):
                 v = d.get(_lat_column(device, kind))
                 if v is not None:
@@ -321,7 +323,8 @@ class ModelLibrary:
             args.append(limit)
         sql = f'SELECT * FROM "{name}"' + (" WHERE " + " AND ".join(where) if where else "")
         cur = self.db.execute(sql, args)
-        rows = [self._entry(cur.description, row) for row in cur.fetchall()]
+        devices = self.devices()
+        rows = [self._entry(cur.description, row, devices) for row in cur.fetchall()]
         return rank(rows, policy, lambda e, o: e.value(o, constraints.device), lambda e: e.key)
 
 

@@ -84,8 +84,6 @@ static void test_binary(void) {
   free(b);
 }
 
-/* ---- pools -------------------------------------------------------------------------- */
-
 int main(void) {
   printf("test_binary: isa %s\n", tether_isa());
   test_binary();

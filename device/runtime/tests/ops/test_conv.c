@@ -189,8 +189,6 @@ static void test_fully_connected(void) {
   }
 }
 
-/* ---- ADD / MUL ---------------------------------------------------------------------- */
-
 int main(void) {
   static const char* const kIsas[] = {"scalar", "avx2", "avx512", "neon"};
   for (size_t i = 0; i < sizeof(kIsas) / sizeof(kIsas[0]); i++) {

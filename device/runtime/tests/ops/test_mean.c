@@ -78,8 +78,6 @@ static void test_mean(void) {
   }
 }
 
-/* ---- RESHAPE, CONCATENATION, PAD ---------------------------------------------------- */
-
 int main(void) {
   printf("test_mean: isa %s\n", tether_isa());
   test_mean();

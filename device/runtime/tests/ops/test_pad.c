@@ -48,8 +48,6 @@ static void test_pad(void) {
   }
 }
 
-/* ---- SOFTMAX and standalone activations --------------------------------------------- */
-
 int main(void) {
   printf("test_pad: isa %s\n", tether_isa());
   test_pad();

@@ -72,8 +72,6 @@ static void test_pools(void) {
   }
 }
 
-/* ---- MEAN --------------------------------------------------------------------------- */
-
 int main(void) {
   printf("test_pool: isa %s\n", tether_isa());
   test_pools();
