@@ -21,8 +21,11 @@ static void qs8_softmax(size_t rows, size_t n, float beta_scale, int32_t zero_po
     for (size_t i = 0; i < n; i++) sum += expf(beta_scale * (float)(xr[i] - max));
     const float inv = 1.0f / sum;
     for (size_t i = 0; i < n; i++) {
-      const float p = expf(beta_scale * (float)(xr[i] - max)) * inv;
-      int32_t v = (int32_t)roundf(p * 256.0f) - 128;
+      /* p is in [0, 1] for a finite beta; a NaN or infinite beta (a damaged file) gives NaN,
+       * which must not reach the integer conversion: it maps to the lowest step. */
+      float q = expf(beta_scale * (float)(xr[i] - max)) * inv * 256.0f;
+      q = q >= 0.0f ? (q <= 256.0f ? q : 256.0f) : 0.0f;
+      int32_t v = (int32_t)roundf(q) - 128;
       yr[i] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
     }
   }
