@@ -2,8 +2,8 @@
 predictors, and search under a ladder of latency budgets (default space, mnist5k).
 
     .venv/bin/python bench/cloud.py [--cases latency,train,accuracy,predictor,search]
-        [--seeds 1] [--first-seed 0] [--epochs 8,4,6,12] [--random-only] [--subnets 200]
-        [--out /tmp/tether-cloud]
+        [--seeds 1] [--first-seed 0] [--epochs 8,4,6,12] [--random-only]
+        [--subnets-per-step 3] [--subnets 200] [--out /tmp/tether-cloud]
 
 Prints one JSON object per line (one per case and seed), then a summary object.
 
@@ -12,8 +12,8 @@ Prints one JSON object per line (one per case and seed), then a summary object.
   correction is fitted on 20 other subnets. Relative errors of the predictor, of the raw
   fused sum and of the naive per-op sum, for 1 and 2 threads.
 - train: `train_supernet` per seed; seconds per phase; largest/smallest accuracy per epoch.
-- accuracy: for the largest, the smallest and three random subnets of each trained supernet:
-  test accuracy extracted with batch norm recalibrated on 2,000 training images, without
+- accuracy: for the largest, the smallest and three random subnets (the same five for every
+  seed, so the summary can average each over the seeds) of each trained supernet: test accuracy extracted with batch norm recalibrated on 2,000 training images, without
   recalibration, and the same architecture trained from scratch (fresh weights, Adam, cosine,
   as many epochs as the supernet's four phases together).
 - crop: the train and accuracy cases again for the first seed with `kernel_transform=False`
@@ -91,7 +91,7 @@ def case_latency(space: Any, n: int, out: Path) -> dict[str, Any]:
 
 
 def case_train(space: Any, data: Any, epochs: tuple[int, ...], seed: int, out: Path,
-               transform: bool = True, sandwich: bool = False) -> Any:
+               transform: bool = True, sandwich: bool = True, subnets_per_step: int = 3) -> Any:
     import keras
 
     from tether.cloud.supernet import Supernet
@@ -102,13 +102,13 @@ def case_train(space: Any, data: Any, epochs: tuple[int, ...], seed: int, out: P
     t0 = time.perf_counter()
     logs = train_supernet(net, data.x_train, data.y_train, data.x_test, data.y_test,
                           TrainConfig(epochs=epochs, seed=seed, sandwich=sandwich,  # type: ignore[arg-type]
-                                      subnets_per_step=3 if sandwich else 2),
+                                      subnets_per_step=subnets_per_step),
                           out / f"ckpt-{seed}{'' if transform else '-crop'}")
     total = time.perf_counter() - t0
     net.save(out / f"supernet-{seed}{'' if transform else '-crop'}.keras")
     last = logs[-1].epochs[-1]
     _emit({"case": "train", "seed": seed, "kernel_transform": transform, "sandwich": sandwich,
-           "epochs": list(epochs),
+           "subnets_per_step": subnets_per_step, "epochs": list(epochs),
            "seconds": total,
            "phase_seconds": {p.phase: p.seconds for p in logs},
            "largest_accuracy": last.largest_accuracy, "smallest_accuracy": last.smallest_accuracy,
@@ -138,7 +138,7 @@ def case_accuracy(net: Any, data: Any, total_epochs: int, seed: int,
     from tether.cloud.train import evaluate
 
     space = net.space
-    rng = random.Random(100 + seed)
+    rng = random.Random(100)
     archs = {"largest": space.largest(), "smallest": space.smallest()}
     for i in range(3):
         archs[f"random{i}"] = space.sample(rng)
@@ -155,6 +155,24 @@ def case_accuracy(net: Any, data: Any, total_epochs: int, seed: int,
                                      seed) if scratch else None}
     return {"case": "accuracy", "seed": seed, "kernel_transform": net.kernel_transform,
             "scratch_epochs": total_epochs, "subnets": rows}
+
+
+def _mean_over_seeds(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per subnet: recalibrated and from-scratch accuracy averaged over the seeds, the gap
+    (subnet minus scratch, in points) and the spread of the recalibrated accuracy."""
+    out: dict[str, Any] = {}
+    for name in records[0]["subnets"]:
+        rows = [r["subnets"][name] for r in records]
+        recal = [row["recalibrated"] for row in rows]
+        scratch = [row["from_scratch"] for row in rows if row["from_scratch"] is not None]
+        out[name] = {"key": rows[0]["key"], "seeds": len(rows),
+                     "recalibrated": float(np.mean(recal)),
+                     "not_recalibrated": float(np.mean([row["not_recalibrated"] for row in rows])),
+                     "from_scratch": float(np.mean(scratch)) if scratch else None,
+                     "gap_points": (100 * float(np.mean(recal) - np.mean(scratch))
+                                    if scratch else None),
+                     "recalibrated_spread_points": 100 * float(max(recal) - min(recal))}
+    return out
 
 
 def case_predictor(net: Any, data: Any, n: int) -> tuple[dict[str, Any], Any]:
@@ -227,6 +245,9 @@ def main() -> None:
     p.add_argument("--random-only", action="store_true",
                    help="two random subnets per step instead of the sandwich rule (largest + "
                    "smallest + one random)")
+    p.add_argument("--subnets-per-step", type=int, default=None,
+                   help="subnets trained per step in the elastic phases (default 3 with the "
+                   "sandwich rule, 2 with --random-only)")
     p.add_argument("--subnets", type=int, default=200)
     p.add_argument("--predictor-subnets", type=int, default=150)
     p.add_argument("--out", default="/tmp/tether-cloud")
@@ -241,6 +262,7 @@ def main() -> None:
     from tether.data import mnist5k
 
     space = SearchSpace.default()
+    per_step = a.subnets_per_step or (2 if a.random_only else 3)
     summary: dict[str, Any] = {"case": "summary", **run_metadata(), "space_size": space.size()}
     if "latency" in cases:
         rec = case_latency(space, a.subnets, out)
@@ -261,15 +283,17 @@ def main() -> None:
         else:
             for seed in seeds:
                 nets.append(case_train(space, data, epochs, seed, out,
-                                       sandwich=not a.random_only))
+                                       sandwich=not a.random_only, subnets_per_step=per_step))
         if "accuracy" in cases:
+            records = []
             for seed, (net, total) in zip(seeds, nets):
-                rec = case_accuracy(net, data, total, seed)
-                _emit(rec)
+                records.append(case_accuracy(net, data, total, seed))
+                _emit(records[-1])
+            summary["accuracy_mean_over_seeds"] = _mean_over_seeds(records)
         if "crop" in cases:  # the same training with plain centre crops for smaller kernels
             for seed in seeds[:1]:
                 net, total = case_train(space, data, epochs, seed, out, transform=False,
-                                        sandwich=not a.random_only)
+                                        sandwich=not a.random_only, subnets_per_step=per_step)
                 _emit(case_accuracy(net, data, total, seed, scratch=False))
         predictor = None
         if "predictor" in cases or "search" in cases:
