@@ -12,6 +12,12 @@ device (`tether.device.profile.probe`) and gives a `LatencyTable`. `LatencyModel
 sums a subnet's pieces from that table, with a linear correction (`fit`) learned from a few
 subnets measured end to end; `naive` sums the single ops instead (each conv, depthwise and
 add alone), the usual per-operator look-up table, reported beside it.
+
+A point prediction is exceeded by half the subnets it is right about, so a search that fills a
+budget up to the prediction misses the budget half the time. `fit` also learns a guard band
+from the same subnets (split-conformal: the leave-one-out relative errors' 95% quantile), and
+`bound` is the prediction raised by it: the latency a subnet stays under in 95% of cases, which
+is what constraints are checked against.
 """
 
 from __future__ import annotations
@@ -232,18 +238,23 @@ class LatencyModel:
         table: the device's `LatencyTable` (from a probe of `write_probe_bundle`'s models).
         scale, offset: the correction predict() applies to the sum of pieces (ms =
             scale * sum + offset); the table's own (fitted when it was probed) unless given.
+        margin: the guard band bound() adds (a fraction of the prediction); the table's own
+            unless given.
     """
 
     space: SearchSpace
     table: Any
     scale: float | None = None
     offset: float | None = None
+    margin: float | None = None
 
     def __post_init__(self) -> None:
         if self.scale is None:
             self.scale = float(getattr(self.table, "scale", 1.0))
         if self.offset is None:
             self.offset = float(getattr(self.table, "offset", 0.0))
+        if self.margin is None:
+            self.margin = float(getattr(self.table, "margin", 0.0))
 
     def _sum(self, keys: list[str]) -> float:
         table = self.table.median_ms
@@ -262,19 +273,39 @@ class LatencyModel:
         """Predicted end-to-end latency of `arch` in ms."""
         return float(self.scale) * self.pieces_sum(arch) + float(self.offset)  # type: ignore[arg-type]
 
+    def bound(self, arch: Arch) -> float:
+        """The latency `arch` stays under in 95% of cases (ms): the prediction raised by the
+        fitted guard band."""
+        return self.predict(arch) * (1.0 + float(self.margin))  # type: ignore[arg-type]
+
     def naive(self, arch: Arch) -> float:
         """The per-op look-up sum for `arch` in ms (every op timed alone, no correction)."""
         return self._sum(op_keys(arch, self.space))
 
-    def fit(self, archs: Sequence[Arch], measured_ms: Sequence[float]) -> LatencyModel:
+    def fit(self, archs: Sequence[Arch], measured_ms: Sequence[float], *,
+            coverage: float = 0.95) -> LatencyModel:
         """Learns scale and offset by least squares on subnets measured end to end (at
-        least two); returns self."""
+        least two), and the guard band `margin` (five or more subnets; else 0): the
+        `coverage` quantile of the relative errors each subnet gets from a fit without it,
+        taken split-conformally (the ceil((n + 1) * coverage)-th smallest of n, the largest
+        when that is past n), so a new subnet exceeds `bound` with probability at most
+        1 - coverage when the device behaves as it did during the fit. Returns self."""
         if len(archs) < 2 or len(archs) != len(measured_ms):
             raise LatencyError("fit needs two or more subnets and one measurement each")
         sums = np.array([self.pieces_sum(a) for a in archs])
+        y = np.asarray(measured_ms, float)
         design = np.stack([sums, np.ones_like(sums)], axis=1)
-        (scale, offset), *_ = np.linalg.lstsq(design, np.asarray(measured_ms, float),
-                                               rcond=None)
+        (scale, offset), *_ = np.linalg.lstsq(design, y, rcond=None)
         self.scale, self.offset = float(scale), float(offset)
+        self.margin = 0.0
+        if len(y) >= 5:
+            # Leave-one-out predictions of a least-squares fit: y - e / (1 - h).
+            hat = np.einsum("ij,jk,ik->i", design, np.linalg.pinv(design.T @ design), design)
+            resid = y - design @ np.array([scale, offset])
+            loo = y - resid / np.maximum(1.0 - hat, 1e-9)
+            rel = np.sort(y / np.maximum(loo, 1e-12) - 1.0)
+            k = min(len(rel), math.ceil((len(rel) + 1) * coverage))
+            self.margin = max(0.0, float(rel[k - 1]))
         self.table.scale, self.table.offset = self.scale, self.offset
+        self.table.margin = self.margin
         return self

@@ -7,7 +7,9 @@ file, and two latency columns per profiled device, `lat_<device>_measured` and
 and fills the predicted latency of every entry from its latency table; measured latencies come
 from running the entries on that device (`set_measured`).
 
-`query` filters by the constraints in SQL and ranks what is left under the search policy.
+`query` filters by the constraints in SQL and ranks what is left under the search policy; a
+latency limit is checked against the measured latency where there is one, else against the
+prediction raised by the device's guard band (`LatencyModel.bound`).
 Besides the index tables the file holds `indexes` (space, supernet, model folder),
 `devices` (profile, latency table, correction) and `accuracy_samples` (the measured subnets
 an accuracy predictor is refitted on).
@@ -69,6 +71,7 @@ class Entry:
     path: str
     latency_measured: dict[str, float] = field(default_factory=dict)
     latency_predicted: dict[str, float] = field(default_factory=dict)
+    latency_margin: dict[str, float] = field(default_factory=dict)
 
     def latency(self, device: str) -> float | None:
         """Measured latency on `device` when there is one, else predicted (ms)."""
@@ -76,9 +79,17 @@ class Entry:
             return self.latency_measured[device]
         return self.latency_predicted.get(device)
 
+    def latency_bound(self, device: str) -> float | None:
+        """Measured latency on `device` when there is one, else the prediction raised by the
+        device's guard band (ms): what a latency limit is checked against."""
+        if device in self.latency_measured:
+            return self.latency_measured[device]
+        lat = self.latency_predicted.get(device)
+        return None if lat is None else lat * (1.0 + self.latency_margin.get(device, 0.0))
+
     def value(self, objective: str, device: str | None) -> float:
         if objective == "latency":
-            lat = self.latency(device) if device else None
+            lat = self.latency_bound(device) if device else None
             return float("inf") if lat is None else lat
         return float({"size": self.size, "params": self.params, "macs": self.macs,
                       "accuracy": self.accuracy}[objective])
@@ -89,7 +100,8 @@ class Entry:
                 "params": self.params, "macs": self.macs, "size_bytes": self.size,
                 "output_format": self.output_format, "path": self.path,
                 "latency_measured_ms": self.latency_measured,
-                "latency_predicted_ms": self.latency_predicted}
+                "latency_predicted_ms": self.latency_predicted,
+                "latency_margin": self.latency_margin}
 
 
 class ModelLibrary:
@@ -197,21 +209,22 @@ class ModelLibrary:
         """Every entry of the (task, dataset) index, by id."""
         name, _, _ = self._index(task, dataset)
         cur = self.db.execute(f'SELECT * FROM "{name}" ORDER BY id')
-        devices = self.devices()
-        return [self._entry(cur.description, row, devices) for row in cur.fetchall()]
+        margins = self.margins()
+        return [self._entry(cur.description, row, margins) for row in cur.fetchall()]
 
     def entry(self, task: str, dataset: str, key: str) -> Entry | None:
         name, _, _ = self._index(task, dataset)
         cur = self.db.execute(f'SELECT * FROM "{name}" WHERE key = ?', (key,))
         row = cur.fetchone()
-        return None if row is None else self._entry(cur.description, row, self.devices())
+        return None if row is None else self._entry(cur.description, row, self.margins())
 
-    def _entry(self, description: Any, row: Sequence[Any], devices: Sequence[str]) -> Entry:
-        """One row as an Entry; `devices` (the profiled device ids) name its latency columns."""
+    def _entry(self, description: Any, row: Sequence[Any], margins: dict[str, float]) -> Entry:
+        """One row as an Entry; `margins` (profiled device id -> guard band) names its
+        latency columns."""
         d = {col[0]: v for col, v in zip(description, row)}
         measured: dict[str, float] = {}
         predicted: dict[str, float] = {}
-        for device in devices:
+        for device in margins:
             for kind, target in (("measured", measured), ("predicted", predicted)):
                 v = d.get(_lat_column(device, kind))
                 if v is not None:
@@ -219,12 +232,18 @@ class ModelLibrary:
         return Entry(int(d["id"]), d["key"], Arch.from_dict(json.loads(d["arch"])),
                      tuple(json.loads(d["input_shape"])), float(d["accuracy"]), int(d["params"]),
                      int(d["macs"]), int(d["size"]), d["output_format"], d["path"], measured,
-                     predicted)
+                     predicted, {k: margins[k] for k in predicted})
 
     # ----- devices -----
 
     def devices(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT device_id FROM devices ORDER BY device_id")]
+
+    def margins(self) -> dict[str, float]:
+        """Profiled device id -> the guard band of its latency model."""
+        return {device: float(json.loads(table).get("margin", 0.0)) for device, table in
+                self.db.execute("SELECT device_id, latency_table FROM devices ORDER BY "
+                                "device_id")}
 
     def _add_columns(self, name: str, device: str) -> None:
         have = {r[1] for r in self.db.execute(f'PRAGMA table_info("{name}")')}
@@ -257,16 +276,17 @@ class ModelLibrary:
         device = model.table.device_id
         from dataclasses import asdict
 
+        table = {**asdict(model.table), "margin": float(model.margin or 0.0)}
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO devices VALUES (?, ?, ?, ?, ?)",
                             (device, json.dumps(model.table.device),
-                             json.dumps(asdict(model.table)), float(model.scale or 1.0),
+                             json.dumps(table), float(model.scale or 1.0),
                              float(model.offset or 0.0)))
             for idx in self.indexes():
                 self._add_columns(idx["name"], device)
                 space = SearchSpace.from_dict(json.loads(self.db.execute(
                     "SELECT space FROM indexes WHERE name = ?", (idx["name"],)).fetchone()[0]))
-                lm = LatencyModel(space, model.table, model.scale, model.offset)
+                lm = LatencyModel(space, model.table, model.scale, model.offset, model.margin)
                 col = _lat_column(device, "predicted")
                 for entry_id, arch in self.db.execute(
                         f'SELECT id, arch FROM "{idx["name"]}"').fetchall():
@@ -307,24 +327,25 @@ class ModelLibrary:
         """Entries that meet `constraints` (latency: measured where there is a measurement,
         else predicted), best first under `policy`."""
         name, _, _ = self._index(task, dataset)
+        margins = self.margins()
         where, args = [], []
         for obj, side, limit in constraints.bounds():
             op = "<=" if side == "max" else ">="
             if obj == "latency":
                 device = str(constraints.device)
-                if device not in self.devices():
+                if device not in margins:
                     raise LibraryError(f"{self.path}: device '{device}' is not profiled "
-                                       f"(devices: {', '.join(self.devices()) or 'none'})")
+                                       f"(devices: {', '.join(margins) or 'none'})")
                 col = (f'COALESCE("{_lat_column(device, "measured")}", '
-                       f'"{_lat_column(device, "predicted")}")')
+                       f'"{_lat_column(device, "predicted")}" * ?)')
+                args.append(1.0 + margins[device])
             else:
                 col = obj
             where.append(f"{col} {op} ?")
             args.append(limit)
         sql = f'SELECT * FROM "{name}"' + (" WHERE " + " AND ".join(where) if where else "")
         cur = self.db.execute(sql, args)
-        devices = self.devices()
-        rows = [self._entry(cur.description, row, devices) for row in cur.fetchall()]
+        rows = [self._entry(cur.description, row, margins) for row in cur.fetchall()]
         return rank(rows, policy, lambda e, o: e.value(o, constraints.device), lambda e: e.key)
 
 

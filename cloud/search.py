@@ -10,13 +10,21 @@ crosses the rest. Every candidate evaluated counts against `max_samples`, so a c
 nothing in the space meets ends after a bounded number of samples with an answer naming the
 constraint that cannot be met and the closest candidate (the smallest subnet is always among
 those tried, since it bounds latency, size, parameters and MACs from below).
+
+A latency limit is checked against the latency model's `bound` (the prediction raised by its
+guard band), not the point prediction. When the device can run the candidates (it is this
+machine), `search` also measures the answer end to end and, if it is over the limit, searches
+again under a limit tightened by the miss, so what it returns met the limit when measured.
+`search_ladder` answers a ladder of latency limits with nested models: each tighter limit's
+answer has no more MACs and parameters than the looser one's, and a looser limit never gets a
+worse answer under the policy than a tighter one.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +32,8 @@ import numpy as np
 from tether.cloud.policy import Constraints, Policy, PolicyError, rank
 from tether.cloud.space import Arch, Block, SearchSpace
 
-__all__ = ["Candidate", "SearchConfig", "SearchResult", "evolve", "folded_params"]
+__all__ = ["Candidate", "SearchConfig", "SearchResult", "evolve", "folded_params",
+           "make_estimator", "search", "search_ladder"]
 
 
 def folded_params(arch: Arch, space: SearchSpace) -> int:
@@ -81,6 +90,9 @@ class SearchResult:
         samples: candidates evaluated.
         history: best feasible values per generation.
         best_seen: per constrained objective, the best value any sample reached.
+        population: the final population (best first), to warm-start another search.
+        measured_ms: arch key -> end-to-end latency measured on the device (`search` with a
+            `measure` function), every answer it measured.
     """
 
     best: Candidate | None
@@ -89,6 +101,8 @@ class SearchResult:
     samples: int
     history: list[dict[str, float]] = field(default_factory=list)
     best_seen: dict[str, float] = field(default_factory=dict)
+    population: list[Candidate] = field(default_factory=list)
+    measured_ms: dict[str, float] = field(default_factory=dict)
 
     def message(self, constraints: Constraints) -> str:
         if self.best is not None:
@@ -96,6 +110,11 @@ class SearchResult:
         assert self.closest is not None
         parts = []
         for obj in self.unmet:
+            if obj == "latency" and self.measured_ms:
+                parts.append(f"{constraints.describe(obj)} cannot be met when measured (the "
+                             f"{len(self.measured_ms)} answers measured took "
+                             f"{min(self.measured_ms.values()):.4g} ms or more)")
+                continue
             parts.append(f"{constraints.describe(obj)} cannot be met (the best of "
                          f"{self.samples:,} subnets sampled, the smallest included, has "
                          f"{self.best_seen[obj]:.4g})")
@@ -109,13 +128,16 @@ Estimator = Callable[[Sequence[Arch]], list[dict[str, float]]]
 def make_estimator(space: SearchSpace, latency: Any = None, accuracy: Any = None,
                    size_fit: tuple[float, float] = (4.0, 4096.0)) -> Estimator:
     """Estimates every objective of a batch of archs (latency NaN without a latency model,
-    accuracy NaN without a predictor)."""
+    accuracy NaN without a predictor). "latency" is the latency model's `bound` (what limits
+    are checked against); "latency_predicted" is its point prediction."""
     def estimate(archs: Sequence[Arch]) -> list[dict[str, float]]:
         acc = (np.asarray(accuracy.predict(list(archs)), float) if accuracy is not None
                else np.full(len(archs), np.nan))
         out = []
         for a, acc_a in zip(archs, acc):
-            out.append({"latency": latency.predict(a) if latency is not None else float("nan"),
+            point = latency.predict(a) if latency is not None else float("nan")
+            out.append({"latency": point * (1.0 + float(latency.margin or 0.0))
+                        if latency is not None else point, "latency_predicted": point,
                         "params": float(a.params(space)), "macs": float(a.macs(space)),
                         "size": size_fit[0] * folded_params(a, space) + size_fit[1],
                         "accuracy": float(acc_a)})
@@ -173,8 +195,10 @@ class _Genome:
 
 def evolve(space: SearchSpace, constraints: Constraints, policy: Policy, estimate: Estimator,
            config: SearchConfig = SearchConfig(),
-           on_generation: Callable[[int, int], None] | None = None) -> SearchResult:
-    """Searches `space` for the best subnet under `policy` that meets `constraints`."""
+           on_generation: Callable[[int, int], None] | None = None,
+           initial: Sequence[Arch] = ()) -> SearchResult:
+    """Searches `space` for the best subnet under `policy` that meets `constraints`;
+    `initial` archs (another search's population) join the first population where feasible."""
     rng = random.Random(config.seed)
     samples = 0
     closest: Candidate | None = None
@@ -182,6 +206,8 @@ def evolve(space: SearchSpace, constraints: Constraints, policy: Policy, estimat
 
     def evaluate(archs: Sequence[Arch]) -> list[Candidate]:
         nonlocal samples, closest
+        if not archs:
+            return []
         out = []
         for a, values in zip(archs, estimate(archs)):
             needed = {o.name for o in policy.objectives} | {o for o, _, _ in constraints.bounds()}
@@ -206,8 +232,8 @@ def evolve(space: SearchSpace, constraints: Constraints, policy: Policy, estimat
         return rank(cands, policy, lambda c, o: c.values[o], lambda c: c.arch.key())
 
     # Initial population: the smallest subnet (the lower bound of cost) and feasible samples.
-    population: list[Candidate] = [c for c in evaluate([space.smallest(), space.largest()])
-                                   if c.feasible]
+    start = list({a.key(): a for a in [space.smallest(), space.largest(), *initial]}.values())
+    population: list[Candidate] = [c for c in evaluate(start) if c.feasible]
     budget = config.max_samples
     while len(population) < config.population and samples < budget:
         batch = [space.sample(rng) for _ in range(min(200, budget - samples))]
@@ -245,4 +271,86 @@ def evolve(space: SearchSpace, constraints: Constraints, policy: Policy, estimat
         history.append({"generation": float(gen + 1), **top.values})
         if on_generation is not None:
             on_generation(gen + 1, config.generations)
-    return SearchResult(population[0], [], None, samples, history)
+    return SearchResult(population[0], [], None, samples, history, best_seen, population)
+
+
+Measure = Callable[[Arch], float]
+
+
+def search(space: SearchSpace, constraints: Constraints, policy: Policy, estimate: Estimator,
+           config: SearchConfig = SearchConfig(), *, measure: Measure | None = None,
+           rounds: int = 4, initial: Sequence[Arch] = (),
+           on_generation: Callable[[int, int], None] | None = None) -> SearchResult:
+    """`evolve`, then, with `measure` (arch -> end-to-end ms on the constrained device) and a
+    latency limit, the answer measured: one over the limit by a factor f makes the next round
+    search under its own estimate divided by f (and 1% less), so it and everything estimated
+    as slow are excluded, up to `rounds` searches. Returns the
+    first answer measured within the limit (its `values["latency"]` is then the measurement;
+    `measured_ms` has every answer measured), or no answer naming the latency limit."""
+    limit = constraints.max_latency_ms
+    result = evolve(space, constraints, policy, estimate, config, on_generation, initial)
+    if measure is None or limit is None or result.best is None:
+        return result
+    measured: dict[str, float] = {}
+    met: Candidate | None = None
+    inner, samples = limit, result.samples
+    for _ in range(max(1, rounds)):
+        assert result.best is not None
+        best = result.best
+        ms = measured.setdefault(best.arch.key(), float(measure(best.arch)))
+        if ms <= limit:
+            met = Candidate(best.arch, {**best.values, "latency": ms})
+            break
+        # the answer's own estimate scaled by its miss: it, and what is as slow, now fail
+        inner = min(inner, best.values["latency"] * limit / ms) * 0.99
+        result = evolve(space, replace(constraints, max_latency_ms=inner), policy, estimate,
+                        config, on_generation, [c.arch for c in result.population])
+        samples += result.samples
+        if result.best is None:
+            break
+    result.measured_ms, result.samples = measured, samples
+    if met is None:
+        return SearchResult(None, ["latency"], result.best or result.closest, samples,
+                            result.history, {**result.best_seen,
+                                             "latency": min(measured.values())},
+                            result.population, measured)
+    result.best = met
+    return result
+
+
+def search_ladder(space: SearchSpace, constraints: Constraints, budgets: Sequence[float],
+                  policy: Policy, estimate: Estimator, config: SearchConfig = SearchConfig(),
+                  *, measure: Measure | None = None, rounds: int = 4,
+                  initial: Sequence[Arch] = ()) -> list[SearchResult]:
+    """One `search` per latency budget (ms, on `constraints.device`), answers nested: from the
+    loosest budget to the tightest, each search is warm-started with the looser one's
+    population and limited to the MACs and parameters of the looser one's answer; then, from
+    the tightest up, a looser budget takes the tighter one's answer where the policy ranks it
+    higher (it meets the looser budget too). `initial` archs (library entries) join every
+    search's first population. Returns the results in the order of `budgets`."""
+    if measure is not None:  # each subnet is measured once, whichever budget asks
+        cache: dict[str, float] = {}
+        device, measure = measure, lambda a: cache.setdefault(a.key(), device(a))
+    order = sorted(range(len(budgets)), key=lambda i: -budgets[i])
+    results: dict[int, SearchResult] = {}
+    cons = constraints
+    warm: list[Arch] = []
+    for i in order:
+        res = search(space, replace(cons, max_latency_ms=float(budgets[i])), policy, estimate,
+                     config, measure=measure, rounds=rounds, initial=[*initial, *warm])
+        results[i] = res
+        if res.best is not None:
+            macs, params = int(res.best.values["macs"]), int(res.best.values["params"])
+            cons = replace(cons, max_macs=min(macs, cons.max_macs or macs),
+                           max_params=min(params, cons.max_params or params))
+            warm = [c.arch for c in res.population]
+    tighter: Candidate | None = None
+    for i in reversed(order):
+        res = results[i]
+        if res.best is not None:
+            if tighter is not None and rank([res.best, tighter], policy,
+                                            lambda c, o: c.values[o],
+                                            lambda c: c.arch.key())[0] is tighter:
+                res.best = tighter
+            tighter = res.best
+    return [results[i] for i in range(len(budgets))]

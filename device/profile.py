@@ -104,6 +104,8 @@ class LatencyTable:
         median_ms, min_ms, p90_ms: key -> milliseconds.
         scale, offset: the correction of summed pieces fitted on subnets measured end to end
             on this device (`tether.cloud.latency.LatencyModel.fit`); 1 and 0 when none was.
+        margin: the relative guard band of that fit: a subnet's measured latency exceeds its
+            prediction by more than this fraction in at most 5% of cases (0 when not fitted).
     """
 
     device: dict[str, Any]
@@ -115,6 +117,7 @@ class LatencyTable:
     p90_ms: dict[str, float] = field(default_factory=dict)
     scale: float = 1.0
     offset: float = 0.0
+    margin: float = 0.0
 
     @property
     def device_id(self) -> str:
@@ -142,7 +145,7 @@ class LatencyTable:
         return LatencyTable(self.device, self.threads, self.warmup, self.runs,
                             {**self.median_ms, **other.median_ms},
                             {**self.min_ms, **other.min_ms}, {**self.p90_ms, **other.p90_ms},
-                            self.scale, self.offset)
+                            self.scale, self.offset, self.margin)
 
 
 def parse_table(text: str, device: dict[str, Any]) -> LatencyTable:

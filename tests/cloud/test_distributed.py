@@ -1,5 +1,6 @@
-"""Supernet training under tf.distribute: a MirroredStrategy over two logical CPU devices
-(in a fresh process: logical devices must be set before TensorFlow starts)."""
+"""Supernet training under tf.distribute: a MirroredStrategy over two logical CPU devices,
+from Python and from `tether supernet train --strategy` (each in a fresh process: logical
+devices must be set before TensorFlow starts)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,17 @@ def test_a_phase_runs_under_mirrored_strategy_on_two_cpus() -> None:
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["replicas"] == 2 and out["phases"] == ["full", "kernel", "depth", "expand"]
     assert out["largest"] > 0.5 and out["loss"] == out["loss"]  # learned, finite
+
+
+@pytest.mark.slow
+def test_the_cli_trains_under_mirrored_strategy(tmp_path) -> None:
+    space = Path(__file__).with_name("tiny_space.toml")
+    out = tmp_path / "s.keras"
+    run = subprocess.run([sys.executable, "-m", "tether.cli.main", "supernet", "train", "-o",
+                          str(out), "--space", str(space), "--data", "digits", "--epochs",
+                          "2,1,0,0", "--strategy", "mirrored:2"], capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rep = json.loads(run.stdout.strip().splitlines()[-1])
+    assert rep["replicas"] == 2 and out.is_file()
+    assert rep["phases"][1]["epochs"][-1]["largest_accuracy"] > 0.5

@@ -64,6 +64,30 @@ def test_probe_errors_name_the_line(tmp_path) -> None:
         LatencyTable(device_info(), 1, 1, 1).merge(other)
 
 
+def test_the_guard_band_covers_new_subnets(tmp_path) -> None:
+    # A synthetic device: pieces cost what their keys say, subnets cost 1.3x their sum plus
+    # 5 us, with 4% log-normal noise the table cannot know about
+    space = SearchSpace.default()
+    rng = np.random.default_rng(0)
+    ms = {k: float(1e-3 * (1 + len(k)) * rng.uniform(0.5, 1.5)) for k in configurations(space)}
+    table = LatencyTable({"device_id": "synthetic"}, 1, 1, 1, ms, ms, ms)
+    model = LatencyModel(space, table)
+    r = random.Random(0)
+    archs = [space.sample(r) for _ in range(520)]
+    truth = np.array([1.3 * model.pieces_sum(a) + 0.005 for a in archs])
+    measured = truth * np.exp(rng.normal(0.0, 0.04, len(archs)))
+    model.fit(archs[:20], measured[:20])
+    assert model.scale == pytest.approx(1.3, rel=0.1) and 0.03 < model.margin < 0.2
+    bound = np.array([model.bound(a) for a in archs[20:]])
+    assert np.mean(measured[20:] <= bound) >= 0.9  # 95% nominal, from 20 subnets
+    assert np.mean(measured[20:] <= [model.predict(a) for a in archs[20:]]) < 0.7
+    table.save(tmp_path / "t.json")  # the band travels with the table
+    assert LatencyModel(space, LatencyTable.load(tmp_path / "t.json")).margin == model.margin
+    exact = LatencyModel(space, table).fit(archs[:20], truth[:20])
+    assert exact.margin == pytest.approx(0.0, abs=1e-9)
+    assert LatencyModel(space, table).fit(archs[:3], measured[:3]).margin == 0.0  # too few
+
+
 @pytest.mark.slow
 def test_summed_pieces_predict_measured_subnets(tmp_path) -> None:
     import keras

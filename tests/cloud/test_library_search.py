@@ -14,7 +14,7 @@ from tether.cloud.accuracy import AccuracyPredictor, evaluate_predictor
 from tether.cloud.latency import LatencyModel, configurations
 from tether.cloud.library import LibraryError, ModelLibrary
 from tether.cloud.policy import Constraints, Policy, PolicyError, rank
-from tether.cloud.search import SearchConfig, evolve, make_estimator
+from tether.cloud.search import SearchConfig, evolve, make_estimator, search, search_ladder
 from tether.cloud.space import SearchSpace
 from tether.device.profile import LatencyTable
 
@@ -37,7 +37,7 @@ def _fake_accuracy(arch, space) -> float:
 def library(tmp_path):
     lib = ModelLibrary(tmp_path / "lib.sqlite")
     lib.create_index("classification", "digits", TINY)
-    lib.add_device(LatencyModel(TINY, _table(TINY, "board-a", 0)))
+    lib.add_device(LatencyModel(TINY, _table(TINY, "board-a", 0), margin=0.08))
     rng = random.Random(0)
     archs = {a.key(): a for a in [TINY.sample(rng) for _ in range(40)]}
     for a in archs.values():
@@ -82,7 +82,7 @@ def test_a_query_equals_a_brute_force_scan(library, order, n, lat, acc, params) 
     cons = Constraints("board-a", max_latency_ms=lat, min_accuracy=acc, max_params=params)
     got = library.query("classification", "digits", cons, policy)
     rows = library.entries("classification", "digits")
-    feasible = [e for e in rows if e.latency("board-a") <= lat and e.accuracy >= acc
+    feasible = [e for e in rows if e.latency_bound("board-a") <= lat and e.accuracy >= acc
                 and e.params <= params]
     assert sorted(e.key for e in got) == sorted(e.key for e in feasible)
     if feasible:
@@ -121,17 +121,72 @@ def _estimator():
     return make_estimator(TINY, lat, acc), lat
 
 
-def test_search_meets_budgets_and_tighter_never_returns_larger() -> None:
+def test_the_guard_band_is_checked_against_limits(library) -> None:
+    # board-a's predictions carry an 8% guard band: an unmeasured entry meets a limit only
+    # when its raised prediction does; a measurement replaces both
+    e = library.entries("classification", "digits")[0]
+    point = e.latency_predicted["board-a"]
+    assert e.latency_bound("board-a") == pytest.approx(point * 1.08)
+    keys = lambda lim: {x.key for x in library.query(  # noqa: E731
+        "classification", "digits", Constraints("board-a", max_latency_ms=lim),
+        Policy.parse("latency"))}
+    assert e.key not in keys(point * 1.05) and e.key in keys(point * 1.09)
+    library.set_measured("classification", "digits", "board-a", {e.key: point * 1.5})
+    assert e.key not in keys(point * 1.4) and e.key in keys(point * 1.5)
+
+
+def _slow_device(lat: LatencyModel, factor: float, seed: int = 0):
+    """A device that runs every subnet `factor` slower than the latency model says, with 2%
+    noise: the predictions alone would miss budgets."""
+    noise = np.random.default_rng(seed)
+    calls = []
+
+    def measure(arch) -> float:
+        calls.append(arch.key())
+        return lat.predict(arch) * factor * float(noise.uniform(0.98, 1.02))
+    return measure, calls
+
+
+def test_a_measured_miss_searches_again_under_a_tighter_limit() -> None:
     estimate, lat = _estimator()
     lo, hi = lat.predict(TINY.smallest()), lat.predict(TINY.largest())
+    budget = float(lo + 0.5 * (hi - lo))
+    cons = Constraints("board-a", max_latency_ms=budget)
+    config = SearchConfig(population=40, generations=8, seed=0)
+    blind = evolve(TINY, cons, Policy.parse("accuracy > latency"), estimate, config)
+    measure, calls = _slow_device(lat, 1.15)
+    assert measure(blind.best.arch) > budget  # the point prediction fills the budget: a miss
+    calls.clear()
+    res = search(TINY, cons, Policy.parse("accuracy > latency"), estimate, config,
+                 measure=measure)
+    assert res.best is not None and len(calls) >= 2
+    assert res.best.values["latency"] == res.measured_ms[res.best.arch.key()] <= budget
+    # a device far slower than its model: every round misses, and the answer says so
+    res = search(TINY, Constraints("board-a", max_latency_ms=lo * 1.2),
+                 Policy.parse("accuracy > latency"), estimate, config,
+                 measure=_slow_device(lat, 3.0)[0], rounds=3)
+    assert res.best is None and res.unmet == ["latency"] and res.closest is not None
+    assert "cannot be met when measured" in res.message(
+        Constraints("board-a", max_latency_ms=lo * 1.2))
+
+
+def test_a_ladder_meets_every_budget_measured_with_nested_models() -> None:
+    estimate, lat = _estimator()
+    lo, hi = lat.predict(TINY.smallest()), lat.predict(TINY.largest())
+    budgets = [float(b) for b in np.linspace(lo * 1.25, hi * 1.1, 8)]
+    random.Random(0).shuffle(budgets)  # any order in, answers in the same order out
+    measure, _ = _slow_device(lat, 1.1, seed=1)
     policy = Policy.parse("accuracy > latency")
-    macs = []
-    for budget in np.linspace(lo * 1.05, hi, 6)[::-1]:
-        res = evolve(TINY, Constraints("board-a", max_latency_ms=float(budget)), policy,
-                     estimate, SearchConfig(population=40, generations=10, seed=0))
-        assert res.best is not None and res.best.values["latency"] <= budget
-        macs.append(res.best.values["macs"])
-    assert all(a >= b for a, b in zip(macs, macs[1:])), macs
+    results = search_ladder(TINY, Constraints("board-a"), budgets, policy, estimate,
+                            SearchConfig(population=40, generations=8, seed=0), measure=measure)
+    rows = sorted(zip(budgets, [r.best for r in results]), key=lambda t: t[0])
+    assert all(c is not None for _, c in rows)
+    for budget, c in rows:
+        assert c.values["latency"] <= budget  # measured
+    for (_, tight), (_, loose) in zip(rows, rows[1:]):
+        assert tight.values["macs"] <= loose.values["macs"]
+        assert tight.values["params"] <= loose.values["params"]
+        assert tight.values["accuracy"] <= loose.values["accuracy"] + 1e-12
 
 
 def test_an_impossible_budget_names_the_constraint() -> None:

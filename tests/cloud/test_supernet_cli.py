@@ -44,6 +44,7 @@ def test_train_then_extract_then_convert(tmp_path) -> None:
     (["train", "-o", "{d}/s.h5"], "must end in .keras"),
     (["train", "-o", "{d}/s.keras", "--space", "{d}/none.toml"], "--space"),
     (["extract", "{d}/none.keras", "-o", "{d}/x.keras"], "no such file"),
+    (["train", "-o", "{d}/s.keras", "--strategy", "tpu"], "--strategy tpu: choose"),
 ])
 def test_bad_input_is_one_line(tmp_path, argv, says) -> None:
     r = runner.invoke(app, ["supernet", *[a.format(d=tmp_path) for a in argv]],

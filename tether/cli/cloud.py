@@ -6,6 +6,7 @@ Progress goes to stderr (rich bars); each command's result is one JSON object on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -61,6 +62,30 @@ def _save(model: Any, path: Path) -> None:
         model.save(tmp)
 
 
+def _strategy(spec: str) -> Any:
+    """The tf.distribute strategy `--strategy` names (None for 'none'); logical CPU devices
+    are configured here, before TensorFlow starts its runtime."""
+    name, _, count = spec.strip().lower().partition(":")
+    if name == "none" and not count:
+        return None
+    if name != "mirrored" or (count and not count.isdigit()) or (count and int(count) < 1):
+        fail(f"--strategy {spec}: choose 'none', 'mirrored' or 'mirrored:N' (N logical CPU "
+             "devices, N >= 1)")
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus and not count:
+        return tf.distribute.MirroredStrategy()
+    n = int(count or 2)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError as exc:  # the runtime already started in this process
+        fail(f"--strategy {spec}: logical CPU devices cannot be set now ({exc})")
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
+
+
 @supernet_app.command()
 def train(output: Path = typer.Option(..., "-o", "--output", help="The supernet file (.keras)"),
           space: str = typer.Option("default", "--space", help=SPACE_HELP),
@@ -83,10 +108,14 @@ def train(output: Path = typer.Option(..., "-o", "--output", help="The supernet 
           checkpoints: Optional[Path] = typer.Option(
               None, "--checkpoints", help="Folder of per-phase checkpoints (default: "
               "OUTPUT with .checkpoints); an interrupted run resumes from it"),
+          strategy: str = typer.Option(
+              "none", "--strategy", help="tf.distribute: 'none', or 'mirrored' (every GPU; "
+              "without GPUs, 'mirrored:N' splits each batch over N logical CPU devices)"),
           seed: int = typer.Option(0, "--seed")) -> None:
     """Train a supernet of SPACE on DATA by progressive shrinking (full, kernel, depth, expand)."""
     _keras_path(output, "--output")
     counts = _epochs(epochs)
+    dist = _strategy(strategy)
     if not lr > 0:
         fail(f"--lr {lr}: the learning rate must be > 0")
     quiet_tensorflow()
@@ -109,7 +138,8 @@ def train(output: Path = typer.Option(..., "-o", "--output", help="The supernet 
                              subnets_per_step=subnets, sandwich=sandwich, alpha=alpha,
                              seed=seed, augment_shift=shift)
         keras.utils.set_random_seed(seed)
-        net = Supernet(sp, kernel_transform=kernel_transform)
+        with dist.scope() if dist is not None else contextlib.nullcontext():
+            net = Supernet(sp, kernel_transform=kernel_transform)
         ckpt = checkpoints or output.with_name(output.stem + ".checkpoints")
         console = Console(stderr=True)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -128,12 +158,13 @@ def train(output: Path = typer.Option(..., "-o", "--output", help="The supernet 
                               f"{e.smallest_accuracy:.4f} ({e.seconds:.1f} s)", highlight=False)
 
             logs = train_supernet(net, ds.x_train, ds.y_train, ds.x_test, ds.y_test, config,
-                                  ckpt, on_epoch=on_epoch, on_step=on_step)
+                                  ckpt, on_epoch=on_epoch, on_step=on_step, strategy=dist)
         _save(net, output)
     except TetherError as exc:
         fail(str(exc))
     typer.echo(json.dumps({
         "output": str(output), "checkpoints": str(ckpt), "space_size": sp.size(),
+        "replicas": dist.num_replicas_in_sync if dist is not None else 1,
         "phases": [{"phase": p.phase, "seconds": p.seconds,
                     "epochs": [vars(e) for e in p.epochs]} for p in logs]}))
 
@@ -485,7 +516,9 @@ def search(library: Path = typer.Argument(..., help="The library file"),
            data: str = typer.Option("mnist5k", "--data"),
            device: Optional[str] = typer.Option(None, "--device",
                                                 help="Device id the latency limit is for"),
-           max_latency: Optional[float] = typer.Option(None, "--max-latency", help="ms"),
+           max_latency: Optional[list[float]] = typer.Option(
+               None, "--max-latency", help="ms; give it several times for a ladder of budgets "
+               "(nested answers: a tighter budget never gets a larger model)"),
            max_size: Optional[int] = typer.Option(None, "--max-size", help="bytes of the .tmodel"),
            max_params: Optional[int] = typer.Option(None, "--max-params"),
            max_macs: Optional[int] = typer.Option(None, "--max-macs"),
@@ -497,6 +530,10 @@ def search(library: Path = typer.Argument(..., help="The library file"),
            extract_new: bool = typer.Option(True, "--extract/--library-only",
                                             help="Search the whole space and extract a subnet "
                                             "better than every entry (added to the library)"),
+           verify: Optional[bool] = typer.Option(
+               None, "--verify/--no-verify", help="Time each answer in the engine and search "
+               "again when it misses the latency limit (default: when --device is this "
+               "machine)"),
            generations: int = typer.Option(30, "--generations", min=0),
            seed: int = typer.Option(0, "--seed")) -> None:
     """Find the model for a device and limits: the best library entry under the policy, or a
@@ -504,17 +541,32 @@ def search(library: Path = typer.Argument(..., help="The library file"),
     from tether.cloud.policy import Constraints, Policy
     from tether.errors import TetherError
 
+    budgets = list(max_latency or [])
     try:
         pol = Policy.parse(policy)
-        cons = Constraints(device, max_latency, max_size, max_params, max_macs, min_accuracy)
+        cons = Constraints(device, budgets[0] if budgets else None, max_size, max_params,
+                           max_macs, min_accuracy)
+        for b in budgets[1:]:
+            Constraints(device, b)
     except TetherError as exc:
         fail(str(exc).replace("max_latency_ms", "--max-latency").replace(
             "min_accuracy", "--min-accuracy"))
     if "latency" in {o.name for o in pol.objectives} and device is None:
         fail("--policy ranks by latency: give --device (a device id from `tether library list`)")
+    if len(budgets) > 1 and not extract_new:
+        fail("a ladder of --max-latency budgets searches the space: drop --library-only")
     lib = _library(library)
     try:
-        out = _search(lib, task, data, cons, pol, extract_new, generations, seed)
+        if verify is None or verify:
+            from tether.device.profile import device_info
+
+            here = device_info()["device_id"]
+            if verify and device != here:
+                fail(f"--verify: this machine is {here}, not --device {device}; answers can be "
+                     "timed only on the device itself")
+            verify = device is not None and device == here and bool(budgets)
+        out = _search(lib, task, data, cons, pol, extract_new, generations, seed, budgets,
+                      verify)
     except TetherError as exc:
         fail(str(exc))
     finally:
@@ -522,13 +574,72 @@ def search(library: Path = typer.Argument(..., help="The library file"),
     typer.echo(json.dumps(out))
 
 
+class _Found:
+    """Extracts, measures and files the subnets a search returns (the supernet loaded once)."""
+
+    def __init__(self, lib: Any, task: str, data: str, device: str | None, seed: int) -> None:
+        self.lib, self.task, self.data, self.device, self.seed = lib, task, data, device, seed
+        self.net: Any = None
+        self.measured: dict[str, float] = {}
+
+    def supernet(self, key: str) -> Any:
+        if self.net is None:
+            path = self.lib.supernet_path(self.task, self.data)
+            if not path or not Path(path).is_file():
+                fail(f"search found {key}, better than every entry, but the index's supernet "
+                     f"({path}) is not there to extract it from")
+            self.net = _load_supernet(Path(path))
+        return self.net
+
+    def measure(self, arch: Any) -> float:
+        """End-to-end latency of `arch` on this device, run as the device's table was."""
+        import tempfile
+
+        from tether.cloud.latency import measure_subnets
+
+        table = self.lib.latency_model(self.task, self.data, self.device).table
+        with tempfile.TemporaryDirectory() as tmp:
+            ms = measure_subnets(self.supernet(arch.key()), [arch], tmp, threads=table.threads,
+                                 warmup=max(table.warmup, 10), runs=max(table.runs, 50))
+        self.measured[arch.key()] = ms[arch.key()]
+        return ms[arch.key()]
+
+    def entry(self, cand: Any, searched: int) -> dict[str, Any]:
+        """The library entry of `cand` (extracted and added when it is new)."""
+        from tether.cloud.library import build_entries
+        from tether.data import load
+
+        lib, key = self.lib, cand.arch.key()
+        source = "library"
+        if lib.entry(self.task, self.data, key) is None:
+            net = self.supernet(key)
+            ds = load(self.data)
+            index = next(i for i in lib.indexes()
+                         if i["task"] == self.task and i["dataset"] == self.data)
+            folder = Path(index["folder"] or lib.path.with_name(lib.path.stem + ".models"))
+            rec = build_entries(net, [cand.arch], ds.x_train, ds.x_test, ds.y_test, folder,
+                                seed=self.seed)[0]
+            lib.add_entry(self.task, self.data, rec["arch"], accuracy=rec["accuracy"],
+                          input_shape=rec["input_shape"], size=rec["size"], path=rec["path"])
+            lib.add_accuracy_samples(self.task, self.data, [rec["arch"]], [rec["accuracy"]])
+            source = "extracted"
+        if key in self.measured and self.device is not None:
+            lib.set_measured(self.task, self.data, self.device, {key: self.measured[key]})
+        entry = lib.entry(self.task, self.data, key)
+        return {"source": source, **entry.to_dict(), "estimates": cand.values,
+                "searched": searched}
+
+
 def _search(lib: Any, task: str, data: str, cons: Any, pol: Any, extract_new: bool,
-            generations: int, seed: int) -> dict[str, Any]:
+            generations: int, seed: int, budgets: list[float], verify: bool) -> dict[str, Any]:
+    from dataclasses import replace
+
     import numpy as np
 
     from tether.cloud.accuracy import AccuracyPredictor
     from tether.cloud.policy import rank
-    from tether.cloud.search import SearchConfig, evolve, folded_params, make_estimator
+    from tether.cloud.search import (SearchConfig, folded_params, make_estimator, search,
+                                     search_ladder)
 
     entries = lib.query(task, data, cons, pol)
     best_entry = entries[0] if entries else None
@@ -548,38 +659,37 @@ def _search(lib: Any, task: str, data: str, cons: Any, pol: Any, extract_new: bo
         size_fit = tuple(np.linalg.lstsq(x, np.array([e.size for e in rows], float),
                                          rcond=None)[0])
     quiet_tensorflow()
-    result = evolve(sp, cons, pol, make_estimator(sp, latency, accuracy, size_fit),
-                    SearchConfig(generations=generations, seed=seed))
+    found = _Found(lib, task, data, cons.device, seed)
+    estimate = make_estimator(sp, latency, accuracy, size_fit)
+    config = SearchConfig(generations=generations, seed=seed)
+    measure = found.measure if verify else None
+    if len(budgets) > 1:
+        ladder = search_ladder(sp, cons, budgets, pol, estimate, config, measure=measure,
+                               initial=[e.arch for e in rows])
+        out = []
+        for b, res in zip(budgets, ladder):
+            out.append({"max_latency_ms": b, **(found.entry(res.best, res.samples)
+                                                if res.best is not None else
+                                                {"source": None, "error": res.message(
+                                                    replace(cons, max_latency_ms=b))})})
+        return {"ladder": out, "verified": verify}
+    result = search(sp, cons, pol, estimate, config, measure=measure,
+                    initial=[e.arch for e in rows])
     if result.best is None:
-        if best_entry is not None:
+        if best_entry is not None and not verify:
             return {"source": "library", **best_entry.to_dict()}
         fail(result.message(cons))
     cand = result.best
-    if best_entry is not None:
+    if best_entry is not None and cand.arch.key() != best_entry.key:
         pick = rank([best_entry, cand], pol,
                     lambda c, o: c.value(o, cons.device) if hasattr(c, "value") else c.values[o],
                     lambda c: "0" if hasattr(c, "value") else "1")[0]
-        if pick is best_entry or cand.arch.key() == best_entry.key:
-            return {"source": "library", **best_entry.to_dict(), "searched": result.samples}
-    existing = lib.entry(task, data, cand.arch.key())
-    if existing is not None:
-        return {"source": "library", **existing.to_dict(), "searched": result.samples}
-    supernet = lib.supernet_path(task, data)
-    if not supernet or not Path(supernet).is_file():
-        fail(f"search found {cand.arch.key()}, better than every entry, but the index's "
-             f"supernet ({supernet}) is not there to extract it from")
-    from tether.cloud.library import build_entries
-    from tether.data import load
-
-    net = _load_supernet(Path(supernet))
-    ds = load(data)
-    index = next(i for i in lib.indexes() if i["task"] == task and i["dataset"] == data)
-    folder = Path(index["folder"] or lib.path.with_name(lib.path.stem + ".models"))
-    rec = build_entries(net, [cand.arch], ds.x_train, ds.x_test, ds.y_test, folder,
-                        seed=seed)[0]
-    lib.add_entry(task, data, rec["arch"], accuracy=rec["accuracy"],
-                  input_shape=rec["input_shape"], size=rec["size"], path=rec["path"])
-    lib.add_accuracy_samples(task, data, [rec["arch"]], [rec["accuracy"]])
-    entry = lib.entry(task, data, cand.arch.key())
-    return {"source": "extracted", **entry.to_dict(), "estimates": cand.values,
-            "searched": result.samples}
+        if pick is best_entry:
+            if verify and cons.device not in best_entry.latency_measured:
+                found.measure(best_entry.arch)
+                lib.set_measured(task, data, cons.device, found.measured)
+            if not verify or found.measured.get(best_entry.key, 0.0) <= cons.max_latency_ms:
+                entry = lib.entry(task, data, best_entry.key)
+                return {"source": "library", **entry.to_dict(), "searched": result.samples,
+                        "verified": verify}
+    return {**found.entry(cand, result.samples), "verified": verify}
