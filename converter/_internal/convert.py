@@ -21,7 +21,7 @@ logger = logging.getLogger("tether.converter")
 
 SUPPORTED_SOURCES: tuple[str, ...] = (
     "keras.Model (Keras 3 Functional or Sequential)",
-    "ONNX (.onnx path, onnx.ModelProto or bytes; opset >= 13)",
+    "ONNX (.onnx path, onnx.ModelProto or bytes; any opset up to the installed onnx's, older than 13 upgraded)",
     "TFLite (.tflite path or bytes)",
 )
 
@@ -59,7 +59,8 @@ def _source_kind(model: Any) -> tuple[str, Any, str]:
 
 
 def _frontend_graph(kind: str, src: Any, batch_size: int,
-                    origins: dict[str, str] | None = None) -> ir.Graph:
+                    origins: dict[str, str] | None = None,
+                    notes: list[str] | None = None) -> ir.Graph:
     if kind == "keras":
         from tether.converter._internal.frontends.keras import from_keras
 
@@ -67,7 +68,7 @@ def _frontend_graph(kind: str, src: Any, batch_size: int,
     if kind == "onnx":
         from tether.converter._internal.frontends.onnx import from_onnx
 
-        return from_onnx(src, batch_size=batch_size)
+        return from_onnx(src, batch_size=batch_size, notes=notes)
     from tether.converter._internal.frontends.tflite import from_tflite
 
     return from_tflite(src, batch_size=batch_size)
@@ -130,7 +131,8 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
         raise ConversionError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     kind, src, source = _source_kind(model)
     origins: dict[str, str] = {}
-    graph = _frontend_graph(kind, src, batch_size, origins)
+    notes: list[str] = []
+    graph = _frontend_graph(kind, src, batch_size, origins, notes)
     # activation output -> its input, before the passes fuse activations into producers
     pre_fusion = {n.outputs[0]: n.inputs[0] for n in graph.nodes
                   if n.op in ACTIVATION_OF_OP and n.inputs[0] is not None}
@@ -175,7 +177,7 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
     report = ConversionReport(source, ops_before, graph.op_counts(), log.actions, log.counts,
                               len(data), _io(graph, graph.inputs), _io(graph, graph.outputs),
                               parity, stats.constant_bytes, stats.stored_bytes,
-                              stats.sparse_tensors)
+                              stats.sparse_tensors, tuple(notes))
     logger.info("converted %s: %d -> %d ops, %d bytes", source, sum(ops_before.values()),
                 len(graph.nodes), len(data))
     return TModel(graph, data, report, metadata)

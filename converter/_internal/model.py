@@ -54,6 +54,8 @@ class ConversionReport:
         stored_constant_bytes: bytes they take in the file, sparse ones encoded
             (FORMAT.md, "Sparse constants"); equal to `constant_bytes` when none is sparse.
         sparse_tensors: constants stored sparse.
+        source_changes: what the frontend changed in the source before import, one line
+            each (e.g. "onnx opset 9 -> 13 upgraded (onnx.version_converter)").
     """
 
     source: str
@@ -68,12 +70,13 @@ class ConversionReport:
     constant_bytes: int = 0
     stored_constant_bytes: int = 0
     sparse_tensors: int = 0
+    source_changes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         def ops(d: Mapping[str, int]) -> str:
             return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
 
-        lines = [f"source: {self.source}",
+        lines = [f"source: {self.source}", *(f"source change: {c}" for c in self.source_changes),
                  f"ops before ({sum(self.ops_before.values())}): {ops(self.ops_before)}",
                  f"ops after ({sum(self.ops_after.values())}): {ops(self.ops_after)}",
                  f"rewrites: {ops(self.action_counts)}",

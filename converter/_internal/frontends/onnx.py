@@ -1,4 +1,4 @@
-"""ONNX frontend (opset 13 and newer) -> IR, with the NCHW -> NHWC layout handling.
+"""ONNX frontend (any opset; below 13 upgraded to 13 first) -> IR, with the NCHW -> NHWC layout handling.
 
 Layout: every ONNX tensor is held in the IR as `(ir_name, perm)` where the IR tensor is the
 ONNX tensor transposed by `perm` (`ir = onnx_value.transpose(perm)`). Ops that need channels
@@ -99,6 +99,7 @@ class _Importer:
         self.layouts: dict[tuple[str, Perm], str] = {}   # (onnx name, perm) -> ir name
         self.node: Any = None
         self.qconst: dict[str, tuple[np.ndarray, ir.Quantization]] = {}  # DQ of constants
+        self.used: set[str] = set()  # onnx names some node or the graph output reads
         self.opset = 13
         for imp in model.opset_import:
             if imp.domain in ("", "ai.onnx"):
@@ -207,6 +208,13 @@ class _Importer:
 
     def out(self, idx: int = 0) -> str:
         return self.node.output[idx]
+
+    def unused_outputs_from(self, idx: int, what: str) -> None:
+        """Fails when an output at or after `idx` (named `what`) is read by the model."""
+        for k, o in enumerate(self.node.output[idx:], start=idx):
+            if o and o in self.used:
+                raise self.fail(f"output {k} '{o}' ({what}) is used; only an unused {what} "
+                                "output is supported")
 
 
 def _show(v: Any) -> str:
@@ -531,6 +539,7 @@ def _batch_norm(im: _Importer) -> None:
     if int(a.get("training_mode", 0)):
         raise im.fail("attribute training_mode=1 is not supported")
     n = im.node
+    im.unused_outputs_from(1, "running statistics")
     x = n.input[0]
     r = im.rank(x)
     if r < 2:
@@ -556,8 +565,7 @@ def _unary(op: OpType | InternalOp) -> OpFn:
 
 def _dropout(im: _Importer) -> None:
     n = im.node
-    if len(n.output) > 1 and n.output[1]:
-        raise im.fail("the mask output of Dropout is not supported")
+    im.unused_outputs_from(1, "mask")
     if _inp(n, 2) and bool(np.asarray(im.const(n.input[2], "training_mode")).item()):
         raise im.fail("training_mode=True is not supported")
     _unary(InternalOp.IDENTITY)(im)
@@ -943,31 +951,120 @@ def _value_shape(vi: Any, batch_size: int) -> tuple[int | None, ...] | None:
     return tuple(dims)
 
 
-def from_onnx(src: Any, *, batch_size: int = 1) -> ir.Graph:
+MIN_OPSET = 13  # older models are upgraded to this opset before import
+
+
+def _default_opset(model: Any) -> int | None:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return None
+
+
+def _check_old_forms(model: Any, opset: int) -> None:
+    """Refuses, before the upgrade, the forms of old opsets that have no opset-13 meaning."""
+    import onnx
+
+    for idx, n in enumerate(model.graph.node):
+        if n.domain not in ("", "ai.onnx"):
+            continue
+        a = {x.name: onnx.helper.get_attribute_value(x) for x in n.attribute}
+        label = (f"onnx: node '{n.name}' ({n.op_type})" if n.name
+                 else f"onnx: node #{idx} ({n.op_type}, outputs {list(n.output)})")
+        if n.op_type == "BatchNormalization" and opset < 9 and int(a.get("spatial", 1)) == 0:
+            raise ConversionError(f"{label}: attribute spatial=0 (per-activation statistics, "
+                                  f"opset {opset}) is not supported; only spatial=1")
+        if n.op_type == "BatchNormalization" and opset < 7 and int(a.get("is_test", 0)) == 0:
+            raise ConversionError(f"{label}: attribute is_test=0 (training, opset {opset}) is "
+                                  "not supported")
+
+
+def _upgraded(model: Any, notes: list[str] | None) -> Any:
+    """`model` checked, read as IR >= 4 and upgraded to opset >= MIN_OPSET."""
+    import onnx
+    from onnx import version_converter
+
+    opset = _default_opset(model)
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and opset > newest:
+        raise ConversionError(
+            f"onnx: the model's opset {opset} is newer than the installed onnx "
+            f"{onnx.__version__} supports (opset {newest} at most); upgrade the onnx package "
+            "(pip install -U onnx)")
+    if model.ir_version > onnx.IR_VERSION:
+        raise ConversionError(
+            f"onnx: the model's IR version {model.ir_version} is newer than the installed onnx "
+            f"{onnx.__version__} supports (IR version {onnx.IR_VERSION} at most); upgrade the "
+            "onnx package (pip install -U onnx)")
+    if model.ir_version < 4:
+        # IR 3 lists every initializer as a graph input; exporters often did not
+        listed = {vi.name for vi in model.graph.input}
+        missing = [t for t in model.graph.initializer if t.name not in listed]
+        if missing:
+            model = _copy(model)
+            for t in missing:
+                model.graph.input.append(onnx.helper.make_tensor_value_info(
+                    t.name, t.data_type, list(t.dims)))
+            if notes is not None:
+                notes.append(f"onnx IR version {model.ir_version}: {len(missing)} initializers "
+                             "not listed as graph inputs, read as inputs")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:  # noqa: BLE001 - onnx raises several types
+        raise ModelFormatError(f"onnx: invalid model: {e}") from None
+    if opset is None or opset >= MIN_OPSET:
+        return model
+    _check_old_forms(model, opset)
+    try:
+        upgraded = version_converter.convert_version(model, MIN_OPSET)
+        upgraded.ir_version = max(upgraded.ir_version, 7)  # opset 13 needs IR version 7
+        onnx.checker.check_model(upgraded)
+    except Exception as e:  # noqa: BLE001 - the converter raises several types
+        raise ConversionError(f"onnx: could not upgrade opset {opset} to {MIN_OPSET} with "
+                              f"onnx.version_converter ({type(e).__name__}: {e})") from None
+    if notes is not None:
+        notes.append(f"onnx opset {opset} -> {MIN_OPSET} upgraded (onnx.version_converter)")
+    logger.info("onnx: opset %s upgraded to %s", opset, MIN_OPSET)
+    return upgraded
+
+
+def _copy(model: Any) -> Any:
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m
+
+
+def from_onnx(src: Any, *, batch_size: int = 1, notes: list[str] | None = None) -> ir.Graph:
     """Converts an ONNX model (path, bytes or ModelProto) to an IR graph in NHWC layout.
+
+    A model below opset 13 is first upgraded to opset 13 with `onnx.version_converter`
+    (Softmax's 2-D coercion becomes Flatten/Softmax/Reshape, Clip's and Pad's attributes
+    become inputs, Upsample becomes Resize, ...); an IR version 3 file whose initializers
+    are not graph inputs is read as if they were.
 
     Args:
         src: the model.
         batch_size: the value of a symbolic first input dimension; 1 by default.
+        notes: when given, receives one line per change made to the source before import
+            (e.g. "onnx opset 9 -> 13 upgraded (onnx.version_converter)").
 
     Returns:
         The graph before any pass; inputs and outputs keep the ONNX names, shapes and layout.
 
     Raises:
         ConversionError: an op, attribute or dtype is unsupported (the message names the
-            node, the op, the attribute value and the frontend).
+            node, the op, the attribute value and the frontend), the model's opset or IR
+            version is newer than the installed onnx package knows, or the upgrade failed.
         ModelFormatError: `src` is not a valid ONNX model.
     """
     import onnx
 
-    model = load_onnx(src)
-    try:
-        onnx.checker.check_model(model)
-    except Exception as e:  # noqa: BLE001 - onnx raises several types
-        raise ModelFormatError(f"onnx: invalid model: {e}") from None
+    model = _upgraded(load_onnx(src), notes)
     im = _Importer(model, batch_size)
-    if im.opset < 13:
-        raise ConversionError(f"onnx: opset {im.opset} is not supported (13 or newer)")
+    im.used = {i for n in model.graph.node for i in n.input if i} | {
+        o.name for o in model.graph.output}
     g = model.graph
     for init in g.initializer:
         im.consts[init.name] = onnx.numpy_helper.to_array(init)
