@@ -3,7 +3,7 @@
 # a layer above its own, or across to a sibling it must not see. The order, top to bottom
 # (device/README.md):
 #
-#   api/ platform/  ->  format/  ->  plan/  ->  ops/  ->  reference/  ->  compute/  ->  base/
+#   api/ platform/  ->  train/  ->  format/  ->  plan/  ->  ops/  ->  reference/  ->  compute/  ->  base/
 #     ->  micro-kernels: ukernels.h, f32-gemm/ f32-dwconv/ qs8-gemm/ qs8-dwconv/ qs8-vadd/
 #         f32-qs8-vcvt/ (and qs8-requant/, the SIMD requantization they share)
 #
@@ -17,13 +17,14 @@ src=${1:?usage: check-layers.sh SRC}
 rank() {  # rank of a folder (0 = top); empty for an unknown folder
   case $1 in
     api|platform) echo 0 ;;
-    format) echo 1 ;;
-    plan) echo 2 ;;
-    ops) echo 3 ;;
-    reference) echo 4 ;;
-    compute) echo 5 ;;
-    base) echo 6 ;;
-    .|f32-gemm|f32-dwconv|qs8-gemm|qs8-dwconv|qs8-vadd|f32-qs8-vcvt|qs8-requant) echo 7 ;;
+    train) echo 1 ;;
+    format) echo 2 ;;
+    plan) echo 3 ;;
+    ops) echo 4 ;;
+    reference) echo 5 ;;
+    compute) echo 6 ;;
+    base) echo 7 ;;
+    .|f32-gemm|f32-dwconv|qs8-gemm|qs8-dwconv|qs8-vadd|f32-qs8-vcvt|qs8-requant) echo 8 ;;
     *) echo "" ;;
   esac
 }
@@ -55,7 +56,7 @@ for file in $files; do
       why="unknown folder $to_dir/"
     elif [ "$dir" = plan ]; then
       why="plan/ includes nothing of the engine"
-    elif [ "$from" = 7 ]; then
+    elif [ "$from" = 8 ]; then
       case $to_dir in .|qs8-requant) ;; *) why="a micro-kernel includes only ukernels.h, its folder and qs8-requant/" ;; esac
     elif [ "$to" -lt "$from" ]; then
       why="points up ($dir/ is below $to_dir/)"

@@ -337,6 +337,128 @@ tether_status tether_session_io_data(tether_session_t session, tether_io kind, s
  */
 tether_status tether_session_invoke(tether_session_t session);
 
+/* ---- on-device training ------------------------------------------------------------- */
+
+/*
+ * A trainer fits the dense layers of a model's *head* on the device: the chain of ops from
+ * the tensor `head_input` (the features of a frozen part A, computed by a session of another
+ * model or cached) to the model's first output. Head ops: FULLY_CONNECTED (float32, constant
+ * dense weights and bias, fused activation NONE, RELU or RELU6), RELU, RELU6, MEAN (e.g.
+ * global average pooling), RESHAPE and a final SOFTMAX. The loss is softmax cross-entropy
+ * with int labels, averaged over the batch (computed from the logits: the SOFTMAX's input, or
+ * the output when the head does not end in one), plus `l2 * sum(W^2)` over trained kernels
+ * (Keras's L2 regularizer). Optimizers and schedule follow Keras 3: SGD with momentum
+ * (m = momentum * m - lr * g; w += m), Adam (alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t);
+ * w -= alpha * m / (sqrt(v) + epsilon)), CosineDecay.
+ *
+ * Everything lives in the caller's arena (tether_trainer_arena_size bytes): the trainer, the
+ * weights being trained, gradients, optimizer slots, one batch of activations and the packed
+ * copies the forward pass runs on. Nothing is allocated, ever; the model is only read and
+ * must outlive the trainer. The forward pass runs the engine's own kernels, so
+ * tether_trainer_predict gives bit for bit what a session of the exported model gives.
+ * A trainer serves one thread at a time.
+ */
+typedef struct tether_trainer* tether_trainer_t;
+
+typedef enum tether_optimizer {
+  TETHER_OPTIMIZER_SGD = 0,
+  TETHER_OPTIMIZER_ADAM = 1,
+} tether_optimizer;
+
+typedef enum tether_lr_schedule {
+  TETHER_LR_CONSTANT = 0,
+  TETHER_LR_COSINE = 1,     /* Keras CosineDecay(learning_rate, decay_steps, final_lr_ratio) */
+} tether_lr_schedule;
+
+/* Training settings; tether_train_config_default fills Keras's defaults. */
+typedef struct tether_train_config {
+  const char* head_input;   /* tensor name where the head starts; NULL = graph input 0 */
+  uint32_t batch_size;      /* most rows one step takes (default 32) */
+  uint32_t optimizer;       /* tether_optimizer (default ADAM) */
+  float learning_rate;      /* default 1e-3 */
+  float momentum;           /* SGD; 0 = plain SGD (default 0) */
+  float beta_1, beta_2;     /* Adam (default 0.9, 0.999) */
+  float epsilon;            /* Adam, added to sqrt(v) (default 1e-7) */
+  float l2;                 /* L2 factor on trained kernels (default 0) */
+  float dropout;            /* inverted dropout rate on each trained layer's input while
+                               training, in [0, 1) (default 0 = off) */
+  uint32_t schedule;        /* tether_lr_schedule (default CONSTANT) */
+  uint32_t decay_steps;     /* COSINE: steps to decay over (>= 1) */
+  float final_lr_ratio;     /* COSINE: Keras's alpha (default 0) */
+  uint32_t train_layers;    /* the last N dense layers train, the others stay frozen;
+                               0 = every dense layer of the head (default 0) */
+  uint64_t seed;            /* dropout's random stream (default 0) */
+} tether_train_config;
+
+/* Fills `config` with the defaults above. */
+void tether_train_config_default(tether_train_config* config);
+
+/* sizeof(tether_train_config), for bindings that mirror the struct. */
+size_t tether_train_config_size(void);
+
+/*
+ * Bytes of arena a trainer of `model` with `config` needs (a multiple of
+ * TETHER_ARENA_ALIGNMENT). Validates the head exactly as tether_trainer_create does.
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL pointer, unknown head_input, a bad setting
+ * @retval TETHER_STATUS_UNSUPPORTED_OP    a head op the trainer does not run (named)
+ */
+tether_status tether_trainer_arena_size(tether_model_t model, const tether_train_config* config,
+                                        size_t* size_out);
+
+/*
+ * Creates a trainer in `arena` (TETHER_ARENA_ALIGNMENT-aligned, at least
+ * tether_trainer_arena_size bytes), starting from the model's weights.
+ * @retval (as tether_trainer_arena_size), INVALID_ARGUMENT for a small or misaligned arena
+ */
+tether_status tether_trainer_create(tether_model_t model, const tether_train_config* config,
+                                    void* arena, size_t arena_size, tether_trainer_t* trainer_out);
+
+/*
+ * One optimizer step on `rows` (1..batch_size) head inputs (float32, each the head input's
+ * element count, back to back) with labels in [0, classes).
+ * @param loss_out  receives the batch's loss before the update (NULL = not wanted)
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL pointer, rows out of range, a label out of range
+ */
+tether_status tether_trainer_step(tether_trainer_t trainer, const float* inputs,
+                                  const int32_t* labels, size_t rows, float* loss_out);
+
+/*
+ * The head's output (probabilities when it ends in SOFTMAX) for `rows` (1..batch_size)
+ * inputs with the current weights, dropout off: `rows` x classes floats into `outputs`.
+ */
+tether_status tether_trainer_predict(tether_trainer_t trainer, const float* inputs, size_t rows,
+                                     float* outputs);
+
+/* Elements of one head input and classes of the output; 0 for a NULL trainer. */
+size_t tether_trainer_input_elements(tether_trainer_t trainer);
+size_t tether_trainer_classes(tether_trainer_t trainer);
+
+/* Trained tensors (each dense layer's weights, then its bias); 0 for a NULL trainer. */
+size_t tether_trainer_param_count(tether_trainer_t trainer);
+
+/*
+ * Trained tensor `index`: its model tensor name, element count, current values and the
+ * gradient of the last step (both owned by the trainer, valid until the next step).
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL trainer or index out of range
+ */
+tether_status tether_trainer_param(tether_trainer_t trainer, size_t index, const char** name_out,
+                                   size_t* elements_out, const float** value_out,
+                                   const float** gradient_out);
+
+/*
+ * Writes the model with the trained weights, a complete .tmodel image of exactly the
+ * model's size (tether_model_load's checks pass; the checksum is recomputed), into `out`.
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL pointer or `size` is not the model's size
+ */
+tether_status tether_trainer_export(tether_trainer_t trainer, void* out, size_t size);
+
+/* Bytes tether_trainer_export writes; 0 for a NULL trainer. */
+size_t tether_trainer_export_size(tether_trainer_t trainer);
+
+/* Ends the trainer (its arena may then be reused). NULL does nothing. */
+void tether_trainer_destroy(tether_trainer_t trainer);
+
 /* ---- kernel selection ---------------------------------------------------------------- */
 
 /*

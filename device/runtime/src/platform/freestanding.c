@@ -6,6 +6,8 @@
  *     round / frexp are exact; expf is within 2 ulp and tanhf within ~2e-7 absolute of
  *     libm on the whole float range (used by LOGISTIC, TANH, SOFTMAX, the fused TANH and
  *     SIGMOID activations), so float results may differ from a hosted build in the last bits;
+ *   - logf, sqrtf, cosf for the trainer (the loss, Adam, the cosine schedule): evaluated in
+ *     double, within 1 ulp of libm (sqrtf correctly rounded);
  *   - the hosted hooks: no default allocator (a NULL allocator argument is an error), no
  *     TETHER_ISA environment variable, no clock (profiling unavailable).
  * Threads: serial.c runs every task on the calling thread. On ARM EABI, libgcc's integer
@@ -121,6 +123,54 @@ float tanhf(float x) {
   const double t = (double)expf(2.0f * a);  /* 2a <= 18: no overflow; relative error ~1e-7 */
   const double r = (t - 1.0) / (t + 1.0);
   return (float)(x < 0.0f ? -r : r);
+}
+
+/* sqrt by Newton's iteration in double from an exponent-halved start (6 steps: quadratic
+ * convergence from a factor-of-2 guess reaches double precision). */
+float sqrtf(float xf) {
+  if (xf != xf || xf < 0.0f) return (xf - xf) / (xf - xf);  /* NaN */
+  if (xf == 0.0f || xf > 3.4e38f) return xf;                 /* 0, -0, +inf */
+  const double x = (double)xf;
+  int e = 0;
+  (void)frexp(x, &e);
+  union { double d; uint64_t u; } g;
+  g.u = (uint64_t)(1023 + e / 2) << 52;  /* 2^(e/2) */
+  double y = g.d;
+  for (int i = 0; i < 6; i++) y = 0.5 * (y + x / y);
+  return (float)y;
+}
+
+/* log x = e ln 2 + 2 atanh(s), x = m 2^e with m in [sqrt(1/2), sqrt(2)), s = (m-1)/(m+1),
+ * |s| < 0.1716: the odd series to s^21 is exact to double precision. */
+float logf(float xf) {
+  if (xf != xf || xf < 0.0f) return (xf - xf) / (xf - xf);
+  if (xf == 0.0f) return -1.0f / 0.0f;
+  if (xf > 3.4e38f) return xf;
+  int e = 0;
+  double m = frexp((double)xf, &e);  /* [0.5, 1) */
+  if (m < 0.7071067811865476) {
+    m *= 2.0;
+    e -= 1;
+  }
+  const double s = (m - 1.0) / (m + 1.0), s2 = s * s;
+  double p = 1.0 / 21.0;
+  for (int k = 19; k >= 1; k -= 2) p = p * s2 + 1.0 / k;
+  return (float)((double)e * 0.6931471805599453 + 2.0 * s * p);
+}
+
+/* cos by reduction to [-pi, pi] and the even series to x^26 (error < 1e-10 there). */
+float cosf(float xf) {
+  if (xf != xf || xf > 3.4e38f || xf < -3.4e38f) return (xf - xf) / (xf - xf);
+  const double two_pi = 6.283185307179586;
+  double x = (double)xf;
+  x -= two_pi * round(x / two_pi);
+  const double x2 = x * x;
+  double p = 1.0, term = 1.0;
+  for (int k = 1; k <= 13; k++) {
+    term *= -x2 / (double)((2 * k - 1) * (2 * k));
+    p += term;
+  }
+  return (float)p;
 }
 
 #if defined(__ARM_EABI__)

@@ -5,7 +5,8 @@
  * strlen and stubs for stdio/exit, are supplied here, not by the core), loads it with a
  * caller allocator, runs it in a caller arena and checks the output against values
  * computed on the host with libm (see the table below); tether_model_memory sizes a static
- * pool the model then loads from to the byte. Exit status 0 = pass.
+ * pool the model then loads from to the byte; then a trainer fits a dense head in a caller
+ * arena (train(), below). Exit status 0 = pass.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -188,9 +189,85 @@ static int run(void) {
   return 0;
 }
 
+/* The trainer with no C library: the core's logf / sqrtf / cosf against host values, then
+ * Adam with a cosine schedule on a dense head (x [1, 4] -> FULLY_CONNECTED 4->3 -> SOFTMAX) in
+ * a caller arena: the loss falls, and a session of the exported image gives predict's bits. */
+float logf(float x);
+float sqrtf(float x);
+float cosf(float x);
+
+static float absf(float v) { return v < 0 ? -v : v; }
+
+static int train(void) {
+  /* float32 of the float64 values: log 3 = 1.0986123, sqrt 2 = 1.4142135, cos 2.5 = -0.8011436 */
+  if (absf(logf(3.0f) - 1.0986123f) > 2e-7f || sqrtf(2.0f) != 1.41421354f ||
+      absf(cosf(2.5f) + 0.8011436f) > 2e-7f || sqrtf(0.25f) != 0.5f || logf(1.0f) != 0.0f) {
+    return 20;
+  }
+  static float w[12] = {0.1f, -0.2f, 0.3f, 0.0f, -0.1f, 0.2f, 0.1f, 0.3f, 0.2f, 0.1f, -0.3f, 0.1f};
+  static float bias[3] = {0, 0, 0};
+  tb_builder* b = tb_new();
+  uint32_t x = tb_tensor(b, "x", 2, (const int32_t[]){1, 4}, NULL);
+  uint32_t wt = tb_tensor(b, "w", 2, (const int32_t[]){3, 4}, w);
+  uint32_t bt = tb_tensor(b, "b", 1, (const int32_t[]){3}, bias);
+  uint32_t z = tb_tensor(b, "z", 2, (const int32_t[]){1, 3}, NULL);
+  uint32_t y = tb_tensor(b, "y", 2, (const int32_t[]){1, 3}, NULL);
+  tb_op(b, TETHER_OP_FULLY_CONNECTED, TETHER_ACT_NONE, "dense", 3, (const uint32_t[]){x, wt, bt}, z);
+  tb_op(b, TETHER_OP_SOFTMAX, TETHER_ACT_NONE, "softmax", 1, &z, y);
+  tb_graph_io(b, 1, &x, 1, &y);
+  size_t size = 0;
+  uint8_t* file = tb_finish(b, &size);
+  const tether_allocator allocator = {NULL, bump_allocate, bump_deallocate};
+  tether_model_t model = NULL;
+  if (tether_model_load(file, size, &allocator, &model) != TETHER_STATUS_SUCCESS) return 21;
+  tether_train_config cfg;
+  tether_train_config_default(&cfg);
+  cfg.batch_size = 6;
+  cfg.learning_rate = 0.05f;
+  cfg.schedule = TETHER_LR_COSINE;
+  cfg.decay_steps = 50;
+  size_t bytes = 0;
+  if (tether_trainer_arena_size(model, &cfg, &bytes) != TETHER_STATUS_SUCCESS) return 22;
+  void* arena = aligned_alloc(TETHER_ARENA_ALIGNMENT, bytes);
+  tether_trainer_t t = NULL;
+  if (tether_trainer_create(model, &cfg, arena, bytes, &t) != TETHER_STATUS_SUCCESS) return 23;
+  float xs[24];
+  int32_t ys[6];
+  for (int r = 0; r < 6; r++) {
+    ys[r] = r % 3;
+    for (int i = 0; i < 4; i++) xs[r * 4 + i] = (i == ys[r] ? 1.0f : 0.0f) + 0.1f * (float)r;
+  }
+  float first = 0, loss = 0;
+  for (int s = 0; s < 50; s++) {
+    if (tether_trainer_step(t, xs, ys, 6, &loss) != TETHER_STATUS_SUCCESS) return 24;
+    if (s == 0) first = loss;
+  }
+  if (!(loss < 0.5f * first)) return 25;
+  float probs[18];
+  tether_trainer_predict(t, xs, 6, probs);
+  uint8_t* image = (uint8_t*)aligned_alloc(64, (size + 63) / 64 * 64);
+  if (tether_trainer_export(t, image, size) != TETHER_STATUS_SUCCESS) return 26;
+  tether_model_t trained = NULL;
+  if (tether_model_load(image, size, &allocator, &trained) != TETHER_STATUS_SUCCESS) return 27;
+  size_t arena_size = 0;
+  tether_session_arena_size(trained, &arena_size);
+  tether_session_t session = NULL;
+  tether_session_create(trained, aligned_alloc(64, arena_size), arena_size, 1, &session);
+  for (int r = 0; r < 6; r++) {
+    float out[3];
+    tether_session_set_input(session, 0, xs + r * 4, 4 * sizeof(float));
+    tether_session_invoke(session);
+    tether_session_get_output(session, 0, out, sizeof(out));
+    if (memcmp(out, probs + r * 3, sizeof(out)) != 0) return 28;
+  }
+  tether_trainer_destroy(t);
+  return 0;
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((force_align_arg_pointer))  /* _start is entered with no return address */
 #endif
 void _start(void) {
-  sys_exit(run());
+  const int status = run();
+  sys_exit(status != 0 ? status : train());
 }
