@@ -2,7 +2,8 @@
 
 This module only mirrors the header: the library is found, every function gets its
 argument and result types, and a failed status becomes `EngineError` carrying the
-engine's own message. No struct crosses the boundary.
+engine's own message. One struct crosses the boundary, `tether_train_config`, mirrored
+field by field in `TrainConfig` (its size is checked against the library's).
 """
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ IO_INPUT, IO_OUTPUT = 0, 1
 MAX_DIMS = 6
 MAX_THREADS = 64  # TETHER_MAX_THREADS in tether.h (a test keeps them equal)
 ARENA_ALIGNMENT = 64
+
+
+class TrainConfig(ctypes.Structure):
+    """`tether_train_config` (tether.h), field by field."""
+
+    _fields_ = [("head_input", ctypes.c_char_p), ("batch_size", ctypes.c_uint32),
+                ("optimizer", ctypes.c_uint32), ("learning_rate", ctypes.c_float),
+                ("momentum", ctypes.c_float), ("beta_1", ctypes.c_float),
+                ("beta_2", ctypes.c_float), ("epsilon", ctypes.c_float),
+                ("l2", ctypes.c_float), ("dropout", ctypes.c_float),
+                ("schedule", ctypes.c_uint32), ("decay_steps", ctypes.c_uint32),
+                ("final_lr_ratio", ctypes.c_float), ("train_layers", ctypes.c_uint32),
+                ("seed", ctypes.c_uint64)]
 
 
 def _find_library() -> Path:
@@ -91,11 +105,30 @@ def lib() -> ctypes.CDLL:
         "tether_session_get_output": (c.c_int, [vp, sz, vp, sz]),
         "tether_session_io_data": (c.c_int, [vp, c.c_int, sz, c.POINTER(vp)]),
         "tether_session_invoke": (c.c_int, [vp]),
+        "tether_train_config_default": (None, [c.POINTER(TrainConfig)]),
+        "tether_train_config_size": (sz, []),
+        "tether_trainer_arena_size": (c.c_int, [vp, c.POINTER(TrainConfig), c.POINTER(sz)]),
+        "tether_trainer_create": (c.c_int, [vp, c.POINTER(TrainConfig), vp, sz,
+                                            c.POINTER(vp)]),
+        "tether_trainer_step": (c.c_int, [vp, vp, vp, sz, c.POINTER(c.c_float)]),
+        "tether_trainer_predict": (c.c_int, [vp, vp, sz, vp]),
+        "tether_trainer_input_elements": (sz, [vp]),
+        "tether_trainer_classes": (sz, [vp]),
+        "tether_trainer_param_count": (sz, [vp]),
+        "tether_trainer_param": (c.c_int, [vp, sz, c.POINTER(c.c_char_p), c.POINTER(sz),
+                                           c.POINTER(vp), c.POINTER(vp)]),
+        "tether_trainer_export_size": (sz, [vp]),
+        "tether_trainer_export": (c.c_int, [vp, vp, sz]),
+        "tether_trainer_destroy": (None, [vp]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(so, name)
         fn.restype = restype
         fn.argtypes = argtypes
+    if so.tether_train_config_size() != ctypes.sizeof(TrainConfig):
+        raise EngineError(f"{path}: tether_train_config is {so.tether_train_config_size()} "
+                          f"bytes, the binding's {ctypes.sizeof(TrainConfig)}: the library and "
+                          "tether.device are from different versions")
     _lib = so
     return so
 
