@@ -38,3 +38,9 @@ class OpType(enum.IntEnum):
     TRANSPOSE = 22
     CLAMP = 23
     HARD_SIGMOID = 24
+    LEAKY_RELU = 25
+    ELU = 26
+    PRELU = 27
+    MAXIMUM = 28
+    MINIMUM = 29
+    LRN = 30

@@ -397,6 +397,39 @@ def _hard_sigmoid(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     return np.clip(_float(node, "alpha") * _a(xs) + _float(node, "offset"), 0.0, 1.0)
 
 
+def _leaky_relu(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    x = _a(xs)
+    return np.where(x < 0, _float(node, "alpha") * x, x)
+
+
+def _elu(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    x = _a(xs)
+    return np.where(x < 0, _float(node, "alpha") * np.expm1(np.minimum(x, 0.0)), x)
+
+
+def _lrn(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    x = _a(xs)
+    (size,) = _ints(node, "size", 1)
+    sq = np.pad(x * x, [(0, 0)] * (x.ndim - 1) + [((size - 1) // 2, size // 2)])
+    n = x.shape[-1]
+    total = sum(sq[..., i:i + n] for i in range(size))
+    base = _float(node, "offset") + _float(node, "alpha") / size * total
+    return x / base ** _float(node, "beta")
+
+
+def _lrn_shape(node: Node, shapes: Sequence[Shape | None], declared: Sequence[Shape]) -> Shape:
+    x = _x(shapes)
+    (size,) = _ints(node, "size", 1)
+    if len(x) < 1 or size < 1:
+        raise ShapeError(f"needs an input with a channel (last) axis and size >= 1, got "
+                         f"{list(x)}, size={size}")
+    return tuple(x)
+
+
+def _prelu(a: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    return np.where(a < 0, a * slope, a)
+
+
 def _transpose(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     return np.transpose(_a(xs), _ints(node, "perm"))
 
@@ -444,6 +477,12 @@ _DEFS = (
     OpDef(OpType.TRANSPOSE, _UNARY, ("perm",), _transpose_shape, _transpose),
     OpDef(OpType.CLAMP, _UNARY, ("min", "max"), _clamp_shape, _clamp),
     OpDef(OpType.HARD_SIGMOID, _UNARY, ("alpha", "offset"), _same_shape, _hard_sigmoid),
+    OpDef(OpType.LEAKY_RELU, _UNARY, ("alpha",), _same_shape, _leaky_relu),
+    OpDef(OpType.ELU, _UNARY, ("alpha",), _same_shape, _elu),
+    OpDef(OpType.PRELU, (2, 2), (), _broadcast_shape, _binary(_prelu)),
+    OpDef(OpType.MAXIMUM, (2, 2), (), _broadcast_shape, _binary(np.maximum)),
+    OpDef(OpType.MINIMUM, (2, 2), (), _broadcast_shape, _binary(np.minimum)),
+    OpDef(OpType.LRN, _UNARY, ("size", "alpha", "beta", "offset"), _lrn_shape, _lrn),
     OpDef(InternalOp.BATCH_NORM, (5, 5), (), _batch_norm_shape, _batch_norm),
     OpDef(InternalOp.IDENTITY, _UNARY, (), _same_shape, _reshape),
 )

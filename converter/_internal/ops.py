@@ -105,6 +105,7 @@ class AttrId(enum.IntEnum):
     MAX = 16
     ALPHA = 17
     OFFSET = 18
+    SIZE = 19
 
 
 class AttrType(enum.IntEnum):
@@ -150,6 +151,7 @@ ATTRS: Mapping[str, AttrSpec] = {
     "max": AttrSpec(AttrId.MAX, AttrType.FLOAT32, None),
     "alpha": AttrSpec(AttrId.ALPHA, AttrType.FLOAT32, None),
     "offset": AttrSpec(AttrId.OFFSET, AttrType.FLOAT32, None),
+    "size": AttrSpec(AttrId.SIZE, AttrType.INT32, None),
 }
 
 ATTR_NAME_OF_ID: Mapping[AttrId, str] = {spec.id: name for name, spec in ATTRS.items()}

@@ -697,6 +697,9 @@ class _Reader:
                     raise _fail(f"{label}: attribute {j} has id {aid}, not an attribute of "
                                 f"{op.name}")
                 spec = ATTRS[ATTR_NAME_OF_ID[AttrId(aid)]]
+                if any(a.id == aid for a in attrs):
+                    raise _fail(f"{label}: attribute {j - first_attr}: "
+                                f"{spec.id.name.lower()} given twice")
                 if atype != spec.type:
                     raise _fail(f"{label}: attribute {j} ({spec.id.name.lower()}) has type "
                                 f"{atype}; expected {int(spec.type)}")

@@ -88,7 +88,9 @@ _FOLDABLE = [d.op for d in OPDEFS.values()
              if d.fold and d.reference is not None and d.inputs == (1, 1)
              and d.op not in (OpType.RESHAPE, OpType.TRANSPOSE, OpType.MEAN, OpType.PAD)]
 _ATTRS_OF = {OpType.CLAMP: {"min": (-0.5,), "max": (2.0,)},
-             OpType.HARD_SIGMOID: {"alpha": (0.2,), "offset": (0.5,)}}
+             OpType.HARD_SIGMOID: {"alpha": (0.2,), "offset": (0.5,)},
+             OpType.LEAKY_RELU: {"alpha": (0.1,)}, OpType.ELU: {"alpha": (1.3,)},
+             OpType.LRN: {"size": (3,), "alpha": (0.5,), "beta": (0.75,), "offset": (1.0,)}}
 
 
 @pytest.mark.parametrize("op", _FOLDABLE, ids=lambda o: o.name)

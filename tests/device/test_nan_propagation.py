@@ -38,7 +38,8 @@ def _graph(op: OpType, act: Activation = Activation.NONE) -> ir.Graph:
                    activation=act)
     elif op == OpType.FULLY_CONNECTED:
         y = g.emit(op, "n", ["x", _const(g, (3, 4)), None], "y", activation=act)
-    elif op in (OpType.ADD, OpType.MUL, OpType.SUB, OpType.DIV):
+    elif op in (OpType.ADD, OpType.MUL, OpType.SUB, OpType.DIV, OpType.PRELU, OpType.MAXIMUM,
+                OpType.MINIMUM):
         y = g.emit(op, "n", ["x", _const(g, (4,))], "y", activation=act)
     elif op in (OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D):
         y = g.emit(op, "n", ["x"], "y", attrs={"kernel": (2, 2), "strides": (2, 2)})
@@ -48,6 +49,8 @@ def _graph(op: OpType, act: Activation = Activation.NONE) -> ir.Graph:
         y = g.emit(op, "n", ["x"], "y", attrs={"beta": (1.0,)})
     elif op == OpType.CLAMP:
         y = g.emit(op, "n", ["x"], "y", attrs={"min": (-1.0,), "max": (2.0,)})
+    elif op in (OpType.LEAKY_RELU, OpType.ELU):
+        y = g.emit(op, "n", ["x"], "y", attrs={"alpha": (0.3,)})
     elif op == OpType.HARD_SIGMOID:
         y = g.emit(op, "n", ["x"], "y", attrs={"alpha": (0.2,), "offset": (0.5,)})
     elif op == OpType.PAD:
@@ -64,7 +67,8 @@ def _graph(op: OpType, act: Activation = Activation.NONE) -> ir.Graph:
 UNARY = [OpType.RELU, OpType.RELU6, OpType.LOGISTIC, OpType.TANH, OpType.HARD_SWISH,
          OpType.CLAMP, OpType.HARD_SIGMOID, OpType.SOFTMAX, OpType.MAX_POOL_2D,
          OpType.AVERAGE_POOL_2D, OpType.MEAN, OpType.PAD, OpType.TRANSPOSE,
-         OpType.CONCATENATION, OpType.ADD, OpType.MUL, OpType.SUB, OpType.DIV]
+         OpType.CONCATENATION, OpType.ADD, OpType.MUL, OpType.SUB, OpType.DIV,
+         OpType.LEAKY_RELU, OpType.ELU, OpType.PRELU, OpType.MAXIMUM, OpType.MINIMUM]
 FUSED = [(op, act) for op in (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED,
                               OpType.ADD)
          for act in (Activation.NONE, Activation.RELU, Activation.RELU6,

@@ -604,37 +604,102 @@ def _hard_sigmoid(im: _Importer) -> None:
 def _binary(op: OpType) -> OpFn:
     def convert(im: _Importer) -> None:
         im.check_attrs(())
-        a, b = im.node.input[0], im.node.input[1]
-        r = max(im.rank(a), im.rank(b))
-        variables = [v for v in (a, b) if not im.is_const(v)]
-        if any(im.rank(v) != r for v in variables):
-            return _binary_logical(im, op)  # broadcasting over ranks: logical layout
-        # layout of the result: that of the first non-constant operand
-        perm = im.perm_of(variables[0]) if variables else _ident(r)
-        ins = []
-        for v in (a, b):
-            if im.is_const(v):
-                c = im.consts[v].astype(np.float32).reshape((1,) * (r - im.rank(v))
-                                                            + tuple(im.shape(v)))
-                c = c.reshape(()) if c.size == 1 else np.transpose(c, perm)
-                ins.append(im.const_ir(f"{im.out()}/const", c))
-            else:
-                ins.append(im.get(v, perm))
-        y = im.emit(op, ins, im.out())
-        im.define(im.out(), y, perm)
+        _emit_binary(im, op, im.node.input[0], im.node.input[1], im.out())
 
     return convert
 
 
-def _binary_logical(im: _Importer, op: OpType) -> None:
+def _emit_binary(im: _Importer, op: OpType, a: str, b: str, out: str) -> None:
+    """Defines ONNX tensor `out` = op(a, b) with numpy broadcasting."""
+    r = max(im.rank(a), im.rank(b))
+    variables = [v for v in (a, b) if not im.is_const(v)]
+    if any(im.rank(v) != r for v in variables):
+        return _binary_logical(im, op, a, b, out)  # broadcasting over ranks: logical layout
+    # layout of the result: that of the first non-constant operand
+    perm = im.perm_of(variables[0]) if variables else _ident(r)
     ins = []
-    for v in im.node.input[:2]:
+    for v in (a, b):
         if im.is_const(v):
-            ins.append(im.const_ir(f"{im.out()}/const", im.consts[v].astype(np.float32)))
+            c = im.consts[v].astype(np.float32).reshape((1,) * (r - im.rank(v))
+                                                        + tuple(im.shape(v)))
+            c = c.reshape(()) if c.size == 1 else np.transpose(c, perm)
+            ins.append(im.const_ir(f"{out}/const", c))
+        else:
+            ins.append(im.get(v, perm))
+    y = im.emit(op, ins, out)
+    im.define(out, y, perm)
+
+
+def _binary_logical(im: _Importer, op: OpType, a: str, b: str, out: str) -> None:
+    ins = []
+    for v in (a, b):
+        if im.is_const(v):
+            ins.append(im.const_ir(f"{out}/const", im.consts[v].astype(np.float32)))
         else:
             ins.append(im.get(v, _ident(im.rank(v))))
-    y = im.emit(op, ins, im.out())
-    im.define(im.out(), y, _ident(len(im.tensors[y].shape)))
+    y = im.emit(op, ins, out)
+    im.define(out, y, _ident(len(im.tensors[y].shape)))
+
+
+def _variadic(op: OpType, mean: bool = False) -> OpFn:
+    """Sum / Max / Min / Mean of 1..N inputs: a chain of binary ops, left to right (Mean then
+    divides by N)."""
+
+    def convert(im: _Importer) -> None:
+        im.check_attrs(())
+        ins = [v for v in im.node.input if v]
+        if not ins:
+            raise im.fail("needs at least one input")
+        out = im.out()
+        acc = ins[0]
+        last = len(ins) - (0 if mean else 1)
+        for k, v in enumerate(ins[1:], start=1):
+            step = out if k == last else f"{out}/{im.node.op_type.lower()}{k}"
+            _emit_binary(im, op, acc, v, step)
+            acc = step
+        if mean:
+            im.consts[f"{out}/count"] = np.asarray(len(ins), np.float32)
+            _emit_binary(im, OpType.DIV, acc, f"{out}/count", out)
+        elif len(ins) == 1:
+            _unary(InternalOp.IDENTITY)(im)
+
+    return convert
+
+
+def _alpha_unary(op: OpType, default: float) -> OpFn:
+    def convert(im: _Importer) -> None:
+        a = im.check_attrs(("alpha",))
+        x = im.node.input[0]
+        y = im.emit(op, [im.get(x)], im.out(), {"alpha": (float(a.get("alpha", default)),)})
+        im.define(im.out(), y, im.perm_of(x))
+
+    return convert
+
+
+def _lrn(im: _Importer) -> None:
+    a = im.check_attrs(("alpha", "beta", "bias", "size"))
+    x = im.node.input[0]
+    r = im.rank(x)
+    if r < 2:
+        raise im.fail(f"input rank {r} < 2 (LRN normalizes over axis 1)")
+    if "size" not in a or int(a["size"]) < 1:
+        raise im.fail(f"attribute size={a.get('size')} must be given and >= 1")
+    perm = (0,) + tuple(range(2, r)) + (1,)  # channels last
+    y = im.emit(OpType.LRN, [im.get(x, perm)], im.out(),
+                {"size": (int(a["size"]),), "alpha": (float(a.get("alpha", 1e-4)),),
+                 "beta": (float(a.get("beta", 0.75)),), "offset": (float(a.get("bias", 1.0)),)})
+    im.define(im.out(), y, perm)
+
+
+def _selu(im: _Importer) -> None:
+    # y = gamma * elu(x, alpha)
+    a = im.check_attrs(("alpha", "gamma"))
+    x = im.node.input[0]
+    alpha = float(a.get("alpha", 1.67326319217681884765625))
+    gamma = float(a.get("gamma", 1.05070102214813232421875))
+    e = im.emit(OpType.ELU, [im.get(x)], f"{im.out()}/elu", {"alpha": (alpha,)})
+    y = im.emit(OpType.MUL, [e, im.const_ir(f"{im.out()}/gamma", np.float32(gamma))], im.out())
+    im.define(im.out(), y, im.perm_of(x))
 
 
 def _matmul_like(im: _Importer, a_name: str, w: np.ndarray, bias: np.ndarray | None) -> None:
@@ -891,6 +956,15 @@ _OPS: dict[str, OpFn] = {
     "Sub": _binary(OpType.SUB),
     "Mul": _binary(OpType.MUL),
     "Div": _binary(OpType.DIV),
+    "LeakyRelu": _alpha_unary(OpType.LEAKY_RELU, 0.01),
+    "Elu": _alpha_unary(OpType.ELU, 1.0),
+    "Selu": _selu,
+    "LRN": _lrn,
+    "PRelu": _binary(OpType.PRELU),
+    "Sum": _variadic(OpType.ADD),
+    "Max": _variadic(OpType.MAXIMUM),
+    "Min": _variadic(OpType.MINIMUM),
+    "Mean": _variadic(OpType.ADD, mean=True),
     "Gemm": _gemm,
     "MatMul": _matmul,
     "Pad": _pad,

@@ -107,7 +107,13 @@ typedef enum tether_io {
   X(21, DIV) \
   X(22, TRANSPOSE) \
   X(23, CLAMP) \
-  X(24, HARD_SIGMOID)
+  X(24, HARD_SIGMOID) \
+  X(25, LEAKY_RELU) \
+  X(26, ELU) \
+  X(27, PRELU) \
+  X(28, MAXIMUM) \
+  X(29, MINIMUM) \
+  X(30, LRN)
 
 /* Op ids. TETHER_OP_COUNT is one past the largest id (ids start at 1). */
 typedef enum tether_op {

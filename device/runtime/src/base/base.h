@@ -61,7 +61,8 @@ typedef enum tether_attr {
   TETHER_ATTR_MAX = 16,
   TETHER_ATTR_ALPHA = 17,
   TETHER_ATTR_OFFSET = 18,
-  TETHER_ATTR_COUNT = 19,      /* one past the last id */
+  TETHER_ATTR_SIZE = 19,
+  TETHER_ATTR_COUNT = 20,      /* one past the last id */
 } tether_attr;
 #define TETHER_ATTR_BIT(id) (1u << (id))
 
@@ -126,7 +127,9 @@ typedef struct tether_op_params {
   int32_t perm[TETHER_MAX_DIMS];     /* output axis i = input axis perm[i] */
   int32_t perm_count;
   float clamp_min, clamp_max;        /* bounds of a clamp */
-  float alpha, offset;               /* the hard sigmoid's slope and offset */
+  float alpha, offset;               /* the hard sigmoid's slope and offset; LEAKY_RELU's and
+                                        ELU's alpha; LRN's alpha and bias */
+  int32_t size;                      /* LRN's window of channels; 0 = not given */
 } tether_op_params;
 
 typedef struct tether_node {

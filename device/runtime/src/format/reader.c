@@ -47,6 +47,7 @@ static const attr_spec kAttrSpecs[TETHER_ATTR_COUNT] = {
     {"max", ATTR_TYPE_FLOAT, 1, 1},
     {"alpha", ATTR_TYPE_FLOAT, 1, 1},
     {"offset", ATTR_TYPE_FLOAT, 1, 1},
+    {"size", ATTR_TYPE_INT, 1, 1},
 };
 
 /* ---- loading -------------------------------------------------------------------------- */
@@ -521,6 +522,7 @@ static tether_status read_attrs(loader* l, uint32_t op_index, uint32_t first, ui
       case TETHER_ATTR_MAX: pr->clamp_max = rdf32(r + 8); break;
       case TETHER_ATTR_ALPHA: pr->alpha = rdf32(r + 8); break;
       case TETHER_ATTR_OFFSET: pr->offset = rdf32(r + 8); break;
+      case TETHER_ATTR_SIZE: pr->size = v[0]; break;
     }
   }
   const uint32_t missing = def->required_attrs & ~seen;

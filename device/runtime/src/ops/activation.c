@@ -1,7 +1,8 @@
 /*
  * activation.c — the elementwise activation ops (RELU, RELU6, LOGISTIC, TANH, HARD_SWISH,
- * CLAMP, HARD_SIGMOID) in float32 and int8, and the fused activation every float op's output
- * goes through (tether_op_eval applies it).
+ * CLAMP, HARD_SIGMOID in float32 and int8; LEAKY_RELU, ELU in float32), and the fused
+ * activation every float op's output goes through (tether_op_eval applies it). LEAKY_RELU is
+ * y = x < 0 ? α·x : x, ELU y = x < 0 ? α·(exp(x) − 1) : x (ONNX Runtime's formulas).
  *
  * int8, where TensorFlow Lite has the kernel, is its reference arithmetic bit for bit
  * (checked against LiteRT in tests/converter/test_int8_ops.py):
@@ -244,6 +245,17 @@ static tether_status activation_prepare(const struct tether_model* model, uint32
                                         tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
+  if (op->type == TETHER_OP_LEAKY_RELU || op->type == TETHER_OP_ELU) {
+    if (x->dtype == TETHER_DTYPE_INT8) {
+      return tether_op_error(model, op_index, TETHER_STATUS_UNSUPPORTED_OP,
+                             "int8 %s is not implemented yet (float32 is)",
+                             tether_op_type_name(op->type));
+    }
+    if (!isfinite(op->params.alpha)) {
+      return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                             "%s needs a finite alpha", tether_op_type_name(op->type));
+    }
+  }
   tether_status status = x->dtype == TETHER_DTYPE_INT8
                              ? q8_unary_prepare(model, op_index, op)
                              : tether_check_f32(model, op_index, x, "input 0");
@@ -275,6 +287,19 @@ static void activation_eval(const struct tether_model* model, const tether_node*
     return;
   }
   const tether_tensor* y = tether_output(model, op, 0);
+  if (op->type == TETHER_OP_LEAKY_RELU || op->type == TETHER_OP_ELU) {
+    const float* x = (const float*)data[op->inputs[0]];
+    float* out = (float*)data[op->outputs[0]];
+    const float alpha = op->params.alpha;
+    if (op->type == TETHER_OP_LEAKY_RELU) {
+      for (size_t i = 0; i < y->elements; i++) out[i] = x[i] < 0.0f ? alpha * x[i] : x[i];
+    } else {
+      for (size_t i = 0; i < y->elements; i++) {
+        out[i] = x[i] < 0.0f ? alpha * (expf(x[i]) - 1.0f) : x[i];
+      }
+    }
+    return;
+  }
   if (op->type == TETHER_OP_CLAMP || op->type == TETHER_OP_HARD_SIGMOID) {
     const float* x = (const float*)data[op->inputs[0]];
     float* out = (float*)data[op->outputs[0]];
@@ -316,3 +341,7 @@ TETHER_OP_DEF(CLAMP) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(MIN) | TETHER_ATTR
 TETHER_OP_DEF(HARD_SIGMOID) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(ALPHA) | TETHER_ATTR(OFFSET),
                                TETHER_ATTR(ALPHA) | TETHER_ATTR(OFFSET), activation_prepare, NULL,
                                activation_eval};
+TETHER_OP_DEF(LEAKY_RELU) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(ALPHA), TETHER_ATTR(ALPHA),
+                             activation_prepare, NULL, activation_eval};
+TETHER_OP_DEF(ELU) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(ALPHA), TETHER_ATTR(ALPHA),
+                      activation_prepare, NULL, activation_eval};

@@ -1,10 +1,12 @@
 /*
- * binary.c — ADD, MUL, SUB and DIV with numpy broadcasting over up to 6 dims.
+ * binary.c — ADD, MUL, SUB, DIV, MAXIMUM, MINIMUM and PRELU (y = a < 0 ? a * b : a, b the
+ * slope) with numpy broadcasting over up to 6 dims.
  *
  * Shapes are right-aligned and padded to 6 dims with 1s; a dim of size 1 is broadcast by
  * giving it stride 0. int8 ADD, SUB and MUL are TFLite's integer kernels bit for bit (ADD /
  * SUB: inputs rescaled with a left shift of 20, then the output multiplier; same-shape ADD
- * runs the model's qs8 vadd micro-kernel); int8 DIV is rejected at load.
+ * runs the model's qs8 vadd micro-kernel); int8 DIV, MAXIMUM, MINIMUM and PRELU are rejected
+ * at load. MAXIMUM and MINIMUM return NaN when either input is NaN (ONNX Runtime's Max/Min).
  */
 #include <stddef.h>
 
@@ -56,6 +58,9 @@ TETHER_BINARY_UKERNEL(binary_f32_vadd, va + vb)
 TETHER_BINARY_UKERNEL(binary_f32_vmul, va * vb)
 TETHER_BINARY_UKERNEL(binary_f32_vsub, va - vb)
 TETHER_BINARY_UKERNEL(binary_f32_vdiv, va / vb)
+TETHER_BINARY_UKERNEL(binary_f32_vmax, va > vb || va != va ? va : vb)
+TETHER_BINARY_UKERNEL(binary_f32_vmin, va < vb || va != va ? va : vb)
+TETHER_BINARY_UKERNEL(binary_f32_vprelu, va < 0.0f ? va * vb : va)
 
 static tether_status check_broadcast(const struct tether_model* model, uint32_t op_index,
                                      const tether_tensor* a, const tether_tensor* b,
@@ -223,6 +228,9 @@ static void binary_eval(const struct tether_model* model, const tether_node* op,
     case TETHER_OP_ADD: binary_f32_vadd(&bc, a, b, y); break;
     case TETHER_OP_SUB: binary_f32_vsub(&bc, a, b, y); break;
     case TETHER_OP_DIV: binary_f32_vdiv(&bc, a, b, y); break;
+    case TETHER_OP_MAXIMUM: binary_f32_vmax(&bc, a, b, y); break;
+    case TETHER_OP_MINIMUM: binary_f32_vmin(&bc, a, b, y); break;
+    case TETHER_OP_PRELU: binary_f32_vprelu(&bc, a, b, y); break;
     default: binary_f32_vmul(&bc, a, b, y); break;
   }
 }
@@ -262,3 +270,8 @@ TETHER_OP_DEF(ADD) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pac
 TETHER_OP_DEF(MUL) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pack, binary_eval};
 TETHER_OP_DEF(SUB) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pack, binary_eval};
 TETHER_OP_DEF(DIV) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pack, binary_eval};
+TETHER_OP_DEF(MAXIMUM) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pack,
+                          binary_eval};
+TETHER_OP_DEF(MINIMUM) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pack,
+                          binary_eval};
+TETHER_OP_DEF(PRELU) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pack, binary_eval};

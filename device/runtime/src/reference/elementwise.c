@@ -65,3 +65,22 @@ void tether_ref_f32_softmax(size_t rows, size_t n, float beta, const float* x, f
     for (size_t i = 0; i < n; i++) yr[i] = yr[i] / sum;
   }
 }
+
+void tether_ref_f32_lrn(size_t rows, size_t n, int32_t size, float alpha, float beta,
+                        float bias, const float* x, float* y) {
+  const ptrdiff_t before = (ptrdiff_t)(size - 1) / 2, after = (ptrdiff_t)size / 2;
+  const float scale = alpha / (float)size;
+  for (size_t r = 0; r < rows; r++) {
+    const float* xr = x + r * n;
+    float* yr = y + r * n;
+    for (size_t c = 0; c < n; c++) {
+      const ptrdiff_t lo = (ptrdiff_t)c - before < 0 ? 0 : (ptrdiff_t)c - before;
+      const ptrdiff_t hi =
+          (ptrdiff_t)c + after >= (ptrdiff_t)n ? (ptrdiff_t)n - 1 : (ptrdiff_t)c + after;
+      float sum = 0.0f;
+      for (ptrdiff_t i = lo; i <= hi; i++) sum += xr[i] * xr[i];
+      /* base^-beta as exp(-beta log base): the freestanding build has expf and logf */
+      yr[c] = xr[c] * expf(-beta * logf(bias + scale * sum));
+    }
+  }
+}

@@ -51,6 +51,10 @@ void tether_ref_f32_avgpool(const tether_conv_geometry* g, int count_include_pad
 float tether_ref_f32_activation_one(float x, uint32_t activation);
 void tether_ref_f32_activation(size_t n, const float* x, float* y, uint32_t activation);
 void tether_ref_f32_softmax(size_t rows, size_t n, float beta, const float* x, float* y);
+/* Local response normalization over the last axis of [rows, n]: y = x / (bias + alpha / size
+ * * sum of x^2 over channels [c - (size-1)/2, c + size/2] within [0, n))^beta (ONNX LRN). */
+void tether_ref_f32_lrn(size_t rows, size_t n, int32_t size, float alpha, float beta,
+                        float bias, const float* x, float* y);
 
 /* ---- int8 (TFLite's reference arithmetic) ---------------------------------------------- */
 

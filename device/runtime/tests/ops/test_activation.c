@@ -1,5 +1,5 @@
 /*
- * test_activation.c — the activation ops (float32), against a naive double-precision reference (kernels_testlib.h)
+ * test_activation.c — the activation ops (float32, LEAKY_RELU and ELU with their alpha), against a naive double-precision reference (kernels_testlib.h)
  * on random shapes.
  */
 #include "kernels_testlib.h"
@@ -40,8 +40,40 @@ static void test_activations(void) {
   }
 }
 
+/* LEAKY_RELU and ELU: their alpha attribute, both signs, a fused activation on top. */
+static void test_alpha_activations(void) {
+  for (uint32_t op = TETHER_OP_LEAKY_RELU; op <= TETHER_OP_ELU; op++) {
+    const char* name = op == TETHER_OP_ELU ? "elu" : "leaky_relu";
+    const int32_t shape[2] = {3, tb_range(1, 60)};
+    const float alpha = op == TETHER_OP_ELU ? 1.5f : 0.125f;
+    tb_builder* b = tb_new();
+    uint32_t x = tb_tensor(b, "x", 2, shape, NULL);
+    uint32_t y = tb_tensor(b, "y", 2, shape, NULL);
+    tb_op(b, op, TETHER_ACT_RELU6, name, 1, &x, y);
+    tb_attr_f(b, TETHER_ATTR_ALPHA, alpha);
+    const size_t n = elements_of(b, x);
+    float* xd = random_data(n);
+    for (size_t i = 0; i < n; i++) xd[i] *= 8.0f;
+    float* got = (float*)malloc(n * 4);
+    if (run_op(name, b, 1, &x, &xd, y, got)) {
+      double* want = (double*)malloc(n * sizeof(double));
+      for (size_t i = 0; i < n; i++) {
+        const double v = xd[i];
+        const double f = v >= 0 ? v : op == TETHER_OP_ELU ? alpha * (exp(v) - 1.0) : alpha * v;
+        want[i] = activate(f, TETHER_ACT_RELU6);
+      }
+      compare(name, got, want, n);
+      free(want);
+    }
+    free(xd);
+    free(got);
+    free(b);
+  }
+}
+
 int main(void) {
   printf("test_activation: isa %s\n", tether_isa());
   test_activations();
+  test_alpha_activations();
   return kernels_report("test_activation");
 }

@@ -1,12 +1,15 @@
 /*
- * test_binary.c — ADD, SUB, MUL and DIV (float32) with broadcasting, against a naive double-precision reference (kernels_testlib.h)
+ * test_binary.c — ADD, MUL, MAXIMUM, MINIMUM and PRELU (float32) with broadcasting, against a naive double-precision reference (kernels_testlib.h)
  * on random shapes.
  */
 #include "kernels_testlib.h"
 
 static void test_binary(void) {
   for (int t = 0; t < 80; t++) {
-    const uint32_t type = t % 2 ? TETHER_OP_MUL : TETHER_OP_ADD;
+    static const uint32_t kTypes[5] = {TETHER_OP_ADD, TETHER_OP_MUL, TETHER_OP_MAXIMUM,
+                                       TETHER_OP_MINIMUM, TETHER_OP_PRELU};
+    static const char* const kNames[5] = {"add", "mul", "maximum", "minimum", "prelu"};
+    const uint32_t type = kTypes[t % 5];
     const int rank = tb_range(0, 6);
     int32_t out[6], as[6], bs[6];
     for (int d = 0; d < rank; d++) out[d] = tb_range(1, 4);
@@ -35,8 +38,7 @@ static void test_binary(void) {
     float* got = (float*)malloc(ny * 4);
     float* in_data[2] = {ad, bd};
     char name[64];
-    snprintf(name, sizeof(name), "%s rank a%d b%d y%d", type == TETHER_OP_ADD ? "add" : "mul", ra,
-             rb, ry);
+    snprintf(name, sizeof(name), "%s rank a%d b%d y%d", kNames[t % 5], ra, rb, ry);
     if (run_op(name, b, 2, ins, in_data, y, got)) {
       double* want = (double*)malloc(ny * sizeof(double));
       for (size_t i = 0; i < ny; i++) {
@@ -56,7 +58,12 @@ static void test_binary(void) {
           const int c = coord[d + (ry - rb)];
           ib = ib * (size_t)bs[d] + (size_t)(bs[d] == 1 ? 0 : c);
         }
-        const double v = type == TETHER_OP_ADD ? (double)ad[ia] + bd[ib] : (double)ad[ia] * bd[ib];
+        const double va = ad[ia], vb = bd[ib];
+        const double v = type == TETHER_OP_ADD       ? va + vb
+                         : type == TETHER_OP_MUL     ? va * vb
+                         : type == TETHER_OP_MAXIMUM ? (va > vb ? va : vb)
+                         : type == TETHER_OP_MINIMUM ? (va < vb ? va : vb)
+                                                     : (va < 0 ? va * vb : va);
         want[i] = activate(v, act);
       }
       compare(name, got, want, ny);

@@ -1,0 +1,215 @@
+"""ONNX ops real models use, at the oldest opset that defines them (within 7..) and the newest:
+LeakyRelu, Elu, Selu, PRelu, variadic Sum/Max/Min/Mean, Dropout and Identity.
+
+Each model is built with onnx.helper, converted, run in the engine and in onnxruntime (graph
+optimizations disabled) on seeded inputs; outputs agree within 1e-4 relative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, numpy_helper
+from onnx import helper as h
+from onnx_testlib import engine_run, ort_run, rand, rel_err
+from tether.converter import convert
+
+TOL = 1e-4
+NEWEST = onnx.defs.onnx_opset_version()
+X_SHAPE = (2, 3, 5, 4)  # NCHW
+
+
+def _model(nodes, inputs, y_shape, inits, opset):
+    g = h.make_graph(nodes, "ops",
+                     [h.make_tensor_value_info(k, TensorProto.FLOAT, list(s))
+                      for k, s in inputs.items()],
+                     [h.make_tensor_value_info("y", TensorProto.FLOAT, list(y_shape))],
+                     [numpy_helper.from_array(np.asarray(v, np.float32), k)
+                      for k, v in inits.items()])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+    m.ir_version = 7 if opset >= 13 else 4
+    return m
+
+
+def _run_both(m, feeds):
+    import onnxruntime as ort
+
+    from tether.device import Engine
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ref = s.run(None, feeds)[0]
+    tm = convert(m)
+    eng = Engine(tm.to_bytes())
+    names = [t.name for t in tm.report.inputs]
+    y = np.asarray(eng.run({n: feeds[n] for n in names}))
+    return tm, y, ref
+
+
+def _unary_case(op, attrs):
+    return [h.make_node(op, ["x"], ["y"], name=op.lower(), **attrs)], {}
+
+
+UNARY = [  # (op, attributes, oldest opset in range)
+    ("LeakyRelu", {}, 7), ("LeakyRelu", {"alpha": 0.2}, 7),
+    ("Elu", {}, 7), ("Elu", {"alpha": 0.7}, 7),
+    ("Selu", {}, 7), ("Selu", {"alpha": 1.5, "gamma": 0.9}, 7),
+    ("Identity", {}, 7),
+]
+
+
+@pytest.mark.parametrize("op, attrs, oldest", UNARY, ids=lambda v: str(v))
+@pytest.mark.parametrize("newest", [False, True], ids=["oldest", "newest"])
+def test_unary_activations(op, attrs, oldest, newest) -> None:
+    nodes, inits = _unary_case(op, attrs)
+    m = _model(nodes, {"x": X_SHAPE}, X_SHAPE, inits, NEWEST if newest else oldest)
+    x = rand(X_SHAPE, 11, -4, 4)
+    tm, y, ref = _run_both(m, {"x": x})
+    assert y.shape == ref.shape and y.dtype == np.float32
+    assert rel_err(y, ref) < TOL, (op, np.abs(y - ref).max())
+    expected = {"LeakyRelu": "LEAKY_RELU", "Elu": "ELU", "Selu": "ELU"}.get(op)
+    if expected:
+        assert expected in tm.report.ops_after
+    else:
+        assert "IDENTITY" not in tm.report.ops_after  # dropped, not a copy op
+
+
+@pytest.mark.parametrize("opset", [7, 9, 12, NEWEST])
+def test_dropout_in_inference_is_dropped(opset) -> None:
+    attrs = {"ratio": 0.4} if opset < 12 else {}
+    nodes = [h.make_node("Relu", ["x"], ["r"]),
+             h.make_node("Dropout", ["r"], ["d", "mask"], name="drop", **attrs),
+             h.make_node("Elu", ["d"], ["y"])]
+    m = _model(nodes, {"x": X_SHAPE}, X_SHAPE, {}, opset)
+    x = rand(X_SHAPE, 12, -2, 2)
+    tm, y, ref = _run_both(m, {"x": x})
+    assert rel_err(y, ref) < TOL
+    assert set(tm.report.ops_after) <= {"RELU", "ELU", "TRANSPOSE", "RESHAPE"}, tm.report
+
+
+@pytest.mark.parametrize("slope_shape", [(3, 1, 1), (1,), (5, 4)])
+@pytest.mark.parametrize("opset", [7, NEWEST])
+def test_prelu_per_channel_and_broadcast_slopes(slope_shape, opset) -> None:
+    # a conv feeds the PRelu, so x is held NHWC and the [C,1,1] slope is re-laid out
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             h.make_node("PRelu", ["c", "slope"], ["y"], name="prelu")]
+    inits = {"w": rand((3, 3, 3, 3), 13, -0.5, 0.5), "slope": rand(slope_shape, 14, 0.05, 0.5)}
+    m = _model(nodes, {"x": X_SHAPE}, X_SHAPE, inits, opset)
+    tm, y, ref = _run_both(m, {"x": rand(X_SHAPE, 15)})
+    assert rel_err(y, ref) < TOL
+    assert "PRELU" in tm.report.ops_after
+
+
+VARIADIC = ["Sum", "Max", "Min", "Mean"]
+
+
+@pytest.mark.parametrize("op", VARIADIC)
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_variadic_same_shape_at_opset_7(op, count) -> None:
+    names = [f"x{i}" for i in range(count)]
+    m = _model([h.make_node(op, names, ["y"], name=op.lower())],
+               {n: X_SHAPE for n in names}, X_SHAPE, {}, 7)
+    feeds = {n: rand(X_SHAPE, 20 + i, -3, 3) for i, n in enumerate(names)}
+    _, y, ref = _run_both(m, feeds)
+    assert rel_err(y, ref) < TOL
+
+
+@pytest.mark.parametrize("op", VARIADIC)
+def test_variadic_broadcasting_with_constants_at_newest(op) -> None:
+    # Sum(conv(x), per-channel constant, x) with numpy broadcasting (opset 8 and later)
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             h.make_node(op, ["c", "k", "x"], ["y"], name=op.lower())]
+    inits = {"w": rand((3, 3, 3, 3), 16, -0.5, 0.5), "k": rand((3, 1, 1), 17)}
+    m = _model(nodes, {"x": X_SHAPE}, X_SHAPE, inits, NEWEST)
+    _, y, ref = _run_both(m, {"x": rand(X_SHAPE, 18)})
+    assert rel_err(y, ref) < TOL
+
+
+def test_max_min_propagate_nan_as_onnxruntime() -> None:
+    names = ["a", "b"]
+    for op in ("Max", "Min"):
+        m = _model([h.make_node(op, names, ["y"])], {n: (1, 4) for n in names}, (1, 4), {},
+                   NEWEST)
+        a = np.array([[np.nan, 1.0, -2.0, 3.0]], np.float32)
+        b = np.array([[0.0, np.nan, 5.0, -3.0]], np.float32)
+        _, y, ref = _run_both(m, {"a": a, "b": b})
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+        np.testing.assert_array_equal(y[~np.isnan(y)], ref[~np.isnan(ref)])
+
+
+@pytest.mark.parametrize("attrs", [{"size": 5}, {"size": 3, "alpha": 0.5, "beta": 0.6,
+                                                "bias": 2.0}, {"size": 1, "alpha": 1e-3}])  # ORT: odd sizes
+@pytest.mark.parametrize("opset", [7, NEWEST])
+def test_lrn(attrs, opset) -> None:
+    shape = (1, 7, 4, 3)
+    m = _model([h.make_node("LRN", ["x"], ["y"], name="lrn", **attrs)], {"x": shape}, shape,
+               {}, opset)
+    tm, y, ref = _run_both(m, {"x": rand(shape, 30, -4, 4)})
+    assert rel_err(y, ref) < TOL
+    assert "LRN" in tm.report.ops_after
+
+
+# ------------------------------------------------------------------ classic CNNs, opset 7-9
+
+
+def _classic_cnn(opset: int) -> onnx.ModelProto:
+    """AlexNet/GoogLeNet-style: conv, ReLU, LRN, a Sum residual, MaxPool, Dropout with its
+    mask, Flatten, Gemm, and Softmax with the pre-13 axis (its 2-D coercion), as old
+    exporters wrote them (IR 3, initializers listed as inputs)."""
+    inits = {"w1": rand((6, 3, 3, 3), 40, -0.5, 0.5), "b1": rand((6,), 41),
+             "w2": rand((6, 6, 3, 3), 42, -0.3, 0.3), "b2": rand((6,), 43),
+             "fw": rand((10, 6 * 4 * 4), 44, -0.2, 0.2), "fb": rand((10,), 45)}
+    nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             h.make_node("LRN", ["r1"], ["n1"], size=5, alpha=1e-2, beta=0.75, name="norm1"),
+             h.make_node("Conv", ["n1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             h.make_node("Sum", ["c2", "n1", "r1"], ["s"], name="residual"),
+             h.make_node("MaxPool", ["s"], ["p"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1], name="pool"),
+             h.make_node("Dropout", ["p"], ["d", "mask"], name="drop",
+                         **({"ratio": 0.5} if opset < 12 else {})),
+             h.make_node("Flatten", ["d"], ["f"], name="flatten"),
+             h.make_node("Gemm", ["f", "fw", "fb"], ["g"], transB=1, name="fc"),
+             h.make_node("Reshape", ["g", "shape"], ["g4"], name="to4d"),
+             h.make_node("Softmax", ["g4"], ["y"], axis=1, name="prob")]
+    inits["shape"] = np.array([1, 2, 5, 1], np.int64)
+    inputs = [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    inputs += [h.make_tensor_value_info(k, TensorProto.INT64 if k == "shape" else
+                                        TensorProto.FLOAT, list(v.shape))
+               for k, v in inits.items()]
+    g = h.make_graph(nodes, "classic", inputs,
+                     [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 5, 1])],
+                     [numpy_helper.from_array(v if k == "shape" else v.astype(np.float32), k)
+                      for k, v in inits.items()])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+    m.ir_version = 3
+    return m
+
+
+@pytest.mark.parametrize("opset", [7, 8, 9])
+def test_classic_cnn_at_old_opsets_converts_and_matches(opset) -> None:
+    m = _classic_cnn(opset)
+    x = rand((1, 3, 8, 8), 46)
+    tm, y, ref = _run_both(m, {"x": x})
+    assert y.shape == ref.shape == (1, 2, 5, 1)
+    assert rel_err(y, ref) < TOL
+    # Softmax with axis=1 before opset 13 normalizes over all 10 values, not over axis 1
+    np.testing.assert_allclose(y.sum(), 1.0, rtol=1e-5)
+    assert f"onnx opset {opset} -> 13 upgraded" in str(tm.report)
+    assert {"LRN", "MAX_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"} <= set(tm.report.ops_after)
+
+
+def test_unsupported_op_still_names_node_op_and_supported_list() -> None:
+    m = _model([h.make_node("Relu", ["x"], ["r"]), h.make_node("Erf", ["r"], ["y"],
+                                                                name="the_erf")],
+               {"x": (1, 4)}, (1, 4), {}, 9)
+    from tether.errors import ConversionError
+
+    with pytest.raises(ConversionError, match=r"node 'the_erf' \(Erf\): op Erf is not "
+                                              r"supported; supported ops: .*LRN.*PRelu"):
+        convert(m)
