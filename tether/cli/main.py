@@ -312,6 +312,7 @@ def _register_subcommands() -> None:
     from tether.cli.cloud import device_app, library_app, search, supernet_app
     from tether.cli.compress import app as compress_app
     from tether.cli.federated import app as federated_app
+    from tether.cli.transfer import app as transfer_app
 
     app.add_typer(federated_app, name="federated", help="Federated learning on Flower.")
     app.add_typer(compress_app, name="compress", help="Prune, distill and quantize models.")
@@ -320,6 +321,8 @@ def _register_subcommands() -> None:
     app.add_typer(device_app, name="device", help="This device's profile and latency table.")
     app.add_typer(library_app, name="library", help="The model library (SQLite index tables).")
     app.command(name="search")(search)
+    app.add_typer(transfer_app, name="transfer",
+                  help="On-device transfer learning (a head trained in the engine).")
 
 
 _register_subcommands()

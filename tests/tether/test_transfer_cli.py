@@ -1,0 +1,49 @@
+"""`tether transfer run` on digits: a head for digits 5-9 trained in the engine, the adapted
+.tmodel written whole, part A's features kept in a cache folder and reused; bad input in one
+line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tether.cli import app
+from tether.device import Engine
+
+runner = CliRunner()
+
+
+def test_transfer_run_writes_the_adapted_model_and_reuses_the_cache(tmp_path) -> None:
+    out = tmp_path / "adapted.tmodel"
+    argv = ["transfer", "run", "demo_cnn", "--cut", "gap", "-o", str(out), "--data", "digits",
+            "--classes", "5-9", "--per-class", "30", "--epochs", "30", "--cache",
+            str(tmp_path / "cache")]
+    first = runner.invoke(app, argv)
+    assert first.exit_code == 0, first.output
+    rep = json.loads(first.stdout.strip().splitlines()[-1])
+    assert rep["classes"] == [5, 6, 7, 8, 9] and rep["device_images"] == 150
+    assert rep["cache"]["hits"] == 0 and rep["loss_first_last"][1] < rep["loss_first_last"][0]
+    with Engine(out) as engine:
+        assert engine.outputs[0].shape == (1, 5)
+        assert np.isclose(engine.run(np.zeros((1, 8, 8, 1), np.float32)).sum(), 1.0, atol=1e-5)
+    again = runner.invoke(app, argv)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout.strip().splitlines()[-1])["cache"]["hits"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapted.tmodel", "cache"]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--cut", "nope"], "no layer 'nope'"),
+    (["--cut", "gap", "--classes", "5"], "at least two classes"),
+    (["--cut", "gap", "--classes", "11-12"], "[11, 12] not in digits"),
+])
+def test_bad_input_is_one_line(tmp_path, argv, says) -> None:
+    r = runner.invoke(app, ["transfer", "run", "demo_cnn", "-o", str(tmp_path / "a.tmodel"),
+                            "--data", "digits", "--epochs", "1", *argv], terminal_width=400)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code != 0 and len(lines) == 1, r.output
+    assert lines[0].startswith("error: ") and says in lines[0], lines[0]
+    assert not list(tmp_path.iterdir())
