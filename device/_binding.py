@@ -43,7 +43,7 @@ class TrainConfig(ctypes.Structure):
                 ("l2", ctypes.c_float), ("dropout", ctypes.c_float),
                 ("schedule", ctypes.c_uint32), ("decay_steps", ctypes.c_uint32),
                 ("final_lr_ratio", ctypes.c_float), ("train_layers", ctypes.c_uint32),
-                ("seed", ctypes.c_uint64)]
+                ("seed", ctypes.c_uint64), ("ewc_lambda", ctypes.c_float)]
 
 
 def _find_library() -> Path:
@@ -112,6 +112,8 @@ def lib() -> ctypes.CDLL:
                                             c.POINTER(vp)]),
         "tether_trainer_step": (c.c_int, [vp, vp, vp, sz, c.POINTER(c.c_float)]),
         "tether_trainer_predict": (c.c_int, [vp, vp, sz, vp]),
+        "tether_trainer_gradients": (c.c_int, [vp, vp, vp, sz, c.POINTER(c.c_float)]),
+        "tether_trainer_set_penalty": (c.c_int, [vp, sz, vp, vp]),
         "tether_trainer_input_elements": (sz, [vp]),
         "tether_trainer_classes": (sz, [vp]),
         "tether_trainer_param_count": (sz, [vp]),

@@ -45,6 +45,8 @@ class Trainer:
             `final_lr_ratio` of the rate).
         train_layers: train only the last N dense layers (0 = all of the head).
         seed: dropout's random stream.
+        ewc_lambda: elastic weight consolidation's strength (0 = off): adds
+            (ewc_lambda / 2) * sum(F (w - w*)^2) with F and w* from `set_penalty`.
 
     Raises:
         EngineError: the engine refused the model or a setting (the message names the op,
@@ -57,7 +59,7 @@ class Trainer:
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
                  l2: float = 0.0, dropout: float = 0.0, schedule: str = "constant",
                  decay_steps: int = 1, final_lr_ratio: float = 0.0, train_layers: int = 0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, ewc_lambda: float = 0.0) -> None:
         if optimizer not in _OPTIMIZERS:
             raise EngineError(f"Trainer optimizer must be one of {sorted(_OPTIMIZERS)}. "
                               f"Received: {optimizer!r}", "invalid_argument")
@@ -87,6 +89,7 @@ class Trainer:
         cfg.l2, cfg.dropout, cfg.schedule = float(l2), float(dropout), _SCHEDULES[schedule]
         cfg.decay_steps, cfg.final_lr_ratio = int(decay_steps), float(final_lr_ratio)
         cfg.train_layers, cfg.seed = int(train_layers), int(seed) & (2 ** 64 - 1)
+        cfg.ewc_lambda = float(ewc_lambda)
         self.batch_size = int(batch_size)
         try:
             size = ctypes.c_size_t()
@@ -145,14 +148,67 @@ class Trainer:
         """One optimizer step on up to `batch_size` rows; returns the loss before it."""
         self._live()
         x = self._rows(x)
-        labels = np.ascontiguousarray(y, np.int32).reshape(-1)
-        if len(labels) != len(x):
-            raise EngineError(f"{self.source}: {len(x)} inputs but {len(labels)} labels",
-                              "invalid_argument")
+        labels = self._labels(x, y)
         loss = ctypes.c_float()
         B.check(self._lib.tether_trainer_step(self._trainer, x.ctypes.data, labels.ctypes.data,
                                               len(x), ctypes.byref(loss)), self.source)
         return float(loss.value)
+
+    def _labels(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        labels = np.ascontiguousarray(y, np.int32).reshape(-1)
+        if len(labels) != len(x):
+            raise EngineError(f"{self.source}: {len(x)} inputs but {len(labels)} labels",
+                              "invalid_argument")
+        return labels
+
+    def gradients(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Loss and gradients (in `params()`) of up to `batch_size` rows, dropout off, with no
+        update."""
+        self._live()
+        x = self._rows(x)
+        labels = self._labels(x, y)
+        loss = ctypes.c_float()
+        B.check(self._lib.tether_trainer_gradients(self._trainer, x.ctypes.data,
+                                                   labels.ctypes.data, len(x),
+                                                   ctypes.byref(loss)), self.source)
+        return float(loss.value)
+
+    def fisher_diagonal(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """The empirical Fisher diagonal of every trained tensor at the current weights: the
+        mean over examples of each per-example gradient squared (EWC's F)."""
+        x = self._rows(x)
+        y = self._labels(x, y)
+        total: dict[str, np.ndarray] = {}
+        for i in range(len(x)):
+            self.gradients(x[i:i + 1], y[i:i + 1])
+            for name, (_, grad) in self.params().items():
+                total[name] = total.get(name, 0.0) + grad.astype(np.float64) ** 2
+        return {k: (v / max(len(x), 1)).astype(np.float32) for k, v in total.items()}
+
+    def set_penalty(self, fisher: dict[str, np.ndarray],
+                    anchor: Optional[dict[str, np.ndarray]] = None) -> None:
+        """EWC: the Fisher diagonal and the anchor weights (default: the current ones) per
+        trained tensor name (needs `ewc_lambda` > 0)."""
+        self._live()
+        names = list(self.params())
+        unknown = sorted(set(fisher) - set(names))
+        if unknown:
+            raise EngineError(f"{self.source}: no trained tensor {unknown} (trained: {names})",
+                              "invalid_argument")
+        for i, name in enumerate(names):
+            if name not in fisher:
+                continue
+            f = np.ascontiguousarray(fisher[name], np.float32).reshape(-1)
+            a = (np.ascontiguousarray(anchor[name], np.float32).reshape(-1)
+                 if anchor is not None and name in anchor else None)
+            expected = self.params()[name][0].size
+            if f.size != expected or (a is not None and a.size != expected):
+                raise EngineError(f"{self.source}: '{name}' has {expected} values; got Fisher "
+                                  f"{f.size}" + (f", anchor {a.size}" if a is not None else ""),
+                                  "invalid_argument")
+            B.check(self._lib.tether_trainer_set_penalty(
+                self._trainer, i, f.ctypes.data, None if a is None else a.ctypes.data),
+                f"{self.source}: {name}")
 
     def fit(self, x: np.ndarray, y: np.ndarray, epochs: int = 1, *, shuffle: bool = True,
             seed: int = 0) -> list[float]:

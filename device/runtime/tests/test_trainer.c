@@ -487,6 +487,70 @@ static void test_errors_name_the_fault(void) {
   close_trainer(&f);
 }
 
+/* EWC: gradients() (no update) equal the plain gradients plus lambda * F * (w - anchor), the
+ * loss carries (lambda / 2) * sum(F (w - anchor)^2), and the weights stay put. */
+static void test_ewc_penalty_and_gradients_without_update(void) {
+  weights p;
+  float x[6 * IN];
+  int32_t y[6];
+  make_data(&p, x, y, 6);
+  tether_train_config cfg;
+  tether_train_config_default(&cfg);
+  cfg.batch_size = 6;
+  cfg.ewc_lambda = 5.0f;
+  fixture f;
+  if (!open_trainer(&f, &p, &cfg)) {
+    g_failures++;
+    return;
+  }
+  dweights d, g;
+  to_double(&p, &d);
+  double want = ref_loss(&d, x, y, 6, 0.0, &g);
+  for (int param = 0; param < 4; param++) {
+    float fisher[HID * C], anchor[HID * C];
+    const double* w = slot(&d, param);
+    for (int i = 0; i < g_sizes[param]; i++) {
+      fisher[i] = 0.5f + 0.01f * (float)i;
+      anchor[i] = (float)w[i] - 0.1f;
+      want += 0.5 * 5.0 * fisher[i] * 0.01;  /* (w - anchor)^2 = 0.01 */
+      slot(&g, param)[i] += 5.0 * fisher[i] * ((float)w[i] - anchor[i]);
+    }
+    CHECK(tether_trainer_set_penalty(f.trainer, (size_t)param, fisher, anchor) ==
+              TETHER_STATUS_SUCCESS, "set_penalty: %s", tether_last_error());
+  }
+  float loss = 0;
+  CHECK(tether_trainer_gradients(f.trainer, x, y, 6, &loss) == TETHER_STATUS_SUCCESS, "%s",
+        tether_last_error());
+  CHECK(fabs(loss - want) <= 1e-5 * fabs(want), "loss %g, reference %g", loss, want);
+  for (size_t param = 0; param < 4; param++) {
+    const float* value = NULL;
+    const float* grad = NULL;
+    size_t n = 0;
+    tether_trainer_param(f.trainer, param, NULL, &n, &value, &grad);
+    for (size_t i = 0; i < n; i++) {
+      const double r = slot(&g, (int)param)[i];
+      CHECK(fabs(grad[i] - r) <= 1e-4 * (fabs(r) + 1e-3), "ewc grad %zu[%zu]: %g, want %g",
+            param, i, grad[i], r);
+      CHECK(value[i] == (float)slot(&d, (int)param)[i], "gradients() moved weight %zu[%zu]",
+            param, i);
+    }
+  }
+  const float bad[1] = {-1.0f};
+  CHECK(tether_trainer_set_penalty(f.trainer, 3, bad, NULL) == TETHER_STATUS_INVALID_ARGUMENT,
+        "a negative Fisher value is refused");
+  close_trainer(&f);
+  cfg.ewc_lambda = 0.0f;
+  if (!open_trainer(&f, &p, &cfg)) {
+    g_failures++;
+    return;
+  }
+  const float ones[HID * C] = {1.0f};
+  CHECK(tether_trainer_set_penalty(f.trainer, 0, ones, NULL) == TETHER_STATUS_INVALID_ARGUMENT &&
+            strstr(tether_last_error(), "EWC is off") != NULL,
+        "EWC off: %s", tether_last_error());
+  close_trainer(&f);
+}
+
 int main(void) {
   test_reference_gradients_match_central_differences();
   test_one_step_gradients();
@@ -495,6 +559,7 @@ int main(void) {
   test_export_reloads_bit_identical();
   test_no_allocation();
   test_errors_name_the_fault();
+  test_ewc_penalty_and_gradients_without_update();
   if (g_failures != 0) {
     fprintf(stderr, "%d failure(s)\n", g_failures);
     return 1;

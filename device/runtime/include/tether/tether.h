@@ -353,7 +353,7 @@ tether_status tether_session_invoke(tether_session_t session);
  * global average pooling), RESHAPE and a final SOFTMAX. The loss is softmax cross-entropy
  * with int labels, averaged over the batch (computed from the logits: the SOFTMAX's input, or
  * the output when the head does not end in one), plus `l2 * sum(W^2)` over trained kernels
- * (Keras's L2 regularizer). Optimizers and schedule follow Keras 3: SGD with momentum
+ * (Keras's L2 regularizer) and, with EWC, `(ewc_lambda / 2) * sum(F (w - w*)^2)`. Optimizers and schedule follow Keras 3: SGD with momentum
  * (m = momentum * m - lr * g; w += m), Adam (alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t);
  * w -= alpha * m / (sqrt(v) + epsilon)), CosineDecay.
  *
@@ -394,6 +394,9 @@ typedef struct tether_train_config {
   uint32_t train_layers;    /* the last N dense layers train, the others stay frozen;
                                0 = every dense layer of the head (default 0) */
   uint64_t seed;            /* dropout's random stream (default 0) */
+  float ewc_lambda;         /* elastic weight consolidation: adds (ewc_lambda / 2) *
+                               sum(fisher * (w - anchor)^2) per trained tensor (set with
+                               tether_trainer_set_penalty); 0 = off (default) */
 } tether_train_config;
 
 /* Fills `config` with the defaults above. */
@@ -435,6 +438,25 @@ tether_status tether_trainer_step(tether_trainer_t trainer, const float* inputs,
  */
 tether_status tether_trainer_predict(tether_trainer_t trainer, const float* inputs, size_t rows,
                                      float* outputs);
+
+/*
+ * The loss and every trained tensor's gradient for `rows` inputs, dropout off, without an
+ * update (e.g. per-example gradients for a Fisher diagonal); gradients as tether_trainer_param
+ * gives them.
+ * @retval (as tether_trainer_step)
+ */
+tether_status tether_trainer_gradients(tether_trainer_t trainer, const float* inputs,
+                                       const int32_t* labels, size_t rows, float* loss_out);
+
+/*
+ * Elastic weight consolidation for trained tensor `index`: the Fisher diagonal (one value per
+ * element, >= 0) and the anchor (the weights learnt before; NULL = the current values), both
+ * copied. Needs ewc_lambda > 0 at create.
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL trainer or fisher, index out of range, EWC off,
+ *                                         a negative or non-finite Fisher value
+ */
+tether_status tether_trainer_set_penalty(tether_trainer_t trainer, size_t index,
+                                         const float* fisher, const float* anchor);
 
 /* Elements of one head input and classes of the output; 0 for a NULL trainer. */
 size_t tether_trainer_input_elements(tether_trainer_t trainer);

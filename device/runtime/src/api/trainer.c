@@ -82,20 +82,63 @@ static tether_status check_rows(tether_trainer_t t, const float* inputs, size_t 
   return TETHER_STATUS_SUCCESS;
 }
 
-tether_status tether_trainer_step(tether_trainer_t trainer, const float* inputs,
-                                  const int32_t* labels, size_t rows, float* loss_out) {
-  tether_status status = check_rows(trainer, inputs, rows);
+static tether_status check_batch(tether_trainer_t t, const float* inputs, const int32_t* labels,
+                                 size_t rows) {
+  tether_status status = check_rows(t, inputs, rows);
   if (status != TETHER_STATUS_SUCCESS) return status;
   if (labels == NULL) return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "labels is NULL");
   for (size_t r = 0; r < rows; r++) {
-    if (labels[r] < 0 || (size_t)labels[r] >= trainer->classes) {
+    if (labels[r] < 0 || (size_t)labels[r] >= t->classes) {
       return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
                               "label %zu is %d; the head has %zu classes", r, (int)labels[r],
-                              trainer->classes);
+                              t->classes);
     }
   }
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_trainer_step(tether_trainer_t trainer, const float* inputs,
+                                  const int32_t* labels, size_t rows, float* loss_out) {
+  tether_status status = check_batch(trainer, inputs, labels, rows);
+  if (status != TETHER_STATUS_SUCCESS) return status;
   const float loss = tether_train_step(trainer, inputs, labels, rows);
   if (loss_out != NULL) *loss_out = loss;
+  tether_clear_error();
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_trainer_gradients(tether_trainer_t trainer, const float* inputs,
+                                       const int32_t* labels, size_t rows, float* loss_out) {
+  tether_status status = check_batch(trainer, inputs, labels, rows);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  const float loss = tether_train_gradients(trainer, inputs, labels, rows, 0);
+  if (loss_out != NULL) *loss_out = loss;
+  tether_clear_error();
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_trainer_set_penalty(tether_trainer_t trainer, size_t index,
+                                         const float* fisher, const float* anchor) {
+  tether_status status = check(trainer);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (index >= trainer->param_count || fisher == NULL) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
+                            "param %zu out of range [0, %u), or fisher is NULL", index,
+                            trainer->param_count);
+  }
+  tether_train_param* p = &trainer->params[index];
+  if (p->fisher == NULL) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
+                            "EWC is off: create the trainer with ewc_lambda > 0");
+  }
+  for (size_t j = 0; j < p->elements; j++) {
+    if (!(fisher[j] >= 0.0f) || !(fisher[j] < 3.4e38f)) {
+      return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
+                              "fisher[%zu] of param %zu is negative or not finite", j, index);
+    }
+  }
+  memcpy(p->fisher, fisher, p->elements * sizeof(float));
+  memcpy(p->anchor, anchor != NULL ? anchor : p->value, p->elements * sizeof(float));
   tether_clear_error();
   return TETHER_STATUS_SUCCESS;
 }

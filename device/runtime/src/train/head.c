@@ -73,6 +73,9 @@ static tether_status check_config(const tether_train_config* c) {
     return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT,
                             "epsilon must be > 0 and l2 finite and >= 0");
   }
+  if (!(c->ewc_lambda >= 0.0f) || !(c->ewc_lambda < 1e30f)) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "ewc_lambda must be finite and >= 0");
+  }
   if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) {
     return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "dropout must be in [0, 1)");
   }
@@ -284,11 +287,17 @@ tether_status tether_train_layout(const struct tether_model* m, const tether_tra
         p->m = (float*)take(&c, bytes);
       }
       if (config->optimizer == TETHER_OPTIMIZER_ADAM) p->v = (float*)take(&c, bytes);
+      if (config->ewc_lambda > 0.0f) {
+        p->fisher = (float*)take(&c, bytes);
+        p->anchor = (float*)take(&c, bytes);
+      }
       if (arena != NULL) {
         memcpy(p->value, src->data, bytes);
         memset(p->grad, 0, bytes);
         if (p->m != NULL) memset(p->m, 0, bytes);
         if (p->v != NULL) memset(p->v, 0, bytes);
+        if (p->fisher != NULL) memset(p->fisher, 0, bytes);
+        if (p->anchor != NULL) memcpy(p->anchor, src->data, bytes);
       }
     }
     h->packed = (float*)take(&c, op->packed_floats * sizeof(float));

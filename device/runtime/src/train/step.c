@@ -192,10 +192,10 @@ static void update(struct tether_trainer* t) {
   }
 }
 
-float tether_train_step(struct tether_trainer* t, const float* x, const int32_t* labels,
-                        size_t rows) {
+float tether_train_gradients(struct tether_trainer* t, const float* x, const int32_t* labels,
+                             size_t rows, int training) {
   const struct tether_model* m = t->model;
-  tether_train_forward(t, x, rows, 1);
+  tether_train_forward(t, x, rows, training);
   /* The logits: the SOFTMAX's input, or the head's output. */
   const uint32_t last = t->op_count - 1;
   const int softmax = t->ops[last].kind == TETHER_TRAIN_SOFTMAX;
@@ -258,8 +258,25 @@ float tether_train_step(struct tether_trainer* t, const float* x, const int32_t*
     }
     loss += (double)l2 * sq;
   }
-  update(t);
+  const float lambda = t->config.ewc_lambda;
+  for (uint32_t i = 0; i < t->param_count && lambda > 0.0f; i++) {
+    tether_train_param* p = &t->params[i];
+    double penalty = 0.0;
+    for (size_t j = 0; j < p->elements; j++) {
+      const float d = p->value[j] - p->anchor[j];
+      penalty += (double)p->fisher[j] * d * d;
+      p->grad[j] += lambda * p->fisher[j] * d;
+    }
+    loss += 0.5 * (double)lambda * penalty;
+  }
   return (float)loss;
+}
+
+float tether_train_step(struct tether_trainer* t, const float* x, const int32_t* labels,
+                        size_t rows) {
+  const float loss = tether_train_gradients(t, x, labels, rows, 1);
+  update(t);
+  return loss;
 }
 
 void tether_train_export(const struct tether_trainer* t, uint8_t* out) {

@@ -62,6 +62,8 @@ typedef struct tether_train_param {
   float* grad;
   float* m;                    /* SGD momentum / Adam first moment (NULL without) */
   float* v;                    /* Adam second moment */
+  float* fisher;               /* EWC: the Fisher diagonal and the anchor (NULL without) */
+  float* anchor;
 } tether_train_param;
 
 struct tether_trainer {
@@ -97,7 +99,11 @@ tether_status tether_train_layout(const struct tether_model* model,
 /* Forward pass over `rows` inputs; training = 1 applies dropout. Outputs in ops[].y. */
 void tether_train_forward(struct tether_trainer* t, const float* x, size_t rows, int training);
 
-/* Loss of the last forward pass, gradients of every param, and the optimizer update. */
+/* The loss and the gradients of every param for `rows` inputs (training = 1: dropout on). */
+float tether_train_gradients(struct tether_trainer* t, const float* x, const int32_t* labels,
+                             size_t rows, int training);
+
+/* tether_train_gradients with dropout, then the optimizer update; returns the loss. */
 float tether_train_step(struct tether_trainer* t, const float* x, const int32_t* labels,
                         size_t rows);
 
