@@ -1,7 +1,8 @@
 """On-device transfer learning benchmark (JSON lines): a cloud model trained on digits 0-4 of
 mnist5k adapted to digits 5-9 from 50 images per class held by the device.
 
-    .venv/bin/python bench/transfer.py [--epochs 60] [--cloud-epochs 8] [--repeats 20]
+    .venv/bin/python bench/transfer.py [--cases transfer,incremental] [--epochs 60]
+        [--cloud-epochs 8] [--repeats 20] [--incremental-cloud-epochs 20]
 
 For each part A (the demo CNN trained on 0-4, cut at its global pooling; MobileNetV2 0.35 96,
 built-in weights, on the images resized to 96x96x3, for speed only): accuracy of the joined
@@ -9,7 +10,9 @@ model on the test images of 5-9 (demo CNN), seconds per epoch of head training o
 cache and with part A recomputed every epoch (the ratio is what the cache buys), the engine
 trainer's step time beside Keras's `train_on_batch` for the same head, the trainer's arena
 bytes, and the text bytes the trainer adds to the aarch64 library (when a `test-arm` build is
-there).
+there). The incremental case: class-incremental split-MNIST (5 tasks of 2 digits) on cached
+features, naive fine-tuning, EWC, replay (100 stored features per class) and joint training,
+scored class-incrementally and task-incrementally.
 """
 
 from __future__ import annotations
@@ -90,6 +93,44 @@ def case(name: str, cloud: Any, cut: str, x: np.ndarray, y: np.ndarray, xt: np.n
             "arena_bytes": res.arena_bytes, "feature_shape": list(feats.shape[1:])}
 
 
+def incremental(data: Any, cloud_epochs: int, epochs: int) -> dict[str, Any]:
+    """Class-incremental split-MNIST (5 tasks of 2 digits) on features cached from a demo CNN
+    trained on all of mnist5k's training images (the cloud's data): a fresh 10-way head
+    learns the tasks in order in the engine by each method."""
+    from tether.converter import convert
+    from tether.incremental import learn_tasks, task_incremental_accuracy
+    from tether.models import demo_cnn
+    from tether.transfer import FeatureCache, split_keras
+
+    cloud = demo_cnn(data.x_train.shape[1:], 10, seed=0)
+    cloud.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    cloud.fit(data.x_train, data.y_train, epochs=cloud_epochs, batch_size=64, verbose=0)
+    cloud_acc = float(cloud.evaluate(data.x_test, data.y_test, verbose=0)[1])
+    part_a, part_b = split_keras(cloud, "gap", 10)
+    cache = FeatureCache(convert(part_a).to_bytes())
+    ftr, fte = cache.features(data.x_train), cache.features(data.x_test)
+    head = convert(part_b, sparse=None).to_bytes()
+    pairs = [(2 * t, 2 * t + 1) for t in range(5)]
+    ytr, yte = data.y_train.astype(np.int32), data.y_test.astype(np.int32)
+    train = [(ftr[np.isin(ytr, p)], ytr[np.isin(ytr, p)]) for p in pairs]
+    test = [(fte[np.isin(yte, p)], yte[np.isin(yte, p)]) for p in pairs]
+    out: dict[str, Any] = {"case": "incremental", "cloud_accuracy": cloud_acc,
+                           "tasks": [list(p) for p in pairs], "epochs_per_task": epochs,
+                           "replay_per_class": 100, "ewc_lambda": 1000.0}
+    for method in ("joint", "naive", "ewc", "replay"):
+        logs, trainer = learn_tasks(head, train, test, method, epochs=epochs,
+                                    learning_rate=3e-3, ewc_lambda=1000.0,
+                                    replay_per_class=100)
+        last = logs[-1]
+        # each old task's accuracy at the end against right after it was learnt
+        drops = [100 * (logs[t].per_task[t] - last.per_task[t]) for t in range(len(logs) - 1)]
+        out[method] = {"seen_accuracy_after_each_task": [g.seen_accuracy for g in logs],
+                       "final_per_task": last.per_task,
+                       "old_task_drop_points": drops,
+                       "task_incremental_accuracy": task_incremental_accuracy(trainer, test)}
+    return out
+
+
 def code_size() -> dict[str, Any] | None:
     """Text bytes of the trainer's objects in the aarch64 build (device/runtime/build-arm*)."""
     for build in sorted((ROOT / "device" / "runtime").glob("build-*aarch64*")):
@@ -113,7 +154,11 @@ def main() -> None:
     p.add_argument("--cloud-epochs", type=int, default=8)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--per-class", type=int, default=50)
+    p.add_argument("--incremental-cloud-epochs", type=int, default=20)
+    p.add_argument("--incremental-epochs", type=int, default=10)
+    p.add_argument("--cases", default="transfer,incremental")
     a = p.parse_args()
+    cases = set(a.cases.split(","))
     import keras
 
     from tether.data import mnist5k
@@ -121,6 +166,14 @@ def main() -> None:
 
     data = mnist5k()
     x, y, xt, yt = _device_split(data, a.per_class)
+    summary: dict[str, Any] = {"case": "summary", **run_metadata()}
+    if "incremental" in cases:
+        rec = incremental(data, a.incremental_cloud_epochs, a.incremental_epochs)
+        _emit(rec)
+        summary["replay_final_seen_accuracy"] = rec["replay"]["seen_accuracy_after_each_task"][-1]
+    if "transfer" not in cases:
+        _emit(summary)
+        return
     cloud = demo_cnn(data.x_train.shape[1:], 5, seed=0)
     cloud.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     old = data.y_train < 5
@@ -128,8 +181,7 @@ def main() -> None:
               verbose=0)
     old_acc = float(cloud.evaluate(data.x_test[data.y_test < 5], data.y_test[data.y_test < 5],
                                    verbose=0)[1])
-    summary: dict[str, Any] = {"case": "summary", **run_metadata(),
-                               "cloud_accuracy_old_classes": old_acc}
+    summary["cloud_accuracy_old_classes"] = old_acc
     rec = case("demo_cnn", cloud, "gap", x, y, xt, yt, a.epochs, a.repeats, True)
     _emit(rec)
     summary["demo_cnn_cache_speedup"] = rec["cache_speedup"]
