@@ -93,7 +93,8 @@ def case_latency(space: Any, n: int, out: Path) -> dict[str, Any]:
 
 
 def case_train(space: Any, data: Any, epochs: tuple[int, ...], seed: int, out: Path,
-               transform: bool = True, sandwich: bool = True, subnets_per_step: int = 3) -> Any:
+               transform: bool = True, sandwich: bool = True, subnets_per_step: int = 3,
+               step_resolution: bool = False) -> Any:
     import keras
 
     from tether.cloud.supernet import Supernet
@@ -104,13 +105,15 @@ def case_train(space: Any, data: Any, epochs: tuple[int, ...], seed: int, out: P
     t0 = time.perf_counter()
     logs = train_supernet(net, data.x_train, data.y_train, data.x_test, data.y_test,
                           TrainConfig(epochs=epochs, seed=seed, sandwich=sandwich,  # type: ignore[arg-type]
-                                      subnets_per_step=subnets_per_step),
+                                      subnets_per_step=subnets_per_step,
+                                      step_resolution=step_resolution),
                           out / f"ckpt-{seed}{'' if transform else '-crop'}")
     total = time.perf_counter() - t0
     net.save(out / f"supernet-{seed}{'' if transform else '-crop'}.keras")
     last = logs[-1].epochs[-1]
     _emit({"case": "train", "seed": seed, "kernel_transform": transform, "sandwich": sandwich,
-           "subnets_per_step": subnets_per_step, "epochs": list(epochs),
+           "subnets_per_step": subnets_per_step, "step_resolution": step_resolution,
+           "epochs": list(epochs),
            "seconds": total,
            "phase_seconds": {p.phase: p.seconds for p in logs},
            "largest_accuracy": last.largest_accuracy, "smallest_accuracy": last.smallest_accuracy,
@@ -274,6 +277,8 @@ def main() -> None:
     p.add_argument("--subnets-per-step", type=int, default=None,
                    help="subnets trained per step in the elastic phases (default 3 with the "
                    "sandwich rule, 2 with --random-only)")
+    p.add_argument("--step-resolution", action="store_true",
+                   help="one resolution per elastic-phase step for all its subnets (OFA)")
     p.add_argument("--subnets", type=int, default=200)
     p.add_argument("--predictor-subnets", type=int, default=150)
     p.add_argument("--out", default="/tmp/tether-cloud")
@@ -309,7 +314,8 @@ def main() -> None:
         else:
             for seed in seeds:
                 nets.append(case_train(space, data, epochs, seed, out,
-                                       sandwich=not a.random_only, subnets_per_step=per_step))
+                                       sandwich=not a.random_only, subnets_per_step=per_step,
+                                       step_resolution=a.step_resolution))
         if "accuracy" in cases:
             records = []
             for seed, (net, total) in zip(seeds, nets):

@@ -31,7 +31,8 @@ import numpy as np
 from tether.cloud.space import Arch, SearchSpace
 from tether.errors import TetherError
 
-__all__ = ["PHASES", "EpochLog", "PhaseLog", "TrainConfig", "evaluate", "train_supernet"]
+__all__ = ["PHASES", "EpochLog", "PhaseLog", "TrainConfig", "evaluate", "step_archs",
+           "train_supernet"]
 
 PHASES = ("full", "kernel", "depth", "expand")
 _OPEN = {"full": (), "kernel": ("kernel",), "depth": ("kernel", "depth"),
@@ -57,6 +58,10 @@ class TrainConfig:
             `subnets_per_step - 2` random ones of the opened dimensions (on by default: on
             mnist5k it lifts the smallest subnet from 0.88 to 0.97, `BENCHMARKS.md`); off,
             all `subnets_per_step` are random.
+        step_resolution: every subnet of an elastic-phase step runs at one resolution drawn
+            for the step (OFA's random input size per batch), the largest and smallest of the
+            sandwich included; off, each subnet keeps its own (the largest at the largest
+            resolution, the smallest at the smallest, random ones drawn each).
         temperature, alpha: distillation from the `full` network (alpha=0: labels only).
         seed: seeds weights, sampling and shuffling.
         augment_shift: random translation in pixels (0 = none).
@@ -69,6 +74,7 @@ class TrainConfig:
     shrink_lr_scale: float = 0.5
     subnets_per_step: int = 3
     sandwich: bool = True
+    step_resolution: bool = False
     temperature: float = 1.0
     alpha: float = 0.5
     seed: int = 0
@@ -164,6 +170,23 @@ def evaluate(net: Any, arch: Arch, x: np.ndarray, y: np.ndarray,
         logits = np.asarray(model(xr[i:i + batch], training=False))
         hits += int((logits.argmax(1) == y[i:i + batch]).sum())
     return hits / max(len(y), 1)
+
+
+def step_archs(space: SearchSpace, phase: str, config: TrainConfig,
+               rng: random.Random) -> list[Arch]:
+    """The subnets one step of `phase` trains (see `TrainConfig`)."""
+    if phase == "full":
+        return [space.sample(rng, kernel=False, depth=False, expand=False)]
+    opened = {d: d in _OPEN[phase] for d in ("kernel", "depth", "expand")}
+    if config.sandwich:
+        archs = [space.largest(), space.smallest()] + [
+            space.sample(rng, **opened) for _ in range(max(0, config.subnets_per_step - 2))]
+    else:
+        archs = [space.sample(rng, **opened) for _ in range(config.subnets_per_step)]
+    if config.step_resolution:
+        r = rng.choice(space.resolutions)
+        archs = [Arch(r, a.stages) for a in archs]
+    return archs
 
 
 def _shift(x: np.ndarray, pixels: int, rng: np.random.Generator) -> np.ndarray:
@@ -296,7 +319,6 @@ def train_supernet(net: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
         lr = config.lr * (1.0 if phase == "full" else config.shrink_lr_scale)
         with scope():
             optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, total))
-        opened = _OPEN[phase]
         for epoch in range(epochs):
             t0 = time.perf_counter()
             order = np_rng.permutation(len(x))
@@ -305,17 +327,7 @@ def train_supernet(net: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
                 idx = order[s * config.batch_size:(s + 1) * config.batch_size]
                 xb_full = _shift(x[idx], config.augment_shift, np_rng)
                 yb = y[idx]
-                if phase == "full":
-                    archs = [space.sample(rng, kernel=False, depth=False, expand=False)]
-                elif config.sandwich:
-                    archs = [largest, smallest] + [
-                        space.sample(rng, **{d: d in opened for d in ("kernel", "depth",
-                                                                      "expand")})
-                        for _ in range(max(0, config.subnets_per_step - 2))]
-                else:
-                    archs = [space.sample(rng, **{d: d in opened for d in ("kernel", "depth",
-                                                                           "expand")})
-                             for _ in range(config.subnets_per_step)]
+                archs = step_archs(space, phase, config, rng)
                 summed: list[Any] | None = None
                 step_loss = 0.0
                 for arch in archs:

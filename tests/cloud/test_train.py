@@ -70,3 +70,27 @@ def test_sandwich_rule_and_config_checks(data) -> None:
     with pytest.raises(TrainError, match="alpha"):
         TrainConfig(alpha=2.0)
     assert np.isfinite(logs[-1].epochs[-1].loss)
+
+
+def test_step_archs_follow_the_schedule() -> None:
+    import random
+
+    from tether.cloud.space import SearchSpace
+    from tether.cloud.train import TrainConfig, step_archs
+
+    space = SearchSpace.default()
+    rng = random.Random(0)
+    full = step_archs(space, "full", TrainConfig(), rng)
+    assert len(full) == 1 and full[0].stages == space.largest().stages
+    plain = step_archs(space, "kernel", TrainConfig(subnets_per_step=4), rng)
+    assert plain[0] == space.largest() and plain[1] == space.smallest() and len(plain) == 4
+    assert all(len(s) == len(t) for a in plain[2:]  # kernel phase: full depth
+               for s, t in zip(a.stages, space.largest().stages))
+    seen = set()
+    for _ in range(30):
+        step = step_archs(space, "expand", TrainConfig(step_resolution=True), rng)
+        assert len({a.resolution for a in step}) == 1  # one resolution for the whole step
+        assert step[0].stages == space.largest().stages
+        assert step[1].stages == space.smallest().stages
+        seen.add(step[0].resolution)
+    assert seen == set(space.resolutions)

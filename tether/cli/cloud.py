@@ -99,6 +99,9 @@ def train(output: Path = typer.Option(..., "-o", "--output", help="The supernet 
           sandwich: bool = typer.Option(True, "--sandwich/--random-only",
                                         help="Largest + smallest + random subnets per step, "
                                         "or random subnets only"),
+          step_resolution: bool = typer.Option(False, "--step-resolution",
+                                               help="One resolution per elastic-phase step for "
+                                               "all its subnets (OFA's random input size)"),
           kernel_transform: bool = typer.Option(True, "--kernel-transform/--centre-crop",
                                                 help="Learned kernel transforms or plain crops"),
           alpha: float = typer.Option(0.5, "--kd-alpha", min=0.0, max=1.0,
@@ -135,7 +138,8 @@ def train(output: Path = typer.Option(..., "-o", "--output", help="The supernet 
             fail(f"--space: {sp.input_channels} input channels and {sp.num_classes} classes, "
                  f"but '{ds.name}' has {ds.input_shape[-1]} and {ds.num_classes}")
         config = TrainConfig(epochs=counts, batch_size=batch_size, lr=lr,  # type: ignore[arg-type]
-                             subnets_per_step=subnets, sandwich=sandwich, alpha=alpha,
+                             subnets_per_step=subnets, sandwich=sandwich,
+                             step_resolution=step_resolution, alpha=alpha,
                              seed=seed, augment_shift=shift)
         keras.utils.set_random_seed(seed)
         with dist.scope() if dist is not None else contextlib.nullcontext():
