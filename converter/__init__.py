@@ -12,6 +12,7 @@ as bytes. The C engine (`tether.device`) executes the result.
 from __future__ import annotations
 
 from tether.converter._internal.convert import SUPPORTED_SOURCES, convert
+from tether.converter._internal.dense import from_dense
 from tether.converter._internal.join import join
 from tether.converter._internal.model import ConversionReport, TensorInfo, TModel, load
 from tether.converter._internal.parity import Parity
@@ -23,6 +24,7 @@ __all__ = [
     "TModel",
     "TensorInfo",
     "convert",
+    "from_dense",
     "join",
     "load",
 ]

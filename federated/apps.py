@@ -98,6 +98,8 @@ class FedConfig:
             the server clips and adds the noise (central DP); with it each client clips its
             update and adds its share of the noise (distributed DP, see ``strategy.SecAggFedAvg``).
         dp_noise: DP noise multiplier z (default 1.0).
+        trainer: where clients train: "numpy" (this package's numpy model) or "engine" (the
+            C engine's trainer, the code a phone runs; the MLP only) (default "numpy").
         seed: Seed of partitions, init and sampling-side randomness (default 0).
         out: JSON file the ServerApp writes its report to ("" = none).
         drop: Comma-separated partition ids whose training always fails (with secure
@@ -126,6 +128,7 @@ class FedConfig:
     dropout: float = 0.0
     dp_clip: float = 0.0
     dp_noise: float = 1.0
+    trainer: str = "numpy"
     seed: int = 0
     out: str = ""
     drop: str = ""
@@ -139,6 +142,12 @@ class FedConfig:
             raise ValueError(f"FedConfig.partition must be 'iid' or 'noniid'. Received: {self.partition!r}")
         if self.model not in MODELS:
             raise ValueError(f"FedConfig.model must be one of {sorted(MODELS)}. Received: {self.model!r}")
+        if self.trainer not in ("numpy", "engine"):
+            raise ValueError(f"FedConfig.trainer must be 'numpy' or 'engine'. Received: "
+                             f"{self.trainer!r}")
+        if self.trainer == "engine" and self.model != "mlp":
+            raise ValueError(f"FedConfig.trainer 'engine' trains dense models: use model='mlp' "
+                             f"(received model={self.model!r})")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"FedConfig.lr_decay must be in (0, 1]. Received: lr_decay={self.lr_decay}")
         if not 0 <= self.dropout < 1:
@@ -231,7 +240,12 @@ def _train_handler(cfg_fixed: FedConfig | None):
             raise RuntimeError(f"partition {pid} is configured to drop (drop={cfg.drop!r})")
         bs = cfg.batch_size if cfg.batch_size > 0 else None
         lr = client_lr(cfg, rnd)
-        new, loss = model.train(params, x, y, cfg.epochs, bs, lr, seed=cfg.seed * 1000003 + rnd * 1009 + pid)
+        local = model.train
+        if cfg.trainer == "engine":
+            from tether.federated import engine
+
+            local = engine.train
+        new, loss = local(params, x, y, cfg.epochs, bs, lr, seed=cfg.seed * 1000003 + rnd * 1009 + pid)
         content = RecordDict({
             "arrays": ArrayRecord({k: Array(v) for k, v in zip(keys, new)}),
             "metrics": MetricRecord({"num-examples": len(x), "train-loss": loss}),

@@ -50,6 +50,9 @@ def simulate(
                               help="cnn (conv-pool-conv-pool-dense, 105k parameters), "
                               "cnn-mcmahan (McMahan et al.'s CNN, 1.66M) or mlp"),
     hidden: int = typer.Option(200, "--hidden", help="MLP hidden units (0 = softmax regression)"),
+    trainer: str = typer.Option("numpy", "--trainer", click_type=click.Choice(["numpy", "engine"]),
+                                help="Local training in numpy, or in the C engine's trainer "
+                                "(the code a phone runs; --model mlp)"),
     secagg_weighted: bool = typer.Option(True, "--secagg-weighted/--secagg-unweighted",
                                          help="n_k/n weights under secure aggregation"),
     dp_clip: float = typer.Option(0.0, "--dp-clip", help="Client-level DP clip C (0 = off)"),
@@ -93,7 +96,7 @@ def simulate(
                         rounds=rounds, epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay, codec=codec,
                         downlink=downlink, secagg=secagg, dropout=dropout, dp_clip=dp_clip,
                         dp_noise=dp_noise, seed=seed, model=model, hidden=hidden,
-                        secagg_weighted=secagg_weighted)
+                        secagg_weighted=secagg_weighted, trainer=trainer)
     except ValueError as exc:
         # FedConfig names its fields; the user typed flags.
         text = re.sub(r"FedConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"),
