@@ -135,9 +135,9 @@ def make_estimator(space: SearchSpace, latency: Any = None, accuracy: Any = None
                else np.full(len(archs), np.nan))
         out = []
         for a, acc_a in zip(archs, acc):
-            point = latency.predict(a) if latency is not None else float("nan")
-            out.append({"latency": point * (1.0 + float(latency.margin or 0.0))
-                        if latency is not None else point, "latency_predicted": point,
+            nan = float("nan")
+            out.append({"latency": latency.bound(a) if latency is not None else nan,
+                        "latency_predicted": latency.predict(a) if latency is not None else nan,
                         "params": float(a.params(space)), "macs": float(a.macs(space)),
                         "size": size_fit[0] * folded_params(a, space) + size_fit[1],
                         "accuracy": float(acc_a)})
@@ -284,9 +284,9 @@ def search(space: SearchSpace, constraints: Constraints, policy: Policy, estimat
     """`evolve`, then, with `measure` (arch -> end-to-end ms on the constrained device) and a
     latency limit, the answer measured: one over the limit by a factor f makes the next round
     search under its own estimate divided by f (and 1% less), so it and everything estimated
-    as slow are excluded, up to `rounds` searches. Returns the
-    first answer measured within the limit (its `values["latency"]` is then the measurement;
-    `measured_ms` has every answer measured), or no answer naming the latency limit."""
+    as slow are excluded, up to `rounds` searches. Returns the first answer measured within
+    the limit (its `values["latency"]` is then the measurement; `measured_ms` has every answer
+    measured), or no answer naming the latency limit."""
     limit = constraints.max_latency_ms
     result = evolve(space, constraints, policy, estimate, config, on_generation, initial)
     if measure is None or limit is None or result.best is None:
