@@ -7,7 +7,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Self, Sequence, Union
 
 import numpy as np
 
@@ -106,7 +106,26 @@ def model_memory(model: Union[str, os.PathLike, bytes, bytearray, memoryview]) -
                        int(largest.value), B.isa())
 
 
-class Engine:
+class _Closeable:
+    """What the engine's handle classes share: `with` and garbage collection call close()."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Engine(_Closeable):
     """A loaded model and one session of the C engine.
 
     `Engine(path_or_bytes, threads=1).run(x)` converts `x` to the input dtype, runs the
@@ -201,18 +220,6 @@ class Engine:
             if getattr(self, "_model", None) and self._model.value:
                 self._lib.tether_model_destroy(self._model)
                 self._model = ctypes.c_void_p()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self) -> "Engine":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _bind(self, x: Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
               ) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Optional, Union
 import numpy as np
 
 from tether.device import _binding as B
-from tether.device._engine import _aligned_copy
+from tether.device._engine import _aligned_copy, _Closeable
 from tether.errors import EngineError
 
 __all__ = ["Trainer"]
@@ -25,7 +25,7 @@ _OPTIMIZERS = {"sgd": 0, "adam": 1}
 _SCHEDULES = {"constant": 0, "cosine": 1}
 
 
-class Trainer:
+class Trainer(_Closeable):
     """The dense head of a model, trained on the device.
 
     The head is the chain of ops from `head_input` (a tensor name; None = the model's input)
@@ -117,18 +117,6 @@ class Trainer:
         if getattr(self, "_model", None) and self._model.value:
             self._lib.tether_model_destroy(self._model)
             self._model = ctypes.c_void_p()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self) -> "Trainer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _live(self) -> None:
         if not (getattr(self, "_trainer", None) and self._trainer.value):
