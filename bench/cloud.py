@@ -23,8 +23,9 @@ Prints one JSON object per line (one per case and seed), then a summary object.
 - search: 20 latency budgets from the smallest to the largest subnet's predicted latency,
   policy accuracy > latency, three ways: `point` (each budget alone against the point
   prediction), `guarded` (`search_ladder` against the latency model's guard band) and
-  `verified` (the ladder with every answer timed in the engine and searched again when it
-  misses); each way's answers measured end to end afterwards (a fresh run).
+  `verified` (the ladder on the point prediction with every answer timed in the engine and
+  searched again when it misses); each way's answers measured end to end afterwards (a fresh
+  run). The predictor's measured subnets are kept in the output folder and reused.
 """
 
 from __future__ import annotations
@@ -180,15 +181,25 @@ def _mean_over_seeds(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def case_predictor(net: Any, data: Any, n: int) -> tuple[dict[str, Any], Any]:
+def case_predictor(net: Any, data: Any, n: int, out: Path) -> tuple[dict[str, Any], Any]:
     from tether.cloud.accuracy import AccuracyPredictor, evaluate_predictor, measure_accuracy
+
+    from tether._internal.files import atomic_write_text
+    from tether.cloud.space import Arch
 
     space = net.space
     rng = random.Random(7)
     archs = list({a.key(): a for a in [space.sample(rng) for _ in range(n)]}.values())
     t0 = time.perf_counter()
-    acc = measure_accuracy(net, archs, data.x_train, data.x_test, data.y_test,
-                           calibration_images=2000)
+    saved = out / f"predictor-samples-{n}.json"  # measured once per supernet and output folder
+    if saved.is_file():
+        rows = json.loads(saved.read_text())
+        archs, acc = [Arch.from_dict(r["arch"]) for r in rows], [r["accuracy"] for r in rows]
+    else:
+        acc = measure_accuracy(net, archs, data.x_train, data.x_test, data.y_test,
+                               calibration_images=2000)
+        atomic_write_text(saved, json.dumps([{"arch": a.to_dict(), "accuracy": float(v)}
+                                             for a, v in zip(archs, acc)]))
     seconds = time.perf_counter() - t0
     k = 2 * len(archs) // 3
     pred = AccuracyPredictor(space).fit(archs[:k], acc[:k])
@@ -224,17 +235,17 @@ def case_search(net: Any, predictor: Any, out: Path) -> dict[str, Any]:
 
     result: dict[str, Any] = {"case": "search", "budgets": len(budgets),
                               "guard_band": latency.margin, "policy": str(policy)}
-    modes = {"point": None, "guarded": None, "verified": on_device}
-    for mode, measure in modes.items():
+    point = make_estimator(space, LatencyModel(space, table, latency.scale, latency.offset,
+                                               0.0), predictor)
+    for mode in ("point", "guarded", "verified"):
         t0 = time.perf_counter()
         if mode == "point":  # the point prediction, each budget on its own (the old search)
-            est = make_estimator(space, LatencyModel(space, table, latency.scale,
-                                                     latency.offset, 0.0), predictor)
-            found = [evolve(space, Constraints(table.device_id, max_latency_ms=b), policy, est,
-                            SearchConfig(seed=0)).best for b in budgets]
-        else:
-            found = [r.best for r in search_ladder(space, cons, budgets, policy, estimate,
-                                                   SearchConfig(seed=0), measure=measure)]
+            found = [evolve(space, Constraints(table.device_id, max_latency_ms=b), policy,
+                            point, SearchConfig(seed=0)).best for b in budgets]
+        else:  # verified: the device measures each answer, so the point prediction leads
+            found = [r.best for r in search_ladder(
+                space, cons, budgets, policy, estimate if mode == "guarded" else point,
+                SearchConfig(seed=0), measure=on_device if mode == "verified" else None)]
         seconds = time.perf_counter() - t0
         archs = [c.arch for c in found if c is not None]
         real = measure_subnets(net, archs, out / f"found-{mode}", warmup=20, runs=200)
@@ -329,7 +340,7 @@ def main() -> None:
                 _emit(case_accuracy(net, data, total, seed, scratch=False))
         predictor = None
         if "predictor" in cases or "search" in cases:
-            rec, predictor = case_predictor(nets[0][0], data, a.predictor_subnets)
+            rec, predictor = case_predictor(nets[0][0], data, a.predictor_subnets, out)
             _emit(rec)
         if "search" in cases:
             rec = case_search(nets[0][0], predictor, out)
