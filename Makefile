@@ -85,7 +85,7 @@ test-fuzz: sysdeps
 
 # The public Python API is type-checked.
 test-types: setup
-	$(PY) -m mypy --ignore-missing-imports tether cloud converter compression federated device/_engine.py device/_binding.py device/profile.py
+	$(PY) -m mypy --ignore-missing-imports tether cloud converter compression federated device/_engine.py device/_binding.py device/_trainer.py device/profile.py
 
 test-py: setup
 	$(PY) -m pytest -q
