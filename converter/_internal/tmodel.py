@@ -688,7 +688,7 @@ class _Reader:
             if first_attr + n_attr > attr_count_total:
                 raise _fail(f"{label}: attributes [{first_attr}, {first_attr + n_attr}) out "
                             f"of range [0, {attr_count_total})")
-            attrs = []
+            attrs: list[AttrRecord] = []
             for j in range(first_attr, first_attr + n_attr):
                 aid, atype, acount, _res = _ATTR_HEAD.unpack_from(self.buf,
                                                                   attr_off + j * _ATTR_SIZE)

@@ -698,7 +698,8 @@ def _selu(im: _Importer) -> None:
     alpha = float(a.get("alpha", 1.67326319217681884765625))
     gamma = float(a.get("gamma", 1.05070102214813232421875))
     e = im.emit(OpType.ELU, [im.get(x)], f"{im.out()}/elu", {"alpha": (alpha,)})
-    y = im.emit(OpType.MUL, [e, im.const_ir(f"{im.out()}/gamma", np.float32(gamma))], im.out())
+    y = im.emit(OpType.MUL, [e, im.const_ir(f"{im.out()}/gamma", np.asarray(gamma, np.float32))],
+                im.out())
     im.define(im.out(), y, im.perm_of(x))
 
 
