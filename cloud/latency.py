@@ -216,17 +216,19 @@ def write_probe_bundle(space: SearchSpace, folder: str | Path, *, naive: bool = 
 
 
 def measure_subnets(net: Any, archs: Sequence[Arch], folder: str | Path, *, threads: int = 1,
-                    warmup: int = 5, runs: int = 30,
+                    warmup: int = 5, runs: int = 30, repeats: int = 1,
                     on_model: Callable[[int], None] | None = None) -> dict[str, float]:
     """End-to-end median latency (ms) of each subnet of supernet `net` on this device:
-    extracted, converted and timed by tether-probe. Returns arch.key() -> ms."""
+    extracted, converted and timed by tether-probe (the smallest of `repeats` passes).
+    Returns arch.key() -> ms."""
     from tether.cloud.supernet import extract
     from tether.device.profile import probe
 
     unique = {a.key(): a for a in archs}
     manifest = _write_bundle(Path(folder), ((k, partial(extract, net, a))
                                             for k, a in unique.items()), on_model)
-    return probe(manifest, threads=threads, warmup=warmup, runs=runs).median_ms
+    return probe(manifest, threads=threads, warmup=warmup, runs=runs,
+                 repeats=repeats).median_ms
 
 
 @dataclass
