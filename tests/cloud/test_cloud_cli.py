@@ -43,7 +43,9 @@ def test_probe_library_and_search(tmp_path) -> None:
                                            "--json"]).stdout)
     assert all(device in e["latency_measured_ms"] for e in shown)
     fastest = min(e["latency_measured_ms"][device] for e in shown)
-    budgets = (10.0, fastest * 1.5, fastest * 1.1)
+    # budgets with room for a shared machine's timing noise (the fastest entry measured
+    # again can be tens of percent slower than its first measurement)
+    budgets = (10.0, fastest * 3.0, fastest * 2.0)
     # one budget: the answer is timed on this machine (the device) and meets it measured
     got = _json(runner.invoke(app, ["search", str(lib), "--data", "digits", "--device", device,
                                     "--max-latency", f"{budgets[1]}", "--policy",
