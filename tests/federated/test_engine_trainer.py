@@ -35,12 +35,21 @@ def test_the_engine_trainer_needs_the_mlp() -> None:
 
 @pytest.mark.slow
 def test_a_federation_on_the_engine_matches_the_numpy_one() -> None:
-    from tether.federated.local import run_local
+    # each federation in its own process (`tether federated simulate --local`), as a user
+    # runs it; Flower's in-process grid leaves no state behind in the test process
+    import json
+    import subprocess
+    import sys
 
-    base = dict(clients=100, partition="noniid", fraction=0.1, rounds=8, epochs=2,
-                batch_size=10, lr=0.05, model="mlp", hidden=64, codec="qsgd:8", seed=0)
-    numpy_run = run_local(FedConfig(trainer="numpy", **base))
-    engine_run = run_local(FedConfig(trainer="engine", **base))
-    acc = lambda r: [x["accuracy"] for x in r.rounds if x.get("accuracy") is not None]  # noqa: E731
-    a, b = acc(numpy_run)[-1], acc(engine_run)[-1]
+    def run(trainer: str) -> float:
+        out = subprocess.run(
+            [sys.executable, "-m", "tether.cli.main", "federated", "simulate", "--local",
+             "--clients", "100", "--rounds", "8", "--epochs", "2", "--lr", "0.05", "--model",
+             "mlp", "--hidden", "64", "--codec", "qsgd:8", "--trainer", trainer, "--json"],
+            capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        report = json.loads(out.stdout.strip().splitlines()[-1])
+        return [r["accuracy"] for r in report["rounds"] if r.get("accuracy") is not None][-1]
+
+    a, b = run("numpy"), run("engine")
     assert b > 0.4 and abs(a - b) <= 0.01, (a, b)  # pathological non-IID, 8 rounds
