@@ -35,7 +35,7 @@ from tether.cloud.space import Arch, SearchSpace
 from tether.errors import TetherError
 
 __all__ = ["LatencyError", "LatencyModel", "configurations", "measure_subnets", "op_keys",
-           "piece_keys", "write_probe_bundle"]
+           "piece_keys", "probe_space", "write_probe_bundle"]
 
 
 class LatencyError(TetherError, ValueError):
@@ -203,32 +203,70 @@ def _write_bundle(folder: Path, models: Iterable[tuple[str, Callable[[], Any]]],
     return manifest
 
 
+def _piece_models(space: SearchSpace, naive: bool) -> list[tuple[str, Callable[[], Any]]]:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return [(k, partial(_model, s)) for k, s in configurations(space, naive=naive).items()]
+
+
+def _subnet_models(net: Any, archs: Sequence[Arch], prefix: str = ""
+                   ) -> list[tuple[str, Callable[[], Any]]]:
+    from tether.cloud.supernet import extract
+
+    unique = {a.key(): a for a in archs}
+    return [(prefix + k, partial(extract, net, a)) for k, a in unique.items()]
+
+
 def write_probe_bundle(space: SearchSpace, folder: str | Path, *, naive: bool = True,
                        on_model: Callable[[int], None] | None = None) -> Path:
     """Writes one `.tmodel` per configuration of `space` and `manifest.txt` into `folder`
     (copy it to a device and run `tether-probe folder/manifest.txt`). Returns the manifest."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    specs = configurations(space, naive=naive)
-    return _write_bundle(Path(folder), ((k, partial(_model, s)) for k, s in specs.items()),
-                         on_model)
+    return _write_bundle(Path(folder), _piece_models(space, naive), on_model)
 
 
 def measure_subnets(net: Any, archs: Sequence[Arch], folder: str | Path, *, threads: int = 1,
-                    warmup: int = 5, runs: int = 30, repeats: int = 1,
+                    warmup: int = 5, runs: int = 30, min_time_ms: int = 50, rounds: int = 1,
+                    repeats: int = 1,
                     on_model: Callable[[int], None] | None = None) -> dict[str, float]:
     """End-to-end median latency (ms) of each subnet of supernet `net` on this device:
-    extracted, converted and timed by tether-probe (the smallest of `repeats` passes).
-    Returns arch.key() -> ms."""
-    from tether.cloud.supernet import extract
+    extracted, converted and timed by tether-probe (`tether.device.profile.probe`'s
+    `min_time_ms`, `rounds` and `repeats`). Returns arch.key() -> ms."""
     from tether.device.profile import probe
 
-    unique = {a.key(): a for a in archs}
-    manifest = _write_bundle(Path(folder), ((k, partial(extract, net, a))
-                                            for k, a in unique.items()), on_model)
-    return probe(manifest, threads=threads, warmup=warmup, runs=runs,
-                 repeats=repeats).median_ms
+    manifest = _write_bundle(Path(folder), _subnet_models(net, archs), on_model)
+    return probe(manifest, threads=threads, warmup=warmup, runs=runs, min_time_ms=min_time_ms,
+                 rounds=rounds, repeats=repeats).median_ms
+
+
+_SUBNET = "subnet="
+
+
+def probe_space(space: SearchSpace, folder: str | Path, net: Any = None,
+                archs: Sequence[Arch] = (), *, naive: bool = True, threads: int = 1,
+                warmup: int = 5, runs: int = 30, min_time_ms: int = 50, rounds: int = 5,
+                repeats: int = 1, on_model: Callable[[int], None] | None = None
+                ) -> tuple[Any, dict[str, float]]:
+    """Times every piece of `space` and, in the same interleaved run, subnets `archs` of
+    supernet `net` end to end on this device (one bundle in `folder`): a machine that runs
+    slow for a while then slows pieces and subnets alike, and the correction `fit` learns from
+    the subnets stays true of the table. Returns the pieces' `LatencyTable` and
+    arch.key() -> ms."""
+    from tether.device.profile import probe
+
+    models = _piece_models(space, naive)
+    if archs:
+        models += _subnet_models(net, archs, _SUBNET)
+    table = probe(_write_bundle(Path(folder), models, on_model), threads=threads,
+                  warmup=warmup, runs=runs, min_time_ms=min_time_ms, rounds=rounds,
+                  repeats=repeats)
+    measured = {}
+    for column in (table.median_ms, table.min_ms, table.p90_ms):
+        for key in [k for k in column if k.startswith(_SUBNET)]:
+            ms = column.pop(key)
+            if column is table.median_ms:
+                measured[key[len(_SUBNET):]] = ms
+    return table, measured
 
 
 @dataclass
@@ -287,25 +325,31 @@ class LatencyModel:
     def fit(self, archs: Sequence[Arch], measured_ms: Sequence[float], *,
             coverage: float = 0.95) -> LatencyModel:
         """Learns scale and offset by least squares on subnets measured end to end (at
-        least two), and the guard band `margin` (five or more subnets; else 0): the
-        `coverage` quantile of the relative errors each subnet gets from a fit without it,
-        taken split-conformally (the ceil((n + 1) * coverage)-th smallest of n, the largest
-        when that is past n), so a new subnet exceeds `bound` with probability at most
-        1 - coverage when the device behaves as it did during the fit. Returns self."""
+        least two), in relative terms (each subnet's error as a fraction of its latency, the
+        measure budgets are set in; so the largest subnet does not outweigh the rest), and
+        the guard band `margin` (five or more subnets; else 0): the `coverage` quantile of the
+        relative errors each subnet gets from a fit without it, taken split-conformally (the
+        ceil((n + 1) * coverage)-th smallest of n, the largest when that is past n), so a new
+        subnet exceeds `bound` with probability at most 1 - coverage when the device behaves
+        as it did during the fit. Returns self."""
         if len(archs) < 2 or len(archs) != len(measured_ms):
             raise LatencyError("fit needs two or more subnets and one measurement each")
         sums = np.array([self.pieces_sum(a) for a in archs])
         y = np.asarray(measured_ms, float)
-        design = np.stack([sums, np.ones_like(sums)], axis=1)
-        (scale, offset), *_ = np.linalg.lstsq(design, y, rcond=None)
+        if np.any(y <= 0):
+            raise LatencyError("fit needs positive measured latencies")
+        # Rows divided by the measured latency: ordinary least squares on (sum/y, 1/y) -> 1.
+        design = np.stack([sums, np.ones_like(sums)], axis=1) / y[:, None]
+        (scale, offset), *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
         self.scale, self.offset = float(scale), float(offset)
         self.margin = 0.0
         if len(y) >= 5:
-            # Leave-one-out predictions of a least-squares fit: y - e / (1 - h).
+            # Leave-one-out fits of a least-squares problem: t - e / (1 - h), here in units of
+            # each subnet's own latency (t = 1).
             hat = np.einsum("ij,jk,ik->i", design, np.linalg.pinv(design.T @ design), design)
-            resid = y - design @ np.array([scale, offset])
-            loo = y - resid / np.maximum(1.0 - hat, 1e-9)
-            rel = np.sort(y / np.maximum(loo, 1e-12) - 1.0)
+            resid = 1.0 - design @ np.array([scale, offset])
+            loo = 1.0 - resid / np.maximum(1.0 - hat, 1e-9)
+            rel = np.sort(1.0 / np.maximum(loo, 1e-12) - 1.0)
             k = min(len(rel), math.ceil((len(rel) + 1) * coverage))
             self.margin = max(0.0, float(rel[k - 1]))
         self.table.scale, self.table.offset = self.scale, self.offset

@@ -100,7 +100,9 @@ class LatencyTable:
 
     Attributes:
         device: `device_info()` of the device measured.
-        threads, warmup, runs: how each model was run.
+        threads, warmup, runs, min_time_ms, rounds: how each model was run (at least
+            `warmup` untimed and `runs` timed invokes, the timed ones lasting `min_time_ms` in
+            all, in `rounds` interleaved slices).
         median_ms, min_ms, p90_ms: key -> milliseconds.
         scale, offset: the correction of summed pieces fitted on subnets measured end to end
             on this device (`tether.cloud.latency.LatencyModel.fit`); 1 and 0 when none was.
@@ -118,6 +120,8 @@ class LatencyTable:
     scale: float = 1.0
     offset: float = 0.0
     margin: float = 0.0
+    min_time_ms: int = 0
+    rounds: int = 1
 
     @property
     def device_id(self) -> str:
@@ -145,7 +149,8 @@ class LatencyTable:
         return LatencyTable(self.device, self.threads, self.warmup, self.runs,
                             {**self.median_ms, **other.median_ms},
                             {**self.min_ms, **other.min_ms}, {**self.p90_ms, **other.p90_ms},
-                            self.scale, self.offset, self.margin)
+                            self.scale, self.offset, self.margin, self.min_time_ms,
+                            self.rounds)
 
 
 def parse_table(text: str, device: dict[str, Any]) -> LatencyTable:
@@ -155,7 +160,8 @@ def parse_table(text: str, device: dict[str, Any]) -> LatencyTable:
         raise EngineError("tether-probe output has no header line")
     fields = dict(part.split("=", 1) for part in lines[0].split()[3:] if "=" in part)
     table = LatencyTable(device, int(fields.get("threads", 1)), int(fields.get("warmup", 0)),
-                         int(fields.get("runs", 1)))
+                         int(fields.get("runs", 1)), min_time_ms=int(fields.get("min_ms", 0)),
+                         rounds=int(fields.get("rounds", 1)))
     for line in lines[1:]:
         key, median, low, p90 = line.split("\t")
         table.median_ms[key] = float(median)
@@ -165,8 +171,14 @@ def parse_table(text: str, device: dict[str, Any]) -> LatencyTable:
 
 
 def probe(manifest: str | Path, *, threads: int = 1, warmup: int = 5, runs: int = 30,
-          repeats: int = 1, timeout: float = 3600.0) -> LatencyTable:
-    """Runs tether-probe on `manifest` (lines "KEY PATH") on this device; with `repeats` > 1
+          min_time_ms: int = 50, rounds: int = 1, repeats: int = 1,
+          timeout: float = 3600.0) -> LatencyTable:
+    """Runs tether-probe on `manifest` (lines "KEY PATH") on this device: per model at least
+    `warmup` untimed and `runs` timed invokes, and timed invokes until they last
+    `min_time_ms` (microsecond models need thousands for a stable median). With `rounds` > 1
+    all models are loaded at once and timed in that many interleaved slices, each keeping its
+    fastest slice's median (a stretch of seconds when the machine runs slow then slows one
+    slice of every model, not some models' whole measurement); with `repeats` > 1
     it runs the whole manifest that many times and keeps each key's smallest median (a
     transient slowdown of a shared machine then spoils one pass, not the table).
 
@@ -174,7 +186,8 @@ def probe(manifest: str | Path, *, threads: int = 1, warmup: int = 5, runs: int 
         EngineError: the tool is missing or failed (its message is kept).
     """
     if repeats > 1:
-        passes = [probe(manifest, threads=threads, warmup=warmup, runs=runs, timeout=timeout)
+        passes = [probe(manifest, threads=threads, warmup=warmup, runs=runs,
+                        min_time_ms=min_time_ms, rounds=rounds, timeout=timeout)
                   for _ in range(repeats)]
         best = passes[0]
         for other in passes[1:]:
@@ -185,7 +198,7 @@ def probe(manifest: str | Path, *, threads: int = 1, warmup: int = 5, runs: int 
                     best.p90_ms[key] = other.p90_ms[key]
         return best
     cmd = [str(probe_tool()), str(manifest), "--threads", str(threads), "--warmup",
-           str(warmup), "--runs", str(runs)]
+           str(warmup), "--runs", str(runs), "--min-ms", str(min_time_ms), "--rounds", str(rounds)]
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.SubprocessError) as exc:

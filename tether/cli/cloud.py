@@ -272,6 +272,13 @@ def probe(output: Path = typer.Option(..., "-o", "--output", help="The latency t
           threads: int = typer.Option(1, "--threads", min=1, max=64),
           warmup: int = typer.Option(10, "--warmup", min=0),
           runs: int = typer.Option(100, "--runs", min=1),
+          min_ms: int = typer.Option(
+              50, "--min-ms", min=0, max=600000, help="Timed invokes per model go on until "
+              "they last this long (ms); warm-up lasts a fifth of it"),
+          rounds: int = typer.Option(
+              5, "--rounds", min=1, max=1000, help="Interleaved timing slices per model (all "
+              "loaded at once), each model keeping its fastest: robust to a machine that runs "
+              "slow for seconds at a time"),
           fit_subnets: int = typer.Option(
               12, "--fit-subnets", min=0, help="Random subnets measured end to end to fit the "
               "correction of the summed pieces (0 = none)"),
@@ -292,36 +299,39 @@ def probe(output: Path = typer.Option(..., "-o", "--output", help="The latency t
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tether.cloud.latency import LatencyModel, configurations, measure_subnets
-    from tether.cloud.latency import write_probe_bundle
+    from tether.cloud.latency import LatencyModel, configurations, probe_space
     from tether.cloud.supernet import Supernet
-    from tether.device.profile import probe as run_probe
     from tether.errors import TetherError
 
-    n = len(configurations(sp))
     try:
         with tempfile.TemporaryDirectory() as tmp, Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
             folder = bundle or Path(tmp) / "bundle"
-            task = bar.add_task("building probe models", total=n)
-            manifest = write_probe_bundle(sp, folder, on_model=lambda i: bar.update(
-                task, completed=i))
-            bar.update(task, description=f"timing {n} models on this device")
-            table = run_probe(manifest, threads=threads, warmup=warmup, runs=runs)
-            fit: dict[str, Any] = {}
+            archs = []
+            net = None
             if fit_subnets >= 2:
                 keras.utils.set_random_seed(seed)
                 net = Supernet(sp)
                 rng = random.Random(seed)
                 archs = [sp.largest(), sp.smallest()] + [sp.sample(rng)
                                                         for _ in range(fit_subnets - 2)]
-                task2 = bar.add_task("measuring subnets end to end", total=len(archs))
-                measured = measure_subnets(net, archs, Path(tmp) / "subnets", threads=threads,
-                                           warmup=warmup, runs=runs,
-                                           on_model=lambda i: bar.update(task2, completed=i))
+            n = len(configurations(sp)) + len({a.key() for a in archs})
+            task = bar.add_task(f"building {n} probe models (pieces, subnets)", total=n)
+
+            def built(i: int) -> None:
+                bar.update(task, completed=i)
+                if i == n:
+                    bar.update(task, description=f"timing {n} models on this device")
+
+            table, measured = probe_space(sp, folder, net, archs, threads=threads,
+                                          warmup=warmup, runs=runs, min_time_ms=min_ms,
+                                          rounds=rounds, on_model=built)
+            fit: dict[str, Any] = {}
+            if archs:
                 model = LatencyModel(sp, table).fit(archs, [measured[a.key()] for a in archs])
-                fit = {"scale": model.scale, "offset": model.offset, "subnets": len(archs)}
+                fit = {"scale": model.scale, "offset": model.offset, "margin": model.margin,
+                       "subnets": len(archs)}
             table.save(output)
     except TetherError as exc:
         fail(str(exc))
@@ -457,7 +467,8 @@ def add_device(library: Path = typer.Argument(..., help="The library file"),
                 with tempfile.TemporaryDirectory() as tmp:
                     manifest = Path(tmp) / "manifest.txt"
                     manifest.write_text("".join(f"{e.key} {e.path}\n" for e in entries))
-                    got = run_probe(manifest, threads=t.threads, warmup=t.warmup, runs=runs)
+                    got = run_probe(manifest, threads=t.threads, warmup=t.warmup, runs=runs,
+                                    min_time_ms=t.min_time_ms, rounds=t.rounds)
                 lib.set_measured(i["task"], i["dataset"], device, got.median_ms)
                 measured += len(got.median_ms)
     except TetherError as exc:
@@ -605,7 +616,8 @@ class _Found:
         table = self.lib.latency_model(self.task, self.data, self.device).table
         with tempfile.TemporaryDirectory() as tmp:
             ms = measure_subnets(self.supernet(arch.key()), [arch], tmp, threads=table.threads,
-                                 warmup=max(table.warmup, 10), runs=max(table.runs, 50))
+                                 warmup=max(table.warmup, 10), runs=max(table.runs, 50),
+                                 min_time_ms=max(table.min_time_ms, 50), rounds=table.rounds)
         self.measured[arch.key()] = ms[arch.key()]
         return ms[arch.key()]
 
