@@ -60,23 +60,24 @@ def _errors(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
 def case_latency(space: Any, n: int, out: Path) -> dict[str, Any]:
     import keras
 
-    from tether.cloud.latency import LatencyModel, measure_subnets, write_probe_bundle
+    from tether.cloud.latency import LatencyModel, probe_space
     from tether.cloud.supernet import Supernet
-    from tether.device.profile import probe
 
     keras.utils.set_random_seed(0)
     net = Supernet(space)
     rng = random.Random(1)
     fit_archs = [space.sample(rng) for _ in range(20)]
     test_archs = [space.sample(rng) for _ in range(n)]
-    manifest = write_probe_bundle(space, out / "bundle")
-    result: dict[str, Any] = {"case": "latency", "subnets": n, "fit_subnets": len(fit_archs)}
+    result: dict[str, Any] = {"case": "latency", "subnets": n, "fit_subnets": len(fit_archs),
+                              "probe": {"warmup": 20, "runs": 200, "min_time_ms": 50,
+                                        "rounds": 5}}
     for threads in (1, 2):
         t0 = time.perf_counter()
-        table = probe(manifest, threads=threads, warmup=20, runs=200)
+        # every piece, op and subnet in one interleaved run (`probe_space`)
+        table, measured = probe_space(space, out / f"bundle-{threads}", net,
+                                      fit_archs + test_archs, threads=threads, warmup=20,
+                                      runs=200, min_time_ms=50, rounds=5)
         probe_s = time.perf_counter() - t0
-        measured = measure_subnets(net, fit_archs + test_archs, out / "subnets",
-                                   threads=threads, warmup=20, runs=200)
         model = LatencyModel(space, table)
         raw = np.array([model.pieces_sum(a) for a in test_archs])
         naive = np.array([model.naive(a) for a in test_archs])
@@ -210,17 +211,15 @@ def case_predictor(net: Any, data: Any, n: int, out: Path) -> tuple[dict[str, An
 
 
 def case_search(net: Any, predictor: Any, out: Path) -> dict[str, Any]:
-    from tether.cloud.latency import LatencyModel, measure_subnets, write_probe_bundle
+    from tether.cloud.latency import LatencyModel, measure_subnets, probe_space
     from tether.cloud.policy import Constraints, Policy
     from tether.cloud.search import SearchConfig, evolve, make_estimator, search_ladder
-    from tether.device.profile import probe
 
     space = net.space
-    table = probe(write_probe_bundle(space, out / "bundle-search", naive=False), warmup=20,
-                  runs=200)
     rng = random.Random(3)
     fit = [space.sample(rng) for _ in range(20)]
-    measured = measure_subnets(net, fit, out / "fit", warmup=20, runs=200)
+    table, measured = probe_space(space, out / "bundle-search", net, fit, naive=False,
+                                  warmup=20, runs=200, min_time_ms=50, rounds=5)
     latency = LatencyModel(space, table).fit(fit, [measured[a.key()] for a in fit])
     estimate = make_estimator(space, latency, predictor)
     lo, hi = latency.predict(space.smallest()), latency.predict(space.largest())
@@ -231,7 +230,8 @@ def case_search(net: Any, predictor: Any, out: Path) -> dict[str, Any]:
 
     def on_device(arch: Any) -> float:
         timed.append(arch.key())
-        return measure_subnets(net, [arch], out / "verify", warmup=20, runs=200)[arch.key()]
+        return measure_subnets(net, [arch], out / "verify", warmup=20, runs=200,
+                               rounds=5)[arch.key()]
 
     result: dict[str, Any] = {"case": "search", "budgets": len(budgets),
                               "guard_band": latency.margin, "policy": str(policy)}
@@ -248,7 +248,8 @@ def case_search(net: Any, predictor: Any, out: Path) -> dict[str, Any]:
                 SearchConfig(seed=0), measure=on_device if mode == "verified" else None)]
         seconds = time.perf_counter() - t0
         archs = [c.arch for c in found if c is not None]
-        real = measure_subnets(net, archs, out / f"found-{mode}", warmup=20, runs=200)
+        real = measure_subnets(net, archs, out / f"found-{mode}", warmup=20, runs=200,
+                               rounds=5)
         rows = []
         for b, c in zip(budgets, found):
             if c is None:

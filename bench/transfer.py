@@ -1,7 +1,7 @@
 """On-device transfer learning benchmark (JSON lines): a cloud model trained on digits 0-4 of
 mnist5k adapted to digits 5-9 from 50 images per class held by the device.
 
-    .venv/bin/python bench/transfer.py [--cases transfer,incremental] [--epochs 60]
+    .venv/bin/python bench/transfer.py [--cases transfer,finetune,incremental] [--epochs 60]
         [--cloud-epochs 8] [--repeats 20] [--incremental-cloud-epochs 20]
 
 For each part A (the demo CNN trained on 0-4, cut at its global pooling; MobileNetV2 0.35 96,
@@ -10,9 +10,12 @@ model on the test images of 5-9 (demo CNN), seconds per epoch of head training o
 cache and with part A recomputed every epoch (the ratio is what the cache buys), the engine
 trainer's step time beside Keras's `train_on_batch` for the same head, the trainer's arena
 bytes, and the text bytes the trainer adds to the aarch64 library (when a `test-arm` build is
-there). The incremental case: class-incremental split-MNIST (5 tasks of 2 digits) on cached
-features, naive fine-tuning, EWC, replay (100 stored features per class) and joint training,
-scored class-incrementally and task-incrementally.
+there). The finetune case: the demo CNN adapted in Keras instead (`fine_tune`: head only,
+staged with the last two layers before the cut unfrozen, full), the .tmodel's accuracy and the
+seconds each takes. The incremental case: class-incremental split-MNIST (5 tasks of 2 digits) on cached
+features, naive fine-tuning, EWC, replay (100 stored features per class; class-balanced, and
+the plain mix beside it) and joint training, scored class-incrementally and task-incrementally;
+EWC and replay again with the same head trained in Keras.
 """
 
 from __future__ import annotations
@@ -67,6 +70,25 @@ def _keras_step(head: Any, feats: np.ndarray, y: np.ndarray, batch: int, repeats
     return _median_seconds(lambda: model.train_on_batch(xb, yb), repeats)
 
 
+def finetune(cloud: Any, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,
+             head_epochs: int, epochs: int) -> dict[str, Any]:
+    """The same adaptation in Keras (`fine_tune`) by each schedule: accuracy of the .tmodel
+    on the test images of 5-9 and seconds of fine-tuning."""
+    from tether.transfer import fine_tune
+
+    out: dict[str, Any] = {"case": "finetune", "device_images": len(x),
+                           "head_epochs": head_epochs, "epochs": epochs, "unfreeze": 2,
+                           "learning_rate": 1e-2}
+    for schedule in ("head", "staged", "full"):
+        t0 = time.perf_counter()
+        res = fine_tune(cloud, "gap", x, y, schedule=schedule, head_epochs=head_epochs,
+                        epochs=epochs, unfreeze=2, learning_rate=1e-2, x_test=xt, y_test=yt)
+        out[schedule] = {"accuracy_new_classes": res.accuracy,
+                         "seconds": time.perf_counter() - t0,
+                         "trainable_before_cut": [t for _, _, t in res.stages][-1][:-1]}
+    return out
+
+
 def case(name: str, cloud: Any, cut: str, x: np.ndarray, y: np.ndarray, xt: np.ndarray,
          yt: np.ndarray, epochs: int, repeats: int, accuracy: bool) -> dict[str, Any]:
     from tether.device import Engine, Trainer
@@ -117,17 +139,26 @@ def incremental(data: Any, cloud_epochs: int, epochs: int) -> dict[str, Any]:
     out: dict[str, Any] = {"case": "incremental", "cloud_accuracy": cloud_acc,
                            "tasks": [list(p) for p in pairs], "epochs_per_task": epochs,
                            "replay_per_class": 100, "ewc_lambda": 1000.0}
-    for method in ("joint", "naive", "ewc", "replay"):
-        logs, trainer = learn_tasks(head, train, test, method, epochs=epochs,
+    arms = {"joint": (head, "joint", True), "naive": (head, "naive", True),
+            "ewc": (head, "ewc", True), "replay_plain": (head, "replay", False),
+            "replay": (head, "replay", True),
+            # the same head in Keras (`KerasLearner`): what a device that runs Keras gets
+            "keras_ewc": (part_b, "ewc", True), "keras_replay": (part_b, "replay", True)}
+    for name, (learner, method, balance) in arms.items():
+        logs, trainer = learn_tasks(learner, train, test, method, epochs=epochs,
                                     learning_rate=3e-3, ewc_lambda=1000.0,
-                                    replay_per_class=100)
+                                    replay_per_class=100, replay_balance=balance)
         last = logs[-1]
         # each old task's accuracy at the end against right after it was learnt
         drops = [100 * (logs[t].per_task[t] - last.per_task[t]) for t in range(len(logs) - 1)]
-        out[method] = {"seen_accuracy_after_each_task": [g.seen_accuracy for g in logs],
-                       "final_per_task": last.per_task,
-                       "old_task_drop_points": drops,
-                       "task_incremental_accuracy": task_incremental_accuracy(trainer, test)}
+        # what each increment cost the classes learnt before it
+        increments = [100 * (logs[t - 1].seen_accuracy - logs[t].old_accuracy)
+                      for t in range(1, len(logs)) if logs[t].old_accuracy is not None]
+        out[name] = {"seen_accuracy_after_each_task": [g.seen_accuracy for g in logs],
+                     "final_per_task": last.per_task,
+                     "old_task_drop_points": drops,
+                     "old_classes_drop_per_increment_points": increments,
+                     "task_incremental_accuracy": task_incremental_accuracy(trainer, test)}
     return out
 
 
@@ -156,7 +187,8 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=50)
     p.add_argument("--incremental-cloud-epochs", type=int, default=20)
     p.add_argument("--incremental-epochs", type=int, default=10)
-    p.add_argument("--cases", default="transfer,incremental")
+    p.add_argument("--cases", default="transfer,finetune,incremental",
+                   help="finetune runs with transfer (the same cloud model)")
     a = p.parse_args()
     cases = set(a.cases.split(","))
     import keras
@@ -185,6 +217,11 @@ def main() -> None:
     rec = case("demo_cnn", cloud, "gap", x, y, xt, yt, a.epochs, a.repeats, True)
     _emit(rec)
     summary["demo_cnn_cache_speedup"] = rec["cache_speedup"]
+    if "finetune" in cases:
+        ft = finetune(cloud, x, y, xt, yt, a.epochs, a.epochs // 2)
+        _emit(ft)
+        summary["finetune_accuracy"] = {k: ft[k]["accuracy_new_classes"]
+                                        for k in ("head", "staged", "full")}
     mnv2 = BUILTIN_MODELS["mobilenet_v2_0.35_96"]()
 
     def rgb96(images: np.ndarray) -> np.ndarray:

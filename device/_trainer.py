@@ -166,19 +166,20 @@ class Trainer(_Closeable):
         mean over examples of each per-example gradient squared (EWC's F)."""
         x = self._rows(x)
         y = self._labels(x, y)
-        total: dict[str, np.ndarray] = {}
+        views = self._views()
+        total = {name: np.zeros(len(v), np.float64) for name, (v, _) in views.items()}
         for i in range(len(x)):
             self.gradients(x[i:i + 1], y[i:i + 1])
-            for name, (_, grad) in self.params().items():
-                total[name] = total.get(name, 0.0) + grad.astype(np.float64) ** 2
+            for name, (_, grad) in views.items():
+                total[name] += np.square(grad, dtype=np.float64)
         return {k: (v / max(len(x), 1)).astype(np.float32) for k, v in total.items()}
 
     def set_penalty(self, fisher: dict[str, np.ndarray],
                     anchor: Optional[dict[str, np.ndarray]] = None) -> None:
         """EWC: the Fisher diagonal and the anchor weights (default: the current ones) per
         trained tensor name (needs `ewc_lambda` > 0)."""
-        self._live()
-        names = list(self.params())
+        sizes = {name: v.size for name, (v, _) in self._views().items()}
+        names = list(sizes)
         unknown = sorted(set(fisher) - set(names))
         if unknown:
             raise EngineError(f"{self.source}: no trained tensor {unknown} (trained: {names})",
@@ -189,7 +190,7 @@ class Trainer(_Closeable):
             f = np.ascontiguousarray(fisher[name], np.float32).reshape(-1)
             a = (np.ascontiguousarray(anchor[name], np.float32).reshape(-1)
                  if anchor is not None and name in anchor else None)
-            expected = self.params()[name][0].size
+            expected = sizes[name]
             if f.size != expected or (a is not None and a.size != expected):
                 raise EngineError(f"{self.source}: '{name}' has {expected} values; got Fisher "
                                   f"{f.size}" + (f", anchor {a.size}" if a is not None else ""),
@@ -231,8 +232,9 @@ class Trainer(_Closeable):
         """Top-1 accuracy of the current weights."""
         return float(np.mean(self.predict(x).argmax(1) == np.asarray(y).reshape(-1)))
 
-    def params(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Model tensor name -> (current values, gradient of the last step), copies."""
+    def _views(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Model tensor name -> (values, gradient) as views into the trainer's arena, not
+        copies: they change with every step and die with the trainer."""
         self._live()
         out = {}
         for i in range(int(self._lib.tether_trainer_param_count(self._trainer))):
@@ -243,9 +245,13 @@ class Trainer(_Closeable):
                                                    ctypes.byref(grad)), self.source)
             count = int(n.value)
             as_array = lambda p: np.ctypeslib.as_array(  # noqa: E731
-                ctypes.cast(p, ctypes.POINTER(ctypes.c_float)), (count,)).copy()
+                ctypes.cast(p, ctypes.POINTER(ctypes.c_float)), (count,))
             out[(name.value or b"").decode("utf-8")] = (as_array(value), as_array(grad))
         return out
+
+    def params(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Model tensor name -> (current values, gradient of the last step), copies."""
+        return {k: (v.copy(), g.copy()) for k, (v, g) in self._views().items()}
 
     def export(self) -> bytes:
         """The whole `.tmodel` with the trained weights (checksum recomputed)."""

@@ -11,6 +11,12 @@ in the engine's trainer (`tether.device.Trainer`) on the cache, so an epoch cost
 alone; then A and the trained B are joined into one `.tmodel` (`tether.converter.join`).
 No image leaves the device and no TensorFlow runs there: Keras is used only to cut the cloud
 model and convert its parts.
+
+A device that can afford Keras fine-tunes more than the head (`fine_tune`): the staged
+schedule trains the new head with everything before the cut frozen, then unfreezes the last
+few weighted layers before the cut and trains them with the head at a lower learning rate;
+`schedule="full"` trains every layer from the start. Batch normalization stays frozen in
+both (its statistics from the cloud's data, not from a device's few images).
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ import numpy as np
 
 from tether.errors import TetherError
 
-__all__ = ["FeatureCache", "TransferError", "TransferResult", "split_keras", "transfer"]
+__all__ = ["FeatureCache", "FineTuneResult", "SCHEDULES", "TransferError", "TransferResult",
+           "fine_tune", "split_keras", "transfer"]
+
+SCHEDULES = ("head", "staged", "full")
 
 
 class TransferError(TetherError, ValueError):
@@ -204,3 +213,111 @@ def transfer(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
                                  np.asarray(y_test).reshape(-1)))
     return TransferResult(joined, part_a, trained_b, history, accuracy, feature_seconds,
                           float(np.median(seconds)) if seconds else 0.0, trainer.arena_bytes)
+
+
+@dataclass
+class FineTuneResult:
+    """What `fine_tune` made and measured.
+
+    Attributes:
+        keras_model: the fine-tuned Keras model (input to the device's classes).
+        model: its `.tmodel` bytes.
+        history: mean training loss per epoch, stage after stage.
+        stages: per stage, (name, epochs, trainable layer names).
+        accuracy: top-1 of the `.tmodel` in the engine on the test images (None without).
+    """
+
+    keras_model: Any
+    model: bytes
+    history: list[float] = field(default_factory=list)
+    stages: list[tuple[str, int, list[str]]] = field(default_factory=list)
+    accuracy: float | None = None
+
+
+def _unfrozen(layers: list[Any], last: int) -> list[Any]:
+    """The last `last` of `layers` that hold weights, batch normalization left out."""
+    import keras
+
+    weighted = [layer for layer in layers
+                if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+    return weighted[max(len(weighted) - last, 0):] if last > 0 else []
+
+
+def fine_tune(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
+              classes: int | None = None, schedule: str = "staged", head_epochs: int = 10,
+              epochs: int = 10, unfreeze: int = 2, batch_size: int = 32,
+              learning_rate: float = 1e-3, tune_learning_rate: float | None = None,
+              x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
+              seed: int = 0, on_epoch: Callable[[str, int, float], None] | None = None
+              ) -> FineTuneResult:
+    """Fine-tunes a copy of Keras `model` (left as it is) to the device's images `x` and labels
+    `y` in Keras: the layers after `cut` with a new output layer, by `schedule`:
+
+    - "head": only the layers after the cut train (`head_epochs`), the rest frozen;
+    - "staged": "head", then the last `unfreeze` weighted layers before the cut train with
+      the head for `epochs` at `tune_learning_rate` (default learning_rate / 10);
+    - "full": every layer trains for `epochs` at `learning_rate`.
+
+    Batch normalization stays frozen. Returns the model, its `.tmodel` and, given test
+    images, the `.tmodel`'s accuracy in the engine.
+    """
+    import keras
+
+    from tether.converter import convert
+    from tether.device import Engine
+
+    if schedule not in SCHEDULES:
+        raise TransferError(f"schedule must be one of {', '.join(SCHEDULES)}. "
+                            f"Received: {schedule!r}")
+    if unfreeze < 0 or head_epochs < 0 or epochs < 0:
+        raise TransferError("unfreeze, head_epochs and epochs must be >= 0")
+    y = np.asarray(y, np.int32).reshape(-1)
+    n_classes = int(classes if classes is not None else y.max() + 1)
+    if len(y) != len(x) or y.min() < 0 or y.max() >= n_classes:
+        raise TransferError(f"labels must be one per image in [0, {n_classes}); got "
+                            f"{len(y)} labels for {len(x)} images, range [{y.min()}, {y.max()}]")
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    _, part_b = split_keras(copy, cut, n_classes, seed=seed)
+    h = copy.get_layer(cut).output
+    for layer in part_b.layers[1:]:  # one flat graph: the copy up to the cut, then the head
+        h = layer(h)
+    full = keras.Model(copy.inputs, h, name=f"{model.name}_fine_tuned")
+    before = copy.layers[:[layer.name for layer in copy.layers].index(cut) + 1]
+    tuned = _unfrozen(before, len(before) if schedule == "full" else unfreeze)
+    plan: list[tuple[str, int, float, list[Any]]] = []
+    if schedule in ("head", "staged"):
+        plan.append(("head", head_epochs, learning_rate, []))
+    if schedule == "staged":
+        plan.append(("staged", epochs, tune_learning_rate or learning_rate / 10.0, tuned))
+    if schedule == "full":
+        plan.append(("full", epochs, learning_rate, tuned))
+    history: list[float] = []
+    stages: list[tuple[str, int, list[str]]] = []
+    x = np.asarray(x, np.float32)
+    for name, n, lr, layers in plan:
+        for layer in before:  # only this stage's layers before the cut train
+            layer.trainable = layer in layers
+        full.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy")
+        stages.append((name, n, [layer.name for layer in layers] + ["(after the cut)"]))
+        if n == 0:
+            continue
+
+        def epoch_end(epoch: int, logs: dict[str, float], stage: str = name) -> None:
+            history.append(float(logs["loss"]))
+            if on_epoch is not None:
+                on_epoch(stage, epoch + 1, float(logs["loss"]))
+
+        keras.utils.set_random_seed(seed + len(stages))
+        full.fit(x, y, epochs=n, batch_size=batch_size, shuffle=True, verbose=0,
+                 callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)])
+    for layer in before:
+        layer.trainable = True
+    tmodel = convert(full).to_bytes()
+    accuracy = None
+    if x_test is not None and y_test is not None:
+        with Engine(tmodel) as engine:
+            probs = np.asarray(engine.run(np.asarray(x_test, np.float32)))
+        accuracy = float(np.mean(probs.reshape(len(x_test), -1).argmax(1) ==
+                                 np.asarray(y_test).reshape(-1)))
+    return FineTuneResult(full, tmodel, history, stages, accuracy)

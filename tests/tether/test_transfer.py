@@ -10,7 +10,7 @@ import pytest
 from tether.converter import convert, join
 from tether.device import Engine
 from tether.errors import ConversionError
-from tether.transfer import FeatureCache, TransferError, split_keras, transfer
+from tether.transfer import FeatureCache, TransferError, fine_tune, split_keras, transfer
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,44 @@ def test_join_refuses_parts_that_do_not_meet(cloud) -> None:
     with pytest.raises(ConversionError, match="part A's output 'fc' is FLOAT32 \\[1, 32\\]"):
         join(convert(a).to_bytes(), convert(other).to_bytes())
     assert join(convert(a).to_bytes(), convert(b).to_bytes()).report.outputs[0].shape == (1, 3)
+
+
+@pytest.mark.parametrize("schedule", ["head", "staged", "full"])
+def test_fine_tune_schedules_train_what_they_say(cloud, schedule) -> None:
+    model, x, y, xt, yt = cloud
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers}
+    res = fine_tune(model, "gap", x, y, schedule=schedule, head_epochs=60, epochs=30,
+                    unfreeze=1, learning_rate=1e-2, x_test=xt, y_test=yt, seed=1)
+    # the caller's model is left as it was
+    for layer in model.layers:
+        for a, b in zip(before[layer.name], layer.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    tuned = {layer.name: layer.get_weights() for layer in res.keras_model.layers}
+
+    def moved(name: str) -> bool:
+        return any(not np.array_equal(a, b) for a, b in zip(before[name], tuned[name]))
+
+    conv1, conv2 = [layer.name for layer in model.layers if layer.weights][:2]
+    # head: nothing before the cut moves; staged: the last conv (unfreeze=1) does, the
+    # first does not; full: both do
+    assert moved(conv2) == (schedule != "head")
+    assert moved(conv1) == (schedule == "full")
+    assert [s[0] for s in res.stages] == {"head": ["head"], "staged": ["head", "staged"],
+                                          "full": ["full"]}[schedule]
+    assert len(res.history) == {"head": 60, "staged": 90, "full": 30}[schedule]
+    assert res.accuracy is not None and res.accuracy > 0.8, res.accuracy
+    # the .tmodel computes what the fine-tuned Keras model does
+    with Engine(res.model) as engine:
+        np.testing.assert_allclose(engine.run(xt[:32]), res.keras_model.predict(xt[:32],
+                                                                                verbose=0),
+                                   atol=1e-5)
+
+
+def test_fine_tune_checks_its_settings(cloud) -> None:
+    model, x, y, _, _ = cloud
+    with pytest.raises(TransferError, match="schedule must be one of head, staged, full"):
+        fine_tune(model, "gap", x, y, schedule="all")
+    with pytest.raises(TransferError, match="must be >= 0"):
+        fine_tune(model, "gap", x, y, unfreeze=-1)
+    with pytest.raises(TransferError, match="no layer 'nope'"):
+        fine_tune(model, "nope", x, y)

@@ -47,3 +47,39 @@ def test_bad_input_is_one_line(tmp_path, argv, says) -> None:
     assert r.exit_code != 0 and len(lines) == 1, r.output
     assert lines[0].startswith("error: ") and says in lines[0], lines[0]
     assert not list(tmp_path.iterdir())
+
+
+def test_transfer_finetune_writes_both_models(tmp_path) -> None:
+    import keras
+
+    out, kout = tmp_path / "tuned.tmodel", tmp_path / "tuned.keras"
+    r = runner.invoke(app, ["transfer", "finetune", "demo_cnn", "--cut", "gap", "-o", str(out),
+                            "--keras-output", str(kout), "--data", "digits", "--classes", "5-9",
+                            "--per-class", "20", "--head-epochs", "3", "--epochs", "2",
+                            "--unfreeze", "1"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [s["stage"] for s in rep["stages"]] == ["head", "staged"]
+    assert len(rep["stages"][1]["trainable"]) == 2  # one layer before the cut, and the head
+    x = np.random.default_rng(0).random((4, 8, 8, 1), np.float32)
+    with Engine(out) as engine:
+        np.testing.assert_allclose(engine.run(x), keras.models.load_model(kout).predict(
+            x, verbose=0), atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tuned.keras", "tuned.tmodel"]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--schedule", "all"], "--schedule all: one of head, staged, full"),
+    (["--keras-output", "x.h5"], "a Keras model is a .keras file"),
+    (["--cut", "nope"], "no layer 'nope'"),
+])
+def test_finetune_bad_input_is_one_line(tmp_path, argv, says) -> None:
+    argv = [a if a != "x.h5" else str(tmp_path / a) for a in argv]
+    cut = [] if "--cut" in argv else ["--cut", "gap"]
+    r = runner.invoke(app, ["transfer", "finetune", "demo_cnn", "-o", str(tmp_path / "a.tmodel"),
+                            "--data", "digits", "--epochs", "1", *cut, *argv],
+                      terminal_width=400)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code != 0 and len(lines) == 1, r.output
+    assert lines[0].startswith("error: ") and says in lines[0], lines[0]
+    assert not list(tmp_path.iterdir())

@@ -6,7 +6,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Any, Iterator, Union
 
 
 @contextlib.contextmanager
@@ -56,3 +56,9 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
     """Writes UTF-8 `text` to `path` atomically (see `atomic_write`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_keras(model: Any, path: Union[str, os.PathLike]) -> None:
+    """`model.save(path)` so that `path` is whole or untouched (temporary file, then rename)."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 
+from tether._internal.files import atomic_save_keras
 from tether.cli._common import check_output, fail, quiet_tensorflow
 
 supernet_app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -53,13 +54,6 @@ def _keras_path(path: Path, flag: str) -> None:
     if path.suffix != ".keras":
         fail(f"{flag} {path}: the file must end in .keras")
     check_output(path, flag)
-
-
-def _save(model: Any, path: Path) -> None:
-    from tether._internal.files import atomic_path
-
-    with atomic_path(path) as tmp:
-        model.save(tmp)
 
 
 def _strategy(spec: str) -> Any:
@@ -163,7 +157,7 @@ def train(output: Path = typer.Option(..., "-o", "--output", help="The supernet 
 
             logs = train_supernet(net, ds.x_train, ds.y_train, ds.x_test, ds.y_test, config,
                                   ckpt, on_epoch=on_epoch, on_step=on_step, strategy=dist)
-        _save(net, output)
+        atomic_save_keras(net, output)
     except TetherError as exc:
         fail(str(exc))
     typer.echo(json.dumps({
@@ -231,7 +225,7 @@ def extract(supernet: Path = typer.Argument(..., help="A supernet file from `tet
         x = resize_images(ds.x_test, a.resolution)
         acc = float(np.mean(np.asarray(model.predict(x, verbose=0)).argmax(1) == ds.y_test))
         acc_supernet = evaluate(net, a, ds.x_test, ds.y_test)
-        _save(model, output)
+        atomic_save_keras(model, output)
     except TetherError as exc:
         fail(str(exc))
     typer.echo(json.dumps({

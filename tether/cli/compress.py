@@ -54,12 +54,11 @@ def _check_model_path(path: Path | None, flag: str = "--output") -> None:
 
 
 def _save_model(model: Any, path: Path) -> None:
-    """Writes a Keras model so that `path` is whole or untouched (temporary file, then rename)."""
-    from tether._internal.files import atomic_path
+    """Writes a Keras model so that `path` is whole or untouched."""
+    from tether._internal.files import atomic_save_keras
 
     _check_model_path(path)
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+    atomic_save_keras(model, path)
 
 
 def _write_text(path: Path, text: str) -> None:
