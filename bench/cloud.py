@@ -69,14 +69,13 @@ def case_latency(space: Any, n: int, out: Path) -> dict[str, Any]:
     fit_archs = [space.sample(rng) for _ in range(20)]
     test_archs = [space.sample(rng) for _ in range(n)]
     result: dict[str, Any] = {"case": "latency", "subnets": n, "fit_subnets": len(fit_archs),
-                              "probe": {"warmup": 20, "runs": 200, "min_time_ms": 50,
-                                        "rounds": 5}}
+                              "probe": {"warmup": 20, "runs": 200, "min_time_ms": 50}}
     for threads in (1, 2):
         t0 = time.perf_counter()
-        # every piece, op and subnet in one interleaved run (`probe_space`)
+        # every piece, op and subnet in one run (`probe_space`; its rounds for the threads)
         table, measured = probe_space(space, out / f"bundle-{threads}", net,
                                       fit_archs + test_archs, threads=threads, warmup=20,
-                                      runs=200, min_time_ms=50, rounds=5)
+                                      runs=200, min_time_ms=50)
         probe_s = time.perf_counter() - t0
         model = LatencyModel(space, table)
         raw = np.array([model.pieces_sum(a) for a in test_archs])
@@ -86,6 +85,7 @@ def case_latency(space: Any, n: int, out: Path) -> dict[str, Any]:
         meas = np.array([measured[a.key()] for a in test_archs])
         result[f"threads_{threads}"] = {
             "probe_models": len(table.median_ms), "probe_seconds": probe_s,
+            "rounds": table.rounds,
             "measured_ms": {"min": float(meas.min()), "median": float(np.median(meas)),
                             "max": float(meas.max())},
             "predicted": _errors(pred, meas), "fused_sum_uncorrected": _errors(raw, meas),

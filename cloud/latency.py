@@ -244,15 +244,20 @@ _SUBNET = "subnet="
 
 def probe_space(space: SearchSpace, folder: str | Path, net: Any = None,
                 archs: Sequence[Arch] = (), *, naive: bool = True, threads: int = 1,
-                warmup: int = 5, runs: int = 30, min_time_ms: int = 50, rounds: int = 5,
-                repeats: int = 1, on_model: Callable[[int], None] | None = None
-                ) -> tuple[Any, dict[str, float]]:
+                warmup: int = 5, runs: int = 30, min_time_ms: int = 50,
+                rounds: int | None = None, repeats: int = 1,
+                on_model: Callable[[int], None] | None = None) -> tuple[Any, dict[str, float]]:
     """Times every piece of `space` and, in the same interleaved run, subnets `archs` of
     supernet `net` end to end on this device (one bundle in `folder`): a machine that runs
     slow for a while then slows pieces and subnets alike, and the correction `fit` learns from
-    the subnets stays true of the table. Returns the pieces' `LatencyTable` and
-    arch.key() -> ms."""
+    the subnets stays true of the table. `rounds` defaults to 5 at one thread and 1 at more
+    (there a 10 ms slice's median wanders with the pool's hand-offs: 3-68% of subnets within
+    10% against 95-100% with one 50 ms run each, measured here). Returns the pieces'
+    `LatencyTable` and arch.key() -> ms."""
     from tether.device.profile import probe
+
+    if rounds is None:
+        rounds = 5 if threads == 1 else 1
 
     models = _piece_models(space, naive)
     if archs:

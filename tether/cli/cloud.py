@@ -269,10 +269,11 @@ def probe(output: Path = typer.Option(..., "-o", "--output", help="The latency t
           min_ms: int = typer.Option(
               50, "--min-ms", min=0, max=600000, help="Timed invokes per model go on until "
               "they last this long (ms); warm-up lasts a fifth of it"),
-          rounds: int = typer.Option(
-              5, "--rounds", min=1, max=1000, help="Interleaved timing slices per model (all "
+          rounds: Optional[int] = typer.Option(
+              None, "--rounds", min=1, max=1000, help="Interleaved timing slices per model (all "
               "loaded at once), each model keeping its fastest: robust to a machine that runs "
-              "slow for seconds at a time"),
+              "slow for seconds at a time (default: 5 at one thread; 1 at more, where a short "
+              "slice's median wanders with the pool's hand-offs)"),
           fit_subnets: int = typer.Option(
               12, "--fit-subnets", min=0, help="Random subnets measured end to end to fit the "
               "correction of the summed pieces (0 = none)"),
