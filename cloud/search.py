@@ -134,10 +134,12 @@ def make_estimator(space: SearchSpace, latency: Any = None, accuracy: Any = None
         acc = (np.asarray(accuracy.predict(list(archs)), float) if accuracy is not None
                else np.full(len(archs), np.nan))
         out = []
+        nan = float("nan")
+        margin = float(latency.margin) if latency is not None else nan
         for a, acc_a in zip(archs, acc):
-            nan = float("nan")
-            out.append({"latency": latency.bound(a) if latency is not None else nan,
-                        "latency_predicted": latency.predict(a) if latency is not None else nan,
+            point = latency.predict(a) if latency is not None else nan
+            out.append({"latency": point * (1.0 + margin),  # the bound, from one sum
+                        "latency_predicted": point,
                         "params": float(a.params(space)), "macs": float(a.macs(space)),
                         "size": size_fit[0] * folded_params(a, space) + size_fit[1],
                         "accuracy": float(acc_a)})
