@@ -44,3 +44,4 @@ class OpType(enum.IntEnum):
     MAXIMUM = 28
     MINIMUM = 29
     LRN = 30
+    SLICE = 31

@@ -282,6 +282,30 @@ def _transpose_shape(node: Node, shapes: Sequence[Shape | None],
     return tuple(x[p] for p in perm)
 
 
+def _slice_steps(node: Node, rank: int) -> tuple[int, ...]:
+    steps = tuple(int(v) for v in node.attrs.get("steps", (1,)))
+    if steps == (1,):  # the default: 1 on every axis
+        return (1,) * rank
+    return steps
+
+
+def _slice_shape(node: Node, shapes: Sequence[Shape | None], declared: Sequence[Shape]) -> Shape:
+    x = _x(shapes)
+    if len(declared) != 1:
+        raise ShapeError("the output shape must be declared")
+    y = tuple(declared[0])
+    begin = _ints(node, "begin")
+    steps = _slice_steps(node, len(x))
+    if len(y) != len(x) or len(begin) != len(x) or len(steps) != len(x):
+        raise ShapeError(f"begin {list(begin)}, steps {list(steps)} and output {list(y)} "
+                         f"need one value per axis of {list(x)}")
+    for d, (b, s, n, size) in enumerate(zip(begin, steps, y, x)):
+        if b < 0 or s < 1 or (n > 0 and b + (n - 1) * s >= size):
+            raise ShapeError(f"axis {d}: begin {b}, step {s} and {n} outputs read outside "
+                             f"{size}")
+    return y
+
+
 def _batch_norm_shape(node: Node, shapes: Sequence[Shape | None],
                       declared: Sequence[Shape]) -> Shape:
     x = _x(shapes)
@@ -434,6 +458,12 @@ def _transpose(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     return np.transpose(_a(xs), _ints(node, "perm"))
 
 
+def _slice(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    x = _a(xs)
+    steps = _slice_steps(node, x.ndim)
+    return x[tuple(slice(b, b + n * s, s) for b, n, s in zip(_ints(node, "begin"), out, steps))]
+
+
 def _batch_norm(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     x, gamma, beta, mean, var = (_a(xs, i) for i in range(5))
     (eps,) = node.attrs.get("epsilon", (1e-3,))
@@ -483,6 +513,7 @@ _DEFS = (
     OpDef(OpType.MAXIMUM, (2, 2), (), _broadcast_shape, _binary(np.maximum)),
     OpDef(OpType.MINIMUM, (2, 2), (), _broadcast_shape, _binary(np.minimum)),
     OpDef(OpType.LRN, _UNARY, ("size", "alpha", "beta", "offset"), _lrn_shape, _lrn),
+    OpDef(OpType.SLICE, _UNARY, ("begin", "steps"), _slice_shape, _slice),
     OpDef(InternalOp.BATCH_NORM, (5, 5), (), _batch_norm_shape, _batch_norm),
     OpDef(InternalOp.IDENTITY, _UNARY, (), _same_shape, _reshape),
 )

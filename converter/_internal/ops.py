@@ -106,6 +106,8 @@ class AttrId(enum.IntEnum):
     ALPHA = 17
     OFFSET = 18
     SIZE = 19
+    BEGIN = 20
+    STEPS = 21
 
 
 class AttrType(enum.IntEnum):
@@ -152,6 +154,8 @@ ATTRS: Mapping[str, AttrSpec] = {
     "alpha": AttrSpec(AttrId.ALPHA, AttrType.FLOAT32, None),
     "offset": AttrSpec(AttrId.OFFSET, AttrType.FLOAT32, None),
     "size": AttrSpec(AttrId.SIZE, AttrType.INT32, None),
+    "begin": AttrSpec(AttrId.BEGIN, AttrType.INT32, None),
+    "steps": AttrSpec(AttrId.STEPS, AttrType.INT32, (1,)),  # one per axis; (1,): all 1
 }
 
 ATTR_NAME_OF_ID: Mapping[AttrId, str] = {spec.id: name for name, spec in ATTRS.items()}

@@ -6,8 +6,8 @@
   calibrated min/max (widened to include 0); weights symmetric per output channel (axis 0
   for conv and fully connected, 3 for depthwise); biases INT32 with scale s_x * s_w[c];
   constant operands of ADD/SUB/MUL/CONCATENATION per tensor;
-- MAX_POOL_2D, AVERAGE_POOL_2D, RESHAPE, PAD and TRANSPOSE keep their input's quantization
-  (the engine's int8 pools need it); SOFTMAX and LOGISTIC output s = 1/256, z = -128 and
+- MAX_POOL_2D, AVERAGE_POOL_2D, RESHAPE, PAD, TRANSPOSE and SLICE keep their input's
+  quantization (the engine's int8 pools need it); SOFTMAX and LOGISTIC output s = 1/256, z = -128 and
   TANH s = 1/128, z = 0; HARD_SWISH, RELU, RELU6, CLAMP, HARD_SIGMOID and CONCATENATION
   take their calibrated output range (CONCATENATION requantizes inputs quantized otherwise);
 - a fused RELU/RELU6/RELU_N1_TO_1 stays fused (a clamp in the quantized domain); a fused
@@ -41,10 +41,10 @@ INT8_OPS = frozenset({
     OpType.MUL, OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.MEAN, OpType.RESHAPE,
     OpType.CONCATENATION, OpType.PAD, OpType.TRANSPOSE, OpType.SOFTMAX, OpType.LOGISTIC,
     OpType.TANH, OpType.HARD_SWISH, OpType.RELU, OpType.RELU6, OpType.CLAMP,
-    OpType.HARD_SIGMOID,
+    OpType.HARD_SIGMOID, OpType.SLICE,
 })
 _PASSTHROUGH = frozenset({OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.RESHAPE,
-                          OpType.PAD, OpType.TRANSPOSE})
+                          OpType.PAD, OpType.TRANSPOSE, OpType.SLICE})
 _FIXED = {OpType.SOFTMAX: (1 / 256, -128), OpType.LOGISTIC: (1 / 256, -128),
           OpType.TANH: (1 / 128, 0)}
 _INT8_ACTS = frozenset({Activation.NONE, Activation.RELU, Activation.RELU6,

@@ -1,5 +1,6 @@
 """ONNX ops real models use, at the oldest opset that defines them (within 7..) and the newest:
-LeakyRelu, Elu, Selu, PRelu, variadic Sum/Max/Min/Mean, Dropout and Identity.
+LeakyRelu, Elu, Selu, PRelu, variadic Sum/Max/Min/Mean, Dropout and Identity, Slice and Split
+(on graph inputs and on tensors the importer holds channels-last).
 
 Each model is built with onnx.helper, converted, run in the engine and in onnxruntime (graph
 optimizations disabled) on seeded inputs; outputs agree within 1e-4 relative.
@@ -213,3 +214,127 @@ def test_unsupported_op_still_names_node_op_and_supported_list() -> None:
     with pytest.raises(ConversionError, match=r"node 'the_erf' \(Erf\): op Erf is not "
                                               r"supported; supported ops: .*LRN.*PRelu"):
         convert(m)
+
+
+def _ints_init(name, values):
+    return numpy_helper.from_array(np.asarray(values, np.int64), name)
+
+
+SLICES = [  # (starts, ends, axes, steps): logical NCHW axes
+    ([0, 1], [2, 3], [1, 2], None),
+    ([1, -4], [1000, -1], [1, 3], None),             # clamped end, negative bounds
+    ([0, 0, 1], [2, 5, 4], [0, 2, 3], [1, 2, 2]),    # steps
+    ([-2], [-1], [-1], None),
+]
+
+
+@pytest.mark.parametrize("starts, ends, axes, steps", SLICES, ids=lambda v: str(v))
+@pytest.mark.parametrize("opset", [7, 10, NEWEST], ids=["opset7", "opset10", "newest"])
+@pytest.mark.parametrize("after_conv", [False, True], ids=["input", "after_conv"])
+def test_slice(starts, ends, axes, steps, opset, after_conv) -> None:
+    if opset < 10 and steps is not None:
+        pytest.skip("Slice has steps from opset 10")
+    inits = {}
+    src = "x"
+    nodes = []
+    if after_conv:  # a tensor the importer holds channels-last
+        inits["w"] = rand((3, 3, 1, 1), 3, -1, 1)
+        nodes.append(h.make_node("Conv", ["x", "w"], ["c"], name="conv"))
+        src = "c"
+    if opset < 10:
+        nodes.append(h.make_node("Slice", [src], ["y"], name="slice", starts=starts, ends=ends,
+                                 axes=axes))
+        extra = []
+    else:
+        names = ["starts", "ends", "axes"] + (["steps"] if steps is not None else [])
+        nodes.append(h.make_node("Slice", [src] + names, ["y"], name="slice"))
+        extra = [_ints_init(k, v) for k, v in zip(names, [starts, ends, axes, steps])]
+    ref_x = np.zeros(X_SHAPE)
+    index = [slice(None)] * 4
+    for s, e, a, st in zip(starts, ends, axes, steps or [1] * len(starts)):
+        index[a] = slice(s, e, st)
+    y_shape = ref_x[tuple(index)].shape
+    m = _model(nodes, {"x": X_SHAPE}, y_shape, inits, opset)
+    m.graph.initializer.extend(extra)
+    x = rand(X_SHAPE, 5, -2, 2)
+    tm, y, ref = _run_both(m, {"x": x})
+    assert y.shape == ref.shape == y_shape
+    assert rel_err(y, ref) < TOL
+    assert "SLICE" in tm.report.ops_after
+
+
+@pytest.mark.parametrize("opset", [7, 13, NEWEST], ids=["opset7", "opset13", "newest"])
+def test_split_into_parts_that_meet_again(opset) -> None:
+    # x (N, 3, H, W) split on channels 1 + 2 after a conv (held channels-last), the parts
+    # through different ops, concatenated back in the other order
+    inits = {"w": rand((3, 3, 1, 1), 4, -1, 1)}
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="conv")]
+    extra = []
+    if opset < 13:
+        nodes.append(h.make_node("Split", ["c"], ["a", "b"], name="split", axis=1, split=[1, 2]))
+    else:
+        nodes.append(h.make_node("Split", ["c", "sizes"], ["a", "b"], name="split", axis=1))
+        extra = [_ints_init("sizes", [1, 2])]
+    nodes += [h.make_node("Relu", ["a"], ["ra"], name="relu"),
+              h.make_node("Sigmoid", ["b"], ["sb"], name="sigmoid"),
+              h.make_node("Concat", ["sb", "ra"], ["y"], name="concat", axis=1)]
+    m = _model(nodes, {"x": X_SHAPE}, X_SHAPE[:1] + (3,) + X_SHAPE[2:], inits, opset)
+    m.graph.initializer.extend(extra)
+    tm, y, ref = _run_both(m, {"x": rand(X_SHAPE, 6, -2, 2)})
+    assert y.shape == ref.shape and rel_err(y, ref) < TOL
+    assert tm.report.ops_after["SLICE"] == 2
+
+
+@pytest.mark.parametrize("opset, axis, attrs", [
+    (13, 3, {}),                    # no sizes: equal parts
+    (18, 2, {"num_outputs": 2}),    # opset 18: 5 rows as 3 + 2
+], ids=["equal", "num_outputs"])
+def test_split_without_sizes(opset, axis, attrs) -> None:
+    if opset > NEWEST:
+        pytest.skip(f"the installed onnx defines opsets up to {NEWEST}")
+    nodes = [h.make_node("Split", ["x"], ["a", "b"], name="split", axis=axis, **attrs),
+             h.make_node("Mul", ["a", "a"], ["aa"], name="mul"),
+             h.make_node("Concat", ["b", "aa"], ["y"], name="concat", axis=axis)]
+    m = _model(nodes, {"x": X_SHAPE}, X_SHAPE, {}, opset)
+    tm, y, ref = _run_both(m, {"x": rand(X_SHAPE, 7, -2, 2)})
+    assert y.shape == ref.shape == X_SHAPE and rel_err(y, ref) < TOL
+
+
+@pytest.mark.parametrize("node, says", [
+    (h.make_node("Slice", ["x", "s", "e", "a", "neg"], ["y"], name="bad_slice"),
+     "only positive steps"),
+    (h.make_node("Split", ["x"], ["y", "z"], name="bad_split", axis=2), "does not split into 2"),
+])
+def test_slice_and_split_refuse_what_they_cannot_do(node, says) -> None:
+    from tether.errors import ConversionError
+
+    m = _model([node], {"x": X_SHAPE}, X_SHAPE, {}, NEWEST if node.op_type == "Slice" else 13)
+    m.graph.initializer.extend([_ints_init("s", [3]), _ints_init("e", [0]),
+                                _ints_init("a", [3]), _ints_init("neg", [-1])])
+    with pytest.raises(ConversionError, match=says) as info:
+        convert(m)
+    assert node.name in str(info.value)
+
+
+def test_split_stays_int8_and_keeps_its_quantization() -> None:
+    from tether.device import Engine
+
+    inits = {"w": rand((4, 3, 1, 1), 8, -1, 1), "w2": rand((4, 4, 1, 1), 9, -1, 1)}
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             h.make_node("Split", ["c", "sizes"], ["a", "b"], name="split", axis=1),
+             h.make_node("Concat", ["b", "a"], ["d"], name="concat", axis=1),
+             h.make_node("Conv", ["d", "w2"], ["y"], name="conv2")]
+    shape = (1,) + X_SHAPE[1:]
+    m = _model(nodes, {"x": shape}, (1, 4) + X_SHAPE[2:], inits, 13)
+    m.graph.initializer.extend([_ints_init("sizes", [1, 3])])
+    calib = rand((32,) + shape, 10, -2, 2)
+    tm = convert(m, quantize="int8", calibration=calib)
+    slices = [n for n in tm.graph.nodes if n.op.name == "SLICE"]
+    assert len(slices) == 2
+    for n in slices:  # int8 in, int8 out, the same scale and zero point
+        x, y = tm.graph.tensors[n.inputs[0]], tm.graph.tensors[n.outputs[0]]
+        assert x.dtype.name == y.dtype.name == "INT8" and x.quant == y.quant
+    x = rand(shape, 11, -2, 2)
+    float_y = np.asarray(Engine(convert(m).to_bytes()).run(x))
+    int8_y = np.asarray(Engine(tm.to_bytes()).run(x))
+    assert np.abs(int8_y - float_y).max() < 0.05 * np.abs(float_y).max()

@@ -49,7 +49,7 @@ def _inverse(p: Perm) -> Perm:
 
 # ops whose int8 output has the input's quantization (FORMAT.md, int8 execution)
 _SAME_QUANT = (OpType.TRANSPOSE, OpType.RESHAPE, OpType.MAX_POOL_2D, OpType.PAD,
-               InternalOp.IDENTITY)
+               OpType.SLICE, InternalOp.IDENTITY)
 
 
 class _Fail(Exception):
@@ -798,6 +798,84 @@ def _concat(im: _Importer) -> None:
     im.define(im.out(), y, perm)
 
 
+def _emit_slice(im: _Importer, x: str, out: str, begin: Sequence[int], steps: Sequence[int],
+                counts: Sequence[int]) -> None:
+    """SLICE of ONNX tensor `x` (logical begin, steps and counts per axis) in the layout
+    `x` is held in, defining ONNX output `out`."""
+    if any(c <= 0 for c in counts):
+        raise im.fail(f"the slice of shape {list(im.shape(x))} is empty (counts {list(counts)})")
+    perm = im.perm_of(x)
+    y = im.emit(OpType.SLICE, [im.get(x)], out,
+                {"begin": tuple(int(begin[p]) for p in perm),
+                 "steps": tuple(int(steps[p]) for p in perm)},
+                declared=tuple(int(counts[p]) for p in perm))
+    im.define(out, y, perm)
+
+
+def _slice(im: _Importer) -> None:
+    im.check_attrs(())
+    n = im.node
+    x = n.input[0]
+    shape = im.shape(x)
+    r = len(shape)
+    starts = [int(v) for v in im.const(n.input[1], "starts").reshape(-1)]
+    ends = [int(v) for v in im.const(n.input[2], "ends").reshape(-1)]
+    axes = ([int(v) for v in im.const(n.input[3], "axes").reshape(-1)] if _inp(n, 3)
+            else list(range(len(starts))))
+    steps = ([int(v) for v in im.const(n.input[4], "steps").reshape(-1)] if _inp(n, 4)
+             else [1] * len(starts))
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise im.fail(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} differ "
+                      "in length")
+    begin, step, count = [0] * r, [1] * r, list(shape)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        if not -r <= a < r:
+            raise im.fail(f"axis {a} is outside rank {r}")
+        a %= r
+        if st < 1:
+            raise im.fail(f"step {st} on axis {a}: only positive steps are supported")
+        dim = shape[a]
+        s = min(max(s + dim if s < 0 else s, 0), dim)
+        e = min(max(e + dim if e < 0 else e, 0), dim)
+        begin[a], step[a], count[a] = s, st, max(0, -(-(e - s) // st))
+    _emit_slice(im, x, im.out(), begin, step, count)
+
+
+def _split(im: _Importer) -> None:
+    a = im.check_attrs(("axis", "split", "num_outputs"))
+    n = im.node
+    x = n.input[0]
+    shape = im.shape(x)
+    axis = int(a.get("axis", 0))
+    if not -len(shape) <= axis < len(shape):
+        raise im.fail(f"axis {axis} is outside rank {len(shape)}")
+    axis %= len(shape)
+    dim, parts = shape[axis], len(n.output)
+    if "split" in a:
+        sizes = [int(v) for v in a["split"]]
+    elif _inp(n, 1):
+        sizes = [int(v) for v in im.const(n.input[1], "split").reshape(-1)]
+    elif "num_outputs" in a:  # opset 18: equal parts, the last one smaller
+        chunk = -(-dim // int(a["num_outputs"]))
+        sizes = [min(chunk, dim - i * chunk) for i in range(parts)]
+    else:
+        if dim % parts:
+            raise im.fail(f"axis {axis} of size {dim} does not split into {parts} equal parts")
+        sizes = [dim // parts] * parts
+    if len(sizes) != parts or sum(sizes) != dim or min(sizes) < 1:
+        raise im.fail(f"split sizes {sizes} do not cover axis {axis} of size {dim} in "
+                      f"{parts} outputs")
+    start = 0
+    for out, size in zip(n.output, sizes):
+        begin = [0] * len(shape)
+        begin[axis] = start
+        counts = list(shape)
+        counts[axis] = size
+        if out:
+            _emit_slice(im, x, out, begin, [1] * len(shape), counts)
+        start += size
+
+
 def _reshape_to(im: _Importer, x: str, shape: tuple[int, ...]) -> None:
     y = im.emit(OpType.RESHAPE, [im.get(x, _ident(im.rank(x)))], im.out(), declared=shape)
     im.define(im.out(), y, _ident(len(shape)))
@@ -975,6 +1053,8 @@ _OPS: dict[str, OpFn] = {
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Transpose": _transpose,
+    "Slice": _slice,
+    "Split": _split,
     "Softmax": _softmax,
     "ReduceMean": _reduce_mean,
     "Shape": _shape_op,

@@ -113,7 +113,8 @@ typedef enum tether_io {
   X(27, PRELU) \
   X(28, MAXIMUM) \
   X(29, MINIMUM) \
-  X(30, LRN)
+  X(30, LRN) \
+  X(31, SLICE)
 
 /* Op ids. TETHER_OP_COUNT is one past the largest id (ids start at 1). */
 typedef enum tether_op {

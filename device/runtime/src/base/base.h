@@ -62,7 +62,9 @@ typedef enum tether_attr {
   TETHER_ATTR_ALPHA = 17,
   TETHER_ATTR_OFFSET = 18,
   TETHER_ATTR_SIZE = 19,
-  TETHER_ATTR_COUNT = 20,      /* one past the last id */
+  TETHER_ATTR_BEGIN = 20,
+  TETHER_ATTR_STEPS = 21,
+  TETHER_ATTR_COUNT = 22,      /* one past the last id */
 } tether_attr;
 #define TETHER_ATTR_BIT(id) (1u << (id))
 
@@ -130,6 +132,10 @@ typedef struct tether_op_params {
   float alpha, offset;               /* the hard sigmoid's slope and offset; LEAKY_RELU's and
                                         ELU's alpha; LRN's alpha and bias */
   int32_t size;                      /* LRN's window of channels; 0 = not given */
+  int32_t begin[TETHER_MAX_DIMS];    /* SLICE: first index per axis */
+  int32_t begin_count;               /* 0 = not given */
+  int32_t steps[TETHER_MAX_DIMS];    /* SLICE: stride per axis */
+  int32_t steps_count;               /* 0 = not given (all 1) */
 } tether_op_params;
 
 typedef struct tether_node {

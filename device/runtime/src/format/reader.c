@@ -48,6 +48,8 @@ static const attr_spec kAttrSpecs[TETHER_ATTR_COUNT] = {
     {"alpha", ATTR_TYPE_FLOAT, 1, 1},
     {"offset", ATTR_TYPE_FLOAT, 1, 1},
     {"size", ATTR_TYPE_INT, 1, 1},
+    {"begin", ATTR_TYPE_INT, 1, TETHER_MAX_DIMS},
+    {"steps", ATTR_TYPE_INT, 1, TETHER_MAX_DIMS},
 };
 
 /* ---- loading -------------------------------------------------------------------------- */
@@ -523,6 +525,14 @@ static tether_status read_attrs(loader* l, uint32_t op_index, uint32_t first, ui
       case TETHER_ATTR_ALPHA: pr->alpha = rdf32(r + 8); break;
       case TETHER_ATTR_OFFSET: pr->offset = rdf32(r + 8); break;
       case TETHER_ATTR_SIZE: pr->size = v[0]; break;
+      case TETHER_ATTR_BEGIN:
+        pr->begin_count = n;
+        for (int k = 0; k < n; k++) pr->begin[k] = v[k];
+        break;
+      case TETHER_ATTR_STEPS:
+        pr->steps_count = n;
+        for (int k = 0; k < n; k++) pr->steps[k] = v[k];
+        break;
     }
   }
   const uint32_t missing = def->required_attrs & ~seen;
