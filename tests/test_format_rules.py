@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether.converter import convert, load
+from tether.converter._internal.ops import DType
 from tether.device import Engine
 from tether.errors import EngineError, ModelFormatError
 
@@ -90,6 +91,14 @@ def _output_shape(f: File) -> None:
     f.put("<i", f.tensor(out) + 8 + 4, dim + 1)
 
 
+def _float_op_output_int8(f: File) -> None:
+    # op 0 (a float convolution) writes an int8 tensor
+    first, n_in = struct.unpack_from("<II", f.buf, f.op(0) + 16)[0], \
+        struct.unpack_from("<I", f.buf, f.op(0) + 8)[0]
+    out = struct.unpack_from("<I", f.buf, f.section(OPERANDS)[0] + 4 * (first + n_in))[0]
+    f.put("<B", f.tensor(out) + 4, int(DType.INT8))
+
+
 # rule id -> the damage that breaks it (and nothing before it), on a sealed copy unless noted
 DAMAGE: dict[str, Callable[[File], None]] = {
     "truncated": lambda f: f.put("<Q", 16, len(f.buf) + 8),
@@ -122,6 +131,7 @@ DAMAGE: dict[str, Callable[[File], None]] = {
                                        f.constant()),
     "order": _graph_output_to_input,
     "shapes": _output_shape,
+    "dtypes": _float_op_output_int8,
 }
 STATUS = {"version": "version_mismatch", "op_known": "unsupported_op"}
 

@@ -742,6 +742,33 @@ class _Reader:
                      for k in range(count))
 
 
+# Ops that move values of any dtype: the output's dtype is the input's.
+_MOVES = frozenset({OpType.RESHAPE, OpType.TRANSPOSE, OpType.SLICE})
+
+
+def _check_dtypes(label: str, tensors: Sequence[ir.Tensor], op: OpRecord) -> None:
+    """The dtype rules the engine's ops share: a float op (its first input float32) takes and
+    gives float32 only; an op that moves values keeps its input's dtype."""
+    if op.type in (OpType.QUANTIZE, OpType.DEQUANTIZE) or not op.inputs or op.inputs[0] is None:
+        return
+    first = tensors[op.inputs[0]]
+    if op.type in _MOVES:
+        for slot, t in enumerate(op.outputs):
+            if tensors[t].dtype != first.dtype:
+                raise _fail(f"{label}: output {slot} (tensor {t} '{tensors[t].name}') is "
+                            f"{tensors[t].dtype.name.lower()}, input 0 is "
+                            f"{first.dtype.name.lower()}")
+        return
+    if first.dtype != DType.FLOAT32:
+        return
+    slots = [("input", k, t) for k, t in enumerate(op.inputs)] + [
+        ("output", k, t) for k, t in enumerate(op.outputs)]
+    for kind, k, t in slots:
+        if t is not None and tensors[t].dtype != DType.FLOAT32:
+            raise _fail(f"{label}: {kind} {k} (tensor {t} '{tensors[t].name}') is "
+                        f"{tensors[t].dtype.name.lower()}, expected float32")
+
+
 def _check_graph(tensors: Sequence[ir.Tensor], ops: Sequence[OpRecord],
                  inputs: Sequence[int], outputs: Sequence[int]) -> None:
     defined = set()
@@ -760,6 +787,7 @@ def _check_graph(tensors: Sequence[ir.Tensor], ops: Sequence[OpRecord],
                 raise _fail(f"{label}: output {slot} is tensor {t} '{tensors[t].name}', which "
                             "is a constant or already defined")
             defined.add(t)
+        _check_dtypes(label, tensors, op)
         node = ir.Node(op.type, op.name, tuple(f"#{t}" if t is not None else None
                                               for t in op.inputs),
                        tuple(f"#{t}" for t in op.outputs), op.attr_values(), op.activation)

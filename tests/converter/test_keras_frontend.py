@@ -204,7 +204,7 @@ def test_unsupported_layer_error(layer, cls) -> None:
         convert(model)
     msg = str(e.value)
     assert f"layer '{layer.name}' ({cls}) is not supported" in msg
-    assert ", ".join(SUPPORTED_LAYERS) in msg and "Conv2D, Dense" in msg
+    assert ", ".join(SUPPORTED_LAYERS) in msg and "Conv2D, Cropping1D" in msg
 
 
 @pytest.mark.parametrize("layer, text", [
@@ -303,3 +303,21 @@ def test_rescaling_and_identity_layers() -> None:
     t = tm.file.tensors
     h = x * t[mul.inputs[1]].data + t[add.inputs[1]].data
     np.testing.assert_allclose(_run_conv(tm, conv, h), model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layer, shape", [
+    ("Cropping1D", (9, 4)), ("Cropping2D", (9, 8, 3)), ("Cropping3D", (6, 7, 5, 2))])
+def test_cropping_is_a_slice(layer, shape) -> None:
+    import keras
+
+    from tether.device import Engine
+
+    crop = {"Cropping1D": (2, 3), "Cropping2D": ((1, 2), (0, 3)),
+            "Cropping3D": ((1, 1), (2, 0), (0, 2))}[layer]
+    x = keras.Input(shape)
+    m = keras.Model(x, getattr(keras.layers, layer)(crop)(keras.layers.Dense(3)(x)))
+    tm = convert(m)
+    data = np.random.default_rng(0).normal(size=(2,) + shape).astype(np.float32)
+    np.testing.assert_allclose(Engine(tm.to_bytes()).run(data), m.predict(data, verbose=0),
+                               atol=1e-5)
+    assert tm.report.ops_after["SLICE"] == 1

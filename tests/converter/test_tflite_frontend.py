@@ -169,3 +169,41 @@ def test_int8_mobilenet_v2_top1_matches_litert_on_200_inputs() -> None:
     same = sum(int(np.argmax(engine_run(data, x)) == np.argmax(litert_run(content, x)))
                for x in xs)
     assert same == 200
+
+
+@pytest.fixture(scope="module")
+def slicing() -> tuple[keras.Model, bytes]:
+    """Cropping2D and a strided crop (STRIDED_SLICE), a split in equal and unequal parts
+    (SPLIT, SPLIT_V), a shrunk axis (STRIDED_SLICE with shrink_axis_mask)."""
+    keras.utils.set_random_seed(1)
+    x = keras.Input((9, 8, 6))
+    y = L.Conv2D(6, 1)(x)
+    y = L.Cropping2D(((1, 2), (0, 1)))(y)                       # 6 x 7
+    a, b = L.Lambda(lambda t: keras.ops.split(t, 2, axis=-1))(y)
+    c, d = L.Lambda(lambda t: keras.ops.split(t, [1], axis=-1))(a)
+    e = L.Lambda(lambda t: t[:, ::2, 1:, :])(b)                  # 3 x 6
+    f = L.Lambda(lambda t: t[:, 2, :, :])(d)                     # shrunk: 7 x 2
+    y = L.Concatenate()([L.Flatten()(c), L.Flatten()(e), L.Flatten()(f)])
+    m = keras.Model(x, L.Dense(5)(y), name="slicing")
+    return m, keras_to_tflite(m)
+
+
+def test_slices_and_splits_match_litert(slicing) -> None:
+    _, content = slicing
+    tm = convert(content)
+    x = rand((1, 9, 8, 6), 3, -1, 1)
+    assert rel_err(engine_run(tm.to_bytes(), x), litert_run(content, x)) < TOL
+    assert tm.report.ops_after["SLICE"] >= 5, tm.report.ops_after
+
+
+def test_int8_slices_keep_tflite_integers(slicing) -> None:
+    model, _ = slicing
+    rep = np.random.default_rng(2).uniform(-1, 1, (16, 9, 8, 6)).astype(np.float32)
+    content = keras_to_tflite(model, rep)
+    g = from_tflite(content)
+    slices = [n for n in g.nodes if n.op.name == "SLICE"]
+    assert slices and all(g.tensors[n.inputs[0]].dtype == DType.INT8 for n in slices)
+    x = rand((1, 9, 8, 6), 30, -1, 1)
+    got, want = engine_run(convert(content).to_bytes(), x), litert_run(content, x)
+    step = float(np.min(np.abs(np.diff(np.unique(want))))) if np.unique(want).size > 1 else 1.0
+    assert np.abs(got - want).max() <= 1e-6 + 1e-3 * step, np.abs(got - want).max()

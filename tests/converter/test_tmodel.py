@@ -22,7 +22,8 @@ def graph(gb) -> ir.Graph:
                 {"strides": (2, 2), "pads": (0, 0, 1, 1)}, Activation.RELU6)
     wq = gb.const("wq", rng.integers(-127, 128, (1, 3, 3, 4)).astype(np.int8), DType.INT8,
                   ir.Quantization((0.5, 0.25, 0.125, 1.0), (0, 0, 0, 0), axis=3))
-    d = gb.node(OpType.DEPTHWISE_CONV_2D, [c, wq, None], "dw", {"pads": (1, 1, 1, 1)})
+    wf = gb.node(OpType.DEQUANTIZE, [wq], "wq_dequantized")  # a float op takes float32 only
+    d = gb.node(OpType.DEPTHWISE_CONV_2D, [c, wf, None], "dw", {"pads": (1, 1, 1, 1)})
     m = gb.node(OpType.MEAN, [d], "mean", {"axes": (1, 2), "keepdims": (0,)})
     s = gb.node(OpType.SOFTMAX, [m], "probs", {"beta": (0.5,)})
     return gb.graph(s, d)
@@ -93,7 +94,7 @@ def test_round_trip_bytes_and_records(graph) -> None:
     assert ops["probs"].attr_values() == {"beta": (0.5,)}
     w = mf.tensors[conv.inputs[1]]
     np.testing.assert_array_equal(w.data, graph.tensors["w"].data)
-    wq = mf.tensors[ops["dw"].inputs[1]]
+    wq = mf.tensors[ops["wq_dequantized"].inputs[0]]
     assert wq.dtype == DType.INT8 and wq.quant == graph.tensors["wq"].quant
     assert [mf.tensors[i].name for i in mf.outputs] == ["probs", "dw"]
 

@@ -340,6 +340,22 @@ def _zero_pad(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, .
                   {"paddings": (0, 0, t, bo, l, r, 0, 0), "value": (0.0,)})
 
 
+def _cropping(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    """Cropping1D/2D/3D: a SLICE of the spatial axes (channels last)."""
+    x = _one_input(layer, xs)
+    _channels_last(layer)
+    crop = layer.cropping
+    pairs = [crop] if isinstance(crop[0], int) else list(crop)  # Cropping1D: one (a, b)
+    shape = b.shape(x)
+    begin, counts = [0] * len(shape), list(shape)
+    for k, (lo, hi) in enumerate(pairs, start=1):
+        begin[k], counts[k] = int(lo), shape[k] - int(lo) - int(hi)
+    if min(counts) < 1:
+        raise _fail(layer, f"cropping {crop} leaves nothing of {list(shape)}")
+    return b.emit(OpType.SLICE, b.current, [x], out,
+                  {"begin": tuple(begin), "steps": (1,) * len(shape)}, declared=tuple(counts))
+
+
 def _rescaling(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
     x = _one_input(layer, xs)
     scale = np.asarray(layer.scale, np.float32)  # a number or a per-channel list
@@ -416,6 +432,9 @@ _CONVERTERS: dict[str, Converter] = {
     "Reshape": _reshape,
     "Concatenate": _concat,
     "ZeroPadding2D": _zero_pad,
+    "Cropping1D": _cropping,
+    "Cropping2D": _cropping,
+    "Cropping3D": _cropping,
     "Rescaling": _rescaling,
     "Normalization": _normalization,
     **{name: _no_op for name in _NO_OPS},

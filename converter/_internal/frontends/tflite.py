@@ -167,12 +167,27 @@ class _Importer:
         return self.tensors[name].shape
 
     def emit(self, op: AnyOp, inputs: Sequence[str | None], attrs: dict | None = None,
-             act: int = 0, declared: tuple[int, ...] | None = None) -> None:
+             act: int = 0, declared: tuple[int, ...] | None = None, output: int | None = None,
+             out_name: str | None = None) -> None:
+        """Emits `op` writing the op's only output (or its output slot `output`; or, with
+        `out_name`, an intermediate tensor of that name)."""
         if act not in _ACTS:
             raise _Fail(f"fused activation {act} is not supported")
-        (out_i,) = [int(o) for o in self.op.outputs] if len(self.op.outputs) == 1 else (-1,)
+        if output is not None:
+            out_i = int(self.op.outputs[output])
+        else:
+            (out_i,) = [int(o) for o in self.op.outputs] if len(self.op.outputs) == 1 else (-1,)
         if out_i < 0:
             raise _Fail(f"{len(self.op.outputs)} outputs; expected one")
+        if out_name is not None:
+            x = self.tensors[inputs[0]] if inputs[0] is not None else None
+            try:
+                self.graph.emit(op, self.node_name, inputs, out_name, attrs=attrs,
+                                declared=declared, dtype=x.dtype if x else DType.FLOAT32,
+                                quant=x.quant if x else None, exact_name=True)
+            except ir.ShapeError as e:
+                raise _Fail(f"{op.name}: {e}") from None
+            return
         try:
             self.graph.emit(op, self.node_name, inputs, self.tname(out_i), attrs=attrs,
                             activation=_ACTS[act], declared=declared, dtype=self.dtype(out_i),
@@ -343,6 +358,85 @@ def _transpose(im: _Importer) -> None:
             {"perm": tuple(int(v) for v in im.const(1, "perm").reshape(-1))})
 
 
+def _slice_of(im: _Importer, x: str, begin: Sequence[int], steps: Sequence[int],
+              counts: Sequence[int], output: int = 0, out_name: str | None = None) -> None:
+    if any(c <= 0 for c in counts):
+        raise _Fail(f"the slice of shape {list(im.shape(x))} is empty (counts {list(counts)})")
+    im.emit(OpType.SLICE, [x], {"begin": tuple(int(b) for b in begin),
+                                "steps": tuple(int(s) for s in steps)},
+            declared=tuple(int(c) for c in counts), output=output, out_name=out_name)
+
+
+def _slice(im: _Importer) -> None:
+    x = im.inp(0)
+    assert x is not None
+    xs = im.shape(x)
+    begin = [int(v) for v in im.const(1, "begin").reshape(-1)]
+    size = [int(v) for v in im.const(2, "size").reshape(-1)]
+    if len(begin) != len(xs) or len(size) != len(xs):
+        raise _Fail(f"begin {begin} and size {size} need one value per axis of {list(xs)}")
+    _slice_of(im, x, begin, [1] * len(xs),
+              [d - b if s == -1 else s for d, b, s in zip(xs, begin, size)])
+
+
+def _strided_slice_op(im: _Importer) -> None:
+    x = im.inp(0)
+    assert x is not None
+    xs = im.shape(x)
+    o = im.op.builtinOptions
+    if o is not None and (o.ellipsisMask or o.newAxisMask or getattr(o, "offset", False)):
+        raise _Fail("STRIDED_SLICE with ellipsis/new-axis masks or offset is not supported")
+    begin, end, strides = (im.const(k, w).reshape(-1) for k, w in
+                           ((1, "begin"), (2, "end"), (3, "strides")))
+    bm, em, sm = (o.beginMask, o.endMask, o.shrinkAxisMask) if o is not None else (0, 0, 0)
+    b_out, s_out, counts = [0] * len(xs), [1] * len(xs), list(xs)
+    for k in range(len(begin)):
+        dim, st = xs[k], int(strides[k])
+        if st < 1:
+            raise _Fail(f"stride {st} on axis {k}: only positive strides are supported")
+        b = 0 if bm >> k & 1 else int(begin[k])
+        b = min(max(b + dim if b < 0 else b, 0), dim)
+        if sm >> k & 1:
+            b_out[k], counts[k] = b, 1
+            continue
+        e = dim if em >> k & 1 else int(end[k])
+        e = min(max(e + dim if e < 0 else e, 0), dim)
+        b_out[k], s_out[k], counts[k] = b, st, max(0, -(-(e - b) // st))
+    if not sm:
+        _slice_of(im, x, b_out, s_out, counts)
+        return
+    inner = f"{im.node_name}/slice"  # then the shrunk axes dropped
+    _slice_of(im, x, b_out, s_out, counts, out_name=inner)
+    im.emit(OpType.RESHAPE, [inner], declared=tuple(c for k, c in enumerate(counts)
+                                                    if not sm >> k & 1))
+
+
+def _split(im: _Importer) -> None:
+    # SPLIT: (axis, x), equal parts; SPLIT_V: (x, size_splits, axis)
+    v = im.op_name == "SPLIT_V"
+    x = im.inp(0 if v else 1)
+    assert x is not None
+    xs = im.shape(x)
+    axis = int(im.const(2 if v else 0, "axis").reshape(-1)[0]) % len(xs)
+    parts = len(im.op.outputs)
+    if v:
+        sizes = [int(s) for s in im.const(1, "size_splits").reshape(-1)]
+        if sizes.count(-1) == 1:
+            sizes[sizes.index(-1)] = xs[axis] - (sum(sizes) + 1)
+    else:
+        if xs[axis] % parts:
+            raise _Fail(f"axis {axis} of size {xs[axis]} does not split into {parts} parts")
+        sizes = [xs[axis] // parts] * parts
+    if len(sizes) != parts or sum(sizes) != xs[axis]:
+        raise _Fail(f"split sizes {sizes} do not cover axis {axis} of size {xs[axis]}")
+    start = 0
+    for i, size in enumerate(sizes):
+        begin, counts = [0] * len(xs), list(xs)
+        begin[axis], counts[axis] = start, size
+        _slice_of(im, x, begin, [1] * len(xs), counts, output=i)
+        start += size
+
+
 def _strided_slice(x: np.ndarray, begin: np.ndarray, end: np.ndarray, strides: np.ndarray,
                    o: Any) -> np.ndarray:
     if o is not None and (o.ellipsisMask or o.newAxisMask or getattr(o, "offset", False)):
@@ -428,6 +522,10 @@ _OPS: dict[str, OpFn] = {
     "QUANTIZE": _unary(OpType.QUANTIZE),
     "DEQUANTIZE": _unary(OpType.DEQUANTIZE),
     "TRANSPOSE": _transpose,
+    "SLICE": _slice,
+    "STRIDED_SLICE": _strided_slice_op,
+    "SPLIT": _split,
+    "SPLIT_V": _split,
 }
 
 SUPPORTED_TFLITE_OPS: tuple[str, ...] = tuple(sorted(_OPS))
