@@ -10,8 +10,10 @@ widths, kernel and stride, so a space has few distinct ones (`configurations`).
 speed does not depend on their values) and writes a manifest; `tether-probe` times them on the
 device (`tether.device.profile.probe`) and gives a `LatencyTable`. `LatencyModel.predict`
 sums a subnet's pieces from that table, with a linear correction (`fit`) learned from a few
-subnets measured end to end; `naive` sums the single ops instead (each conv, depthwise and
-add alone), the usual per-operator look-up table, reported beside it.
+subnets measured end to end (`probe_space` times those in the same run as the pieces, so a
+machine's slow stretches cannot come between them); `naive` sums the single ops instead
+(each conv, depthwise and add alone), the usual per-operator look-up table, reported beside
+it.
 
 A point prediction is exceeded by half the subnets it is right about, so a search that fills a
 budget up to the prediction misses the budget half the time. `fit` also learns a guard band
@@ -258,19 +260,17 @@ def probe_space(space: SearchSpace, folder: str | Path, net: Any = None,
 
     if rounds is None:
         rounds = 5 if threads == 1 else 1
-
     models = _piece_models(space, naive)
     if archs:
         models += _subnet_models(net, archs, _SUBNET)
     table = probe(_write_bundle(Path(folder), models, on_model), threads=threads,
                   warmup=warmup, runs=runs, min_time_ms=min_time_ms, rounds=rounds,
                   repeats=repeats)
-    measured = {}
-    for column in (table.median_ms, table.min_ms, table.p90_ms):
+    measured = {k[len(_SUBNET):]: ms for k, ms in table.median_ms.items()
+                if k.startswith(_SUBNET)}
+    for column in (table.median_ms, table.min_ms, table.p90_ms):  # the table: pieces only
         for key in [k for k in column if k.startswith(_SUBNET)]:
-            ms = column.pop(key)
-            if column is table.median_ms:
-                measured[key[len(_SUBNET):]] = ms
+            del column[key]
     return table, measured
 
 
