@@ -130,6 +130,19 @@ class FeatureCache:
         return feats
 
 
+def _engine_accuracy(tmodel: bytes, x_test: np.ndarray | None,
+                     y_test: np.ndarray | None) -> float | None:
+    """Top-1 accuracy of `tmodel` in the engine on the test images (None without them)."""
+    from tether.device import Engine
+
+    if x_test is None or y_test is None:
+        return None
+    with Engine(tmodel) as engine:
+        probs = np.asarray(engine.run(np.asarray(x_test, np.float32)))
+    return float(np.mean(probs.reshape(len(x_test), -1).argmax(1) ==
+                         np.asarray(y_test).reshape(-1)))
+
+
 @dataclass
 class TransferResult:
     """What `transfer` made and measured.
@@ -175,7 +188,7 @@ def transfer(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
         optimizer, learning_rate, batch_size, l2, dropout: the engine trainer's settings.
     """
     from tether.converter import convert, join
-    from tether.device import Engine, Trainer
+    from tether.device import Trainer
 
     y = np.asarray(y, np.int32).reshape(-1)
     n_classes = int(classes if classes is not None else y.max() + 1)
@@ -205,12 +218,7 @@ def transfer(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
             on_epoch(epoch + 1, history[-1])
     trained_b = trainer.export()
     joined = join(part_a, trained_b).to_bytes()
-    accuracy = None
-    if x_test is not None and y_test is not None:
-        with Engine(joined) as engine:
-            probs = np.asarray(engine.run(np.asarray(x_test, np.float32)))
-        accuracy = float(np.mean(probs.reshape(len(x_test), -1).argmax(1) ==
-                                 np.asarray(y_test).reshape(-1)))
+    accuracy = _engine_accuracy(joined, x_test, y_test)
     return TransferResult(joined, part_a, trained_b, history, accuracy, feature_seconds,
                           float(np.median(seconds)) if seconds else 0.0, trainer.arena_bytes)
 
@@ -264,7 +272,6 @@ def fine_tune(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
     import keras
 
     from tether.converter import convert
-    from tether.device import Engine
 
     if schedule not in SCHEDULES:
         raise TransferError(f"schedule must be one of {', '.join(SCHEDULES)}. "
@@ -314,10 +321,4 @@ def fine_tune(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
     for layer in before:
         layer.trainable = True
     tmodel = convert(full).to_bytes()
-    accuracy = None
-    if x_test is not None and y_test is not None:
-        with Engine(tmodel) as engine:
-            probs = np.asarray(engine.run(np.asarray(x_test, np.float32)))
-        accuracy = float(np.mean(probs.reshape(len(x_test), -1).argmax(1) ==
-                                 np.asarray(y_test).reshape(-1)))
-    return FineTuneResult(full, tmodel, history, stages, accuracy)
+    return FineTuneResult(full, tmodel, history, stages, _engine_accuracy(tmodel, x_test, y_test))
