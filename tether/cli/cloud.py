@@ -279,7 +279,8 @@ def probe(output: Path = typer.Option(..., "-o", "--output", help="The latency t
               "correction of the summed pieces (0 = none)"),
           bundle: Optional[Path] = typer.Option(
               None, "--bundle", help="Keep the probe models and manifest in this folder (copy "
-              "it to a board and run tether-probe there)"),
+              "it to a board and run tether-probe there; the fit subnets are its "
+              "'subnet=KEY' rows)"),
           seed: int = typer.Option(0, "--seed")) -> None:
     """Time every kernel configuration SPACE can produce, as the converter fuses it, on this
     device; write its latency table."""
