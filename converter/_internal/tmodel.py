@@ -753,15 +753,16 @@ def _check_dtypes(label: str, tensors: Sequence[ir.Tensor], op: OpRecord) -> Non
         return
     first = tensors[op.inputs[0]]
     if op.type in _MOVES:
-        for slot, t in enumerate(op.outputs):
-            if tensors[t].dtype != first.dtype:
-                raise _fail(f"{label}: output {slot} (tensor {t} '{tensors[t].name}') is "
-                            f"{tensors[t].dtype.name.lower()}, input 0 is "
+        for slot, out in enumerate(op.outputs):
+            if tensors[out].dtype != first.dtype:
+                raise _fail(f"{label}: output {slot} (tensor {out} '{tensors[out].name}') is "
+                            f"{tensors[out].dtype.name.lower()}, input 0 is "
                             f"{first.dtype.name.lower()}")
         return
     if first.dtype != DType.FLOAT32:
         return
-    slots = [("input", k, t) for k, t in enumerate(op.inputs)] + [
+    slots: list[tuple[str, int, int | None]] = [
+        ("input", k, t) for k, t in enumerate(op.inputs)] + [
         ("output", k, t) for k, t in enumerate(op.outputs)]
     for kind, k, t in slots:
         if t is not None and tensors[t].dtype != DType.FLOAT32:
