@@ -229,16 +229,15 @@ def write_probe_bundle(space: SearchSpace, folder: str | Path, *, naive: bool = 
 
 def measure_subnets(net: Any, archs: Sequence[Arch], folder: str | Path, *, threads: int = 1,
                     warmup: int = 5, runs: int = 30, min_time_ms: int = 50, rounds: int = 1,
-                    repeats: int = 1,
                     on_model: Callable[[int], None] | None = None) -> dict[str, float]:
     """End-to-end median latency (ms) of each subnet of supernet `net` on this device:
     extracted, converted and timed by tether-probe (`tether.device.profile.probe`'s
-    `min_time_ms`, `rounds` and `repeats`). Returns arch.key() -> ms."""
+    `min_time_ms` and `rounds`). Returns arch.key() -> ms."""
     from tether.device.profile import probe
 
     manifest = _write_bundle(Path(folder), _subnet_models(net, archs), on_model)
     return probe(manifest, threads=threads, warmup=warmup, runs=runs, min_time_ms=min_time_ms,
-                 rounds=rounds, repeats=repeats).median_ms
+                 rounds=rounds).median_ms
 
 
 _SUBNET = "subnet="
@@ -247,8 +246,8 @@ _SUBNET = "subnet="
 def probe_space(space: SearchSpace, folder: str | Path, net: Any = None,
                 archs: Sequence[Arch] = (), *, naive: bool = True, threads: int = 1,
                 warmup: int = 5, runs: int = 30, min_time_ms: int = 50,
-                rounds: int | None = None, repeats: int = 1,
-                on_model: Callable[[int], None] | None = None) -> tuple[Any, dict[str, float]]:
+                rounds: int | None = None, on_model: Callable[[int], None] | None = None
+                ) -> tuple[Any, dict[str, float]]:
     """Times every piece of `space` and, in the same interleaved run, subnets `archs` of
     supernet `net` end to end on this device (one bundle in `folder`): a machine that runs
     slow for a while then slows pieces and subnets alike, and the correction `fit` learns from
@@ -264,8 +263,7 @@ def probe_space(space: SearchSpace, folder: str | Path, net: Any = None,
     if archs:
         models += _subnet_models(net, archs, _SUBNET)
     table = probe(_write_bundle(Path(folder), models, on_model), threads=threads,
-                  warmup=warmup, runs=runs, min_time_ms=min_time_ms, rounds=rounds,
-                  repeats=repeats)
+                  warmup=warmup, runs=runs, min_time_ms=min_time_ms, rounds=rounds)
     measured = {k[len(_SUBNET):]: ms for k, ms in table.median_ms.items()
                 if k.startswith(_SUBNET)}
     for column in (table.median_ms, table.min_ms, table.p90_ms):  # the table: pieces only

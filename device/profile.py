@@ -171,32 +171,17 @@ def parse_table(text: str, device: dict[str, Any]) -> LatencyTable:
 
 
 def probe(manifest: str | Path, *, threads: int = 1, warmup: int = 5, runs: int = 30,
-          min_time_ms: int = 50, rounds: int = 1, repeats: int = 1,
-          timeout: float = 3600.0) -> LatencyTable:
+          min_time_ms: int = 50, rounds: int = 1, timeout: float = 3600.0) -> LatencyTable:
     """Runs tether-probe on `manifest` (lines "KEY PATH") on this device: per model at least
     `warmup` untimed and `runs` timed invokes, and timed invokes until they last
     `min_time_ms` (microsecond models need thousands for a stable median). With `rounds` > 1
     all models are loaded at once and timed in that many interleaved slices, each keeping its
     fastest slice's median (a stretch of seconds when the machine runs slow then slows one
-    slice of every model, not some models' whole measurement); with `repeats` > 1
-    it runs the whole manifest that many times and keeps each key's smallest median (a
-    transient slowdown of a shared machine then spoils one pass, not the table).
+    slice of every model, not some models' whole measurement).
 
     Raises:
         EngineError: the tool is missing or failed (its message is kept).
     """
-    if repeats > 1:
-        passes = [probe(manifest, threads=threads, warmup=warmup, runs=runs,
-                        min_time_ms=min_time_ms, rounds=rounds, timeout=timeout)
-                  for _ in range(repeats)]
-        best = passes[0]
-        for other in passes[1:]:
-            for key, ms in other.median_ms.items():
-                if ms < best.median_ms[key]:
-                    best.median_ms[key] = ms
-                    best.min_ms[key] = other.min_ms[key]
-                    best.p90_ms[key] = other.p90_ms[key]
-        return best
     cmd = [str(probe_tool()), str(manifest), "--threads", str(threads), "--warmup",
            str(warmup), "--runs", str(runs), "--min-ms", str(min_time_ms), "--rounds", str(rounds)]
     try:

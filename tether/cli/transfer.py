@@ -55,6 +55,12 @@ def _device_data(data: str, wanted: Optional[list[int]], per_class: int, seed: i
     return ids, x, y, ds.x_test[test], np.array([remap[int(v)] for v in ds.y_test[test]])
 
 
+def _tmodel_output(output: Path) -> None:
+    check_output(output, "--output")
+    if output.suffix != ".tmodel":
+        fail(f"--output {output}: the adapted model is a .tmodel file")
+
+
 def _load_cloud(model: str) -> Any:
     from tether.errors import TetherError
     from tether.models import load_model
@@ -90,9 +96,7 @@ def run(model: str = typer.Argument(..., help="The cloud model: a .keras file or
         seed: int = typer.Option(0, "--seed")) -> None:
     """Cut MODEL at --cut, train a new head for the device's classes in the engine, write one
     .tmodel (part A + the trained head) to --output."""
-    check_output(output, "--output")
-    if output.suffix != ".tmodel":
-        fail(f"--output {output}: the adapted model is a .tmodel file")
+    _tmodel_output(output)
     wanted = _classes(classes)
     quiet_tensorflow()
     from rich.console import Console
@@ -163,9 +167,7 @@ def finetune(model: str = typer.Argument(..., help="The cloud model: a .keras fi
     before --cut, by --schedule); write the .tmodel to --output."""
     from tether.transfer import SCHEDULES
 
-    check_output(output, "--output")
-    if output.suffix != ".tmodel":
-        fail(f"--output {output}: the adapted model is a .tmodel file")
+    _tmodel_output(output)
     if keras_output is not None:
         check_output(keras_output, "--keras-output")
         if keras_output.suffix != ".keras":

@@ -834,10 +834,8 @@ def _slice(im: _Importer) -> None:
         a %= r
         if st < 1:
             raise im.fail(f"step {st} on axis {a}: only positive steps are supported")
-        dim = shape[a]
-        s = min(max(s + dim if s < 0 else s, 0), dim)
-        e = min(max(e + dim if e < 0 else e, 0), dim)
-        begin[a], step[a], count[a] = s, st, max(0, -(-(e - s) // st))
+        kept = range(shape[a])[s:e:st]  # clamped as ONNX clamps
+        begin[a], step[a], count[a] = kept.start, st, len(kept)
     _emit_slice(im, x, im.out(), begin, step, count)
 
 

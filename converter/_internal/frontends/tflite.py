@@ -391,17 +391,14 @@ def _strided_slice_op(im: _Importer) -> None:
     bm, em, sm = (o.beginMask, o.endMask, o.shrinkAxisMask) if o is not None else (0, 0, 0)
     b_out, s_out, counts = [0] * len(xs), [1] * len(xs), list(xs)
     for k in range(len(begin)):
-        dim, st = xs[k], int(strides[k])
+        st = int(strides[k])
         if st < 1:
             raise _Fail(f"stride {st} on axis {k}: only positive strides are supported")
-        b = 0 if bm >> k & 1 else int(begin[k])
-        b = min(max(b + dim if b < 0 else b, 0), dim)
-        if sm >> k & 1:
-            b_out[k], counts[k] = b, 1
-            continue
-        e = dim if em >> k & 1 else int(end[k])
-        e = min(max(e + dim if e < 0 else e, 0), dim)
-        b_out[k], s_out[k], counts[k] = b, st, max(0, -(-(e - b) // st))
+        b = None if bm >> k & 1 else int(begin[k])
+        e = None if em >> k & 1 or sm >> k & 1 else int(end[k])
+        kept = range(xs[k])[b:e:st]  # clamped as TFLite clamps
+        b_out[k], s_out[k] = kept.start, st
+        counts[k] = 1 if sm >> k & 1 else len(kept)
     if not sm:
         _slice_of(im, x, b_out, s_out, counts)
         return
