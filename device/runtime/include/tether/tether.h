@@ -305,6 +305,24 @@ tether_status tether_session_arena_size(tether_model_t model, size_t* size_out);
 tether_status tether_session_create(tether_model_t model, void* arena, size_t arena_size,
                                     uint32_t num_threads, tether_session_t* session_out);
 
+/*
+ * What tether_session_create(model, arena, ..., num_threads, ...) with a caller arena asks
+ * the model's allocator for: the session struct block and, in hosted builds with
+ * num_threads > 1, the thread pool. With a bump allocator (e.g. one over memory a JNI
+ * caller hands in), this many more bytes of TETHER_ARENA_ALIGNMENT-aligned pool per session
+ * are enough; every request asks for at most that alignment. Add
+ * tether_session_arena_size when the session is to allocate its own arena (arena NULL).
+ *
+ * @param model        the model the session is for (borrowed)
+ * @param num_threads  as tether_session_create (more than TETHER_MAX_THREADS counts as that)
+ * @param bytes_out    receives the sum of the requests, each rounded up to
+ *                     TETHER_ARENA_ALIGNMENT bytes
+ * @retval TETHER_STATUS_SUCCESS
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL pointer
+ */
+tether_status tether_session_memory(tether_model_t model, uint32_t num_threads,
+                                    size_t* bytes_out);
+
 /* Frees the session (not a caller-provided arena). NULL does nothing. */
 void tether_session_destroy(tether_session_t session);
 

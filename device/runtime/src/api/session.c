@@ -36,6 +36,43 @@ tether_status tether_session_arena_size(tether_model_t model, size_t* size_out) 
   return TETHER_STATUS_SUCCESS;
 }
 
+static size_t session_header_bytes(void) {
+  return (sizeof(struct tether_session) + 15) & ~(size_t)15;
+}
+
+static size_t round_to_alignment(size_t n) {
+  return (n + TETHER_ARENA_ALIGNMENT - 1) / TETHER_ARENA_ALIGNMENT * TETHER_ARENA_ALIGNMENT;
+}
+
+/* The one block a session asks its model's allocator for: the struct, per-op profile sums
+ * and per-tensor data pointers, rounded up to TETHER_ARENA_ALIGNMENT bytes (the requests
+ * tether_model_memory counts are rounded the same way). */
+static tether_status session_block_bytes(const struct tether_model* model, size_t* bytes_out) {
+  const size_t header = session_header_bytes();
+  if (model->tensor_count > (SIZE_MAX - header) / sizeof(void*)) {
+    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY, "too many tensors");
+  }
+  if (model->op_count > (SIZE_MAX - header) / sizeof(uint64_t) - model->tensor_count) {
+    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY, "too many ops");
+  }
+  *bytes_out = round_to_alignment(header + (size_t)model->op_count * sizeof(uint64_t) +
+                                  (size_t)model->tensor_count * sizeof(void*));
+  return TETHER_STATUS_SUCCESS;
+}
+
+tether_status tether_session_memory(tether_model_t model, uint32_t num_threads,
+                                    size_t* bytes_out) {
+  if (model == NULL || bytes_out == NULL) {
+    return tether_set_error(TETHER_STATUS_INVALID_ARGUMENT, "NULL model or bytes_out");
+  }
+  size_t block = 0;
+  tether_status status = session_block_bytes(model, &block);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  if (num_threads > TETHER_MAX_THREADS) num_threads = TETHER_MAX_THREADS;
+  *bytes_out = block + round_to_alignment(tether_pool_bytes(num_threads));
+  return TETHER_STATUS_SUCCESS;
+}
+
 tether_status tether_session_create(tether_model_t model, void* arena, size_t arena_size,
                                     uint32_t num_threads, tether_session_t* session_out) {
   if (model == NULL || session_out == NULL) {
@@ -58,15 +95,10 @@ tether_status tether_session_create(tether_model_t model, void* arena, size_t ar
                             (unsigned)num_threads, (unsigned)TETHER_MAX_THREADS);
   }
   const tether_allocator* a = &model->allocator;
-  size_t header = (sizeof(struct tether_session) + 15) & ~(size_t)15;
-  if (model->tensor_count > (SIZE_MAX - header) / sizeof(void*)) {
-    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY, "too many tensors");
-  }
-  if (model->op_count > (SIZE_MAX - header) / sizeof(uint64_t) - model->tensor_count) {
-    return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY, "too many ops");
-  }
-  size_t total = header + (size_t)model->op_count * sizeof(uint64_t) +
-                 (size_t)model->tensor_count * sizeof(void*);
+  size_t total = 0;
+  tether_status status = session_block_bytes(model, &total);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  const size_t header = session_header_bytes();
   uint8_t* block = (uint8_t*)a->allocate(a->context, total, 16);
   if (block == NULL) {
     return tether_set_error(TETHER_STATUS_OUT_OF_MEMORY,
@@ -96,7 +128,7 @@ tether_status tether_session_create(tether_model_t model, void* arena, size_t ar
       s->data[t] = s->arena + tt->arena_offset;
     }
   }
-  tether_status status = tether_pool_create(a, num_threads, &s->pool);
+  status = tether_pool_create(a, num_threads, &s->pool);
   if (status != TETHER_STATUS_SUCCESS) {
     if (s->owns_arena) a->deallocate(a->context, s->arena);
     a->deallocate(a->context, block);

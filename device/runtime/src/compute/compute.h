@@ -107,6 +107,9 @@ typedef void (*tether_task_fn)(void* context, size_t task);
 tether_status tether_pool_create(const tether_allocator* allocator, uint32_t threads,
                                  struct tether_pool** pool_out);
 void tether_pool_destroy(struct tether_pool* pool);
+/* Bytes tether_pool_create(allocator, threads, ...) asks `allocator` for (0 when it runs
+ * on the calling thread only). */
+size_t tether_pool_bytes(uint32_t threads);
 /* Threads in the pool, the caller included (1 for NULL). */
 size_t tether_pool_threads(const struct tether_pool* pool);
 /*

@@ -16,6 +16,11 @@ tether_status tether_pool_create(const tether_allocator* allocator, uint32_t thr
 
 void tether_pool_destroy(struct tether_pool* pool) { (void)pool; }
 
+size_t tether_pool_bytes(uint32_t threads) {
+  (void)threads;
+  return 0;
+}
+
 size_t tether_pool_threads(const struct tether_pool* pool) {
   (void)pool;
   return 1;

@@ -120,6 +120,10 @@ tether_status tether_pool_create(const tether_allocator* a, uint32_t threads,
   return TETHER_STATUS_SUCCESS;
 }
 
+size_t tether_pool_bytes(uint32_t threads) {
+  return threads <= 1 ? 0 : sizeof(struct tether_pool);
+}
+
 void tether_pool_destroy(struct tether_pool* p) {
   if (p == NULL) return;
   pthread_mutex_lock(&p->mutex);

@@ -174,6 +174,25 @@ float cosf(float xf) {
 }
 
 #if defined(__ARM_EABI__)
+/* ARM EABI: clang lowers some block copies and clears to the run-time ABI's memory helpers
+ * (base calling convention, arguments as memcpy / memset with memset's last two swapped). */
+#if defined(__ARM_EABI__)
+void __aeabi_memcpy(void* d, const void* s, size_t n);
+void __aeabi_memcpy4(void* d, const void* s, size_t n);
+void __aeabi_memcpy8(void* d, const void* s, size_t n);
+void __aeabi_memset(void* d, size_t n, int c);
+void __aeabi_memclr(void* d, size_t n);
+void __aeabi_memclr4(void* d, size_t n);
+void __aeabi_memclr8(void* d, size_t n);
+void __aeabi_memcpy(void* d, const void* s, size_t n) { memcpy(d, s, n); }
+void __aeabi_memcpy4(void* d, const void* s, size_t n) { memcpy(d, s, n); }
+void __aeabi_memcpy8(void* d, const void* s, size_t n) { memcpy(d, s, n); }
+void __aeabi_memset(void* d, size_t n, int c) { memset(d, c, n); }
+void __aeabi_memclr(void* d, size_t n) { memset(d, 0, n); }
+void __aeabi_memclr4(void* d, size_t n) { memset(d, 0, n); }
+void __aeabi_memclr8(void* d, size_t n) { memset(d, 0, n); }
+#endif
+
 int __aeabi_idiv0(int r);
 long long __aeabi_ldiv0(long long r);
 int __aeabi_idiv0(int r) { return r; }

@@ -101,7 +101,8 @@ static void pool_deallocate(void* context, void* block) {
 }
 
 /* tether_model_memory sizes the pool before the load: exactly that many bytes load the
- * model, one fewer give out_of_memory. */
+ * model, one fewer give out_of_memory; tether_session_memory more bytes of the same pool
+ * then hold a session in a caller arena, one fewer do not. */
 static int check_pool(const uint8_t* file, size_t size) {
   size_t total = 0, peak = 0, resident = 0, largest = 0;
   if (tether_model_memory(file, size, NULL, &total, &peak, &resident, &largest) !=
@@ -119,6 +120,29 @@ static int check_pool(const uint8_t* file, size_t size) {
   const tether_allocator a = {&exact, pool_allocate, pool_deallocate};
   tether_model_t model = NULL;
   if (tether_model_load(file, size, &a, &model) != TETHER_STATUS_SUCCESS) return 9;
+  size_t session_bytes = 0, arena_bytes = 0;
+  static _Alignas(64) unsigned char arena[16 << 10];
+  if (tether_session_memory(model, 1, &session_bytes) != TETHER_STATUS_SUCCESS ||
+      session_bytes == 0 || session_bytes % TETHER_ARENA_ALIGNMENT != 0) {
+    return 11;
+  }
+  if (tether_session_arena_size(model, &arena_bytes) != TETHER_STATUS_SUCCESS ||
+      arena_bytes > sizeof(arena)) {
+    return 14;
+  }
+  if (total + session_bytes > sizeof(g_pool)) return 15;
+  tether_session_t session = NULL;
+  exact.capacity = total + session_bytes - 1;
+  if (tether_session_create(model, arena, arena_bytes, 1, &session) !=
+      TETHER_STATUS_OUT_OF_MEMORY) {
+    return 12;
+  }
+  exact.capacity = total + session_bytes;
+  if (tether_session_create(model, arena, arena_bytes, 1, &session) != TETHER_STATUS_SUCCESS ||
+      tether_session_invoke(session) != TETHER_STATUS_SUCCESS) {
+    return 13;
+  }
+  tether_session_destroy(session);
   tether_model_destroy(model);
   pool short_by_one = {total - 1, 0};
   const tether_allocator b = {&short_by_one, pool_allocate, pool_deallocate};
