@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
+    from tether.converter import convert
 
     from tether._internal.files import atomic_write_bytes
-    from tether.converter import convert
     from tether.data import mnist5k
 
     ds = mnist5k()

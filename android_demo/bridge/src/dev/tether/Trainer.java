@@ -50,7 +50,7 @@ public final class Trainer implements AutoCloseable {
     return handle;
   }
 
-  /** One optimizer step on {@code rows} inputs (rows x inputElements values); the loss before it. */
+  /** One optimizer step on {@code rows} inputs (rows x inputElements values); the loss before. */
   public synchronized float step(float[] inputs, int[] labels, int rows) {
     return Tether.trainerStep(live(), inputs, labels, rows);
   }
