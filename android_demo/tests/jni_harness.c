@@ -2,7 +2,9 @@
  * jni_harness.c — loads the Android libtether_jni.so (built without the NDK) into an ordinary
  * Linux process and drives its native methods through a minimal fake JNIEnv, the way
  * dev.tether.Model and dev.tether.Session do on a phone. Built for aarch64 with the cross
- * gcc and run under qemu-aarch64 by tests/android_demo/test_native.py:
+ * gcc and run under qemu-aarch64 (armv7: the armhf gcc and qemu-arm; no float crosses a call
+ * by value, so its hard-float code calls the softfp library safely) by
+ * tests/android_demo/test_native.py:
  *
  *   harness LIB.so MODEL.tmodel INPUTS.f32 [ELEMENTS]
  *     prints "isa NAME", then per input the top class and its probabilities; then loads a

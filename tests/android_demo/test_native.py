@@ -1,6 +1,6 @@
 """The Android native libraries built without the NDK (android_demo/build_native.sh): the
-loader's rules, checked with readelf, and the arm64 library run under qemu-aarch64 through a
-fake JNIEnv, classifying as the Python engine does."""
+loader's rules, checked with readelf, and both libraries run under qemu (aarch64, arm) through
+a fake JNIEnv, classifying as the Python engine does."""
 
 from __future__ import annotations
 
@@ -46,33 +46,47 @@ def test_android_loader_rules(native_libs: Path, abi: str) -> None:
     assert exported and all(s.startswith("Java_dev_tether_Tether_") for s in exported), exported
 
 
+# ABI -> (cross compiler of the harness, qemu and its sysroot). The armhf harness calls the
+# softfp library safely: no float crosses the calls by value, only integers and pointers.
+HARNESS = {"arm64-v8a": ("aarch64-linux-gnu-gcc", ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]),
+           "armeabi-v7a": ("arm-linux-gnueabihf-gcc",
+                           ["qemu-arm", "-L", "/usr/arm-linux-gnueabihf"])}
+
+
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """android_demo/tests/jni_harness.c for aarch64 Linux (run under qemu)."""
-    if shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None:
-        pytest.fail("aarch64-linux-gnu-gcc and qemu-aarch64 are missing: `make test` installs "
-                    "them (gcc-aarch64-linux-gnu, qemu-user)")
+def harness(tmp_path_factory: pytest.TempPathFactory):
+    """android_demo/tests/jni_harness.c for ARM Linux (run under qemu), per ABI."""
     javac = Path(shutil.which("javac") or "javac").resolve()
     include = javac.parent.parent / "include"
-    out = tmp_path_factory.mktemp("harness") / "jni_harness"
-    subprocess.run(["aarch64-linux-gnu-gcc", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-O1",
-                    "-Wall", "-Wextra", "-Werror", f"-I{include}", f"-I{include / 'linux'}",
-                    "-o", str(out), str(DEMO / "tests" / "jni_harness.c"), "-ldl"],
-                   check=True, capture_output=True, text=True)
-    return out
+    built: dict[str, Path] = {}
+
+    def get(abi: str) -> Path:
+        if abi not in built:
+            cc, qemu = HARNESS[abi]
+            if shutil.which(cc) is None or shutil.which(qemu[0]) is None:
+                pytest.fail(f"{cc} and {qemu[0]} are missing: `make test` installs them")
+            out = tmp_path_factory.mktemp("harness") / f"jni_harness-{abi}"
+            subprocess.run([cc, "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-O1", "-Wall",
+                            "-Wextra", "-Werror", f"-I{include}", f"-I{include / 'linux'}", "-o",
+                            str(out), str(DEMO / "tests" / "jni_harness.c"), "-ldl"],
+                           check=True, capture_output=True, text=True)
+            built[abi] = out
+        return built[abi]
+    return get
 
 
+@pytest.mark.parametrize("abi", sorted(HARNESS))
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_arm64_library_under_qemu_classifies_as_the_engine(native_libs: Path, demo_assets: Path,
-                                                           harness: Path, tmp_path: Path,
-                                                           precision: str) -> None:
+def test_arm_library_under_qemu_classifies_as_the_engine(native_libs: Path, demo_assets: Path,
+                                                         harness, tmp_path: Path,
+                                                         precision: str, abi: str) -> None:
     # Prepare
     x = np.load(demo_assets / "test_inputs.npy")
     x.astype("<f4").tofile(tmp_path / "x.f32")
     model = demo_assets / f"digits_{precision}.tmodel"
     # Execute: the Android library in a Linux process under qemu, through the fake JNIEnv
-    run = subprocess.run(["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", str(harness),
-                          str(native_libs / "arm64-v8a" / "libtether_jni.so"), str(model),
+    run = subprocess.run([*HARNESS[abi][1], str(harness(abi)),
+                          str(native_libs / abi / "libtether_jni.so"), str(model),
                           str(tmp_path / "x.f32")], check=False, capture_output=True, text=True,
                          timeout=300)
     with Engine(model.read_bytes()) as engine:
