@@ -24,7 +24,7 @@ unlike the class-incremental one).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,11 +183,13 @@ def learn_tasks(head: Any, train: Sequence[tuple[np.ndarray, np.ndarray]],
                 test: Sequence[tuple[np.ndarray, np.ndarray]], method: str, *,
                 epochs: int = 20, batch_size: int = 32, learning_rate: float = 1e-3,
                 ewc_lambda: float = 100.0, replay_per_class: int = 100,
-                replay_balance: bool = True, seed: int = 0) -> tuple[list[TaskLog], object]:
+                replay_balance: bool = True, seed: int = 0,
+                on_task: Callable[[TaskLog], None] | None = None
+                ) -> tuple[list[TaskLog], object]:
     """Trains `head` on the tasks in order by `method`: `.tmodel` bytes train in the engine's
     trainer, a Keras model in a `KerasLearner` (the model itself is left as it is).
-    `train[t]` and `test[t]` are task t's (inputs, labels). Returns the log per task and the
-    trainer."""
+    `train[t]` and `test[t]` are task t's (inputs, labels); `on_task` sees each task's log
+    as it is made. Returns the log per task and the trainer."""
     from tether.device import Trainer
 
     if method not in METHODS:
@@ -227,6 +229,8 @@ def learn_tasks(head: Any, train: Sequence[tuple[np.ndarray, np.ndarray]],
         sizes = [len(test[t][1]) for t in range(last + 1)]
         old = (float(np.average(per_task[:first], weights=sizes[:first])) if first else None)
         logs.append(TaskLog(last, float(np.average(per_task, weights=sizes)), per_task, old))
+        if on_task is not None:
+            on_task(logs[-1])
     return logs, trainer
 
 

@@ -83,3 +83,39 @@ def test_finetune_bad_input_is_one_line(tmp_path, argv, says) -> None:
     assert r.exit_code != 0 and len(lines) == 1, r.output
     assert lines[0].startswith("error: ") and says in lines[0], lines[0]
     assert not list(tmp_path.iterdir())
+
+
+def test_transfer_incremental_learns_task_after_task(tmp_path) -> None:
+    out = tmp_path / "inc.tmodel"
+    r = runner.invoke(app, ["transfer", "incremental", "demo_cnn", "--cut", "gap", "--tasks",
+                            "0-1/2-3/4-5", "-o", str(out), "--data", "digits", "--per-class",
+                            "30", "--epochs", "20", "--method", "replay"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rep["tasks"] == [[0, 1], [2, 3], [4, 5]] and rep["classes"] == [0, 1, 2, 3, 4, 5]
+    assert rep["device_images"] == 180
+    steps = rep["after_each_task"]
+    assert [len(s["per_task_accuracy"]) for s in steps] == [1, 2, 3]
+    assert steps[0]["earlier_classes_accuracy"] is None
+    assert all(s["earlier_classes_accuracy"] is not None for s in steps[1:])
+    # replay keeps the first task: far above the chance of six classes at the end
+    assert steps[-1]["per_task_accuracy"][0] > 0.5, steps
+    with Engine(out) as engine:
+        assert engine.outputs[0].shape == (1, 6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inc.tmodel"]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--tasks", "0-1"], "two or more tasks"),
+    (["--tasks", "0-1/1-2"], "a class is in two tasks"),
+    (["--tasks", "0/x"], "--tasks 0/x: give class ids like"),
+    (["--tasks", "0-1/2-3", "--method", "lwf"], "--method lwf: one of naive, ewc, replay"),
+])
+def test_incremental_bad_input_is_one_line(tmp_path, argv, says) -> None:
+    r = runner.invoke(app, ["transfer", "incremental", "demo_cnn", "--cut", "gap", "-o",
+                            str(tmp_path / "a.tmodel"), "--data", "digits", *argv],
+                      terminal_width=400)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code != 0 and len(lines) == 1, r.output
+    assert lines[0].startswith("error: ") and says in lines[0], lines[0]
+    assert not list(tmp_path.iterdir())

@@ -1,7 +1,9 @@
 """`tether transfer run`: adapt a model to a device's own classes (split transfer learning,
 `tether.transfer`): part A in the engine once per image, the head trained by the engine's
 trainer on the cached features, one joined `.tmodel` out. `tether transfer finetune`: the same
-adaptation in Keras for a device that runs it, by the head-only, staged or full schedule."""
+adaptation in Keras for a device that runs it, by the head-only, staged or full schedule.
+`tether transfer incremental`: classes learnt task after task in the engine (replay, EWC,
+naive or joint, `tether.incremental`), with what each increment cost the earlier classes."""
 
 from __future__ import annotations
 
@@ -18,16 +20,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   "engine.")
 
 
-def _classes(spec: Optional[str]) -> Optional[list[int]]:
-    if spec is None:
-        return None
+def _class_ids(spec: str, flag: str, whole: Optional[str] = None) -> list[int]:
+    """'5-9' or '0,2,4' (or both, '0,5-9') -> the class ids; errors quote `whole` (the
+    option's value) when `spec` is a part of it."""
     try:
         out = []
         for part in spec.split(","):
             lo, _, hi = part.partition("-")
             out += list(range(int(lo), int(hi or lo) + 1))
     except ValueError:
-        fail(f"--classes {spec}: give class ids like 5-9 or 0,2,4")
+        fail(f"{flag} {whole or spec}: give class ids like 5-9 or 0,2,4")
+    return out
+
+
+def _classes(spec: Optional[str]) -> Optional[list[int]]:
+    if spec is None:
+        return None
+    out = _class_ids(spec, "--classes")
     if len(set(out)) < 2:
         fail(f"--classes {spec}: a head needs at least two classes")
     return sorted(set(out))
@@ -213,3 +222,94 @@ def finetune(model: str = typer.Argument(..., help="The cloud model: a .keras fi
         "stages": [{"stage": n, "epochs": e, "trainable": t} for n, e, t in res.stages],
         "device_images": int(len(x)), "test_images": int(len(xt)), "accuracy": res.accuracy,
         "loss_first_last": [res.history[0], res.history[-1]] if res.history else None}))
+
+
+def _tasks(spec: str) -> list[list[int]]:
+    """'0-1/2-3/...' -> [[0, 1], [2, 3], ...]: each task's class ids, no class in two tasks."""
+    tasks = [sorted(set(_class_ids(part, "--tasks", spec))) for part in spec.split("/")]
+    seen = [c for t in tasks for c in t]
+    if len(tasks) < 2:
+        fail(f"--tasks {spec}: give two or more tasks separated by '/', e.g. 0-1/2-3/4-5")
+    if len(seen) != len(set(seen)):
+        fail(f"--tasks {spec}: a class is in two tasks")
+    return tasks
+
+
+@app.command()
+def incremental(model: str = typer.Argument(..., help="The cloud model: a .keras file or a "
+                                            "built-in name (demo_cnn, ...)"),
+                cut: str = typer.Option(..., "--cut", help="The layer part A ends at"),
+                tasks: str = typer.Option(..., "--tasks", help="The classes of each task in "
+                                          "learning order, e.g. 0-1/2-3/4-5/6-7/8-9"),
+                output: Path = typer.Option(..., "-o", "--output",
+                                            help="The model after the last task (.tmodel)"),
+                method: str = typer.Option("replay", "--method",
+                                           help="replay, ewc, naive or joint"),
+                data: str = typer.Option("mnist5k", "--data", help="The device's images: a "
+                                         "built-in dataset, an .npz file or an image folder"),
+                per_class: int = typer.Option(100, "--per-class", min=1,
+                                              help="Training images per class in its task"),
+                epochs: int = typer.Option(20, "--epochs", min=1, help="Epochs per task"),
+                lr: float = typer.Option(3e-3, "--lr", help="Adam's learning rate"),
+                replay_per_class: int = typer.Option(100, "--replay-per-class", min=1,
+                                                     help="Stored features per earlier class"),
+                ewc_lambda: float = typer.Option(1000.0, "--ewc-lambda", min=0.0),
+                cache: Optional[Path] = typer.Option(None, "--cache", help="Folder that keeps "
+                                                     "part A's features across runs"),
+                seed: int = typer.Option(0, "--seed")) -> None:
+    """Cut MODEL at --cut and let a fresh head learn the --tasks' classes one task after the
+    other in the engine; print each task's accuracies (the classes seen so far, the earlier
+    ones, each task's own) and write part A + the head to --output."""
+    from tether.incremental import METHODS
+
+    _tmodel_output(output)
+    if method not in METHODS:
+        fail(f"--method {method}: one of {', '.join(METHODS)}")
+    groups = _tasks(tasks)
+    ids = [c for t in groups for c in t]
+    quiet_tensorflow()
+    import numpy as np
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from tether._internal.files import atomic_write_bytes
+    from tether.converter import convert, join
+    from tether.errors import TetherError
+    from tether.incremental import learn_tasks, task_incremental_accuracy
+    from tether.transfer import FeatureCache, split_keras
+
+    cloud = _load_cloud(model)
+    try:
+        _, x, y, xt, yt = _device_data(data, ids, per_class, seed)  # labels: index in ids
+        part_a, part_b = split_keras(cloud, cut, len(ids), seed=seed)
+        features = FeatureCache(convert(part_a).to_bytes(), cache)
+        fx, fxt = features.features(x), features.features(xt)
+        bounds = np.cumsum([0] + [len(t) for t in groups])
+        train, test = [], []
+        for lo, hi in zip(bounds, bounds[1:]):
+            keep, keep_t = (y >= lo) & (y < hi), (yt >= lo) & (yt < hi)
+            train.append((fx[keep], y[keep].astype(np.int32)))
+            test.append((fxt[keep_t], yt[keep_t].astype(np.int32)))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      console=Console(stderr=True), transient=True) as bar:
+            done = bar.add_task(f"learning {len(groups)} tasks in the engine ({method})",
+                                total=len(groups))
+            logs, trainer = learn_tasks(
+                convert(part_b, sparse=None).to_bytes(), train, test, method, epochs=epochs,
+                learning_rate=lr, ewc_lambda=ewc_lambda, replay_per_class=replay_per_class,
+                seed=seed, on_task=lambda log: bar.update(
+                    done, advance=1, description=f"task {log.task + 1}: classes seen "
+                    f"{log.seen_accuracy:.3f}"))
+        head = trainer.export()  # type: ignore[attr-defined]
+        atomic_write_bytes(output, join(features.part_a, head).to_bytes())
+    except TetherError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps({
+        "output": str(output), "method": method, "tasks": groups,
+        "classes": ids,  # output unit i is class ids[i]
+        "device_images": int(len(x)), "test_images": int(len(xt)),
+        "after_each_task": [{"task": g.task, "classes_seen_accuracy": g.seen_accuracy,
+                             "earlier_classes_accuracy": g.old_accuracy,
+                             "per_task_accuracy": g.per_task} for g in logs],
+        "task_incremental_accuracy": task_incremental_accuracy(trainer, test),
+        "cache": None if cache is None else {"folder": str(cache), "hits": features.hits}}))
