@@ -125,11 +125,33 @@ class _Closeable:
         self.close()
 
 
+def _as_input_dtype(source: str, info: TensorInfo, a: np.ndarray) -> np.ndarray:
+    """`a` ready for input `info`: an int32 input (ids) takes integers only, and an int64 (or
+    wider unsigned) array is narrowed to int32 after a range check that names the value."""
+    if info.dtype != np.int32:
+        return a
+    if a.dtype.kind not in "iub":
+        raise EngineError(f"{source}: input '{info.name}' is int32; received a {a.dtype} array "
+                          "(pass integer ids, e.g. np.int32 or np.int64)", "invalid_argument")
+    if a.dtype.kind != "b" and (a.dtype.itemsize > 4 or a.dtype == np.uint32) and a.size:
+        lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+        flat = a.reshape(-1)
+        outside = np.flatnonzero((flat < lo) | (flat > hi))
+        if outside.size:
+            at = np.unravel_index(int(outside[0]), a.shape)
+            raise EngineError(f"{source}: input '{info.name}' is int32; value "
+                              f"{int(flat[outside[0]])} at index {tuple(int(i) for i in at)} "
+                              f"is outside int32's range [{lo}, {hi}]", "invalid_argument")
+    return a.astype(np.int32, copy=False)
+
+
 class Engine(_Closeable):
     """A loaded model and one session of the C engine.
 
     `Engine(path_or_bytes, threads=1).run(x)` converts `x` to the input dtype, runs the
-    graph and returns the output array (a list when the model has several outputs).
+    graph and returns the output array (a list when the model has several outputs). An int32
+    input (ids) takes integer arrays only; int64 ones are narrowed with a range check, and an
+    id outside a GATHER's table fails the run with the engine's error naming it.
 
     One `Engine` may be shared by several Python threads: runs are serialized on a lock
     (one session, one arena; a run holds the lock from the first input to the last output),
@@ -251,7 +273,8 @@ class Engine(_Closeable):
         Returns:
             The output array, or a list when the model has several outputs.
         """
-        arrays = self._bind(x)
+        arrays = [_as_input_dtype(self.source, info, a) for info, a in zip(self.inputs,
+                                                                           self._bind(x))]
         modes = set()
         batches = []
         for info, a in zip(self.inputs, arrays):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from tether.converter._internal import ir, passes, tmodel
 from tether.converter._internal.model import ConversionReport, TModel, _io
-from tether.converter._internal.ops import ACTIVATION_OF_OP
+from tether.converter._internal.ops import ACTIVATION_OF_OP, DType, OpType
 from tether.converter._internal.plan_ranges import plan_ranges
 
 from tether.errors import ConversionError
@@ -167,12 +167,17 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
         from tether.converter._internal.parity import measure
 
         if isinstance(samples, (int, np.integer)):
-            shape = graph.tensors[graph.inputs[0]].shape
-            samples = np.random.default_rng(0).uniform(-1, 1, (int(samples), *shape))
+            first = graph.tensors[graph.inputs[0]]
+            rng = np.random.default_rng(0)
+            if first.dtype == DType.INT32:  # ids: inside every table that the input indexes
+                samples = rng.integers(0, _id_bound(graph, first.name),
+                                       (int(samples), *first.shape))
+            else:
+                samples = rng.uniform(-1, 1, (int(samples), *first.shape))
         logits = parity_logits_graph(graph)
         logits_data = (None if logits is None else
                        tmodel.encode(tmodel.graph_to_file(logits, metadata), sparse=sparse))
-        parity = measure(data, kind, src, np.asarray(samples, np.float32), logits_data)
+        parity = measure(data, kind, src, np.asarray(samples), logits_data)
     stats = tmodel.sparse_stats(data)
     report = ConversionReport(source, ops_before, graph.op_counts(), log.actions, log.counts,
                               len(data), _io(graph, graph.inputs), _io(graph, graph.outputs),
@@ -181,6 +186,14 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
     logger.info("converted %s: %d -> %d ops, %d bytes", source, sum(ops_before.values()),
                 len(graph.nodes), len(data))
     return TModel(graph, data, report, metadata)
+
+
+def _id_bound(graph: ir.Graph, name: str) -> int:
+    """The least table size along the axis of the GATHERs that index with `name` (2 if none):
+    sample ids drawn below it are valid for every table."""
+    sizes = [graph.tensors[n.inputs[0]].shape[int(n.attrs["axis"][0])]
+             for n in graph.nodes if n.op == OpType.GATHER and n.inputs[1] == name]
+    return min(sizes, default=2)
 
 
 def _quantize(graph: ir.Graph, quantize: str, calibration: np.ndarray | None) -> ir.Graph:

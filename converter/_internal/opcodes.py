@@ -45,3 +45,5 @@ class OpType(enum.IntEnum):
     MINIMUM = 29
     LRN = 30
     SLICE = 31
+    RESIZE = 32
+    GATHER = 33

@@ -306,6 +306,47 @@ def _slice_shape(node: Node, shapes: Sequence[Shape | None], declared: Sequence[
     return y
 
 
+def _gather_shape(node: Node, shapes: Sequence[Shape | None],
+                  declared: Sequence[Shape]) -> Shape:
+    x, idx = _x(shapes), _x(shapes, 1)
+    (axis,) = _ints(node, "axis", 1)
+    if not 0 <= axis < len(x):
+        raise ShapeError(f"axis {axis} out of range for the table's rank {len(x)}")
+    y = tuple(x[:axis]) + tuple(idx) + tuple(x[axis + 1:])
+    if len(y) > 6:
+        raise ShapeError(f"output rank {len(y)} (table {list(x)}, indices {list(idx)}) exceeds 6")
+    return y
+
+
+# RESIZE's enumerations (FORMAT.md): interpolation, coordinate_mode, nearest_mode.
+RESIZE_INTERPOLATIONS = ("nearest", "bilinear")
+RESIZE_COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
+                           "tf_half_pixel_for_nn")
+RESIZE_NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil", "simple")
+
+
+def _resize_shape(node: Node, shapes: Sequence[Shape | None],
+                  declared: Sequence[Shape]) -> Shape:
+    x = _x(shapes)
+    if len(declared) != 1:
+        raise ShapeError("the output shape must be declared")
+    y = tuple(declared[0])
+    if len(x) != 4 or len(y) != 4 or y[0] != x[0] or y[3] != x[3]:
+        raise ShapeError(f"needs input [N,H,W,C] and output [N,OH,OW,C], got {list(x)} -> "
+                         f"{list(y)}")
+    for name, names in (("interpolation", RESIZE_INTERPOLATIONS),
+                        ("coordinate_mode", RESIZE_COORDINATE_MODES),
+                        ("nearest_mode", RESIZE_NEAREST_MODES)):
+        (v,) = _ints(node, name, 1)
+        if not 0 <= v < len(names):
+            raise ShapeError(f"attribute {name}={v}; allowed: 0..{len(names) - 1}")
+    if "scales" in node.attrs:
+        sc = tuple(float(v) for v in node.attrs["scales"])
+        if len(sc) != 2 or not all(math.isfinite(v) and v > 0 for v in sc):
+            raise ShapeError(f"attribute scales={list(sc)} needs 2 finite values > 0")
+    return y
+
+
 def _batch_norm_shape(node: Node, shapes: Sequence[Shape | None],
                       declared: Sequence[Shape]) -> Shape:
     x = _x(shapes)
@@ -464,6 +505,66 @@ def _slice(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     return x[tuple(slice(b, b + n * s, s) for b, n, s in zip(_ints(node, "begin"), out, steps))]
 
 
+def _gather(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    # np.take counts negative indices from the end and raises outside [-n, n), as the engine.
+    return np.take(_a(xs), _a(xs, 1).astype(np.int64), axis=_ints(node, "axis")[0])
+
+
+def resize_source_index(node: Node, axis: int, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """RESIZE's map of one spatial axis (1 = H, 2 = W): nearest indices, or bilinear taps.
+
+    Returns (i0, frac) for bilinear (blend x[i0] and x[min(i0 + 1, n - 1)] by frac) and
+    (index, zeros) for nearest; coordinates in float32 as ONNX Runtime computes them.
+    """
+    f32 = np.float32
+    given = node.attrs.get("scales")
+    s = f32(given[axis - 1]) if given is not None else f32(n_out) / f32(n_in)
+    mode = _ints(node, "coordinate_mode")[0]
+    x = np.arange(n_out, dtype=f32)
+    if s == f32(1):
+        c = x
+    elif mode == 1 and n_out == 1 or mode == 2 and n_out == 1:
+        c = np.zeros(1, f32)
+    elif mode in (0, 1):
+        c = (x + f32(0.5)) / s - f32(0.5)
+    elif mode == 2:
+        c = x * f32(n_in - 1) / f32(n_out - 1)
+    elif mode == 3:
+        c = x / s
+    else:
+        c = (x + f32(0.5)) / s
+    d = np.clip(c.astype(np.float64), -1.0, float(n_in))
+    if _ints(node, "interpolation")[0] == 1:
+        v = np.clip(c, f32(0), f32(n_in - 1))
+        i0 = np.minimum(np.floor(v).astype(np.int64), n_in - 1)
+        return i0, (v - i0.astype(f32)).astype(np.float64)
+    k = np.floor(d)
+    f = d - k
+    nm = _ints(node, "nearest_mode")[0]
+    if nm in (0, 1):
+        tie = np.abs(f - 0.5) <= np.maximum(1.0, np.abs(d)) * 2.0**-20
+        i = np.where(tie, k + (nm == 1), np.where(f < 0.5, k, k + 1))
+    elif nm == 2:
+        i = k
+    elif nm == 3 or (nm == 4 and s < f32(1)):
+        i = np.where(f > 0, k + 1, k)
+    else:
+        i = k
+    return np.clip(i, 0, n_in - 1).astype(np.int64), np.zeros(n_out)
+
+
+def _resize(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    x = _a(xs)
+    (iy, fy), (ix, fx) = (resize_source_index(node, a, x.shape[a], out[a]) for a in (1, 2))
+    if _ints(node, "interpolation")[0] == 0:
+        return x[:, iy][:, :, ix]
+    jy, jx = np.minimum(iy + 1, x.shape[1] - 1), np.minimum(ix + 1, x.shape[2] - 1)
+    fy, fx = fy[None, :, None, None], fx[None, None, :, None]
+    top = x[:, iy][:, :, ix] * (1 - fx) + x[:, iy][:, :, jx] * fx
+    bottom = x[:, jy][:, :, ix] * (1 - fx) + x[:, jy][:, :, jx] * fx
+    return top * (1 - fy) + bottom * fy
+
+
 def _batch_norm(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     x, gamma, beta, mean, var = (_a(xs, i) for i in range(5))
     (eps,) = node.attrs.get("epsilon", (1e-3,))
@@ -514,6 +615,9 @@ _DEFS = (
     OpDef(OpType.MINIMUM, (2, 2), (), _broadcast_shape, _binary(np.minimum)),
     OpDef(OpType.LRN, _UNARY, ("size", "alpha", "beta", "offset"), _lrn_shape, _lrn),
     OpDef(OpType.SLICE, _UNARY, ("begin", "steps"), _slice_shape, _slice),
+    OpDef(OpType.RESIZE, _UNARY, ("interpolation", "coordinate_mode", "nearest_mode", "scales"),
+          _resize_shape, _resize, fold=False),
+    OpDef(OpType.GATHER, (2, 2), ("axis",), _gather_shape, _gather),
     OpDef(InternalOp.BATCH_NORM, (5, 5), (), _batch_norm_shape, _batch_norm),
     OpDef(InternalOp.IDENTITY, _UNARY, (), _same_shape, _reshape),
 )

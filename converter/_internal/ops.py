@@ -108,6 +108,10 @@ class AttrId(enum.IntEnum):
     SIZE = 19
     BEGIN = 20
     STEPS = 21
+    INTERPOLATION = 22
+    COORDINATE_MODE = 23
+    NEAREST_MODE = 24
+    SCALES = 25
 
 
 class AttrType(enum.IntEnum):
@@ -156,6 +160,10 @@ ATTRS: Mapping[str, AttrSpec] = {
     "size": AttrSpec(AttrId.SIZE, AttrType.INT32, None),
     "begin": AttrSpec(AttrId.BEGIN, AttrType.INT32, None),
     "steps": AttrSpec(AttrId.STEPS, AttrType.INT32, (1,)),  # one per axis; (1,): all 1
+    "interpolation": AttrSpec(AttrId.INTERPOLATION, AttrType.INT32, (0,)),  # 0 nearest, 1 bilinear
+    "coordinate_mode": AttrSpec(AttrId.COORDINATE_MODE, AttrType.INT32, (0,)),  # 0 half_pixel
+    "nearest_mode": AttrSpec(AttrId.NEAREST_MODE, AttrType.INT32, (0,)),  # 0 round_prefer_floor
+    "scales": AttrSpec(AttrId.SCALES, AttrType.FLOAT32, ()),  # (): OH/H, OW/W from shapes
 }
 
 ATTR_NAME_OF_ID: Mapping[AttrId, str] = {spec.id: name for name, spec in ATTRS.items()}

@@ -50,6 +50,9 @@ class Parity:
 
 
 Run = Callable[[np.ndarray], np.ndarray]
+# onnxruntime input types -> the numpy dtype samples are handed over in
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(int32)": np.int32,
+               "tensor(int64)": np.int64}
 
 
 def source_runner(kind: str, src: Any) -> tuple[str, Run]:
@@ -69,8 +72,9 @@ def source_runner(kind: str, src: Any) -> tuple[str, Run]:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         sess = ort.InferenceSession(load_onnx(src).SerializeToString(), so,
                                     providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return "onnxruntime", lambda x: sess.run(None, {name: x})[0]
+        first = sess.get_inputs()[0]
+        dtype = _ORT_DTYPES.get(first.type, np.float32)
+        return "onnxruntime", lambda x: sess.run(None, {first.name: x.astype(dtype)})[0]
     from ai_edge_litert.interpreter import Interpreter
 
     from tether._internal.quiet import native_stderr_quiet
@@ -232,7 +236,8 @@ def measure(model_bytes: bytes, kind: str, src: Any, samples: np.ndarray,
     except EngineError as e:
         raise ConversionError(f"parity check: the engine rejected the model ({e})") from None
     want = tuple(engine.inputs[0].shape)
-    xs = np.asarray(samples, np.float32)
+    ids = engine.inputs[0].dtype == np.int32  # integer samples stay integers (ids)
+    xs = np.asarray(samples, np.int64 if ids else np.float32)
     if xs.shape == want:
         xs = xs[None]
     elif xs.shape[1:] == want[1:] and want[0] == 1:

@@ -6,8 +6,9 @@
   calibrated min/max (widened to include 0); weights symmetric per output channel (axis 0
   for conv and fully connected, 3 for depthwise); biases INT32 with scale s_x * s_w[c];
   constant operands of ADD/SUB/MUL/CONCATENATION per tensor;
-- MAX_POOL_2D, AVERAGE_POOL_2D, RESHAPE, PAD, TRANSPOSE and SLICE keep their input's
-  quantization (the engine's int8 pools need it); SOFTMAX and LOGISTIC output s = 1/256, z = -128 and
+- MAX_POOL_2D, AVERAGE_POOL_2D, RESHAPE, PAD, TRANSPOSE, SLICE, GATHER (its int32 indices
+  untouched; a float table quantized per tensor) and RESIZE (nearest; bilinear in TFLite's
+  three coordinate modes without explicit scales, else it stays float) keep their input's quantization (the engine's int8 pools need it); SOFTMAX and LOGISTIC output s = 1/256, z = -128 and
   TANH s = 1/128, z = 0; HARD_SWISH, RELU, RELU6, CLAMP, HARD_SIGMOID and CONCATENATION
   take their calibrated output range (CONCATENATION requantizes inputs quantized otherwise);
 - a fused RELU/RELU6/RELU_N1_TO_1 stays fused (a clamp in the quantized domain); a fused
@@ -41,10 +42,11 @@ INT8_OPS = frozenset({
     OpType.MUL, OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.MEAN, OpType.RESHAPE,
     OpType.CONCATENATION, OpType.PAD, OpType.TRANSPOSE, OpType.SOFTMAX, OpType.LOGISTIC,
     OpType.TANH, OpType.HARD_SWISH, OpType.RELU, OpType.RELU6, OpType.CLAMP,
-    OpType.HARD_SIGMOID, OpType.SLICE,
+    OpType.HARD_SIGMOID, OpType.SLICE, OpType.GATHER, OpType.RESIZE,
 })
 _PASSTHROUGH = frozenset({OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.RESHAPE,
-                          OpType.PAD, OpType.TRANSPOSE, OpType.SLICE})
+                          OpType.PAD, OpType.TRANSPOSE, OpType.SLICE, OpType.GATHER,
+                          OpType.RESIZE})
 _FIXED = {OpType.SOFTMAX: (1 / 256, -128), OpType.LOGISTIC: (1 / 256, -128),
           OpType.TANH: (1 / 128, 0)}
 _INT8_ACTS = frozenset({Activation.NONE, Activation.RELU, Activation.RELU6,
@@ -53,6 +55,17 @@ _WEIGHTED = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED)
 # fused activations that become a separate int8 op after the one they were fused into
 _SPLIT = {Activation.SIGMOID: OpType.LOGISTIC, Activation.TANH: OpType.TANH,
           Activation.HARD_SWISH: OpType.HARD_SWISH}
+
+
+def _resize_int8_ok(node: ir.Node) -> bool:
+    """An int8 RESIZE fuses no activation; bilinear is TFLite's integer kernel: coordinate
+    modes half_pixel, align_corners or asymmetric and no explicit scales (FORMAT.md)."""
+    if node.activation != Activation.NONE:
+        return False
+    if int(node.attrs.get("interpolation", (0,))[0]) == 0:
+        return True
+    return (int(node.attrs.get("coordinate_mode", (0,))[0]) in (0, 2, 3)
+            and "scales" not in node.attrs)
 
 
 def _affine(lo: float, hi: float) -> ir.Quantization:
@@ -176,6 +189,8 @@ class _Lowering:
     def int8_ok(self, node: ir.Node) -> bool:
         if node.op not in INT8_OPS:
             return False
+        if node.op == OpType.RESIZE and not _resize_int8_ok(node):
+            return False
         if node.activation not in _INT8_ACTS:
             if node.activation not in _SPLIT or node.op in _FIXED:
                 return False
@@ -205,6 +220,8 @@ class _Lowering:
             if node.op in _WEIGHTED:
                 w, b = self.weights(node, x_q)
                 ins: tuple[str | None, ...] = (x, w, b)
+            elif node.op == OpType.GATHER:  # the indices stay int32
+                ins = (x, node.inputs[1])
             else:
                 ins = (x,) + tuple(None if n is None else self.as_int8(n, node)
                                    for n in node.inputs[1:])
@@ -249,8 +266,9 @@ def quantize_int8(graph: ir.Graph, ranges: Mapping[str, tuple[float, float]],
         ConversionError: a range is missing, the graph is already quantized, or a bias
             correction names no conv/depthwise/FC node or has the wrong length.
     """
-    if any(t.dtype != DType.FLOAT32 for t in graph.tensors.values()):
-        raise ConversionError(f"int8: graph '{graph.name}' already has non-float tensors; "
+    if any(t.dtype in (DType.INT8, DType.UINT8) or t.quant is not None
+           for t in graph.tensors.values()):  # int32 ids (GATHER's indices) are no quantization
+        raise ConversionError(f"int8: graph '{graph.name}' already has quantized tensors; "
                               "quantize a float model")
     for name, corr in (bias_corrections or {}).items():
         nodes = [n for n in graph.nodes if n.name == name and n.op in _WEIGHTED]

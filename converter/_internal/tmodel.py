@@ -743,7 +743,7 @@ class _Reader:
 
 
 # Ops that move values of any dtype: the output's dtype is the input's.
-_MOVES = frozenset({OpType.RESHAPE, OpType.TRANSPOSE, OpType.SLICE})
+_MOVES = frozenset({OpType.RESHAPE, OpType.TRANSPOSE, OpType.SLICE, OpType.GATHER})
 
 
 def _check_dtypes(label: str, tensors: Sequence[ir.Tensor], op: OpRecord) -> None:
@@ -752,6 +752,11 @@ def _check_dtypes(label: str, tensors: Sequence[ir.Tensor], op: OpRecord) -> Non
     if op.type in (OpType.QUANTIZE, OpType.DEQUANTIZE) or not op.inputs or op.inputs[0] is None:
         return
     first = tensors[op.inputs[0]]
+    if op.type == OpType.GATHER and len(op.inputs) > 1 and op.inputs[1] is not None \
+            and tensors[op.inputs[1]].dtype != DType.INT32:
+        t = op.inputs[1]
+        raise _fail(f"{label}: input 1 (tensor {t} '{tensors[t].name}') is "
+                    f"{tensors[t].dtype.name.lower()}, expected int32 indices")
     if op.type in _MOVES:
         for slot, out in enumerate(op.outputs):
             if tensors[out].dtype != first.dtype:
@@ -768,6 +773,18 @@ def _check_dtypes(label: str, tensors: Sequence[ir.Tensor], op: OpRecord) -> Non
         if t is not None and tensors[t].dtype != DType.FLOAT32:
             raise _fail(f"{label}: {kind} {k} (tensor {t} '{tensors[t].name}') is "
                         f"{tensors[t].dtype.name.lower()}, expected float32")
+
+
+def _check_gather_indices(label: str, tensors: Sequence[ir.Tensor], op: OpRecord) -> None:
+    """A constant GATHER index lies in [-n, n) of the table's axis (the engine's load check)."""
+    x, idx = tensors[op.inputs[0]], tensors[op.inputs[1]]
+    (axis,) = op.attr_values()["axis"]
+    n = x.shape[int(axis)]
+    flat = np.asarray(idx.data).reshape(-1)
+    bad = np.flatnonzero((flat < -n) | (flat >= n))
+    if bad.size:
+        raise _fail(f"{label}: constant index {int(flat[bad[0]])} at position {int(bad[0])} of "
+                    f"'{idx.name}' is outside [{-n}, {n}) (axis {int(axis)} of '{x.name}')")
 
 
 def _check_graph(tensors: Sequence[ir.Tensor], ops: Sequence[OpRecord],
@@ -801,6 +818,8 @@ def _check_graph(tensors: Sequence[ir.Tensor], ops: Sequence[OpRecord],
         if [tuple(s) for s in inferred] != declared:
             raise _fail(f"{label}: output shapes {[list(s) for s in declared]} do not fit the "
                         f"op (expected {[list(s) for s in inferred]})")
+        if op.type == OpType.GATHER and tensors[op.inputs[1]].data is not None:
+            _check_gather_indices(label, tensors, op)
     for k, t in enumerate(outputs):
         if tensors[t].is_constant:
             raise _fail(f"GRAPH_IO output {k} is tensor {t} '{tensors[t].name}', a constant")

@@ -182,7 +182,8 @@ def run(model: Path = typer.Argument(..., help="The .tmodel file"),
         want = engine.inputs[0]
         if x is None:
             x = np.zeros(want.shape, want.dtype)
-        elif x.dtype != want.dtype:
+        elif x.dtype != want.dtype and not (want.dtype == np.int32 and x.dtype.kind in "iu"):
+            # integer ids (int64 as numpy makes them) are narrowed by Engine.run, range-checked
             fail(f"--input {input}: dtype {x.dtype}; the model's input '{want.name}' takes "
                   f"{want.dtype} (convert the array with astype first)")
         elif x.ndim == len(want.shape) and x.shape[0] == 0:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tether.converter._internal import ir
 from tether.converter._internal.calibrate import pre_activation_key, pre_activation_tensor
-from tether.converter._internal.ops import AnyOp, InternalOp, OpType
+from tether.converter._internal.ops import AnyOp, DType, InternalOp, OpType
 
 from tether.errors import ConversionError
 
@@ -302,6 +302,29 @@ def _global_avg(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int,
                   {"axes": (1, 2), "keepdims": (int(bool(layer.keepdims)),)})
 
 
+def _global_avg_1d(b: _Builder, layer: Any, xs: list[str], out: str,
+                   _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    _channels_last(layer)
+    if len(b.shape(x)) != 3:
+        raise _fail(layer, f"expected a 3-D [N, steps, C] input, got {list(b.shape(x))}")
+    return b.emit(OpType.MEAN, b.current, [x], out,
+                  {"axes": (1,), "keepdims": (int(bool(layer.keepdims)),)})
+
+
+def _embedding(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    """Embedding: y[..., :] = table[ids[...], :], a GATHER along the table's rows."""
+    ids = _one_input(layer, xs)
+    if getattr(layer, "mask_zero", False):
+        raise _fail(layer, "mask_zero=True is not supported (the mask would change the layers "
+                    "after it); use mask_zero=False")
+    if b.tensors[ids].dtype != DType.INT32:
+        raise _fail(layer, f"ids '{ids}' are {b.tensors[ids].dtype.name.lower()}; give "
+                    "keras.Input dtype='int32' (or 'int64')")
+    table = b.const(f"{layer.name}/embeddings", _np(layer.embeddings))
+    return b.emit(OpType.GATHER, b.current, [table, ids], out, {"axis": (0,)})
+
+
 def _global_max(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
     x = _one_input(layer, xs)
     _channels_last(layer)
@@ -354,6 +377,48 @@ def _cropping(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, .
         raise _fail(layer, f"cropping {crop} leaves nothing of {list(shape)}")
     return b.emit(OpType.SLICE, b.current, [x], out,
                   {"begin": tuple(begin), "steps": (1,) * len(shape)}, declared=tuple(counts))
+
+
+def _upsampling(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    """UpSampling2D: nearest repeats each cell size times (asymmetric, floor); bilinear is
+    tf.image.resize's (half_pixel)."""
+    x = _one_input(layer, xs)
+    _channels_last(layer)
+    n, hh, ww, c = _nhwc(layer, b.shape(x))
+    fh, fw = _pair(layer.size)
+    interp = str(layer.interpolation)
+    if interp not in ("nearest", "bilinear"):
+        raise _fail(layer, f"interpolation={interp!r} is not supported; supported: 'nearest', "
+                    "'bilinear'")
+    attrs = ({"interpolation": (0,), "coordinate_mode": (3,), "nearest_mode": (2,)}
+             if interp == "nearest" else {"interpolation": (1,), "coordinate_mode": (0,)})
+    return b.emit(OpType.RESIZE, b.current, [x], out, attrs, declared=(n, hh * fh, ww * fw, c))
+
+
+def _resizing(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    """Resizing: tf.image.resize to (height, width), half-pixel centers (nearest: TF's floor of
+    (i + 0.5) * in / out)."""
+    x = _one_input(layer, xs)
+    _channels_last(layer)
+    n, _, _, c = _nhwc(layer, b.shape(x))
+    interp = str(layer.interpolation)
+    for flag in ("crop_to_aspect_ratio", "pad_to_aspect_ratio", "antialias"):
+        if getattr(layer, flag, False):
+            raise _fail(layer, f"{flag}=True is not supported; only False")
+    if interp not in ("nearest", "bilinear"):
+        raise _fail(layer, f"interpolation={interp!r} is not supported; supported: 'nearest', "
+                    "'bilinear'")
+    attrs = ({"interpolation": (0,), "coordinate_mode": (4,), "nearest_mode": (2,)}
+             if interp == "nearest" else {"interpolation": (1,), "coordinate_mode": (0,)})
+    return b.emit(OpType.RESIZE, b.current, [x], out, attrs,
+                  declared=(n, int(layer.height), int(layer.width), c))
+
+
+def _nhwc(layer: Any, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    if len(shape) != 4:
+        raise _fail(layer, f"expected a 4-D NHWC input, got {list(shape)}")
+    n, hh, ww, c = (int(d) for d in shape)
+    return n, hh, ww, c
 
 
 def _rescaling(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
@@ -428,10 +493,14 @@ _CONVERTERS: dict[str, Converter] = {
     "AveragePooling2D": _pool(OpType.AVERAGE_POOL_2D),
     "GlobalAveragePooling2D": _global_avg,
     "GlobalMaxPooling2D": _global_max,
+    "GlobalAveragePooling1D": _global_avg_1d,
+    "Embedding": _embedding,
     "Flatten": _reshape,
     "Reshape": _reshape,
     "Concatenate": _concat,
     "ZeroPadding2D": _zero_pad,
+    "UpSampling2D": _upsampling,
+    "Resizing": _resizing,
     "Cropping1D": _cropping,
     "Cropping2D": _cropping,
     "Cropping3D": _cropping,
@@ -549,6 +618,10 @@ class _Walker:
         return outs
 
 
+# Keras input dtypes -> the IR dtype the input is recorded as
+_INPUT_DTYPES = {"float32": DType.FLOAT32, "int32": DType.INT32, "int64": DType.INT32}
+
+
 def from_keras(model: Any, *, batch_size: int = 1,
                origins: dict[str, str] | None = None) -> ir.Graph:
     """Converts a Keras 3 Functional or Sequential model to an IR graph.
@@ -584,11 +657,13 @@ def from_keras(model: Any, *, batch_size: int = 1,
             raise ConversionError(
                 f"input '{layer.name}' has shape {list(kt.shape)} with an unknown dimension "
                 "besides the batch; give keras.Input a fixed shape")
-        if str(kt.dtype) != "float32":
-            raise ConversionError(f"input '{layer.name}' has dtype {kt.dtype}; only float32 "
-                                  "inputs are supported")
+        if str(kt.dtype) not in _INPUT_DTYPES:
+            raise ConversionError(f"input '{layer.name}' has dtype {kt.dtype}; only float32, "
+                                  "int32 and int64 inputs are supported")
         name = b.unique(layer.name)
-        b.tensors[name] = ir.Tensor(name, shape)  # type: ignore[arg-type]
+        # int64 ids are recorded as int32, the engine's integer dtype (FORMAT.md)
+        b.tensors[name] = ir.Tensor(name, shape,  # type: ignore[arg-type]
+                                    _INPUT_DTYPES[str(kt.dtype)])
         b.origins[name] = layer.name
         input_names.append(name)
     outputs = _Walker(b).model(model, input_names, "")

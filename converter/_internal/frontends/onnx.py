@@ -28,7 +28,7 @@ from tether.converter._internal.ops import AnyOp, DType, InternalOp, OpType
 
 from tether.errors import ConversionError, ModelFormatError
 
-__all__ = ["SUPPORTED_ONNX_OPS", "from_onnx", "load_onnx"]
+__all__ = ["SUPPORTED_ONNX_OPS", "depth_space_steps", "from_onnx", "load_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _inverse(p: Perm) -> Perm:
 
 # ops whose int8 output has the input's quantization (FORMAT.md, int8 execution)
 _SAME_QUANT = (OpType.TRANSPOSE, OpType.RESHAPE, OpType.MAX_POOL_2D, OpType.PAD,
-               OpType.SLICE, InternalOp.IDENTITY)
+               OpType.SLICE, OpType.GATHER, OpType.RESIZE, InternalOp.IDENTITY)
 
 
 class _Fail(Exception):
@@ -100,6 +100,7 @@ class _Importer:
         self.node: Any = None
         self.qconst: dict[str, tuple[np.ndarray, ir.Quantization]] = {}  # DQ of constants
         self.used: set[str] = set()  # onnx names some node or the graph output reads
+        self.legacy_resize: set[str] = set()  # outputs of Upsample / Resize-10 nodes
         self.opset = 13
         for imp in model.opset_import:
             if imp.domain in ("", "ai.onnx"):
@@ -534,6 +535,97 @@ def _global_pool(op: OpType) -> OpFn:
     return convert
 
 
+_RESIZE_MODES = {"nearest": 0, "linear": 1}
+_RESIZE_COORDS = {"half_pixel": 0, "pytorch_half_pixel": 1, "align_corners": 2,
+                  "asymmetric": 3, "tf_half_pixel_for_nn": 4}
+_RESIZE_NEAREST = {"round_prefer_floor": 0, "round_prefer_ceil": 1, "floor": 2, "ceil": 3}
+
+
+def _resize(im: _Importer) -> None:
+    """Resize (and Upsample, upgraded to it): 2-D nearest/linear over the spatial axes of NCHW."""
+    n = im.node
+    a = im.check_attrs(("mode", "coordinate_transformation_mode", "nearest_mode", "antialias",
+                        "axes", "keep_aspect_ratio_policy", "cubic_coeff_a", "exclude_outside",
+                        "extrapolation_value"))
+
+    def text(key: str, default: str) -> str:
+        v = a.get(key, default)
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    mode = text("mode", "nearest")
+    if mode not in _RESIZE_MODES:
+        raise im.fail(f"attribute mode={mode!r} is not supported; supported: 'nearest', "
+                      "'linear'")
+    coord = text("coordinate_transformation_mode", "half_pixel")
+    if coord not in _RESIZE_COORDS:
+        hint = " (it reads the roi input)" if coord == "tf_crop_and_resize" else ""
+        raise im.fail(f"attribute coordinate_transformation_mode={coord!r} is not supported"
+                      f"{hint}; supported: {', '.join(map(repr, _RESIZE_COORDS))}")
+    nearest = text("nearest_mode", "round_prefer_floor")
+    if nearest not in _RESIZE_NEAREST:
+        raise im.fail(f"attribute nearest_mode={nearest!r} is not supported; supported: "
+                      f"{', '.join(map(repr, _RESIZE_NEAREST))}")
+    if int(a.get("antialias", 0)):
+        raise im.fail("attribute antialias=1 is not supported; only antialias=0")
+    policy = text("keep_aspect_ratio_policy", "stretch")
+    if policy != "stretch":
+        raise im.fail(f"attribute keep_aspect_ratio_policy={policy!r} is not supported; only "
+                      "'stretch'")
+    if int(a.get("exclude_outside", 0)):
+        raise im.fail("attribute exclude_outside=1 is not supported (cubic only)")
+    x = n.input[0]
+    shape = im.shape(x)
+    if len(shape) != 4:
+        raise im.fail(f"input '{x}' has rank {len(shape)}; only 4-D NCHW inputs are supported")
+    axes = [int(v) % 4 for v in a.get("axes", (0, 1, 2, 3))]
+    scales_in, sizes_in = _inp(n, 2), _inp(n, 3)
+    if n.op_type == "Resize" and len(n.input) == 2:  # opset 10 form: X, scales
+        scales_in = _inp(n, 1)
+    full_scales = [1.0] * 4
+    out = list(shape)
+    given: tuple[float, float] | None = None
+    if sizes_in is not None and im.const(sizes_in, "sizes").size:
+        sz = [int(v) for v in im.const(sizes_in, "sizes").reshape(-1)]
+        if len(sz) != len(axes):
+            raise im.fail(f"sizes {sz} need one value per axis {axes}")
+        for ax, v in zip(axes, sz):
+            out[ax] = v
+        full_scales = [float(np.float32(o) / np.float32(i)) for o, i in zip(out, shape)]
+    elif scales_in is not None and im.const(scales_in, "scales").size:
+        sc = [float(v) for v in im.const(scales_in, "scales").astype(np.float32).reshape(-1)]
+        if len(sc) != len(axes):
+            raise im.fail(f"scales {sc} need one value per axis {axes}")
+        for ax, v in zip(axes, sc):
+            if not (math.isfinite(v) and v > 0):
+                raise im.fail(f"scale {v} of axis {ax} must be finite and > 0")
+            full_scales[ax] = v
+            out[ax] = int(np.float32(v) * np.float32(shape[ax]))
+        given = (full_scales[2], full_scales[3])
+    else:
+        raise im.fail("needs a constant scales or sizes input")
+    if out[0] != shape[0] or out[1] != shape[1]:
+        raise im.fail(f"resizes {list(shape)} to {out}; only the two spatial axes of a 4-D "
+                      "NCHW tensor can be scaled (batch and channel scale 1)")
+    if min(out) < 1:
+        raise im.fail(f"output shape {out} has an empty axis")
+    legacy = n.output[0] in im.legacy_resize
+    attrs: dict[str, tuple] = {
+        "interpolation": (_RESIZE_MODES[mode],),
+        # Upsample and Resize-10 map coordinates asymmetrically; their nearest rounds up
+        # when downscaling and down otherwise (ONNX Runtime's opset < 11 rule)
+        "coordinate_mode": (_RESIZE_COORDS["asymmetric" if legacy else coord],),
+        "nearest_mode": (4 if legacy else _RESIZE_NEAREST[nearest],),
+    }
+    f32 = np.float32
+    if given is not None and (f32(given[0]) != f32(out[2]) / f32(shape[2])
+                              or f32(given[1]) != f32(out[3]) / f32(shape[3])):
+        attrs["scales"] = given
+    xs = im.get(x, NHWC)
+    y = im.emit(OpType.RESIZE, [xs], im.out(), attrs,
+                declared=(out[0], out[2], out[3], out[1]))
+    im.define(im.out(), y, NHWC)
+
+
 def _batch_norm(im: _Importer) -> None:
     a = im.check_attrs(("epsilon", "momentum", "training_mode"))
     if int(a.get("training_mode", 0)):
@@ -953,6 +1045,107 @@ def _transpose(im: _Importer) -> None:
     im.define(im.out(), im.get(x), tuple(qinv[v] for v in p))  # a relabeling: no op
 
 
+def _int32_values(im: _Importer, what: str, value: np.ndarray) -> np.ndarray:
+    """An integer constant as int32, refusing values int32 cannot hold."""
+    v = np.asarray(value)
+    if v.dtype.kind not in "iu":
+        raise im.fail(f"{what} has dtype {v.dtype}; expected integers")
+    info = np.iinfo(np.int32)
+    if v.size and (v.min() < info.min or v.max() > info.max):
+        bad = v.reshape(-1)[np.flatnonzero((v.reshape(-1) < info.min)
+                                           | (v.reshape(-1) > info.max))[0]]
+        raise im.fail(f"{what} holds {int(bad)}, outside int32's range")
+    return v.astype(np.int32)
+
+
+def _gather(im: _Importer) -> None:
+    n = im.node
+    a = im.check_attrs(("axis",))
+    x, ids = n.input[0], n.input[1]
+    r = im.rank(x)
+    axis = int(a.get("axis", 0))
+    if not -r <= axis < r:
+        raise im.fail(f"attribute axis={axis} is outside [{-r}, {r - 1}] for data of rank {r}")
+    axis %= r
+    size = im.shape(x)[axis]
+    if im.is_const(ids):
+        v = _int32_values(im, f"indices '{ids}'", im.const(ids, "indices")).astype(np.int64)
+        outside = np.flatnonzero((v.reshape(-1) < -size) | (v.reshape(-1) >= size))
+        if outside.size:
+            raise im.fail(f"index {int(v.reshape(-1)[outside[0]])} of '{ids}' is outside "
+                          f"[{-size}, {size - 1}] (axis {axis} of '{x}', size {size})")
+        v = np.where(v < 0, v + size, v).astype(np.int32)  # a 0-d index stays 0-d
+        ids_ir = im.graph.add(ir.Tensor(im.unique(ids), v.shape, DType.INT32, v))
+    else:
+        ids_ir = im.get(ids)
+        if im.tensors[ids_ir].dtype != DType.INT32:
+            raise im.fail(f"indices '{ids}' are {im.tensors[ids_ir].dtype.name.lower()}; only "
+                          "constant indices or int32/int64 graph inputs are supported")
+    if im.is_const(x) and im.consts[x].dtype.kind in "iu":
+        x_ir = im.int_const(x, _int32_values(im, f"data '{x}'", im.consts[x]), DType.INT32,
+                            None)
+        perm = _ident(r)
+    elif im.is_const(x) or im.rank(ids) != 1:
+        x_ir, perm = im.get(x, _ident(r)), _ident(r)
+    else:  # one index axis replaces `axis`: gather in the layout x is held in
+        x_ir, perm = im.get(x), im.perm_of(x)
+    out_rank = r - 1 + im.rank(ids)
+    y = im.emit(OpType.GATHER, [x_ir, ids_ir], im.out(), {"axis": (perm.index(axis),)})
+    im.define(im.out(), y, perm if out_rank == r and perm != _ident(r) else _ident(out_rank))
+
+
+def depth_space_steps(shape: Sequence[int], block: int, mode: str
+                      ) -> tuple[tuple[int, ...], Perm, tuple[int, ...]]:
+    """DepthToSpace / SpaceToDepth on NHWC `shape` as RESHAPE -> 6-D TRANSPOSE -> RESHAPE:
+    (the 6-D shape, the permutation, the output shape). `mode`: "DCR" or "CRD" (depth to
+    space; a channel splits as (row, column, channel) or (channel, row, column)) or "S2D"
+    (space to depth, TFLite's and ONNX's channel order (row, column, channel)).
+
+    >>> depth_space_steps((1, 2, 3, 8), 2, "DCR")
+    ((1, 2, 3, 2, 2, 2), (0, 1, 3, 2, 4, 5), (1, 4, 6, 2))
+    """
+    n, hh, ww, c = shape
+    b = block
+    if mode == "S2D":
+        return (n, hh // b, b, ww // b, b, c), (0, 1, 3, 2, 4, 5), (n, hh // b, ww // b, c * b * b)
+    out = (n, hh * b, ww * b, c // (b * b))
+    if mode == "DCR":  # y[n, h·b+i, w·b+j, k] = x[n, h, w, (i·b + j)·C' + k]
+        return (n, hh, ww, b, b, c // (b * b)), (0, 1, 3, 2, 4, 5), out
+    # CRD: y[n, h·b+i, w·b+j, k] = x[n, h, w, k·b² + i·b + j]
+    return (n, hh, ww, c // (b * b), b, b), (0, 1, 4, 2, 5, 3), out
+
+
+def _depth_space(to_space: bool) -> OpFn:
+    """DepthToSpace (DCR or CRD) / SpaceToDepth, lowered channels-last to RESHAPE, a 6-D
+    TRANSPOSE and RESHAPE (the ops the engine has; PixelShuffle exports lower the same way)."""
+
+    def convert(im: _Importer) -> None:
+        a = im.check_attrs(("blocksize", "mode") if to_space else ("blocksize",))
+        x = im.node.input[0]
+        shape = im.shape(x)
+        b = int(a.get("blocksize", 0))
+        mode = (a.get("mode", b"DCR") if to_space else b"S2D")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if len(shape) != 4:
+            raise im.fail(f"input '{x}' has shape {list(shape)}; only 4-D NCHW is supported")
+        if mode not in ("DCR", "CRD", "S2D"):
+            raise im.fail(f"attribute mode={mode!r} is not supported; use 'DCR' or 'CRD'")
+        n, c, hh, ww = shape
+        if b < 1 or (to_space and c % (b * b)) or (not to_space and (hh % b or ww % b)):
+            what = f"channels {c}" if to_space else f"height {hh} and width {ww}"
+            raise im.fail(f"attribute blocksize={b} must be >= 1 and divide {what}"
+                          + (" by blocksize²" if to_space else ""))
+        nhwc = (n, hh, ww, c)
+        shape6, perm, out = depth_space_steps(nhwc, b, mode)
+        base = im.out()
+        r6 = im.emit(OpType.RESHAPE, [im.get(x, NHWC)], f"{base}/6d", declared=shape6)
+        t6 = im.emit(OpType.TRANSPOSE, [r6], f"{base}/shuffled", {"perm": perm})
+        y = im.emit(OpType.RESHAPE, [t6], base, declared=out)
+        im.define(base, y, NHWC)
+
+    return convert
+
+
 def _softmax(im: _Importer) -> None:
     a = im.check_attrs(("axis",))
     x = im.node.input[0]
@@ -1018,6 +1211,7 @@ _OPS: dict[str, OpFn] = {
     "Conv": _conv,
     "MaxPool": _pool(OpType.MAX_POOL_2D),
     "AveragePool": _pool(OpType.AVERAGE_POOL_2D),
+    "Resize": _resize,
     "GlobalAveragePool": _global_pool(OpType.MEAN),
     "GlobalMaxPool": _global_pool(OpType.MAX_POOL_2D),
     "BatchNormalization": _batch_norm,
@@ -1054,6 +1248,9 @@ _OPS: dict[str, OpFn] = {
     "Slice": _slice,
     "Split": _split,
     "Softmax": _softmax,
+    "Gather": _gather,
+    "DepthToSpace": _depth_space(True),
+    "SpaceToDepth": _depth_space(False),
     "ReduceMean": _reduce_mean,
     "Shape": _shape_op,
     "Constant": _constant,
@@ -1189,6 +1386,10 @@ def _copy(model: Any) -> Any:
     return m
 
 
+# ONNX element types a graph input may have -> the IR dtype it is recorded as
+_INPUT_DTYPES = {1: DType.FLOAT32, 6: DType.INT32, 7: DType.INT32}  # FLOAT, INT32, INT64
+
+
 def from_onnx(src: Any, *, batch_size: int = 1, notes: list[str] | None = None) -> ir.Graph:
     """Converts an ONNX model (path, bytes or ModelProto) to an IR graph in NHWC layout.
 
@@ -1214,8 +1415,14 @@ def from_onnx(src: Any, *, batch_size: int = 1, notes: list[str] | None = None) 
     """
     import onnx
 
-    model = _upgraded(load_onnx(src), notes)
+    source = load_onnx(src)
+    legacy = {nd.output[0] for nd in source.graph.node
+              if nd.domain in ("", "ai.onnx") and nd.output and (
+                  nd.op_type == "Upsample" or (nd.op_type == "Resize" and
+                                               (_default_opset(source) or 13) < 11))}
+    model = _upgraded(source, notes)
     im = _Importer(model, batch_size)
+    im.legacy_resize = legacy
     im.used = {i for n in model.graph.node for i in n.input if i} | {
         o.name for o in model.graph.output}
     g = model.graph
@@ -1226,16 +1433,18 @@ def from_onnx(src: Any, *, batch_size: int = 1, notes: list[str] | None = None) 
         if vi.name in im.consts:
             continue
         et = vi.type.tensor_type.elem_type
-        if et != onnx.TensorProto.FLOAT:
+        if et not in _INPUT_DTYPES:
             raise ConversionError(f"onnx: input '{vi.name}' has element type "
-                                  f"{onnx.TensorProto.DataType.Name(et)}; only FLOAT inputs "
-                                  "are supported")
+                                  f"{onnx.TensorProto.DataType.Name(et)}; only FLOAT, INT32 "
+                                  "and INT64 inputs are supported")
         shape = _value_shape(vi, batch_size)
         if shape is None or any(d is None for d in shape):
             raise ConversionError(f"onnx: input '{vi.name}' has shape "
                                   f"{None if shape is None else list(shape)} with an unknown "
                                   "dimension besides the first; export a fixed shape")
-        im.tensors[vi.name] = ir.Tensor(vi.name, shape)  # type: ignore[arg-type]
+        # int64 inputs (ids) are recorded as int32: the engine's integer dtype (FORMAT.md)
+        im.tensors[vi.name] = ir.Tensor(vi.name, shape,  # type: ignore[arg-type]
+                                        _INPUT_DTYPES[et])
         im.define(vi.name, vi.name, _ident(len(shape)))
         inputs.append(vi.name)
     for idx, node in enumerate(g.node):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tether.converter._internal import ir
 from tether.converter._internal.frontends.keras import same_padding
+from tether.converter._internal.frontends.onnx import depth_space_steps
 from tether.converter._internal.ops import Activation, AnyOp, DType, OpType
 
 from tether.errors import ConversionError, ModelFormatError
@@ -265,6 +266,33 @@ def _pool(op: OpType) -> OpFn:
     return convert
 
 
+def _resize(bilinear: bool) -> OpFn:
+    """RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR (align_corners, half_pixel_centers) -> RESIZE."""
+    def convert(im: _Importer) -> None:
+        o = im.op.builtinOptions
+        x = im.inp(0)
+        assert x is not None
+        size = [int(v) for v in im.const(1, "size").reshape(-1)]
+        xs = im.shape(x)
+        if len(xs) != 4 or len(size) != 2 or min(size) < 1:
+            raise _Fail(f"needs a 4-D NHWC input and a size of two values >= 1, got input "
+                        f"{list(xs)} and size {size}")
+        align = bool(getattr(o, "alignCorners", False)) if o is not None else False
+        half = bool(getattr(o, "halfPixelCenters", False)) if o is not None else False
+        if align and half:
+            raise _Fail("align_corners and half_pixel_centers are both set; TFLite allows one")
+        if bilinear:  # TFLite's (i + 0.5) * in/out - 0.5, i * (in-1)/(out-1) or i * in/out
+            attrs = {"interpolation": (1,), "coordinate_mode": (0 if half else 2 if align else 3,)}
+        elif align:  # round((i) * (in-1)/(out-1)), halves away from zero
+            attrs = {"interpolation": (0,), "coordinate_mode": (2,), "nearest_mode": (1,)}
+        else:  # floor((i + 0.5) * in/out) or floor(i * in/out)
+            attrs = {"interpolation": (0,), "coordinate_mode": (4 if half else 3,),
+                     "nearest_mode": (2,)}
+        im.emit(OpType.RESIZE, [x], attrs, declared=(xs[0], size[0], size[1], xs[3]))
+
+    return convert
+
+
 def _binary(op: OpType) -> OpFn:
     def convert(im: _Importer) -> None:
         o = im.op.builtinOptions
@@ -351,6 +379,65 @@ def _pad(im: _Importer) -> None:
         else:
             value = float(v[0])
     im.emit(OpType.PAD, [x], {"paddings": tuple(int(v) for v in p), "value": (value,)})
+
+
+def _gather(im: _Importer) -> None:
+    o = im.op.builtinOptions
+    x = im.inp(0)
+    assert x is not None
+    r = len(im.shape(x))
+    axis = int(o.axis) if o is not None else 0
+    if o is not None and int(getattr(o, "batchDims", 0)):
+        raise _Fail(f"batch_dims={int(o.batchDims)} is not supported; only 0")
+    if not -r <= axis < r:
+        raise _Fail(f"axis={axis} is outside [{-r}, {r - 1}] for params of rank {r}")
+    axis %= r
+    size = im.shape(x)[axis]
+    ids_i = int(im.op.inputs[1])
+    value = im.raw(ids_i)
+    if value is not None:  # constant indices: checked and stored as int32
+        v = np.asarray(value, np.int64)
+        bad = np.flatnonzero((v.reshape(-1) < -size) | (v.reshape(-1) >= size))
+        if bad.size:
+            raise _Fail(f"index {int(v.reshape(-1)[bad[0]])} is outside [0, {size - 1}] "
+                        f"(axis {axis}, size {size})")
+        v = np.where(v < 0, v + size, v).astype(np.int32)  # a 0-d index stays 0-d
+        ids = im.graph.add(ir.Tensor(im.graph.unique(im.tname(ids_i)), v.shape, DType.INT32, v))
+    else:
+        ids = im.inp(1)
+        assert ids is not None
+        if im.tensors[ids].dtype != DType.INT32:
+            raise _Fail(f"indices '{ids}' are {im.tensors[ids].dtype.name.lower()}; expected "
+                        "int32")
+    im.emit(OpType.GATHER, [x, ids], {"axis": (axis,)})
+
+
+def _depth_space(to_space: bool) -> OpFn:
+    """DEPTH_TO_SPACE / SPACE_TO_DEPTH (NHWC, channels split as (row, column, channel)) as
+    RESHAPE -> 6-D TRANSPOSE -> RESHAPE, as the ONNX frontend lowers DepthToSpace."""
+
+    def convert(im: _Importer) -> None:
+        x = im.inp(0)
+        assert x is not None
+        shape = im.shape(x)
+        o = im.op.builtinOptions
+        b = int(o.blockSize) if o is not None else 0
+        if len(shape) != 4:
+            raise _Fail(f"input '{x}' has shape {list(shape)}; expected 4-D NHWC")
+        n, hh, ww, c = shape
+        if b < 1 or (to_space and c % (b * b)) or (not to_space and (hh % b or ww % b)):
+            raise _Fail(f"block_size={b} must be >= 1 and divide "
+                        + (f"channels {c} by block_size²" if to_space
+                           else f"height {hh} and width {ww}"))
+        shape6, perm, out = depth_space_steps(shape, b, "DCR" if to_space else "S2D")
+        base = im.node_name
+        r6 = im.graph.unique(f"{base}/6d")
+        im.emit(OpType.RESHAPE, [x], declared=shape6, out_name=r6)
+        t6 = im.graph.unique(f"{base}/shuffled")
+        im.emit(OpType.TRANSPOSE, [r6], {"perm": perm}, out_name=t6)
+        im.emit(OpType.RESHAPE, [t6], declared=out)
+
+    return convert
 
 
 def _transpose(im: _Importer) -> None:
@@ -509,6 +596,8 @@ _OPS: dict[str, OpFn] = {
     "SQUEEZE": _squeeze,
     "CONCATENATION": _concat,
     "PAD": _pad,
+    "RESIZE_BILINEAR": _resize(True),
+    "RESIZE_NEAREST_NEIGHBOR": _resize(False),
     "PADV2": _pad,
     "SOFTMAX": _softmax,
     "RELU": _unary(OpType.RELU),
@@ -519,6 +608,9 @@ _OPS: dict[str, OpFn] = {
     "QUANTIZE": _unary(OpType.QUANTIZE),
     "DEQUANTIZE": _unary(OpType.DEQUANTIZE),
     "TRANSPOSE": _transpose,
+    "GATHER": _gather,
+    "DEPTH_TO_SPACE": _depth_space(True),
+    "SPACE_TO_DEPTH": _depth_space(False),
     "SLICE": _slice,
     "STRIDED_SLICE": _strided_slice_op,
     "SPLIT": _split,
@@ -562,8 +654,8 @@ def from_tflite(src: Any, *, batch_size: int = 1) -> ir.Graph:
             raise ConversionError(f"tflite: input '{im.tname(i)}' has a dynamic dimension "
                                   f"{sig}; convert with a fixed input shape")
         name = im.tname(i)
-        try:
-            dtype = im.dtype(i)
+        try:  # int64 inputs (ids) are recorded as int32, the engine's integer dtype
+            dtype = DType.INT32 if t.type == 4 else im.dtype(i)
         except _Fail as e:
             raise ConversionError(f"tflite: input '{name}': {e}") from None
         im.tensors[name] = ir.Tensor(name, tuple(shape), dtype, None, im.quant(i))

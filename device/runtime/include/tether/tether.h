@@ -114,7 +114,9 @@ typedef enum tether_io {
   X(28, MAXIMUM) \
   X(29, MINIMUM) \
   X(30, LRN) \
-  X(31, SLICE)
+  X(31, SLICE) \
+  X(32, RESIZE) \
+  X(33, GATHER)
 
 /* Op ids. TETHER_OP_COUNT is one past the largest id (ids start at 1). */
 typedef enum tether_op {
@@ -357,8 +359,11 @@ tether_status tether_session_io_data(tether_session_t session, tether_io kind, s
  * Runs every op in order. A session serves one thread at a time: an invoke that starts while
  * another thread's invoke of the same session runs is refused (it never races or hangs).
  * @retval TETHER_STATUS_SUCCESS
- * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL session, or the session is being invoked by
- *                                         another thread
+ * @retval TETHER_STATUS_INVALID_ARGUMENT  NULL session, the session is being invoked by
+ *                                         another thread, or an input holds control data out
+ *                                         of range (a GATHER index; tether_last_error() names
+ *                                         the op, the position and the value); the outputs
+ *                                         are then undefined
  */
 tether_status tether_session_invoke(tether_session_t session);
 

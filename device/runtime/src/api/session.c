@@ -232,19 +232,23 @@ tether_status tether_session_invoke(tether_session_t session) {
 
 static tether_status invoke(tether_session_t session) {
   const struct tether_model* m = session->model;
+  /* An op's run-time check (a GATHER index out of range) stops the invoke with its status;
+   * the outputs are then undefined. */
   if (session->profiling) {
     for (uint32_t i = 0; i < m->op_count; i++) {
       const uint64_t t0 = tether_now_ns();
-      tether_op_eval_parallel(m, i, session->data, session->arena + m->ops[i].scratch_offset,
-                              session->pool);
+      const tether_status status = tether_op_eval_parallel(
+          m, i, session->data, session->arena + m->ops[i].scratch_offset, session->pool);
       session->op_ns[i] += tether_now_ns() - t0;
+      if (status != TETHER_STATUS_SUCCESS) return status;
     }
     session->profiled_invokes++;
     return TETHER_STATUS_SUCCESS;
   }
   for (uint32_t i = 0; i < m->op_count; i++) {
-    tether_op_eval_parallel(m, i, session->data, session->arena + m->ops[i].scratch_offset,
-                              session->pool);
+    const tether_status status = tether_op_eval_parallel(
+        m, i, session->data, session->arena + m->ops[i].scratch_offset, session->pool);
+    if (status != TETHER_STATUS_SUCCESS) return status;
   }
   return TETHER_STATUS_SUCCESS;
 }

@@ -64,7 +64,11 @@ typedef enum tether_attr {
   TETHER_ATTR_SIZE = 19,
   TETHER_ATTR_BEGIN = 20,
   TETHER_ATTR_STEPS = 21,
-  TETHER_ATTR_COUNT = 22,      /* one past the last id */
+  TETHER_ATTR_INTERPOLATION = 22,
+  TETHER_ATTR_COORDINATE_MODE = 23,
+  TETHER_ATTR_NEAREST_MODE = 24,
+  TETHER_ATTR_SCALES = 25,
+  TETHER_ATTR_COUNT = 26,      /* one past the last id */
 } tether_attr;
 #define TETHER_ATTR_BIT(id) (1u << (id))
 
@@ -136,6 +140,11 @@ typedef struct tether_op_params {
   int32_t begin_count;               /* 0 = not given */
   int32_t steps[TETHER_MAX_DIMS];    /* SLICE: stride per axis */
   int32_t steps_count;               /* 0 = not given (all 1) */
+  int32_t interpolation;             /* RESIZE: 0 nearest, 1 bilinear */
+  int32_t coordinate_mode;           /* RESIZE: output -> input coordinate (FORMAT.md) */
+  int32_t nearest_mode;              /* RESIZE: rounding of a nearest source coordinate */
+  float scale_h, scale_w;            /* RESIZE: the out/in factors of the coordinate map */
+  int32_t scales_count;              /* 0 = not given (OH/H and OW/W) */
 } tether_op_params;
 
 typedef struct tether_node {
@@ -154,6 +163,10 @@ typedef struct tether_node {
   const float* packed;               /* its part of tether_model.packed (after load) */
   uint8_t fused_activation;          /* 1 = the kernel applies `activation` itself */
   uint8_t quantized;                 /* nonzero = an int8 path (the op file's own codes) */
+  /* The check of run-time control data (GATHER's indices when they are not constant): the
+   * invoke calls it before eval and stops with its status (tether_set_error). NULL = none. */
+  tether_status (*check)(const struct tether_model* model, const struct tether_node* op,
+                         void* const* data);
 } tether_node;
 
 struct tether_model {

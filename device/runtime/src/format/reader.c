@@ -50,6 +50,10 @@ static const attr_spec kAttrSpecs[TETHER_ATTR_COUNT] = {
     {"size", ATTR_TYPE_INT, 1, 1},
     {"begin", ATTR_TYPE_INT, 1, TETHER_MAX_DIMS},
     {"steps", ATTR_TYPE_INT, 1, TETHER_MAX_DIMS},
+    {"interpolation", ATTR_TYPE_INT, 1, 1},
+    {"coordinate_mode", ATTR_TYPE_INT, 1, 1},
+    {"nearest_mode", ATTR_TYPE_INT, 1, 1},
+    {"scales", ATTR_TYPE_FLOAT, 2, 2},
 };
 
 /* ---- loading -------------------------------------------------------------------------- */
@@ -532,6 +536,14 @@ static tether_status read_attrs(loader* l, uint32_t op_index, uint32_t first, ui
       case TETHER_ATTR_STEPS:
         pr->steps_count = n;
         for (int k = 0; k < n; k++) pr->steps[k] = v[k];
+        break;
+      case TETHER_ATTR_INTERPOLATION: pr->interpolation = v[0]; break;
+      case TETHER_ATTR_COORDINATE_MODE: pr->coordinate_mode = v[0]; break;
+      case TETHER_ATTR_NEAREST_MODE: pr->nearest_mode = v[0]; break;
+      case TETHER_ATTR_SCALES:
+        pr->scales_count = n;
+        pr->scale_h = rdf32(r + 8);
+        pr->scale_w = rdf32(r + 12);
         break;
     }
   }

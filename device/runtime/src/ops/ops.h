@@ -67,12 +67,14 @@ const char* tether_op_type_name(uint32_t type);
 /* Packs the weights of every op with packed_floats > 0 into model->packed (after validation);
  * in a dry run (model->tally->dry_run) counts the block and runs the pack checks only. */
 tether_status tether_pack_weights(struct tether_model* model);
-/* Eval of one op with caller-chosen storage on the calling thread (tests use it). */
-void tether_op_eval(const struct tether_model* model, uint32_t op_index, void* const* data,
-                    void* scratch);
+/* Eval of one op with caller-chosen storage on the calling thread (tests use it): first the
+ * op's run-time check (op->check) if it has one, whose failure skips the eval and is returned. */
+tether_status tether_op_eval(const struct tether_model* model, uint32_t op_index,
+                             void* const* data, void* scratch);
 /* The same with work split over `pool` (NULL = the calling thread); the session's invoke. */
-void tether_op_eval_parallel(const struct tether_model* model, uint32_t op_index,
-                             void* const* data, void* scratch, struct tether_pool* pool);
+tether_status tether_op_eval_parallel(const struct tether_model* model, uint32_t op_index,
+                                      void* const* data, void* scratch,
+                                      struct tether_pool* pool);
 
 /* ---- shared checks and geometry (common.c) --------------------------------------------- */
 

@@ -38,19 +38,25 @@ const char* tether_op_type_name(uint32_t type) {
   return type >= 1 && type < TETHER_OP_COUNT ? kOpNames[type] : "?";
 }
 
-void tether_op_eval(const struct tether_model* model, uint32_t op_index, void* const* data,
-                    void* scratch) {
-  tether_op_eval_parallel(model, op_index, data, scratch, NULL);
+tether_status tether_op_eval(const struct tether_model* model, uint32_t op_index,
+                             void* const* data, void* scratch) {
+  return tether_op_eval_parallel(model, op_index, data, scratch, NULL);
 }
 
-void tether_op_eval_parallel(const struct tether_model* model, uint32_t op_index,
-                             void* const* data, void* scratch, struct tether_pool* pool) {
+tether_status tether_op_eval_parallel(const struct tether_model* model, uint32_t op_index,
+                                      void* const* data, void* scratch,
+                                      struct tether_pool* pool) {
   const tether_node* op = &model->ops[op_index];
+  if (op->check != NULL) {
+    const tether_status status = op->check(model, op, data);
+    if (status != TETHER_STATUS_SUCCESS) return status;
+  }
   kOpDefs[op->type]->eval(model, op, data, scratch, pool);
   if (op->activation != TETHER_ACT_NONE && !op->fused_activation) {
     const tether_tensor* y = &model->tensors[op->outputs[0]];
     tether_f32_activation_apply((float*)data[op->outputs[0]], y->elements, op->activation);
   }
+  return TETHER_STATUS_SUCCESS;
 }
 
 tether_status tether_pack_weights(struct tether_model* m) {

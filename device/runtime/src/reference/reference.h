@@ -35,6 +35,13 @@ typedef struct tether_qs8_ref_params {
   int32_t x_zero, y_zero, lo, hi;
 } tether_qs8_ref_params;
 
+/* ---- any dtype (gather.c) --------------------------------------------------------------- */
+
+/* y[o, j, :] = x[o, idx[j] (+ n if negative), :]: x [outer, n, row], y [outer, count, row],
+ * rows of row_bytes bytes; every idx[j] in [-n, n). */
+void tether_ref_gather(size_t outer, size_t n, size_t row_bytes, const int32_t* idx,
+                       size_t count, const void* x, void* y);
+
 /* ---- float32 (conv.c, pool.c, elementwise.c) ------------------------------------------- */
 
 void tether_ref_f32_conv2d(const tether_conv_geometry* g, const float* x, const float* w,
