@@ -108,7 +108,7 @@ def conv_output_size(size: int, kernel: int, stride: int, dilation: int, pad_beg
                      pad_end: int) -> int:
     """out = floor((in + pad_begin + pad_end - d*(k-1) - 1) / s) + 1 (FORMAT.md).
 
-    >>> conv_output_size(7, 3, 2, 1, 0, 1)
+    >>> conv_output_size(7, 3, 2, 1, 1, 1)  # "same" padding at stride 2
     4
     """
     return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
@@ -202,12 +202,41 @@ def _broadcast_shape(node: Node, shapes: Sequence[Shape | None],
         raise ShapeError(f"shapes {list(a)} and {list(b)} do not broadcast") from None
 
 
+def pool_window_holes(size: int, kernel: int, stride: int, dilation: int, pad_begin: int,
+                      out: int) -> list[int]:
+    """Outputs (along one axis) whose dilated window has no tap inside [0, size).
+
+    >>> pool_window_holes(2, 2, 1, 3, 1, 1)  # taps -1 and 2 of 2 rows
+    [0]
+    """
+    holes = []
+    for o in range(out):
+        origin = o * stride - pad_begin
+        first = max(0, -(origin // dilation))  # the first tap at or after row 0
+        if first >= kernel or origin + first * dilation >= size:
+            holes.append(o)
+    return holes
+
+
 def _pool_shape(node: Node, shapes: Sequence[Shape | None], declared: Sequence[Shape]) -> Shape:
     x = _x(shapes)
     kh, kw = _ints(node, "kernel", 2)
     if len(x) != 4:
         raise ShapeError(f"input must be 4-D [N,H,W,C], got {list(x)}")
-    return _window_shape(node, x, kh, kw, x[3], dilated=False)
+    y = _window_shape(node, x, kh, kw, x[3], dilated=True)
+    (sh, sw), (dh, dw) = _ints(node, "strides", 2), _ints(node, "dilations", 2)
+    pt, pl, pb, pr = _ints(node, "pads", 4)
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    if max(pt, pb) >= span_h or max(pl, pr) >= span_w:
+        raise ShapeError(f"pads {[pt, pl, pb, pr]} must be smaller than the window "
+                         f"{[span_h, span_w]} (kernel {[kh, kw]}, dilations {[dh, dw]})")
+    for axis, (size, k, s, d, p, o) in enumerate(((x[1], kh, sh, dh, pt, y[1]),
+                                                  (x[2], kw, sw, dw, pl, y[2]))):
+        # with pads < span, only an input narrower than the dilation fits between two taps
+        if size < d and (holes := pool_window_holes(size, k, s, d, p, o)):
+            raise ShapeError(f"the window of output {('row', 'column')[axis]} {holes[0]} "
+                             f"(kernel {k}, dilation {d}) holds no input cell of the {size}")
+    return y
 
 
 def _mean_shape(node: Node, shapes: Sequence[Shape | None], declared: Sequence[Shape]) -> Shape:
@@ -416,7 +445,7 @@ def _dense(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
 def _pool(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     x = _a(xs)
     kh, kw = _ints(node, "kernel")
-    args = (kh, kw, _ints(node, "strides"), (1, 1), _ints(node, "pads"))
+    args = (kh, kw, _ints(node, "strides"), _ints(node, "dilations"), _ints(node, "pads"))
     if node.op == OpType.MAX_POOL_2D:
         return _windows(x, *args, -np.inf).max(axis=(3, 4))
     total = _windows(x, *args, 0.0).sum(axis=(3, 4))
@@ -589,9 +618,8 @@ _DEFS = (
     OpDef(OpType.MUL, (2, 2), (), _broadcast_shape, _binary(np.multiply)),
     OpDef(OpType.SUB, (2, 2), (), _broadcast_shape, _binary(np.subtract)),
     OpDef(OpType.DIV, (2, 2), (), _broadcast_shape, _binary(np.divide)),
-    OpDef(OpType.MAX_POOL_2D, _UNARY, ("strides", "pads", "kernel"), _pool_shape, _pool,
-          fold=False),
-    OpDef(OpType.AVERAGE_POOL_2D, _UNARY, ("strides", "pads", "kernel", "count_include_pad"),
+    OpDef(OpType.MAX_POOL_2D, _UNARY, _WINDOW + ("kernel",), _pool_shape, _pool, fold=False),
+    OpDef(OpType.AVERAGE_POOL_2D, _UNARY, _WINDOW + ("kernel", "count_include_pad"),
           _pool_shape, _pool, fold=False),
     OpDef(OpType.MEAN, _UNARY, ("axes", "keepdims"), _mean_shape, _mean),
     OpDef(OpType.RESHAPE, _UNARY, (), _reshape_shape, _reshape),

@@ -752,11 +752,10 @@ def _check_dtypes(label: str, tensors: Sequence[ir.Tensor], op: OpRecord) -> Non
     if op.type in (OpType.QUANTIZE, OpType.DEQUANTIZE) or not op.inputs or op.inputs[0] is None:
         return
     first = tensors[op.inputs[0]]
-    if op.type == OpType.GATHER and len(op.inputs) > 1 and op.inputs[1] is not None \
-            and tensors[op.inputs[1]].dtype != DType.INT32:
-        t = op.inputs[1]
-        raise _fail(f"{label}: input 1 (tensor {t} '{tensors[t].name}') is "
-                    f"{tensors[t].dtype.name.lower()}, expected int32 indices")
+    ids = op.inputs[1] if op.type == OpType.GATHER and len(op.inputs) > 1 else None
+    if ids is not None and tensors[ids].dtype != DType.INT32:
+        raise _fail(f"{label}: input 1 (tensor {ids} '{tensors[ids].name}') is "
+                    f"{tensors[ids].dtype.name.lower()}, expected int32 indices")
     if op.type in _MOVES:
         for slot, out in enumerate(op.outputs):
             if tensors[out].dtype != first.dtype:
@@ -777,7 +776,9 @@ def _check_dtypes(label: str, tensors: Sequence[ir.Tensor], op: OpRecord) -> Non
 
 def _check_gather_indices(label: str, tensors: Sequence[ir.Tensor], op: OpRecord) -> None:
     """A constant GATHER index lies in [-n, n) of the table's axis (the engine's load check)."""
-    x, idx = tensors[op.inputs[0]], tensors[op.inputs[1]]
+    table, ids = op.inputs[0], op.inputs[1]
+    assert table is not None and ids is not None  # GATHER's two inputs are required
+    x, idx = tensors[table], tensors[ids]
     (axis,) = op.attr_values()["axis"]
     n = x.shape[int(axis)]
     flat = np.asarray(idx.data).reshape(-1)
@@ -818,7 +819,8 @@ def _check_graph(tensors: Sequence[ir.Tensor], ops: Sequence[OpRecord],
         if [tuple(s) for s in inferred] != declared:
             raise _fail(f"{label}: output shapes {[list(s) for s in declared]} do not fit the "
                         f"op (expected {[list(s) for s in inferred]})")
-        if op.type == OpType.GATHER and tensors[op.inputs[1]].data is not None:
+        ids = op.inputs[1] if op.type == OpType.GATHER else None
+        if ids is not None and tensors[ids].data is not None:
             _check_gather_indices(label, tensors, op)
     for k, t in enumerate(outputs):
         if tensors[t].is_constant:

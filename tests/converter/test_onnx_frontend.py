@@ -204,8 +204,8 @@ def test_unsupported_op_names_node_op_and_frontend() -> None:
      {"pads": np.array([0, 1, 0, 1], np.int64)}, r"'pad1' \(Pad\): attribute mode='reflect'"),
     (h.make_node("Gemm", ["x", "w"], ["y"], transA=1, name="g1"), {"w": np.ones((4, 4), "f")},
      r"'g1' \(Gemm\): attribute transA=1"),
-    (h.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2], name="mp"),
-     {}, r"'mp' \(MaxPool\): attribute dilations=\[2, 2\] is not supported"),
+    (h.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], auto_pad="FULL", name="mp"),
+     {}, r"'mp' \(MaxPool\): attribute auto_pad='FULL' is not supported"),
     (h.make_node("MatMul", ["x", "x"], ["y"], name="mm"), {},
      r"'mm' \(MatMul\): only MatMul with a constant 2-D second input"),
 ])

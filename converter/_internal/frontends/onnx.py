@@ -236,7 +236,9 @@ OpFn = Callable[[_Importer], None]
 
 
 def _window_attrs(im: _Importer, x_shape: tuple[int, ...], kernel: tuple[int, int],
-                  a: dict[str, Any], ceil_ok: bool) -> dict[str, tuple]:
+                  a: dict[str, Any]) -> dict[str, tuple]:
+    """strides, dilations and pads (top, left, bottom, right); ceil_mode's extra output cells
+    extend the bottom/right pads (`_pool` keeps them out of count_include_pad's divisor)."""
     strides = tuple(int(v) for v in a.get("strides", (1, 1)))
     dil = tuple(int(v) for v in a.get("dilations", (1, 1)))
     if len(strides) != 2 or len(dil) != 2:
@@ -260,8 +262,6 @@ def _window_attrs(im: _Importer, x_shape: tuple[int, ...], kernel: tuple[int, in
     else:
         raise im.fail(f"attribute auto_pad={auto!r} is not supported")
     if int(a.get("ceil_mode", 0)):
-        if not ceil_ok:
-            raise im.fail("attribute ceil_mode=1 is not supported with count_include_pad=1")
         extra = []
         for size, k, s, d, pb_, pe_ in ((h, kernel[0], strides[0], dil[0], pads[0], pads[2]),
                                         (w, kernel[1], strides[1], dil[1], pads[1], pads[3])):
@@ -287,7 +287,7 @@ def _conv(im: _Importer) -> None:
     oc, icg, kh, kw = w.shape
     groups = int(a.get("group", 1))
     c = im.shape(x)[1]
-    wa = _window_attrs(im, im.shape(x), (kh, kw), a, True)
+    wa = _window_attrs(im, im.shape(x), (kh, kw), a)
     bias = (im.const(b_name, "bias").astype(np.float32) if b_name
             else np.zeros(oc, np.float32))
     xin = im.get(x, NHWC)
@@ -312,7 +312,7 @@ def _conv_qdq(im: _Importer, a: dict[str, Any]) -> None:
     oc, icg, kh, kw = wq.shape
     groups = int(a.get("group", 1))
     c = im.shape(x)[1]
-    wa = _window_attrs(im, im.shape(x), (kh, kw), a, True)
+    wa = _window_attrs(im, im.shape(x), (kh, kw), a)
     depthwise = groups == c and icg == 1 and groups > 1
     base = n.output[0]
     if wquant.axis not in (None, 0):
@@ -448,7 +448,7 @@ def _qlinear_conv(im: _Importer) -> None:
     oc, icg, kh, kw = w.shape
     groups = int(a.get("group", 1))
     c = im.shape(x)[1]
-    wa = _window_attrs(im, im.shape(x), (kh, kw), a, True)
+    wa = _window_attrs(im, im.shape(x), (kh, kw), a)
     base = n.output[0]
     depthwise = groups == c and icg == 1 and groups > 1
     if w_q.axis is None:
@@ -493,25 +493,43 @@ def _qlinear_matmul(im: _Importer) -> None:
 
 
 def _pool(op: OpType) -> OpFn:
+    """MaxPool / AveragePool (dilations: MaxPool 10+, AveragePool 19+).
+
+    AveragePool with count_include_pad=1 and ceil_mode=1 divides, as ONNX Runtime does, by
+    the window's cells inside the explicitly padded input: the explicit pads count, the cells
+    ceil_mode adds past them do not. Where ceil_mode adds cells, the explicit pads become a
+    zero PAD and the pool counts real cells only (its pads: the ceil-mode cells alone).
+    """
     def convert(im: _Importer) -> None:
-        allowed = ["auto_pad", "ceil_mode", "kernel_shape", "pads", "strides"]
-        allowed += ["count_include_pad"] if op == OpType.AVERAGE_POOL_2D else [
-            "dilations", "storage_order"]
+        allowed = ["auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides"]
+        allowed += ["count_include_pad"] if op == OpType.AVERAGE_POOL_2D else ["storage_order"]
         a = im.check_attrs(allowed)
         x = im.node.input[0]
         if len(im.node.output) > 1 and im.node.output[1]:
             raise im.fail("the Indices output of MaxPool is not supported")
         if im.rank(x) != 4:
             raise im.fail(f"only 2-D pooling (4-D input) is supported; rank {im.rank(x)}")
-        k = tuple(int(v) for v in a["kernel_shape"])
+        ks = [int(v) for v in a["kernel_shape"]]
+        if len(ks) != 2:
+            raise im.fail(f"attribute kernel_shape={ks} needs 2 values")
+        k = (ks[0], ks[1])
         include = int(a.get("count_include_pad", 0))
-        wa = _window_attrs(im, im.shape(x), k, a, not include)  # type: ignore[arg-type]
-        if wa.pop("dilations") != (1, 1):
-            raise im.fail(f"attribute dilations={list(a['dilations'])} is not supported")
+        wa = _window_attrs(im, im.shape(x), k, a)
+        xin = im.get(x, NHWC)
+        if include and int(a.get("ceil_mode", 0)):
+            pt, pl, pb, pr = _window_attrs(im, im.shape(x), k, {**a, "ceil_mode": 0})["pads"]
+            ceil_h, ceil_w = wa["pads"][2] - pb, wa["pads"][3] - pr
+            if ceil_h or ceil_w:  # else ceil_mode changes nothing
+                if pt or pl or pb or pr:
+                    xin = im.emit(OpType.PAD, [xin], f"{im.out()}/pads",
+                                  {"paddings": (0, 0, pt, pb, pl, pr, 0, 0), "value": (0.0,)})
+                wa["pads"], include = (0, 0, ceil_h, ceil_w), 0
+        if wa["dilations"] == (1, 1):
+            del wa["dilations"]  # the default: undilated pools keep their former bytes
         attrs: dict[str, tuple] = {"kernel": k, **wa}
         if op == OpType.AVERAGE_POOL_2D:
             attrs["count_include_pad"] = (include,)
-        y = im.emit(op, [im.get(x, NHWC)], im.out(), attrs)
+        y = im.emit(op, [xin], im.out(), attrs)
         im.define(im.out(), y, NHWC)
 
     return convert
@@ -595,11 +613,11 @@ def _resize(im: _Importer) -> None:
         sc = [float(v) for v in im.const(scales_in, "scales").astype(np.float32).reshape(-1)]
         if len(sc) != len(axes):
             raise im.fail(f"scales {sc} need one value per axis {axes}")
-        for ax, v in zip(axes, sc):
-            if not (math.isfinite(v) and v > 0):
-                raise im.fail(f"scale {v} of axis {ax} must be finite and > 0")
-            full_scales[ax] = v
-            out[ax] = int(np.float32(v) * np.float32(shape[ax]))
+        for ax, scale in zip(axes, sc):
+            if not (math.isfinite(scale) and scale > 0):
+                raise im.fail(f"scale {scale} of axis {ax} must be finite and > 0")
+            full_scales[ax] = scale
+            out[ax] = int(np.float32(scale) * np.float32(shape[ax]))
         given = (full_scales[2], full_scales[3])
     else:
         raise im.fail("needs a constant scales or sizes input")

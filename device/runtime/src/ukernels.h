@@ -219,14 +219,19 @@ void tether_f32_qs8_vcvt_ukernel__avx512(size_t n, const float* x, int8_t* y, fl
                                          int32_t zero);
 
 /* The taps [*begin, *end) of a window of k taps starting at input coordinate `origin`, spaced
- * `dilation` apart, that fall inside [0, limit); *begin == *end when none does. */
+ * `dilation` (>= 1) apart, that fall inside [0, limit); *begin == *end when none does. O(1)
+ * in k (a pool's kernel is an attribute, any int32), in int64 so 32-bit targets cannot
+ * overflow. */
 static inline void tether_window_taps(ptrdiff_t origin, size_t k, ptrdiff_t dilation,
                                       ptrdiff_t limit, size_t* begin, size_t* end) {
-  size_t b = 0, e = k;
-  while (b < k && origin + (ptrdiff_t)b * dilation < 0) b++;
-  while (e > b && origin + (ptrdiff_t)(e - 1) * dilation >= limit) e--;
-  *begin = b;
-  *end = e;
+  const int64_t o = (int64_t)origin, d = (int64_t)dilation, n = (int64_t)k;
+  int64_t b = o < 0 ? (-o + d - 1) / d : 0;            /* first tap at or after 0 */
+  int64_t e = o < (int64_t)limit ? ((int64_t)limit - 1 - o) / d + 1 : 0;  /* taps before limit */
+  if (b > n) b = n;
+  if (e > n) e = n;
+  if (e < b) e = b;
+  *begin = (size_t)b;
+  *end = (size_t)e;
 }
 
 #ifdef __cplusplus

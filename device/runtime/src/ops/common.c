@@ -116,7 +116,7 @@ tether_conv_geometry tether_window_geometry(const struct tether_model* model,
       .depth_multiplier =
           op->type == TETHER_OP_DEPTHWISE_CONV_2D ? (size_t)p->depth_multiplier : 1,
       .stride_h = p->stride_h, .stride_w = p->stride_w,
-      .dilation_h = pool ? 1 : p->dilation_h, .dilation_w = pool ? 1 : p->dilation_w,
+      .dilation_h = p->dilation_h, .dilation_w = p->dilation_w,
       .pad_top = p->pad_top, .pad_left = p->pad_left,
   };
   return g;

@@ -1,9 +1,12 @@
 /*
- * pool.c — MAX_POOL_2D and AVERAGE_POOL_2D over NHWC, any strides and explicit pads.
+ * pool.c — MAX_POOL_2D and AVERAGE_POOL_2D over NHWC, any strides, dilations and explicit
+ * pads.
  *
  * Padded cells never take part in a max; an average divides by the number of real cells
- * in the window, or by KH*KW when count_include_pad is set. Load rejects pads >= kernel, so
- * every window holds at least one real cell. int8 is TFLite's reference arithmetic: the max
+ * in the window, or by KH*KW when count_include_pad is set. Load rejects pads >= the window's
+ * span d*(k-1)+1, and any window whose dilated taps all miss the input, so every window
+ * holds at least one real cell. Every dtype runs the reference kernels (src/reference/
+ * pool.c), which step through dilated taps. int8 is TFLite's reference arithmetic: the max
  * of the real cells; the int32 sum of the cells, then (sum ± count/2) / count truncated
  * (round half away from zero); both need the output quantized like the input and clamp to
  * the fused activation's range.
@@ -66,19 +69,48 @@ static tether_status pool_prepare(const struct tether_model* model, uint32_t op_
                            "attribute kernel is required and must be >= 1, got [%d, %d]",
                            p->kernel_h, p->kernel_w);
   }
-  if (p->pad_top >= p->kernel_h || p->pad_bottom >= p->kernel_h ||
-      p->pad_left >= p->kernel_w || p->pad_right >= p->kernel_w) {
+  /* The window's span d*(k-1)+1 (the kernel when undilated), in int64: d and k are any int32. */
+  const int64_t span_h = (int64_t)p->dilation_h * (p->kernel_h - 1) + 1;
+  const int64_t span_w = (int64_t)p->dilation_w * (p->kernel_w - 1) + 1;
+  if (p->pad_top >= span_h || p->pad_bottom >= span_h || p->pad_left >= span_w ||
+      p->pad_right >= span_w) {
     return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
-                           "pads [%d, %d, %d, %d] must be smaller than kernel [%d, %d]",
-                           p->pad_top, p->pad_left, p->pad_bottom, p->pad_right, p->kernel_h,
-                           p->kernel_w);
+                           "pads [%d, %d, %d, %d] must be smaller than the window [%lld, %lld] "
+                           "(kernel [%d, %d], dilations [%d, %d])",
+                           p->pad_top, p->pad_left, p->pad_bottom, p->pad_right,
+                           (long long)span_h, (long long)span_w, p->kernel_h, p->kernel_w,
+                           p->dilation_h, p->dilation_w);
   }
   if (p->count_include_pad != 0 && p->count_include_pad != 1) {
     return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
                            "count_include_pad must be 0 or 1, got %d", p->count_include_pad);
   }
-  return tether_check_window_output(model, op_index, x, y, p->kernel_h, p->kernel_w, 1, 1,
-                                    x->shape[3]);
+  status = tether_check_window_output(model, op_index, x, y, p->kernel_h, p->kernel_w,
+                                      p->dilation_h, p->dilation_w, x->shape[3]);
+  if (status != TETHER_STATUS_SUCCESS) return status;
+  /* A dilated window's taps can all miss the input (e.g. taps -1 and 2 over 2 rows); refuse
+   * such a window rather than invent its value. With pads < span every window starts before
+   * the input's end and reaches past its start, so only an input narrower than the dilation
+   * can fall between two taps: the other axes need no walk. */
+  const int32_t axis_in[2] = {x->shape[1], x->shape[2]}, axis_out[2] = {y->shape[1], y->shape[2]};
+  const int32_t axis_k[2] = {p->kernel_h, p->kernel_w}, axis_d[2] = {p->dilation_h, p->dilation_w};
+  const int32_t axis_s[2] = {p->stride_h, p->stride_w}, axis_p[2] = {p->pad_top, p->pad_left};
+  for (int axis = 0; axis < 2; axis++) {
+    if (axis_in[axis] >= axis_d[axis]) continue;
+    for (int32_t o = 0; o < axis_out[axis]; o++) {
+      size_t begin, end;
+      tether_window_taps((ptrdiff_t)o * axis_s[axis] - axis_p[axis], (size_t)axis_k[axis],
+                         axis_d[axis], axis_in[axis], &begin, &end);
+      if (begin == end) {
+        return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                               "the window of output %s %d (kernel %d, dilation %d) holds no "
+                               "input cell of the %d",
+                               axis == 0 ? "row" : "column", o, axis_k[axis], axis_d[axis],
+                               axis_in[axis]);
+      }
+    }
+  }
+  return TETHER_STATUS_SUCCESS;
 }
 
 static void pool_eval(const struct tether_model* model, const tether_node* op, void* const* data,
@@ -101,9 +133,9 @@ static void pool_eval(const struct tether_model* model, const tether_node* op, v
 }
 
 TETHER_OP_DEF(MAX_POOL_2D) = {1, 1, TETHER_NO_OPTIONAL,
-                              TETHER_ATTR(STRIDES) | TETHER_ATTR(PADS) | TETHER_ATTR(KERNEL), 0,
+                              TETHER_WINDOW_ATTRS | TETHER_ATTR(KERNEL), 0,
                               pool_prepare, NULL, pool_eval};
 TETHER_OP_DEF(AVERAGE_POOL_2D) = {1, 1, TETHER_NO_OPTIONAL,
-                                  TETHER_ATTR(STRIDES) | TETHER_ATTR(PADS) | TETHER_ATTR(KERNEL) |
+                                  TETHER_WINDOW_ATTRS | TETHER_ATTR(KERNEL) |
                                       TETHER_ATTR(COUNT_INCLUDE_PAD),
                                   0, pool_prepare, NULL, pool_eval};

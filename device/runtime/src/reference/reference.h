@@ -17,16 +17,6 @@
 extern "C" {
 #endif
 
-/* Clamps the pooling window [start, start + k) to the input rows/columns [0, n). */
-static inline void tether_clamp_window(ptrdiff_t start, size_t k, size_t n, size_t* begin,
-                                       size_t* end) {
-  const ptrdiff_t b = start < 0 ? 0 : start;
-  ptrdiff_t e = start + (ptrdiff_t)k;
-  if (e > (ptrdiff_t)n) e = (ptrdiff_t)n;
-  *begin = (size_t)b;
-  *end = e > b ? (size_t)e : (size_t)b;
-}
-
 /* int8 requantization of the reference kernels: per channel c, y = clamp(y_zero +
  * MultiplyByQuantizedMultiplier(acc, multiplier[c], shift[c]), lo, hi). */
 typedef struct tether_qs8_ref_params {
