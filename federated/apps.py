@@ -389,7 +389,8 @@ def simulate(cfg: FedConfig, num_cpus: int | None = None,
              on_round: OnRound | None = None, worker_logs: bool = True) -> RunReport:
     """Run ``cfg`` on Flower's Simulation Engine (Ray backend), in this process.
 
-    Ray actors get 1 CPU each (so ``num_cpus`` actors, default all cores) and one BLAS thread.
+    Ray actors get 1 CPU each (so ``num_cpus`` actors, default all cores) and one BLAS thread;
+    so does this process while the simulation runs.
     The numpy models need no TensorFlow and the backend config asks for no TensorFlow actor
     setup, but Flower's ``flwr.simulation.ray_transport.utils`` still imports TensorFlow when
     it is installed (measured 4.2 s per process at low load), so each actor pays that once.
@@ -408,8 +409,16 @@ def simulate(cfg: FedConfig, num_cpus: int | None = None,
                       "log_to_driver": worker_logs},
         "actor": {"tensorflow": 0},
     }
-    run_simulation(server_app=make_server_app(cfg, report, on_round), client_app=make_client_app(cfg),
-                   num_supernodes=cfg.clients, backend_config=backend)  # type: ignore[arg-type]
+    # This process's BLAS on one thread while the simulation runs: the ServerApp thread
+    # evaluates (numpy matmuls) while ray.init forks its services, and OpenBLAS's fork handler
+    # stops its worker threads under a running call, which then spins forever (seen: the
+    # driver at 100% CPU in exec_blas, the actors idle).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        run_simulation(server_app=make_server_app(cfg, report, on_round),
+                       client_app=make_client_app(cfg), num_supernodes=cfg.clients,
+                       backend_config=backend)  # type: ignore[arg-type]
     if not report.rounds:
         from tether.errors import TetherError
 

@@ -14,7 +14,7 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 
 @pytest.mark.slow
-@pytest.mark.isolated
+@pytest.mark.isolated(timeout=300, retries=1)
 def test_secagg_over_flower_messages_exact_mean_with_30_percent_dropping() -> None:
     from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
@@ -66,7 +66,7 @@ def test_secagg_over_flower_messages_exact_mean_with_30_percent_dropping() -> No
 
 
 @pytest.mark.slow
-@pytest.mark.isolated
+@pytest.mark.isolated(timeout=300, retries=1)
 def test_cli_simulate_with_qsgd_json() -> None:
     from tether.cli.federated import app
     from typer.testing import CliRunner
@@ -87,7 +87,7 @@ def test_cli_simulate_with_qsgd_json() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.isolated
+@pytest.mark.isolated(timeout=300, retries=1)
 def test_local_grid_run_matches_ray_simulation() -> None:
     """The in-process LocalGrid path (used for the long accuracy curves in bench/) runs the same
     strategy and ClientApp as the Ray Simulation Engine: with every client sampled, the two
