@@ -47,3 +47,7 @@ class OpType(enum.IntEnum):
     SLICE = 31
     RESIZE = 32
     GATHER = 33
+    LAYER_NORM = 34
+    INSTANCE_NORM = 35
+    GELU = 36
+    REDUCE_MAX = 37

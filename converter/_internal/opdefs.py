@@ -459,6 +459,26 @@ def _mean(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     return np.mean(_a(xs), axis=_ints(node, "axes"), keepdims=bool(_ints(node, "keepdims")[0]))
 
 
+def _reduce_max(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    return np.max(_a(xs), axis=_ints(node, "axes"), keepdims=bool(_ints(node, "keepdims")[0]))
+
+
+_ERF = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    return np.asarray(_ERF(_a(xs)), np.float64)
+
+
+def _gelu(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    x = _a(xs)
+    if _ints(node, "approximate")[0]:
+        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)
+        return 0.5 * x * (1.0 + np.tanh(inner))
+    with np.errstate(invalid="ignore"):
+        return 0.5 * x * (1.0 + np.asarray(_ERF(x / math.sqrt(2.0)), np.float64))
+
+
 def _reshape(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     return _a(xs).reshape(out)
 
@@ -594,6 +614,57 @@ def _resize(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
+def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
+    mean = x.mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+
+
+def _scale_shift(y: np.ndarray, xs: Arrays) -> np.ndarray:
+    gamma, beta = (xs[i] if len(xs) > i else None for i in (1, 2))
+    return (y if gamma is None else y * gamma) + (0.0 if beta is None else beta)
+
+
+def _layer_norm(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    x = _a(xs)
+    (axis,) = _ints(node, "axis", 1)
+    return _scale_shift(_normalize(x, tuple(range(axis, x.ndim)), _float(node, "epsilon")), xs)
+
+
+def _instance_norm(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    x = _a(xs)
+    return _scale_shift(_normalize(x, tuple(range(1, x.ndim - 1)), _float(node, "epsilon")), xs)
+
+
+def _norm_operands(node: Node, shapes: Sequence[Shape | None], want: Shape) -> None:
+    eps = _float(node, "epsilon")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ShapeError(f"epsilon must be finite and > 0, got {eps}")
+    for i, what in ((1, "gamma"), (2, "beta")):
+        s = shapes[i] if len(shapes) > i else None
+        if s is not None and tuple(s) != want:
+            raise ShapeError(f"input {i} ({what}) has shape {list(s)}, expected {list(want)}")
+
+
+def _layer_norm_shape(node: Node, shapes: Sequence[Shape | None],
+                      declared: Sequence[Shape]) -> Shape:
+    x = _x(shapes)
+    (axis,) = _ints(node, "axis", 1)
+    if not 0 <= axis < len(x):
+        raise ShapeError(f"axis {axis} (the first normalized axis) is outside [0, {len(x)}) "
+                         f"of input {list(x)}")
+    _norm_operands(node, shapes, tuple(x[axis:]))
+    return tuple(x)
+
+
+def _instance_norm_shape(node: Node, shapes: Sequence[Shape | None],
+                         declared: Sequence[Shape]) -> Shape:
+    x = _x(shapes)
+    if len(x) < 3:
+        raise ShapeError(f"needs an input [N, spatial..., C] of rank >= 3, got {list(x)}")
+    _norm_operands(node, shapes, (x[-1],))
+    return tuple(x)
+
+
 def _batch_norm(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     x, gamma, beta, mean, var = (_a(xs, i) for i in range(5))
     (eps,) = node.attrs.get("epsilon", (1e-3,))
@@ -646,8 +717,14 @@ _DEFS = (
     OpDef(OpType.RESIZE, _UNARY, ("interpolation", "coordinate_mode", "nearest_mode", "scales"),
           _resize_shape, _resize, fold=False),
     OpDef(OpType.GATHER, (2, 2), ("axis",), _gather_shape, _gather),
+    OpDef(OpType.LAYER_NORM, (1, 3), ("axis", "epsilon"), _layer_norm_shape, _layer_norm),
+    OpDef(OpType.INSTANCE_NORM, (1, 3), ("epsilon",), _instance_norm_shape, _instance_norm),
+    OpDef(OpType.GELU, _UNARY, ("approximate",), _same_shape, _gelu),
+    OpDef(OpType.REDUCE_MAX, _UNARY, ("axes", "keepdims"), _mean_shape, _reduce_max),
     OpDef(InternalOp.BATCH_NORM, (5, 5), (), _batch_norm_shape, _batch_norm),
     OpDef(InternalOp.IDENTITY, _UNARY, (), _same_shape, _reshape),
+    OpDef(InternalOp.SQRT, _UNARY, (), _same_shape, lambda node, xs, out: np.sqrt(_a(xs))),
+    OpDef(InternalOp.ERF, _UNARY, (), _same_shape, _erf),
 )
 
 OPDEFS: Mapping[AnyOp, OpDef] = {d.op: d for d in _DEFS}

@@ -44,10 +44,15 @@ class InternalOp(enum.IntEnum):
         attr `epsilon`; y = (x - mean) / sqrt(variance + epsilon) * gamma + beta over the
         last axis.
     IDENTITY: y = x (inference no-ops such as Dropout).
+    ERF: y = erf(x) (ONNX Erf); only as part of GELU (recognize_gelu), refused otherwise.
+    SQRT: y = sqrt(x) (ONNX Sqrt, Pow(x, 0.5)); only inside a decomposed layer norm, which
+        `recognize_layer_norm` folds into LAYER_NORM; one left over is refused.
     """
 
     BATCH_NORM = 1001
     IDENTITY = 1002
+    ERF = 1003
+    SQRT = 1010
 
 
 AnyOp = OpType | InternalOp
@@ -112,6 +117,8 @@ class AttrId(enum.IntEnum):
     COORDINATE_MODE = 23
     NEAREST_MODE = 24
     SCALES = 25
+    EPSILON = 26
+    APPROXIMATE = 28
 
 
 class AttrType(enum.IntEnum):
@@ -164,6 +171,8 @@ ATTRS: Mapping[str, AttrSpec] = {
     "coordinate_mode": AttrSpec(AttrId.COORDINATE_MODE, AttrType.INT32, (0,)),  # 0 half_pixel
     "nearest_mode": AttrSpec(AttrId.NEAREST_MODE, AttrType.INT32, (0,)),  # 0 round_prefer_floor
     "scales": AttrSpec(AttrId.SCALES, AttrType.FLOAT32, ()),  # (): OH/H, OW/W from shapes
+    "epsilon": AttrSpec(AttrId.EPSILON, AttrType.FLOAT32, (1e-5,)),  # LAYER_/INSTANCE_NORM
+    "approximate": AttrSpec(AttrId.APPROXIMATE, AttrType.INT32, (0,)),  # GELU: 0 erf, 1 tanh
 }
 
 ATTR_NAME_OF_ID: Mapping[AttrId, str] = {spec.id: name for name, spec in ATTRS.items()}

@@ -6,7 +6,7 @@
   calibrated min/max (widened to include 0); weights symmetric per output channel (axis 0
   for conv and fully connected, 3 for depthwise); biases INT32 with scale s_x * s_w[c];
   constant operands of ADD/SUB/MUL/CONCATENATION per tensor;
-- MAX_POOL_2D, AVERAGE_POOL_2D, RESHAPE, PAD, TRANSPOSE, SLICE, GATHER (its int32 indices
+- MAX_POOL_2D, AVERAGE_POOL_2D, REDUCE_MAX, RESHAPE, PAD, TRANSPOSE, SLICE, GATHER (its int32 indices
   untouched; a float table quantized per tensor) and RESIZE (nearest; bilinear in TFLite's
   three coordinate modes without explicit scales, else it stays float) keep their input's quantization (the engine's int8 pools need it); SOFTMAX and LOGISTIC output s = 1/256, z = -128 and
   TANH s = 1/128, z = 0; HARD_SWISH, RELU, RELU6, CLAMP, HARD_SIGMOID and CONCATENATION
@@ -42,11 +42,11 @@ INT8_OPS = frozenset({
     OpType.MUL, OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.MEAN, OpType.RESHAPE,
     OpType.CONCATENATION, OpType.PAD, OpType.TRANSPOSE, OpType.SOFTMAX, OpType.LOGISTIC,
     OpType.TANH, OpType.HARD_SWISH, OpType.RELU, OpType.RELU6, OpType.CLAMP,
-    OpType.HARD_SIGMOID, OpType.SLICE, OpType.GATHER, OpType.RESIZE,
+    OpType.HARD_SIGMOID, OpType.SLICE, OpType.GATHER, OpType.RESIZE, OpType.REDUCE_MAX,
 })
 _PASSTHROUGH = frozenset({OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.RESHAPE,
                           OpType.PAD, OpType.TRANSPOSE, OpType.SLICE, OpType.GATHER,
-                          OpType.RESIZE})
+                          OpType.RESIZE, OpType.REDUCE_MAX})
 _FIXED = {OpType.SOFTMAX: (1 / 256, -128), OpType.LOGISTIC: (1 / 256, -128),
           OpType.TANH: (1 / 128, 0)}
 _INT8_ACTS = frozenset({Activation.NONE, Activation.RELU, Activation.RELU6,

@@ -87,7 +87,7 @@ def test_an_op_name_lives_in_its_rooms_only(name: str) -> None:
 _FOLDABLE = [d.op for d in OPDEFS.values()
              if d.fold and d.reference is not None and d.inputs == (1, 1)
              and d.op not in (OpType.RESHAPE, OpType.TRANSPOSE, OpType.MEAN, OpType.PAD,
-                              OpType.SLICE)]
+                              OpType.SLICE, OpType.REDUCE_MAX)]
 _ATTRS_OF = {OpType.CLAMP: {"min": (-0.5,), "max": (2.0,)},
              OpType.HARD_SIGMOID: {"alpha": (0.2,), "offset": (0.5,)},
              OpType.LEAKY_RELU: {"alpha": (0.1,)}, OpType.ELU: {"alpha": (1.3,)},

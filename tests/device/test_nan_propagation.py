@@ -43,7 +43,7 @@ def _graph(op: OpType, act: Activation = Activation.NONE) -> ir.Graph:
         y = g.emit(op, "n", ["x", _const(g, (4,))], "y", activation=act)
     elif op in (OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D):
         y = g.emit(op, "n", ["x"], "y", attrs={"kernel": (2, 2), "strides": (2, 2)})
-    elif op == OpType.MEAN:
+    elif op in (OpType.MEAN, OpType.REDUCE_MAX):
         y = g.emit(op, "n", ["x"], "y", attrs={"axes": (1, 2), "keepdims": (1,)})
     elif op == OpType.SOFTMAX:
         y = g.emit(op, "n", ["x"], "y", attrs={"beta": (1.0,)})
@@ -59,6 +59,12 @@ def _graph(op: OpType, act: Activation = Activation.NONE) -> ir.Graph:
         y = g.emit(op, "n", ["x"], "y", attrs={"perm": (0, 3, 1, 2)})
     elif op == OpType.CONCATENATION:
         y = g.emit(op, "n", ["x", "x"], "y", attrs={"axis": (3,)})
+    elif op == OpType.LAYER_NORM:  # a NaN or inf in a row makes the whole row NaN
+        y = g.emit(op, "n", ["x", _const(g, (4,)), g.const("b", np.ones(4))], "y",
+                   attrs={"axis": (3,), "epsilon": (1e-5,)})
+    elif op == OpType.INSTANCE_NORM:
+        y = g.emit(op, "n", ["x", _const(g, (4,)), g.const("b", np.ones(4))], "y",
+                   attrs={"epsilon": (1e-5,)})
     else:
         y = g.emit(op, "n", ["x"], "y")
     return ir.Graph(g.tensors, tuple(g.nodes), ("x",), (y,), "nan").rebuilt(g.nodes)
@@ -68,7 +74,8 @@ UNARY = [OpType.RELU, OpType.RELU6, OpType.LOGISTIC, OpType.TANH, OpType.HARD_SW
          OpType.CLAMP, OpType.HARD_SIGMOID, OpType.SOFTMAX, OpType.MAX_POOL_2D,
          OpType.AVERAGE_POOL_2D, OpType.MEAN, OpType.PAD, OpType.TRANSPOSE,
          OpType.CONCATENATION, OpType.ADD, OpType.MUL, OpType.SUB, OpType.DIV,
-         OpType.LEAKY_RELU, OpType.ELU, OpType.PRELU, OpType.MAXIMUM, OpType.MINIMUM]
+         OpType.LEAKY_RELU, OpType.ELU, OpType.PRELU, OpType.MAXIMUM, OpType.MINIMUM,
+         OpType.GELU, OpType.REDUCE_MAX, OpType.LAYER_NORM, OpType.INSTANCE_NORM]
 FUSED = [(op, act) for op in (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED,
                               OpType.ADD)
          for act in (Activation.NONE, Activation.RELU, Activation.RELU6,

@@ -10,6 +10,8 @@ TensorFlow and Keras are imported lazily, inside the functions that need them.
 
 from __future__ import annotations
 
+import functools
+
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -52,9 +54,21 @@ def _np(value: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 
+def _gelu_approximate(fn: Any) -> int | None:
+    """1 / 0 for keras.activations.gelu with / without approximate=True (also as a
+    functools.partial of it, the way to pass approximate=True), None for anything else."""
+    import keras
+
+    if isinstance(fn, functools.partial) and fn.func is keras.activations.gelu and not fn.args:
+        return int(bool(fn.keywords.get("approximate", False)))
+    return 0 if fn is keras.activations.gelu else None
+
+
 def _activation_name(fn: Any) -> str:
     import keras
 
+    if isinstance(fn, functools.partial) and _gelu_approximate(fn) is not None:
+        return "gelu"
     if fn is None:
         return "linear"
     name = keras.activations.serialize(fn)
@@ -74,6 +88,7 @@ _ACTIVATION_OPS: Mapping[str, OpType | None] = {
     "softmax": OpType.SOFTMAX,
     "silu": OpType.MUL,  # x * sigmoid(x), emitted as LOGISTIC then MUL
     "swish": OpType.MUL,
+    "gelu": OpType.GELU,  # approximate from _gelu_approximate
 }
 
 
@@ -122,6 +137,9 @@ class _Builder:
             return self.emit(OpType.MUL, name, [x, s], out_base)
         if op == OpType.SOFTMAX:
             return self.emit(op, name, [x], out_base, {"beta": (1.0,)})
+        if op == OpType.GELU:
+            return self.emit(op, name, [x], out_base,
+                             {"approximate": (_gelu_approximate(fn) or 0,)})
         return self.emit(op, name, [x], out_base)
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -236,6 +254,50 @@ def _batch_norm(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int,
                   {"epsilon": (float(layer.epsilon),)})
 
 
+def _layer_norm(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    shape = b.shape(x)
+    rank = len(shape)
+    axis = layer.axis
+    axes = sorted({int(a) % rank for a in ([axis] if isinstance(axis, int) else axis)})
+    if getattr(layer, "rms_scaling", False):
+        raise _fail(layer, "rms_scaling=True is not supported")
+    if not axes or axes[0] == 0 or axes != list(range(axes[0], rank)):
+        raise _fail(layer, f"axis={axis} is not supported; only trailing axes (e.g. -1 or "
+                    "(-2, -1)), not the batch axis")
+    tail = tuple(shape[axes[0]:])
+    inputs: list[str | None] = [x, None, None]
+    if layer.scale:
+        inputs[1] = b.const(f"{out}/gamma", _np(layer.gamma).reshape(tail))
+    if layer.center:
+        inputs[2] = b.const(f"{out}/beta", _np(layer.beta).reshape(tail))
+    while inputs[-1] is None:
+        inputs.pop()
+    return b.emit(OpType.LAYER_NORM, b.current, inputs, out,
+                  {"axis": (axes[0],), "epsilon": (float(layer.epsilon),)})
+
+
+def _group_norm(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    shape = b.shape(x)
+    c = shape[-1]
+    if int(layer.axis) % len(shape) != len(shape) - 1 or len(shape) < 3:
+        raise _fail(layer, f"axis={layer.axis} on input shape {list(shape)} is not supported; "
+                    "only the last (channel) axis of an input [N, spatial..., C]")
+    if int(layer.groups) not in (c, -1):
+        raise _fail(layer, f"groups={layer.groups} is not supported; only one channel per "
+                    f"group (groups={c} or -1: instance normalization)")
+    inputs: list[str | None] = [x, None, None]
+    if layer.scale:
+        inputs[1] = b.const(f"{out}/gamma", _np(layer.gamma).reshape(c))
+    if layer.center:
+        inputs[2] = b.const(f"{out}/beta", _np(layer.beta).reshape(c))
+    while inputs[-1] is None:
+        inputs.pop()
+    return b.emit(OpType.INSTANCE_NORM, b.current, inputs, out,
+                  {"epsilon": (float(layer.epsilon),)})
+
+
 def _relu(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
     x = _one_input(layer, xs)
     max_value = None if layer.max_value is None else float(layer.max_value)
@@ -309,6 +371,16 @@ def _global_avg_1d(b: _Builder, layer: Any, xs: list[str], out: str,
     if len(b.shape(x)) != 3:
         raise _fail(layer, f"expected a 3-D [N, steps, C] input, got {list(b.shape(x))}")
     return b.emit(OpType.MEAN, b.current, [x], out,
+                  {"axes": (1,), "keepdims": (int(bool(layer.keepdims)),)})
+
+
+def _global_max_1d(b: _Builder, layer: Any, xs: list[str], out: str,
+                   _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    _channels_last(layer)
+    if len(b.shape(x)) != 3:
+        raise _fail(layer, f"expected a 3-D [N, steps, C] input, got {list(b.shape(x))}")
+    return b.emit(OpType.REDUCE_MAX, b.current, [x], out,
                   {"axes": (1,), "keepdims": (int(bool(layer.keepdims)),)})
 
 
@@ -484,6 +556,8 @@ _CONVERTERS: dict[str, Converter] = {
     "DepthwiseConv2D": _depthwise,
     "Dense": _dense,
     "BatchNormalization": _batch_norm,
+    "LayerNormalization": _layer_norm,
+    "GroupNormalization": _group_norm,
     "ReLU": _relu,
     "Activation": _activation_layer,
     "Softmax": _softmax,
@@ -494,6 +568,7 @@ _CONVERTERS: dict[str, Converter] = {
     "GlobalAveragePooling2D": _global_avg,
     "GlobalMaxPooling2D": _global_max,
     "GlobalAveragePooling1D": _global_avg_1d,
+    "GlobalMaxPooling1D": _global_max_1d,
     "Embedding": _embedding,
     "Flatten": _reshape,
     "Reshape": _reshape,

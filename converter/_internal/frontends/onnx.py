@@ -662,6 +662,71 @@ def _batch_norm(im: _Importer) -> None:
     im.define(im.out(), y, perm)
 
 
+def _norm_param(im: _Importer, name: str | None, what: str, shape: tuple[int, ...]) -> str | None:
+    """A normalization's scale or bias as an IR tensor of `shape` (in ONNX axis order): a
+    constant broadcast to it, or a computed tensor of exactly that shape; None if absent."""
+    if name is None:
+        return None
+    if im.is_const(name):
+        value = im.const(name, what).astype(np.float32)
+        try:
+            value = np.ascontiguousarray(np.broadcast_to(value, shape))
+        except ValueError:
+            raise im.fail(f"input '{name}' ({what}) of shape {list(value.shape)} does not "
+                          f"broadcast to the normalized shape {list(shape)}") from None
+        return im.const_ir(f"{im.out()}/{what}", value)
+    if im.shape(name) != shape:
+        raise im.fail(f"input '{name}' ({what}) has shape {list(im.shape(name))}; a computed "
+                      f"{what} needs the normalized shape {list(shape)} (or make it a constant)")
+    return im.get(name, _ident(len(shape)))
+
+
+def _trimmed(inputs: list[str | None]) -> list[str | None]:
+    """`inputs` without its trailing absent (None) optional inputs."""
+    while inputs and inputs[-1] is None:
+        inputs.pop()
+    return inputs
+
+
+def _layer_norm(im: _Importer) -> None:
+    a = im.check_attrs(("axis", "epsilon", "stash_type"))
+    if int(a.get("stash_type", 1)) != 1:
+        raise im.fail(f"attribute stash_type={a['stash_type']} is not supported (only 1: float)")
+    im.unused_outputs_from(1, "Mean / InvStdDev")
+    n = im.node
+    x = n.input[0]
+    r = im.rank(x)
+    axis = int(a.get("axis", -1))
+    if not -r <= axis < r:
+        raise im.fail(f"attribute axis={axis} is outside [{-r}, {r}) of input rank {r}")
+    axis %= r
+    # The normalized axes, in order, last in the IR; the others keep their held order.
+    have = im.perm_of(x)
+    perm = tuple(v for v in have if v < axis) + tuple(range(axis, r))
+    tail = im.shape(x)[axis:]
+    inputs = _trimmed([im.get(x, perm), _norm_param(im, _inp(n, 1), "scale", tail),
+                       _norm_param(im, _inp(n, 2), "bias", tail)])
+    y = im.emit(OpType.LAYER_NORM, inputs, im.out(),
+                {"axis": (axis,), "epsilon": (float(a.get("epsilon", 1e-5)),)})
+    im.define(im.out(), y, perm)
+
+
+def _instance_norm(im: _Importer) -> None:
+    a = im.check_attrs(("epsilon",))
+    n = im.node
+    x = n.input[0]
+    r = im.rank(x)
+    if r < 3:
+        raise im.fail(f"input rank {r} < 3 (InstanceNormalization needs [N, C, spatial...])")
+    c = (im.shape(x)[1],)
+    perm = (0,) + tuple(range(2, r)) + (1,)  # channels last
+    inputs = _trimmed([im.get(x, perm), _norm_param(im, _inp(n, 1), "scale", c),
+                       _norm_param(im, _inp(n, 2), "B", c)])
+    y = im.emit(OpType.INSTANCE_NORM, inputs, im.out(),
+                {"epsilon": (float(a.get("epsilon", 1e-5)),)})
+    im.define(im.out(), y, perm)
+
+
 def _unary(op: OpType | InternalOp) -> OpFn:
     def convert(im: _Importer) -> None:
         im.check_attrs(("seed", "ratio", "training_mode") if op == InternalOp.IDENTITY else ())
@@ -671,6 +736,44 @@ def _unary(op: OpType | InternalOp) -> OpFn:
         im.define(im.out(), y, im.perm_of(x))
 
     return convert
+
+
+def _gelu(im: _Importer) -> None:
+    a = im.check_attrs(("approximate",))
+    mode = a.get("approximate", b"none")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode not in ("none", "tanh"):
+        raise im.fail(f"attribute approximate={mode!r} is not supported; use 'none' or 'tanh'")
+    x = im.node.input[0]
+    y = im.emit(OpType.GELU, [im.get(x)], im.out(), {"approximate": (int(mode == "tanh"),)})
+    im.define(im.out(), y, im.perm_of(x))
+
+
+def _reciprocal(im: _Importer) -> None:
+    """Reciprocal(x) = DIV(1, x)."""
+    im.check_attrs(())
+    x = im.node.input[0]
+    one = im.const_ir(f"{im.out()}/one", np.ones((), np.float32))
+    y = im.emit(OpType.DIV, [one, im.get(x)], im.out())
+    im.define(im.out(), y, im.perm_of(x))
+
+
+def _pow(im: _Importer) -> None:
+    """Pow with a constant exponent 2 (x * x), 1 (x) or 0.5 (sqrt: decomposed layer norms)."""
+    im.check_attrs(())
+    x, e = im.node.input[0], im.node.input[1]
+    if im.is_const(x):
+        raise im.fail("a constant base is not supported")
+    exps = np.unique(np.asarray(im.const(e, "exponent"), np.float64))
+    if exps.size != 1 or float(exps[0]) not in (2.0, 1.0, 0.5):
+        raise im.fail(f"exponent {exps.tolist()} is not supported (only 2, 1 or 0.5)")
+    ir_x = im.get(x)
+    ex = float(exps[0])
+    if ex == 2.0:
+        y = im.emit(OpType.MUL, [ir_x, ir_x], im.out())
+    else:
+        y = im.emit(InternalOp.IDENTITY if ex == 1.0 else InternalOp.SQRT, [ir_x], im.out())
+    im.define(im.out(), y, im.perm_of(x))
 
 
 def _dropout(im: _Importer) -> None:
@@ -1179,29 +1282,39 @@ def _softmax(im: _Importer) -> None:
     im.define(im.out(), y, perm)
 
 
-def _reduce_mean(im: _Importer) -> None:
-    n = im.node
-    a = im.check_attrs(("axes", "keepdims", "noop_with_empty_axes"))
-    x = n.input[0]
-    r = im.rank(x)
-    if "axes" in a:
-        axes = [int(v) % r for v in a["axes"]]
-    elif _inp(n, 1):
-        axes = [int(v) % r for v in im.const(n.input[1], "axes").reshape(-1)]
-    else:
-        if int(a.get("noop_with_empty_axes", 0)):
-            raise im.fail("attribute noop_with_empty_axes=1 is not supported")
-        axes = list(range(r))
-    keep = int(a.get("keepdims", 1))
-    perm = im.perm_of(x)
-    st_axes = tuple(sorted(perm.index(v) for v in set(axes)))
-    y = im.emit(OpType.MEAN, [im.get(x)], im.out(), {"axes": st_axes, "keepdims": (keep,)})
-    if keep:
-        im.define(im.out(), y, perm)
-    else:
-        kept = [p for p in perm if p not in axes]
-        renum = {p: i for i, p in enumerate(sorted(kept))}
-        im.define(im.out(), y, tuple(renum[p] for p in kept))
+def _reduce(op: OpType) -> OpFn:
+    """ReduceMean / ReduceMax: axes as an attribute (before opset 18) or input 1 (18 on)."""
+    def convert(im: _Importer) -> None:
+        n = im.node
+        a = im.check_attrs(("axes", "keepdims", "noop_with_empty_axes"))
+        x = n.input[0]
+        r = im.rank(x)
+        given: list[int] = []
+        if "axes" in a:
+            given = [int(v) for v in a["axes"]]
+        elif _inp(n, 1):
+            given = [int(v) for v in im.const(n.input[1], "axes").reshape(-1)]
+        if any(v < -r or v >= r for v in given):
+            raise im.fail(f"axes {given} out of range for rank {r}")
+        axes = [v % r for v in given]
+        if not axes:
+            if int(a.get("noop_with_empty_axes", 0)):  # empty axes with noop: y = x
+                y = im.emit(InternalOp.IDENTITY, [im.get(x)], im.out())
+                im.define(im.out(), y, im.perm_of(x))
+                return
+            axes = list(range(r))
+        keep = int(a.get("keepdims", 1))
+        perm = im.perm_of(x)
+        st_axes = tuple(sorted(perm.index(v) for v in set(axes)))
+        y = im.emit(op, [im.get(x)], im.out(), {"axes": st_axes, "keepdims": (keep,)})
+        if keep:
+            im.define(im.out(), y, perm)
+        else:
+            kept = [p for p in perm if p not in axes]
+            renum = {p: i for i, p in enumerate(sorted(kept))}
+            im.define(im.out(), y, tuple(renum[p] for p in kept))
+
+    return convert
 
 
 def _shape_op(im: _Importer) -> None:
@@ -1233,6 +1346,8 @@ _OPS: dict[str, OpFn] = {
     "GlobalAveragePool": _global_pool(OpType.MEAN),
     "GlobalMaxPool": _global_pool(OpType.MAX_POOL_2D),
     "BatchNormalization": _batch_norm,
+    "LayerNormalization": _layer_norm,
+    "InstanceNormalization": _instance_norm,
     "Relu": _unary(OpType.RELU),
     "Sigmoid": _unary(OpType.LOGISTIC),
     "Tanh": _unary(OpType.TANH),
@@ -1240,6 +1355,9 @@ _OPS: dict[str, OpFn] = {
     "HardSigmoid": _hard_sigmoid,
     "Clip": _clip,
     "Identity": _unary(InternalOp.IDENTITY),
+    "Sqrt": _unary(InternalOp.SQRT),
+    "Reciprocal": _reciprocal,
+    "Pow": _pow,
     "Dropout": _dropout,
     "Add": _binary(OpType.ADD),
     "Sub": _binary(OpType.SUB),
@@ -1269,7 +1387,10 @@ _OPS: dict[str, OpFn] = {
     "Gather": _gather,
     "DepthToSpace": _depth_space(True),
     "SpaceToDepth": _depth_space(False),
-    "ReduceMean": _reduce_mean,
+    "ReduceMean": _reduce(OpType.MEAN),
+    "ReduceMax": _reduce(OpType.REDUCE_MAX),
+    "Gelu": _gelu,
+    "Erf": _unary(InternalOp.ERF),
     "Shape": _shape_op,
     "Constant": _constant,
     "QuantizeLinear": _quantize_linear,

@@ -352,6 +352,24 @@ def _mean(im: _Importer) -> None:
     im.emit(OpType.MEAN, [x], {"axes": axes, "keepdims": (keep,)})
 
 
+def _reduce_max(im: _Importer) -> None:
+    x = im.inp(0)
+    assert x is not None
+    r = len(im.shape(x))
+    axes = tuple(sorted({int(a) % r for a in im.const(1, "axes").reshape(-1)}))
+    keep = int(bool(im.op.builtinOptions.keepDims)) if im.op.builtinOptions else 0
+    im.emit(OpType.REDUCE_MAX, [x], {"axes": axes, "keepdims": (keep,)})
+
+
+def _gelu(im: _Importer) -> None:
+    if im.dtype(im.op.inputs[0]) == DType.INT8:
+        raise _Fail("int8 GELU (TFLite's lookup table) is not supported yet; convert the "
+                    "float model (quantize='int8' keeps GELU float)")
+    o = im.op.builtinOptions
+    approximate = int(bool(o.approximate)) if o is not None else 0
+    im.emit(OpType.GELU, [im.inp(0)], {"approximate": (approximate,)})
+
+
 def _concat(im: _Importer) -> None:
     o = im.op.builtinOptions
     ins = [im.inp(k) for k in range(len(im.op.inputs))]
@@ -592,6 +610,8 @@ _OPS: dict[str, OpFn] = {
     "MAX_POOL_2D": _pool(OpType.MAX_POOL_2D),
     "AVERAGE_POOL_2D": _pool(OpType.AVERAGE_POOL_2D),
     "MEAN": _mean,
+    "REDUCE_MAX": _reduce_max,
+    "GELU": _gelu,
     "RESHAPE": _reshape,
     "SQUEEZE": _squeeze,
     "CONCATENATION": _concat,

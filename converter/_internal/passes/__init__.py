@@ -15,9 +15,11 @@ from .arithmetic import simplify_arithmetic
 from .batch_norm import fold_batch_norm, lower_batch_norm
 from .constants import fold_constants
 from .dead_nodes import eliminate_dead_nodes
+from .gelu import recognize_gelu
 from .hard_swish import recognize_hard_sigmoid, recognize_hard_swish
 from .identities import remove_identities
 from .internal_ops import lower_internal_ops
+from .layer_norm import recognize_layer_norm
 from .manager import PassLog, run_passes
 from .pads import fold_pad
 from .qdq import fold_dequantize_constants, fuse_qdq
@@ -45,8 +47,10 @@ __all__ = [
     "lower_batch_norm",
     "lower_internal_ops",
     "op",
+    "recognize_gelu",
     "recognize_hard_sigmoid",
     "recognize_hard_swish",
+    "recognize_layer_norm",
     "remove_identities",
     "run_passes",
     "same",
@@ -61,10 +65,12 @@ OPTIMIZE_PIPELINE: tuple[RewritePass, ...] = (
     simplify_transposes,
     remove_identities,
     fold_constants,
+    recognize_layer_norm,  # before simplify_arithmetic and fold_affine change its MUL/ADD/DIV
     simplify_arithmetic,
     fold_pad,
     fold_batch_norm,
     fold_affine,
+    recognize_gelu,  # before fuse_activations folds the tanh form's TANH into its MUL
     fuse_activations,
     recognize_hard_swish,
     recognize_hard_sigmoid,
@@ -73,4 +79,9 @@ OPTIMIZE_PIPELINE: tuple[RewritePass, ...] = (
     fold_dequantize_constants,
     lower_internal_ops,
 )
-LOWER_PIPELINE: tuple[RewritePass, ...] = (fold_dequantize_constants, lower_internal_ops)
+LOWER_PIPELINE: tuple[RewritePass, ...] = (
+    fold_dequantize_constants,
+    recognize_layer_norm,  # a decomposed layer norm's SQRT has no file op
+    eliminate_dead_nodes,
+    lower_internal_ops,
+)

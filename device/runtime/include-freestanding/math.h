@@ -17,5 +17,6 @@ double frexp(double x, int* e);
 float logf(float x);
 float sqrtf(float x);
 float cosf(float x);
+float erff(float x);
 
 #endif  /* TETHER_FREESTANDING_MATH_H_ */

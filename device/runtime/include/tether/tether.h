@@ -116,7 +116,11 @@ typedef enum tether_io {
   X(30, LRN) \
   X(31, SLICE) \
   X(32, RESIZE) \
-  X(33, GATHER)
+  X(33, GATHER) \
+  X(34, LAYER_NORM) \
+  X(35, INSTANCE_NORM) \
+  X(36, GELU) \
+  X(37, REDUCE_MAX)
 
 /* Op ids. TETHER_OP_COUNT is one past the largest id (ids start at 1). */
 typedef enum tether_op {

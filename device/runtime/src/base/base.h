@@ -68,7 +68,9 @@ typedef enum tether_attr {
   TETHER_ATTR_COORDINATE_MODE = 23,
   TETHER_ATTR_NEAREST_MODE = 24,
   TETHER_ATTR_SCALES = 25,
-  TETHER_ATTR_COUNT = 26,      /* one past the last id */
+  TETHER_ATTR_EPSILON = 26,    /* 27: unassigned */
+  TETHER_ATTR_APPROXIMATE = 28,
+  TETHER_ATTR_COUNT = 29,      /* one past the last id */
 } tether_attr;
 #define TETHER_ATTR_BIT(id) (1u << (id))
 
@@ -145,6 +147,8 @@ typedef struct tether_op_params {
   int32_t nearest_mode;              /* RESIZE: rounding of a nearest source coordinate */
   float scale_h, scale_w;            /* RESIZE: the out/in factors of the coordinate map */
   int32_t scales_count;              /* 0 = not given (OH/H and OW/W) */
+  float epsilon;                     /* LAYER_NORM, INSTANCE_NORM: added to the variance */
+  int32_t approximate;               /* GELU: 0 erf form, 1 tanh approximation */
 } tether_op_params;
 
 typedef struct tether_node {

@@ -54,6 +54,8 @@ static const attr_spec kAttrSpecs[TETHER_ATTR_COUNT] = {
     {"coordinate_mode", ATTR_TYPE_INT, 1, 1},
     {"nearest_mode", ATTR_TYPE_INT, 1, 1},
     {"scales", ATTR_TYPE_FLOAT, 2, 2},
+    [TETHER_ATTR_EPSILON] = {"epsilon", ATTR_TYPE_FLOAT, 1, 1},
+    [TETHER_ATTR_APPROXIMATE] = {"approximate", ATTR_TYPE_INT, 1, 1},
 };
 
 /* ---- loading -------------------------------------------------------------------------- */
@@ -465,6 +467,7 @@ static tether_status read_attrs(loader* l, uint32_t op_index, uint32_t first, ui
   pr->depth_multiplier = 1;
   pr->axis = -1;
   pr->beta = 1.0f;
+  pr->epsilon = 1e-5f;
   if ((uint64_t)first + count > l->attr_total) {
     return tether_op_error(m, op_index, TETHER_STATUS_FORMAT_ERROR,
                            "attributes [%u, %llu) out of range [0, %u)", first,
@@ -545,6 +548,8 @@ static tether_status read_attrs(loader* l, uint32_t op_index, uint32_t first, ui
         pr->scale_h = rdf32(r + 8);
         pr->scale_w = rdf32(r + 12);
         break;
+      case TETHER_ATTR_EPSILON: pr->epsilon = rdf32(r + 8); break;
+      case TETHER_ATTR_APPROXIMATE: pr->approximate = v[0]; break;
     }
   }
   const uint32_t missing = def->required_attrs & ~seen;

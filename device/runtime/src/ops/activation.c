@@ -245,7 +245,12 @@ static tether_status activation_prepare(const struct tether_model* model, uint32
                                         tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
-  if (op->type == TETHER_OP_LEAKY_RELU || op->type == TETHER_OP_ELU) {
+  if (op->type == TETHER_OP_GELU && !(op->params.approximate == 0 || op->params.approximate == 1)) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "attribute approximate=%d; allowed: 0 (erf), 1 (tanh)",
+                           op->params.approximate);
+  }
+  if (op->type == TETHER_OP_LEAKY_RELU || op->type == TETHER_OP_ELU || op->type == TETHER_OP_GELU) {
     if (x->dtype == TETHER_DTYPE_INT8) {
       return tether_op_error(model, op_index, TETHER_STATUS_UNSUPPORTED_OP,
                              "int8 %s is not implemented yet (float32 is)",
@@ -300,6 +305,11 @@ static void activation_eval(const struct tether_model* model, const tether_node*
     }
     return;
   }
+  if (op->type == TETHER_OP_GELU) {
+    tether_ref_f32_gelu(y->elements, (const float*)data[op->inputs[0]],
+                        (float*)data[op->outputs[0]], op->params.approximate);
+    return;
+  }
   if (op->type == TETHER_OP_CLAMP || op->type == TETHER_OP_HARD_SIGMOID) {
     const float* x = (const float*)data[op->inputs[0]];
     float* out = (float*)data[op->outputs[0]];
@@ -345,3 +355,5 @@ TETHER_OP_DEF(LEAKY_RELU) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(ALPHA), TETHE
                              activation_prepare, NULL, activation_eval};
 TETHER_OP_DEF(ELU) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(ALPHA), TETHER_ATTR(ALPHA),
                       activation_prepare, NULL, activation_eval};
+TETHER_OP_DEF(GELU) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(APPROXIMATE), 0, activation_prepare,
+                      NULL, activation_eval};

@@ -1,9 +1,13 @@
 /*
- * mean.c — MEAN over any set of axes, with or without keepdims (same memory layout).
+ * mean.c — the reductions MEAN and REDUCE_MAX over any set of axes, with or without keepdims
+ * (same memory layout).
  *
- * Walks x once in memory order and adds each element into the output element it reduces
- * to (reduced axes get output stride 0), then divides by the number of reduced elements.
+ * Walks x once in memory order and folds each element into the output element it reduces
+ * to (reduced axes get output stride 0); MEAN then divides by the number of reduced
+ * elements. REDUCE_MAX keeps a NaN once met (as ONNX Runtime and LiteRT); int8 takes the max
+ * of q, the output quantized like the input.
  */
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -35,6 +39,38 @@ static void mean_f32(const mean_geometry* g, const float* x, float* y) {
   }
   const float count = (float)g->count;
   for (size_t i = 0; i < g->y_elements; i++) y[i] = y[i] / count;
+}
+
+/* Advances the multi-index (last dim fastest) and keeps yi in step. */
+static inline void reduce_advance(const mean_geometry* g, size_t* index, size_t* yi) {
+  for (uint32_t d = g->ndim; d-- > 0;) {
+    index[d]++;
+    *yi += g->y_stride[d];
+    if (index[d] < g->dims[d]) break;
+    *yi -= g->y_stride[d] * index[d];
+    index[d] = 0;
+  }
+}
+
+static void reduce_max_f32(const mean_geometry* g, const float* x, float* y) {
+  for (size_t i = 0; i < g->y_elements; i++) y[i] = -INFINITY;
+  size_t index[TETHER_MAX_DIMS] = {0};
+  size_t yi = 0;
+  for (size_t i = 0; i < g->x_elements; i++) {
+    const float v = x[i];
+    if (v > y[yi] || v != v) y[yi] = y[yi] != y[yi] ? y[yi] : v;  /* a NaN stays */
+    reduce_advance(g, index, &yi);
+  }
+}
+
+static void reduce_max_qs8(const mean_geometry* g, const int8_t* x, int8_t* y) {
+  for (size_t i = 0; i < g->y_elements; i++) y[i] = -128;
+  size_t index[TETHER_MAX_DIMS] = {0};
+  size_t yi = 0;
+  for (size_t i = 0; i < g->x_elements; i++) {
+    if (x[i] > y[yi]) y[yi] = x[i];
+    reduce_advance(g, index, &yi);
+  }
 }
 
 /*
@@ -101,9 +137,18 @@ static tether_status mean_prepare(const struct tether_model* model, uint32_t op_
                                   tether_node* op) {
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* y = tether_output(model, op, 0);
-  const tether_op_params* p = &op->params;
   tether_status status = TETHER_STATUS_SUCCESS;
-  if (x->dtype == TETHER_DTYPE_INT8) {
+  if (op->type == TETHER_OP_REDUCE_MAX) {
+    if (x->dtype == TETHER_DTYPE_INT8) {
+      status = tether_q8_need_per_tensor(model, op_index, x, "input 0");
+      if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_same_quant(model, op_index, x, y);
+      op->quantized = 1;
+    } else {
+      status = tether_check_f32(model, op_index, x, "input 0");
+      if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
+    }
+    if (status != TETHER_STATUS_SUCCESS) return status;
+  } else if (x->dtype == TETHER_DTYPE_INT8) {
     /* int8: TFLite's reference Mean (sum of q in int32, then one requantization). */
     if (x->quant != TETHER_QUANT_PER_TENSOR || y->dtype != TETHER_DTYPE_INT8 ||
         y->quant != TETHER_QUANT_PER_TENSOR) {
@@ -122,6 +167,7 @@ static tether_status mean_prepare(const struct tether_model* model, uint32_t op_
     if (status == TETHER_STATUS_SUCCESS) status = tether_check_f32(model, op_index, y, "output 0");
     if (status != TETHER_STATUS_SUCCESS) return status;
   }
+  const tether_op_params* p = &op->params;
   if (p->axes_count < 1) {
     return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
                            "attribute axes is required");
@@ -175,6 +221,14 @@ static void mean_eval(const struct tether_model* model, const tether_node* op, v
       stride *= g.dims[d];
     }
   }
+  if (op->type == TETHER_OP_REDUCE_MAX) {
+    if (op->quantized) {
+      reduce_max_qs8(&g, (const int8_t*)data[op->inputs[0]], (int8_t*)data[op->outputs[0]]);
+    } else {
+      reduce_max_f32(&g, (const float*)data[op->inputs[0]], (float*)data[op->outputs[0]]);
+    }
+    return;
+  }
   if (op->quantized) {
     mean_qs8(&g, (const int8_t*)data[op->inputs[0]],
                                     (int8_t*)data[op->outputs[0]], (int32_t*)scratch,
@@ -187,3 +241,5 @@ static void mean_eval(const struct tether_model* model, const tether_node* op, v
 
 TETHER_OP_DEF(MEAN) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(AXES) | TETHER_ATTR(KEEPDIMS), 0,
                        mean_prepare, mean_pack, mean_eval};
+TETHER_OP_DEF(REDUCE_MAX) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(AXES) | TETHER_ATTR(KEEPDIMS),
+                             TETHER_ATTR(AXES), mean_prepare, NULL, mean_eval};

@@ -2,7 +2,7 @@
  * freestanding.c — what the core needs from a C library, for builds without one
  * (TETHER_FREESTANDING; the hosted build uses libc and libm and leaves this file out):
  *   - memcpy, memset, memcmp, strcmp;
- *   - expf, tanhf, roundf, round, frexp: portable implementations, not libm's. roundf /
+ *   - expf, tanhf, erff, roundf, round, frexp: portable implementations, not libm's. roundf /
  *     round / frexp are exact; expf is within 2 ulp and tanhf within ~2e-7 absolute of
  *     libm on the whole float range (used by LOGISTIC, TANH, SOFTMAX, the fused TANH and
  *     SIGMOID activations), so float results may differ from a hosted build in the last bits;
@@ -123,6 +123,24 @@ float tanhf(float x) {
   const double t = (double)expf(2.0f * a);  /* 2a <= 18: no overflow; relative error ~1e-7 */
   const double r = (t - 1.0) / (t + 1.0);
   return (float)(x < 0.0f ? -r : r);
+}
+
+/* erf by its Maclaurin series summed in double: for |x| < 4 the largest term is below 1e6, so
+ * the cancellation leaves an absolute error under 1e-9; beyond 4, erf rounds to +-1 in float
+ * (1 - erf(4) = 1.5e-8). Used by GELU. */
+float erff(float xf) {
+  if (xf != xf) return xf;
+  if (xf >= 4.0f) return 1.0f;
+  if (xf <= -4.0f) return -1.0f;
+  const double x = (double)xf, x2 = x * x;
+  double term = x, sum = x; /* term_n = (-1)^n x^(2n+1) / n! */
+  for (int n = 1; n < 120; n++) {
+    term *= -x2 / (double)n;
+    const double add = term / (double)(2 * n + 1);
+    sum += add;
+    if (add < 1e-17 && add > -1e-17) break;
+  }
+  return (float)(sum * 1.1283791670955126); /* 2 / sqrt(pi) */
 }
 
 /* sqrt by Newton's iteration in double from an exponent-halved start (6 steps: quadratic

@@ -84,3 +84,18 @@ void tether_ref_f32_lrn(size_t rows, size_t n, int32_t size, float alpha, float 
     }
   }
 }
+
+void tether_ref_f32_gelu(size_t n, const float* x, float* y, int approximate) {
+  if (approximate) {
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    for (size_t i = 0; i < n; i++) {
+      const float v = x[i];
+      y[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+    }
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      const float v = x[i];
+      y[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    }
+  }
+}

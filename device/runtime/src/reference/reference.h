@@ -47,11 +47,23 @@ void tether_ref_f32_avgpool(const tether_conv_geometry* g, int count_include_pad
 /* One value and n values through a tether_activation. */
 float tether_ref_f32_activation_one(float x, uint32_t activation);
 void tether_ref_f32_activation(size_t n, const float* x, float* y, uint32_t activation);
+/* GELU: y = x·Φ(x) = ½x(1 + erf(x/√2)), or with approximate != 0 the tanh form
+ * ½x(1 + tanh(√(2/π)(x + 0.044715x³))); NaN and ±inf go through the formula (−inf gives NaN). */
+void tether_ref_f32_gelu(size_t n, const float* x, float* y, int approximate);
 void tether_ref_f32_softmax(size_t rows, size_t n, float beta, const float* x, float* y);
 /* Local response normalization over the last axis of [rows, n]: y = x / (bias + alpha / size
  * * sum of x^2 over channels [c - (size-1)/2, c + size/2] within [0, n))^beta (ONNX LRN). */
 void tether_ref_f32_lrn(size_t rows, size_t n, int32_t size, float alpha, float beta,
                         float bias, const float* x, float* y);
+/* Layer normalization of each row of [rows, n]: y = (x - mean) / sqrt(var + epsilon) * gamma
+ * + beta, gamma and beta [n] (NULL: 1 and 0); mean and variance in double (reference/norm.c). */
+void tether_ref_f32_layer_norm(size_t rows, size_t n, float epsilon, const float* x,
+                               const float* gamma, const float* beta, float* y);
+/* Instance normalization of [batch, spatial, channels]: per (batch, channel) over spatial,
+ * gamma and beta [channels] (NULL: 1 and 0). */
+void tether_ref_f32_instance_norm(size_t batch, size_t spatial, size_t channels, float epsilon,
+                                  const float* x, const float* gamma, const float* beta,
+                                  float* y);
 
 /* ---- int8 (TFLite's reference arithmetic) ---------------------------------------------- */
 

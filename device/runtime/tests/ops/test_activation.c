@@ -71,9 +71,42 @@ static void test_alpha_activations(void) {
   }
 }
 
+/* GELU, erf form and tanh approximation, over [-10, 10] (both tails), a fused RELU6 on top. */
+static void test_gelu(void) {
+  for (int32_t approximate = 0; approximate <= 1; approximate++) {
+    const char* name = approximate ? "gelu tanh" : "gelu erf";
+    const int32_t shape[2] = {3, tb_range(1, 80)};
+    tb_builder* b = tb_new();
+    uint32_t x = tb_tensor(b, "x", 2, shape, NULL);
+    uint32_t y = tb_tensor(b, "y", 2, shape, NULL);
+    tb_op(b, TETHER_OP_GELU, TETHER_ACT_RELU6, name, 1, &x, y);
+    tb_attr_i(b, TETHER_ATTR_APPROXIMATE, 1, &approximate);
+    const size_t n = elements_of(b, x);
+    float* xd = random_data(n);
+    for (size_t i = 0; i < n; i++) xd[i] *= 10.0f;
+    float* got = (float*)malloc(n * 4);
+    if (run_op(name, b, 1, &x, &xd, y, got)) {
+      double* want = (double*)malloc(n * sizeof(double));
+      for (size_t i = 0; i < n; i++) {
+        const double v = xd[i];
+        const double g = approximate
+                             ? 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)))
+                             : 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
+        want[i] = activate(g, TETHER_ACT_RELU6);
+      }
+      compare(name, got, want, n);
+      free(want);
+    }
+    free(xd);
+    free(got);
+    free(b);
+  }
+}
+
 int main(void) {
   printf("test_activation: isa %s\n", tether_isa());
   test_activations();
   test_alpha_activations();
+  test_gelu();
   return kernels_report("test_activation");
 }

@@ -4,7 +4,8 @@
  */
 #include "kernels_testlib.h"
 
-static void test_mean(void) {
+/* MEAN and REDUCE_MAX over random axes of random shapes. */
+static void test_reduce(uint32_t op) {
   for (int t = 0; t < 60; t++) {
     const int rank = tb_range(1, 6);
     int32_t xs[6];
@@ -38,19 +39,20 @@ static void test_mean(void) {
     tb_builder* b = tb_new();
     uint32_t x = tb_tensor(b, "x", (uint32_t)rank, xs, NULL);
     uint32_t y = tb_tensor(b, "y", (uint32_t)ry, ys, NULL);
-    tb_op(b, TETHER_OP_MEAN, 0, "mean", 1, &x, y);
+    tb_op(b, op, 0, op == TETHER_OP_MEAN ? "mean" : "reduce_max", 1, &x, y);
     tb_attr_i(b, 8, (uint32_t)naxes, axes);
     tb_attr_i(b, 9, 1, &keepdims);
     const size_t nx = elements_of(b, x), ny = elements_of(b, y);
     float* xd = random_data(nx);
     float* got = (float*)malloc(ny * 4);
     char name[64];
-    snprintf(name, sizeof(name), "mean rank%d axes%d keepdims%d", rank, naxes, keepdims);
+    snprintf(name, sizeof(name), "%s rank%d axes%d keepdims%d",
+             op == TETHER_OP_MEAN ? "mean" : "reduce_max", rank, naxes, keepdims);
     if (run_op(name, b, 1, &x, &xd, y, got)) {
       double* want = (double*)calloc(ny, sizeof(double));
       /* For each output element, sum every x element whose kept coordinates match. */
       for (size_t o = 0; o < ny; o++) {
-        double sum = 0;
+        double sum = 0, max = -INFINITY;
         size_t count = 0;
         for (size_t i = 0; i < nx; i++) {
           size_t rest = i, key = 0, scale = 1;
@@ -64,10 +66,11 @@ static void test_mean(void) {
           }
           if (key == o) {
             sum += xd[i];
+            if (xd[i] > max) max = xd[i];
             count++;
           }
         }
-        want[o] = sum / (double)count;
+        want[o] = op == TETHER_OP_MEAN ? sum / (double)count : max;
       }
       compare(name, got, want, ny);
       free(want);
@@ -80,6 +83,7 @@ static void test_mean(void) {
 
 int main(void) {
   printf("test_mean: isa %s\n", tether_isa());
-  test_mean();
+  test_reduce(TETHER_OP_MEAN);
+  test_reduce(TETHER_OP_REDUCE_MAX);
   return kernels_report("test_mean");
 }
