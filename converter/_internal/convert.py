@@ -138,7 +138,10 @@ def convert(model: Any, *, batch_size: int = 1, optimize: bool = True,
                   if n.op in ACTIVATION_OF_OP and n.inputs[0] is not None}
     ops_before = graph.op_counts()
     pipeline = passes.OPTIMIZE_PIPELINE if optimize else passes.LOWER_PIPELINE
-    graph, log = passes.run_passes(graph, pipeline)
+    try:
+        graph, log = passes.run_passes(graph, pipeline)
+    except ConversionError as exc:  # a pass refusing a node: named by frontend, as they are
+        raise ConversionError(f"{kind}: {exc}") from None
     if plan is not None:
         if quantize != "int8":
             raise ConversionError(f"plan= needs quantize='int8'. Received: quantize={quantize!r}")

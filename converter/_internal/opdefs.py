@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .ops import ATTRS, ACTIVATION_OF_OP, Activation, AnyOp, InternalOp, OpType
+from .ops import ATTRS, ACTIVATION_OF_OP, PAD_MODES, Activation, AnyOp, InternalOp, OpType
 
 if TYPE_CHECKING:
     from .ir import Node
@@ -280,6 +280,16 @@ def _pad_shape(node: Node, shapes: Sequence[Shape | None], declared: Sequence[Sh
     pads = _ints(node, "paddings")
     if len(pads) != 2 * len(x) or min(pads, default=0) < 0:
         raise ShapeError(f"paddings {list(pads)} must be 2*rank={2 * len(x)} values >= 0")
+    (mode,) = _ints(node, "mode", 1)
+    if not 0 <= mode < len(PAD_MODES):
+        raise ShapeError(f"mode={mode} is unknown (0 constant, 1 reflect, 2 edge, 3 symmetric)")
+    for i, d in enumerate(x):
+        before, after = pads[2 * i], pads[2 * i + 1]
+        # reflect mirrors about the end cells, symmetric about the edges: one image at most
+        most = d - 1 if mode == 1 else d if mode == 3 else None
+        if most is not None and max(before, after) > most:
+            raise ShapeError(f"{PAD_MODES[mode]} padding of axis {i} by ({before}, {after}) "
+                             f"needs each pad {'<' if mode == 1 else '<='} the size {d}")
     return tuple(d + pads[2 * i] + pads[2 * i + 1] for i, d in enumerate(x))
 
 
@@ -489,8 +499,16 @@ def _concat(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
 
 def _pad(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     x, p = _a(xs), _ints(node, "paddings")
-    return np.pad(x, [(p[2 * i], p[2 * i + 1]) for i in range(x.ndim)],
-                  constant_values=_float(node, "value"))
+    widths = [(p[2 * i], p[2 * i + 1]) for i in range(x.ndim)]
+    mode = PAD_MODES[_ints(node, "mode", 1)[0]]
+    # numpy's reflect, edge and symmetric are FORMAT.md's (within one mirror image)
+    if mode == "reflect":
+        return np.pad(x, widths, mode="reflect")
+    if mode == "edge":
+        return np.pad(x, widths, mode="edge")
+    if mode == "symmetric":
+        return np.pad(x, widths, mode="symmetric")
+    return np.pad(x, widths, constant_values=_float(node, "value"))
 
 
 def _softmax(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
@@ -695,7 +713,7 @@ _DEFS = (
     OpDef(OpType.MEAN, _UNARY, ("axes", "keepdims"), _mean_shape, _mean),
     OpDef(OpType.RESHAPE, _UNARY, (), _reshape_shape, _reshape),
     OpDef(OpType.CONCATENATION, (1, 1 << 30), ("axis",), _concat_shape, _concat),
-    OpDef(OpType.PAD, _UNARY, ("paddings", "value"), _pad_shape, _pad),
+    OpDef(OpType.PAD, _UNARY, ("paddings", "value", "mode"), _pad_shape, _pad),
     OpDef(OpType.SOFTMAX, _UNARY, ("beta",), _softmax_shape, _softmax, fold=False),
     OpDef(OpType.RELU, _UNARY, (), _same_shape, _activation_op),
     OpDef(OpType.RELU6, _UNARY, (), _same_shape, _activation_op),

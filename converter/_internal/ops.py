@@ -119,6 +119,7 @@ class AttrId(enum.IntEnum):
     SCALES = 25
     EPSILON = 26
     APPROXIMATE = 28
+    MODE = 29
 
 
 class AttrType(enum.IntEnum):
@@ -173,7 +174,11 @@ ATTRS: Mapping[str, AttrSpec] = {
     "scales": AttrSpec(AttrId.SCALES, AttrType.FLOAT32, ()),  # (): OH/H, OW/W from shapes
     "epsilon": AttrSpec(AttrId.EPSILON, AttrType.FLOAT32, (1e-5,)),  # LAYER_/INSTANCE_NORM
     "approximate": AttrSpec(AttrId.APPROXIMATE, AttrType.INT32, (0,)),  # GELU: 0 erf, 1 tanh
+    "mode": AttrSpec(AttrId.MODE, AttrType.INT32, (0,)),  # PAD: PAD_MODES
 }
+
+# PAD's attribute `mode`: its value is the index (FORMAT.md, op 11).
+PAD_MODES: tuple[str, ...] = ("constant", "reflect", "edge", "symmetric")
 
 ATTR_NAME_OF_ID: Mapping[AttrId, str] = {spec.id: name for name, spec in ATTRS.items()}
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tether.converter._internal import ir
 from tether.converter._internal.frontends.keras import same_padding
-from tether.converter._internal.ops import AnyOp, DType, InternalOp, OpType
+from tether.converter._internal.ops import PAD_MODES, AnyOp, DType, InternalOp, OpType
 
 from tether.errors import ConversionError, ModelFormatError
 
@@ -649,7 +649,11 @@ def _batch_norm(im: _Importer) -> None:
     if int(a.get("training_mode", 0)):
         raise im.fail("attribute training_mode=1 is not supported")
     n = im.node
-    im.unused_outputs_from(1, "running statistics")
+    if any(n.output[1:]):
+        # Opsets 7-13 read the outputs' count as the mode: five outputs is training, where
+        # ONNX Runtime normalizes with the batch's own statistics (even with them unused).
+        raise im.fail(f"{len(n.output)} outputs mean training mode (the batch's statistics, "
+                      "not the running ones); export the model in inference mode (one output)")
     x = n.input[0]
     r = im.rank(x)
     if r < 2:
@@ -980,8 +984,9 @@ def _pad(im: _Importer) -> None:
     a = im.check_attrs(("mode",))
     mode = a.get("mode", b"constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode != "constant":
-        raise im.fail(f"attribute mode={mode!r} is not supported (only 'constant')")
+    if mode not in ("constant", "reflect", "edge"):
+        raise im.fail(f"attribute mode={mode!r} is not supported (use 'constant', 'reflect' "
+                      "or 'edge')")
     x = n.input[0]
     r = im.rank(x)
     pads = [int(v) for v in im.const(n.input[1], "pads").reshape(-1)]
@@ -993,10 +998,19 @@ def _pad(im: _Importer) -> None:
         pads = full
     if min(pads) < 0:
         raise im.fail(f"negative pads {pads} are not supported")
+    if mode == "reflect":  # one mirror image about the end cells, as ONNX Runtime allows
+        shape = im.shape(x)
+        for ax in range(r):
+            if max(pads[ax], pads[r + ax]) >= shape[ax]:
+                raise im.fail(f"mode='reflect' pads ({pads[ax]}, {pads[r + ax]}) on axis {ax} "
+                              f"must each be < its size {shape[ax]}")
     value = float(im.const(n.input[2], "constant_value").reshape(())) if _inp(n, 2) else 0.0
     perm = im.perm_of(x)
     paddings = tuple(v for k in range(r) for v in (pads[perm[k]], pads[r + perm[k]]))
-    y = im.emit(OpType.PAD, [im.get(x)], im.out(), {"paddings": paddings, "value": (value,)})
+    attrs: dict[str, tuple] = {"paddings": paddings, "value": (value,)}
+    if mode != "constant":
+        attrs = {"paddings": paddings, "mode": (PAD_MODES.index(mode),)}
+    y = im.emit(OpType.PAD, [im.get(x)], im.out(), attrs)
     im.define(im.out(), y, perm)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from tether.converter._internal import ir
 from tether.converter._internal.frontends.keras import same_padding
 from tether.converter._internal.frontends.onnx import depth_space_steps
-from tether.converter._internal.ops import Activation, AnyOp, DType, OpType
+from tether.converter._internal.ops import PAD_MODES, Activation, AnyOp, DType, OpType
 
 from tether.errors import ConversionError, ModelFormatError
 
@@ -399,6 +399,17 @@ def _pad(im: _Importer) -> None:
     im.emit(OpType.PAD, [x], {"paddings": tuple(int(v) for v in p), "value": (value,)})
 
 
+def _mirror_pad(im: _Importer) -> None:
+    x = im.inp(0)
+    p = tuple(int(v) for v in im.const(1, "paddings").reshape(-1))
+    o = im.op.builtinOptions
+    tfl_mode = int(o.mode) if o is not None else 0  # MirrorPadMode: 0 REFLECT, 1 SYMMETRIC
+    if tfl_mode not in (0, 1):
+        raise _Fail(f"option mode={tfl_mode} is not supported (0 REFLECT, 1 SYMMETRIC)")
+    mode = PAD_MODES.index("reflect" if tfl_mode == 0 else "symmetric")
+    im.emit(OpType.PAD, [x], {"paddings": p, "mode": (mode,)})
+
+
 def _gather(im: _Importer) -> None:
     o = im.op.builtinOptions
     x = im.inp(0)
@@ -619,6 +630,7 @@ _OPS: dict[str, OpFn] = {
     "RESIZE_BILINEAR": _resize(True),
     "RESIZE_NEAREST_NEIGHBOR": _resize(False),
     "PADV2": _pad,
+    "MIRROR_PAD": _mirror_pad,
     "SOFTMAX": _softmax,
     "RELU": _unary(OpType.RELU),
     "RELU6": _unary(OpType.RELU6),

@@ -70,7 +70,8 @@ typedef enum tether_attr {
   TETHER_ATTR_SCALES = 25,
   TETHER_ATTR_EPSILON = 26,    /* 27: unassigned */
   TETHER_ATTR_APPROXIMATE = 28,
-  TETHER_ATTR_COUNT = 29,      /* one past the last id */
+  TETHER_ATTR_MODE = 29,
+  TETHER_ATTR_COUNT = 30,      /* one past the last id */
 } tether_attr;
 #define TETHER_ATTR_BIT(id) (1u << (id))
 
@@ -149,6 +150,7 @@ typedef struct tether_op_params {
   int32_t scales_count;              /* 0 = not given (OH/H and OW/W) */
   float epsilon;                     /* LAYER_NORM, INSTANCE_NORM: added to the variance */
   int32_t approximate;               /* GELU: 0 erf form, 1 tanh approximation */
+  int32_t mode;                      /* PAD: 0 constant, 1 reflect, 2 edge, 3 symmetric */
 } tether_op_params;
 
 typedef struct tether_node {

@@ -56,6 +56,7 @@ static const attr_spec kAttrSpecs[TETHER_ATTR_COUNT] = {
     {"scales", ATTR_TYPE_FLOAT, 2, 2},
     [TETHER_ATTR_EPSILON] = {"epsilon", ATTR_TYPE_FLOAT, 1, 1},
     [TETHER_ATTR_APPROXIMATE] = {"approximate", ATTR_TYPE_INT, 1, 1},
+    [TETHER_ATTR_MODE] = {"mode", ATTR_TYPE_INT, 1, 1},
 };
 
 /* ---- loading -------------------------------------------------------------------------- */
@@ -550,6 +551,7 @@ static tether_status read_attrs(loader* l, uint32_t op_index, uint32_t first, ui
         break;
       case TETHER_ATTR_EPSILON: pr->epsilon = rdf32(r + 8); break;
       case TETHER_ATTR_APPROXIMATE: pr->approximate = v[0]; break;
+      case TETHER_ATTR_MODE: pr->mode = v[0]; break;
     }
   }
   const uint32_t missing = def->required_attrs & ~seen;

@@ -1,6 +1,7 @@
 /*
  * test_pad.c — PAD (float32), against a naive double-precision reference (kernels_testlib.h)
- * on random shapes.
+ * on random shapes; reflect, edge and symmetric modes (float32 and int8, guarded buffers)
+ * against a naive index mirror; impossible pads refused at load naming the axis.
  */
 #include "kernels_testlib.h"
 
@@ -48,8 +49,201 @@ static void test_pad(void) {
   }
 }
 
+/* ---- reflect, edge, symmetric -------------------------------------------------------- */
+
+/* The naive source coordinate of padded coordinate c (already minus the before pad). */
+static int mirror(int c, int n, int mode) {
+  while (c < 0 || c >= n) {
+    if (mode == 2) c = c < 0 ? 0 : n - 1;
+    else if (mode == 1) c = c < 0 ? -c : 2 * (n - 1) - c;
+    else c = c < 0 ? -c - 1 : 2 * n - 1 - c;
+  }
+  return c;
+}
+
+/* The flat x index that output element o reads. */
+static size_t mirror_index(size_t o, int rank, const int32_t* xs, const int32_t* ys,
+                           const int32_t* pads, int mode) {
+  size_t rest = o, idx = 0;
+  int coord[6];
+  for (int d = rank - 1; d >= 0; d--) {
+    coord[d] = mirror((int)(rest % (size_t)ys[d]) - pads[2 * d], xs[d], mode);
+    rest /= (size_t)ys[d];
+  }
+  for (int d = 0; d < rank; d++) idx = idx * (size_t)xs[d] + (size_t)coord[d];
+  return idx;
+}
+
+/* Random shape and pads within the mode's bounds (reflect < size, symmetric <= size). */
+static int random_mirror_case(int mode, int32_t* xs, int32_t* ys, int32_t* pads) {
+  const int rank = tb_range(1, 4);
+  for (int d = 0; d < rank; d++) {
+    xs[d] = tb_range(1, 5);
+    const int most = mode == 1 ? xs[d] - 1 : mode == 3 ? xs[d] : 3;
+    pads[2 * d] = tb_range(0, most);
+    pads[2 * d + 1] = tb_range(0, most);
+    ys[d] = xs[d] + pads[2 * d] + pads[2 * d + 1];
+  }
+  return rank;
+}
+
+static const char* const kModes[] = {"constant", "reflect", "edge", "symmetric"};
+
+static void test_pad_modes(void) {
+  for (int mode = 1; mode <= 3; mode++) {
+    for (int t = 0; t < 40; t++) {
+      int32_t xs[6], ys[6], pads[12];
+      const int rank = random_mirror_case(mode, xs, ys, pads);
+      tb_builder* b = tb_new();
+      uint32_t x = tb_tensor(b, "x", (uint32_t)rank, xs, NULL);
+      uint32_t y = tb_tensor(b, "y", (uint32_t)rank, ys, NULL);
+      tb_op(b, TETHER_OP_PAD, 0, "pad", 1, &x, y);
+      tb_attr_i(b, 11, (uint32_t)(2 * rank), pads);
+      tb_attr_f(b, 12, 7.0f);  /* the value is ignored outside constant mode */
+      tb_attr_i(b, 29, 1, (const int32_t[]){mode});
+      const size_t ny = elements_of(b, y);
+      float* xd = random_data(elements_of(b, x));
+      float* got = (float*)malloc(ny * 4);
+      char name[64];
+      snprintf(name, sizeof(name), "pad %s rank%d case %d", kModes[mode], rank, t);
+      if (run_op(name, b, 1, &x, &xd, y, got)) {
+        double* want = (double*)malloc(ny * sizeof(double));
+        for (size_t o = 0; o < ny; o++) want[o] = xd[mirror_index(o, rank, xs, ys, pads, mode)];
+        compare(name, got, want, ny);
+        free(want);
+      }
+      free(xd);
+      free(got);
+      free(b);
+    }
+  }
+}
+
+/* Loads the one-op int8 model, runs it directly on guarded buffers and through a session;
+ * both must agree. Returns 0 when the model fails to load. */
+static int run_q8(const char* name, tb_builder* b, uint32_t x, uint32_t y, const int8_t* xd,
+                  size_t nx, int8_t* got, size_t ny) {
+  tb_graph_io(b, 1, &x, 1, &y);
+  size_t size = 0;
+  uint8_t* file = tb_finish(b, &size);
+  tether_model_t model = NULL;
+  tether_status s = tether_model_load(file, size, NULL, &model);
+  TB_CHECK(s == TETHER_STATUS_SUCCESS, "%s: load: %s", name, tether_last_error());
+  if (s != TETHER_STATUS_SUCCESS) {
+    free(file);
+    return 0;
+  }
+  uint8_t* xb = (uint8_t*)malloc(nx + 2 * GUARD);
+  uint8_t* yb = (uint8_t*)malloc(ny + 2 * GUARD);
+  memset(xb, GUARD_BYTE, nx + 2 * GUARD);
+  memset(yb, GUARD_BYTE, ny + 2 * GUARD);
+  memcpy(xb + GUARD, xd, nx);
+  void* data[2] = {xb + GUARD, yb + GUARD};
+  tether_op_eval(model, 0, data, NULL);
+  for (size_t i = 0; i < GUARD; i++) {
+    TB_CHECK(xb[i] == GUARD_BYTE && xb[GUARD + nx + i] == GUARD_BYTE, "%s: input guard", name);
+    TB_CHECK(yb[i] == GUARD_BYTE && yb[GUARD + ny + i] == GUARD_BYTE, "%s: output overrun",
+             name);
+  }
+  TB_CHECK(memcmp(xb + GUARD, xd, nx) == 0, "%s: input was modified", name);
+  memcpy(got, yb + GUARD, ny);
+  size_t arena_size = 0;
+  tether_session_arena_size(model, &arena_size);
+  uint8_t* arena = (uint8_t*)aligned_alloc(64, (arena_size + 63) / 64 * 64 + 64);
+  tether_session_t session = NULL;
+  s = tether_session_create(model, arena, arena_size, 1, &session);
+  TB_CHECK(s == TETHER_STATUS_SUCCESS, "%s: create: %s", name, tether_last_error());
+  if (s == TETHER_STATUS_SUCCESS) {
+    int8_t* y2 = (int8_t*)malloc(ny);
+    TB_CHECK(tether_session_set_input(session, 0, xd, nx) == TETHER_STATUS_SUCCESS, "%s", name);
+    TB_CHECK(tether_session_invoke(session) == TETHER_STATUS_SUCCESS, "%s: invoke", name);
+    TB_CHECK(tether_session_get_output(session, 0, y2, ny) == TETHER_STATUS_SUCCESS, "%s", name);
+    TB_CHECK(memcmp(y2, got, ny) == 0, "%s: session result differs from direct eval", name);
+    free(y2);
+    tether_session_destroy(session);
+  }
+  free(arena);
+  free(xb);
+  free(yb);
+  tether_model_destroy(model);
+  free(file);
+  return 1;
+}
+
+static void test_pad_modes_int8(void) {
+  for (int mode = 1; mode <= 3; mode++) {
+    for (int t = 0; t < 30; t++) {
+      int32_t xs[6], ys[6], pads[12];
+      const int rank = random_mirror_case(mode, xs, ys, pads);
+      tb_builder* b = tb_new();
+      uint32_t x = tb_tensor_typed(b, "x", TETHER_DTYPE_INT8, (uint32_t)rank, xs, NULL);
+      uint32_t y = tb_tensor_typed(b, "y", TETHER_DTYPE_INT8, (uint32_t)rank, ys, NULL);
+      const float scale = 0.05f;
+      const int32_t zero = tb_range(-20, 20);
+      tb_quantize(b, x, 0, 1, &scale, &zero);
+      tb_quantize(b, y, 0, 1, &scale, &zero);
+      tb_op(b, TETHER_OP_PAD, 0, "pad", 1, &x, y);
+      tb_attr_i(b, 11, (uint32_t)(2 * rank), pads);
+      tb_attr_i(b, 29, 1, (const int32_t[]){mode});
+      const size_t nx = elements_of(b, x), ny = elements_of(b, y);
+      int8_t* xd = (int8_t*)malloc(nx);
+      for (size_t i = 0; i < nx; i++) xd[i] = (int8_t)tb_range(-128, 127);
+      int8_t* got = (int8_t*)malloc(ny);
+      char name[64];
+      snprintf(name, sizeof(name), "int8 pad %s rank%d case %d", kModes[mode], rank, t);
+      if (run_q8(name, b, x, y, xd, nx, got, ny)) {
+        for (size_t o = 0; o < ny; o++) {
+          const int8_t want = xd[mirror_index(o, rank, xs, ys, pads, mode)];
+          if (got[o] != want) {
+            TB_CHECK(0, "%s: element %zu is %d, want %d", name, o, got[o], want);
+            break;
+          }
+        }
+      }
+      free(xd);
+      free(got);
+      free(b);
+    }
+  }
+}
+
+/* A pad past one mirror image (or an unknown mode) fails the load, naming the
+ * axis, the pads and the size on one line. */
+static void test_pad_impossible_fails_to_load(void) {
+  static const struct { int mode; int32_t size, before, after; } kCases[] = {
+      {1, 3, 3, 0}, {1, 1, 0, 1}, {3, 3, 0, 4}, {3, 1, 2, 0}, {5, 3, 0, 0}};
+  for (size_t k = 0; k < sizeof(kCases) / sizeof(kCases[0]); k++) {
+    const int32_t n = kCases[k].size, pb = kCases[k].before, pa = kCases[k].after;
+    tb_builder* b = tb_new();
+    uint32_t x = tb_tensor(b, "x", 2, (const int32_t[]){2, n}, NULL);
+    uint32_t y = tb_tensor(b, "y", 2, (const int32_t[]){2, n + pb + pa}, NULL);
+    tb_op(b, TETHER_OP_PAD, 0, "pad", 1, &x, y);
+    tb_attr_i(b, 11, 4, (const int32_t[]){0, 0, pb, pa});
+    tb_attr_i(b, 29, 1, (const int32_t[]){kCases[k].mode});
+    tb_graph_io(b, 1, &x, 1, &y);
+    size_t size = 0;
+    uint8_t* file = tb_finish(b, &size);
+    tether_model_t model = NULL;
+    tether_status s = tether_model_load(file, size, NULL, &model);
+    const char* e = tether_last_error();
+    char pads[32];
+    snprintf(pads, sizeof(pads), "(%d, %d)", pb, pa);
+    const int named = kCases[k].mode > 3 ? strstr(e, "mode=5") != NULL
+                                          : strstr(e, "axis 1") != NULL && strstr(e, pads) &&
+                                                strstr(e, kModes[kCases[k].mode]) != NULL;
+    TB_CHECK(s == TETHER_STATUS_FORMAT_ERROR && named && strchr(e, '\n') == NULL,
+             "impossible pad case %zu: got %s: %s", k, tether_status_string(s), e);
+    tether_model_destroy(model);
+    free(file);
+    free(b);
+  }
+}
+
 int main(void) {
   printf("test_pad: isa %s\n", tether_isa());
   test_pad();
+  test_pad_modes();
+  test_pad_modes_int8();
+  test_pad_impossible_fails_to_load();
   return kernels_report("test_pad");
 }
