@@ -144,6 +144,61 @@ static inline int run_op(const char* name, tb_builder* b, uint32_t n_in, const u
   return 1;
 }
 
+/*
+ * The int8 twin of run_op for one-input ops: builds the model (input `x`, output `y`), runs
+ * op 0 directly on guarded buffers (the input must stay unchanged) and through a session;
+ * both must agree, and `got` receives the ny output bytes. Returns 0 when the model fails
+ * to load.
+ */
+static inline int run_q8_op(const char* name, tb_builder* b, uint32_t x, uint32_t y,
+                            const int8_t* xd, size_t nx, int8_t* got, size_t ny) {
+  tb_graph_io(b, 1, &x, 1, &y);
+  size_t size = 0;
+  uint8_t* file = tb_finish(b, &size);
+  tether_model_t model = NULL;
+  tether_status s = tether_model_load(file, size, NULL, &model);
+  TB_CHECK(s == TETHER_STATUS_SUCCESS, "%s: load: %s", name, tether_last_error());
+  if (s != TETHER_STATUS_SUCCESS) {
+    free(file);
+    return 0;
+  }
+  uint8_t* xb = (uint8_t*)malloc(nx + 2 * GUARD);
+  uint8_t* yb = (uint8_t*)malloc(ny + 2 * GUARD);
+  memset(xb, GUARD_BYTE, nx + 2 * GUARD);
+  memset(yb, GUARD_BYTE, ny + 2 * GUARD);
+  memcpy(xb + GUARD, xd, nx);
+  void* data[2] = {xb + GUARD, yb + GUARD};
+  tether_op_eval(model, 0, data, NULL);
+  for (size_t i = 0; i < GUARD; i++) {
+    TB_CHECK(xb[i] == GUARD_BYTE && xb[GUARD + nx + i] == GUARD_BYTE, "%s: input guard", name);
+    TB_CHECK(yb[i] == GUARD_BYTE && yb[GUARD + ny + i] == GUARD_BYTE, "%s: output overrun",
+             name);
+  }
+  TB_CHECK(memcmp(xb + GUARD, xd, nx) == 0, "%s: input was modified", name);
+  memcpy(got, yb + GUARD, ny);
+  size_t arena_size = 0;
+  tether_session_arena_size(model, &arena_size);
+  uint8_t* arena = (uint8_t*)aligned_alloc(64, (arena_size + 63) / 64 * 64 + 64);
+  tether_session_t session = NULL;
+  s = tether_session_create(model, arena, arena_size, 1, &session);
+  TB_CHECK(s == TETHER_STATUS_SUCCESS, "%s: create: %s", name, tether_last_error());
+  if (s == TETHER_STATUS_SUCCESS) {
+    int8_t* y2 = (int8_t*)malloc(ny);
+    TB_CHECK(tether_session_set_input(session, 0, xd, nx) == TETHER_STATUS_SUCCESS, "%s", name);
+    TB_CHECK(tether_session_invoke(session) == TETHER_STATUS_SUCCESS, "%s: invoke", name);
+    TB_CHECK(tether_session_get_output(session, 0, y2, ny) == TETHER_STATUS_SUCCESS, "%s", name);
+    TB_CHECK(memcmp(y2, got, ny) == 0, "%s: session result differs from direct eval", name);
+    free(y2);
+    tether_session_destroy(session);
+  }
+  free(arena);
+  free(xb);
+  free(yb);
+  tether_model_destroy(model);
+  free(file);
+  return 1;
+}
+
 static inline void compare(const char* name, const float* got, const double* want, size_t n) {
   double worst = 0;
   size_t at = 0;

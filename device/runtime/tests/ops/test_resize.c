@@ -134,55 +134,6 @@ static void test_f32(void) {
 
 /* ---- int8 ----------------------------------------------------------------------------- */
 
-/* Loads the one-op model and runs it directly (guarded buffers) and through a session; both
- * must agree. Returns 0 when the model fails to load. */
-static int run_q8(const char* name, tb_builder* b, uint32_t x, uint32_t y, const int8_t* xd,
-                  size_t nx, int8_t* got, size_t ny) {
-  tb_graph_io(b, 1, &x, 1, &y);
-  size_t size = 0;
-  uint8_t* file = tb_finish(b, &size);
-  tether_model_t model = NULL;
-  tether_status s = tether_model_load(file, size, NULL, &model);
-  TB_CHECK(s == TETHER_STATUS_SUCCESS, "%s: load: %s", name, tether_last_error());
-  if (s != TETHER_STATUS_SUCCESS) {
-    free(file);
-    return 0;
-  }
-  uint8_t* xb = (uint8_t*)malloc(nx + 2 * GUARD);
-  uint8_t* yb = (uint8_t*)malloc(ny + 2 * GUARD);
-  memset(xb, GUARD_BYTE, nx + 2 * GUARD);
-  memset(yb, GUARD_BYTE, ny + 2 * GUARD);
-  memcpy(xb + GUARD, xd, nx);
-  void* data[2] = {xb + GUARD, yb + GUARD};
-  tether_op_eval(model, 0, data, NULL);
-  for (size_t i = 0; i < GUARD; i++) {
-    TB_CHECK(xb[i] == GUARD_BYTE && xb[GUARD + nx + i] == GUARD_BYTE, "%s: input guard", name);
-    TB_CHECK(yb[i] == GUARD_BYTE && yb[GUARD + ny + i] == GUARD_BYTE, "%s: output overrun",
-             name);
-  }
-  memcpy(got, yb + GUARD, ny);
-  size_t arena_size = 0;
-  tether_session_arena_size(model, &arena_size);
-  uint8_t* arena = (uint8_t*)aligned_alloc(64, (arena_size + 63) / 64 * 64 + 64);
-  tether_session_t session = NULL;
-  s = tether_session_create(model, arena, arena_size, 1, &session);
-  TB_CHECK(s == TETHER_STATUS_SUCCESS, "%s: create: %s", name, tether_last_error());
-  if (s == TETHER_STATUS_SUCCESS) {
-    int8_t* y2 = (int8_t*)malloc(ny);
-    TB_CHECK(tether_session_set_input(session, 0, xd, nx) == TETHER_STATUS_SUCCESS, "%s", name);
-    TB_CHECK(tether_session_invoke(session) == TETHER_STATUS_SUCCESS, "%s: invoke", name);
-    TB_CHECK(tether_session_get_output(session, 0, y2, ny) == TETHER_STATUS_SUCCESS, "%s", name);
-    TB_CHECK(memcmp(y2, got, ny) == 0, "%s: session result differs from direct eval", name);
-    free(y2);
-    tether_session_destroy(session);
-  }
-  free(arena);
-  free(xb);
-  free(yb);
-  tether_model_destroy(model);
-  free(file);
-  return 1;
-}
 
 /* TFLite's ResizeBilinearInteger, written out per output element. */
 static int8_t tflite_bilinear(const int8_t* x, const rcase* k, int bn, int i, int j, int ch) {
@@ -229,7 +180,7 @@ static void test_q8(void) {
     char name[160];
     snprintf(name, sizeof(name), "int8 %s %dx%d -> %dx%d c%d mode %d nearest %d",
              k.interp ? "bilinear" : "nearest", k.h, k.w, k.oh, k.ow, k.c, k.cmode, k.nmode);
-    if (run_q8(name, b, x, y, xd, nx, got, ny)) {
+    if (run_q8_op(name, b, x, y, xd, nx, got, ny)) {
       int bad = 0;
       for (int bn = 0; bn < k.n && !bad; bn++)
         for (int i = 0; i < k.oh && !bad; i++)
