@@ -2,7 +2,8 @@
 
 Every layer becomes one or a few IR nodes with weights already in the file's layout
 (FORMAT.md): Conv2D kernels [KH,KW,IC/G,OC] -> [OC,KH,KW,IC/G], DepthwiseConv2D kernels
-[KH,KW,C,M] -> [1,KH,KW,C*M], Dense kernels [K,O] -> [O,K]. Activations become standalone
+[KH,KW,C,M] -> [1,KH,KW,C*M], Dense kernels [K,O] -> [O,K]; Conv1D kernels [K,IC/G,OC] ->
+[OC,1,K,IC/G], a CONV_2D on an [N,1,W,C] view between RESHAPEs. Activations become standalone
 ops and BatchNormalization an internal op; the passes fuse and fold them.
 
 TensorFlow and Keras are imported lazily, inside the functions that need them.
@@ -89,7 +90,12 @@ _ACTIVATION_OPS: Mapping[str, OpType | None] = {
     "silu": OpType.MUL,  # x * sigmoid(x), emitted as LOGISTIC then MUL
     "swish": OpType.MUL,
     "gelu": OpType.GELU,  # approximate from _gelu_approximate
+    "elu": OpType.ELU,  # keras.activations.elu: alpha 1.0
+    "leaky_relu": OpType.LEAKY_RELU,  # keras.activations.leaky_relu: negative_slope 0.2
 }
+
+# alpha of the activation functions that have one (their Keras defaults)
+_ACTIVATION_ALPHA: Mapping[str, float] = {"elu": 1.0, "leaky_relu": 0.2}
 
 
 class _Builder:
@@ -140,6 +146,8 @@ class _Builder:
         if op == OpType.GELU:
             return self.emit(op, name, [x], out_base,
                              {"approximate": (_gelu_approximate(fn) or 0,)})
+        if act in _ACTIVATION_ALPHA:
+            return self.emit(op, name, [x], out_base, {"alpha": (_ACTIVATION_ALPHA[act],)})
         return self.emit(op, name, [x], out_base)
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -208,6 +216,41 @@ def _conv2d(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...
                {"strides": strides, "dilations": dil, "pads": pads,
                 "groups": (int(getattr(layer, "groups", 1)),)})
     return b.activation(layer.activation, y, layer, b.current, out)
+
+
+def _conv1d(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    """Conv1D: CONV_2D on an [N, 1, W, C] view of x, RESHAPEs around it ('causal' pads
+    (k - 1) * d cells on the left); the activation runs on the 4-D result, so it fuses."""
+    x = _one_input(layer, xs)
+    _channels_last(layer)
+    shape = b.shape(x)
+    if len(shape) != 3:
+        raise _fail(layer, f"expected a 3-D [N, steps, C] input, got {list(shape)}")
+    n, w_in, c = shape
+    kernel = _np(layer.kernel)  # [K, IC/G, OC]
+    k, _, oc = kernel.shape
+    (s,), (d,) = tuple(layer.strides), tuple(layer.dilation_rate)
+    padding = str(layer.padding).lower()
+    if padding == "valid":
+        pl, pr = 0, 0
+    elif padding == "same":
+        pl, pr = same_padding(w_in, k, s, d)
+    elif padding == "causal":
+        pl, pr = (k - 1) * d, 0
+    else:
+        raise _fail(layer, f"padding='{layer.padding}' is not supported (use 'valid', 'same' "
+                           "or 'causal')")
+    ow = (w_in + pl + pr - d * (k - 1) - 1) // s + 1
+    x4 = b.emit(OpType.RESHAPE, b.current, [x], f"{out}/nhwc", declared=(n, 1, w_in, c))
+    w = b.const(f"{out}/kernel", np.transpose(kernel, (2, 0, 1))[:, None])  # [OC, 1, K, IC/G]
+    bias = b.const(f"{out}/bias", _np(layer.bias) if layer.use_bias else np.zeros(oc, np.float32))
+    linear = _activation_name(layer.activation) == "linear"
+    y = b.emit(OpType.CONV_2D, b.current, [x4, w, bias],
+               f"{out}/conv" if linear else pre_activation_tensor(out),
+               {"strides": (1, s), "dilations": (1, d), "pads": (0, pl, 0, pr),
+                "groups": (int(getattr(layer, "groups", 1)),)})
+    y = b.activation(layer.activation, y, layer, b.current, f"{out}/act")
+    return b.emit(OpType.RESHAPE, b.current, [y], out, declared=(n, ow, oc))
 
 
 def _depthwise(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
@@ -308,6 +351,31 @@ def _relu(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...])
                            "max_value None or 6, negative_slope 0 and threshold 0")
     return b.emit(OpType.RELU if max_value is None else OpType.RELU6, b.current, [x], out)
 
+
+def _elu(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    return b.emit(OpType.ELU, b.current, [x], out, {"alpha": (float(layer.alpha),)})
+
+
+def _leaky_relu(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    x = _one_input(layer, xs)
+    return b.emit(OpType.LEAKY_RELU, b.current, [x], out,
+                  {"alpha": (float(layer.negative_slope),)})
+
+
+def _prelu(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    """PReLU: PRELU with the slope [1, *alpha.shape]; Keras keeps shared axes as 1s in alpha,
+    so every shared_axes (none: per element; the spatial axes: per channel) broadcasts."""
+    x = _one_input(layer, xs)
+    shape = b.shape(x)
+    alpha = _np(layer.alpha).astype(np.float32)
+    if alpha.ndim != len(shape) - 1 or any(a not in (1, s) for a, s in zip(alpha.shape,
+                                                                            shape[1:])):
+        raise _fail(layer, f"alpha of shape {list(alpha.shape)} does not broadcast against "
+                    f"the input {list(shape)} (shared_axes={layer.shared_axes}); give PReLU "
+                    "shared_axes=None or the spatial axes")
+    slope = b.const(f"{out}/alpha", alpha[None])
+    return b.emit(OpType.PRELU, b.current, [x, slope], out)
 
 def _activation_layer(b: _Builder, layer: Any, xs: list[str], out: str,
                       _d: tuple[int, ...]) -> str:
@@ -552,6 +620,7 @@ def _no_op(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]
 
 
 _CONVERTERS: dict[str, Converter] = {
+    "Conv1D": _conv1d,
     "Conv2D": _conv2d,
     "DepthwiseConv2D": _depthwise,
     "Dense": _dense,
@@ -559,6 +628,9 @@ _CONVERTERS: dict[str, Converter] = {
     "LayerNormalization": _layer_norm,
     "GroupNormalization": _group_norm,
     "ReLU": _relu,
+    "ELU": _elu,
+    "LeakyReLU": _leaky_relu,
+    "PReLU": _prelu,
     "Activation": _activation_layer,
     "Softmax": _softmax,
     "Add": _binary(OpType.ADD),

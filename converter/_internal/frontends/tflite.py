@@ -309,6 +309,36 @@ def _unary(op: OpType) -> OpFn:
     return convert
 
 
+def _float_only(op: OpType) -> OpFn:
+    """ELU, LEAKY_RELU (alpha from LeakyReluOptions), PRELU (x, slope): float32 only."""
+    def convert(im: _Importer) -> None:
+        if im.dtype(im.op.inputs[0]) != DType.FLOAT32:
+            raise _Fail(f"int8 {op.name} is not supported (the engine runs {op.name} in "
+                        f"float32 only, FORMAT.md); convert the float model (quantize='int8' "
+                        f"keeps {op.name} float)")
+        if op == OpType.PRELU:
+            im.emit(op, [im.inp(0), im.inp(1)])
+        elif op == OpType.LEAKY_RELU:
+            o = im.op.builtinOptions
+            im.emit(op, [im.inp(0)], {"alpha": (float(o.alpha) if o is not None else 0.2,)})
+        else:  # TFLite's ELU has no alpha: 1
+            im.emit(op, [im.inp(0)], {"alpha": (1.0,)})
+
+    return convert
+
+
+def _expand_dims(im: _Importer) -> None:
+    """EXPAND_DIMS (Conv1D's [N, W, C] -> [N, 1, W, C]): a RESHAPE."""
+    x = im.inp(0)
+    assert x is not None
+    xs = list(im.shape(x))
+    axis = int(im.const(1, "axis").reshape(-1)[0])
+    axis = axis + len(xs) + 1 if axis < 0 else axis
+    if not 0 <= axis <= len(xs):
+        raise _Fail(f"axis {axis} out of range for input {xs}")
+    im.emit(OpType.RESHAPE, [x], declared=tuple(xs[:axis] + [1] + xs[axis:]))
+
+
 def _softmax(im: _Importer) -> None:
     o = im.op.builtinOptions
     im.emit(OpType.SOFTMAX, [im.inp(0)], {"beta": (float(o.beta) if o else 1.0,)})
@@ -637,6 +667,10 @@ _OPS: dict[str, OpFn] = {
     "LOGISTIC": _unary(OpType.LOGISTIC),
     "TANH": _unary(OpType.TANH),
     "HARD_SWISH": _unary(OpType.HARD_SWISH),
+    "ELU": _float_only(OpType.ELU),
+    "LEAKY_RELU": _float_only(OpType.LEAKY_RELU),
+    "PRELU": _float_only(OpType.PRELU),
+    "EXPAND_DIMS": _expand_dims,
     "QUANTIZE": _unary(OpType.QUANTIZE),
     "DEQUANTIZE": _unary(OpType.DEQUANTIZE),
     "TRANSPOSE": _transpose,
