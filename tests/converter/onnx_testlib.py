@@ -67,3 +67,22 @@ def rel_err(y: np.ndarray, ref: np.ndarray) -> float:
 
 def rand(shape: Sequence[int], seed: int = 0, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(lo, hi, tuple(shape)).astype(np.float32)
+
+
+def convert_and_compare(m: onnx.ModelProto, x: np.ndarray, label: str = "",
+                        parity: dict[str, float] | None = None
+                        ) -> tuple[object, np.ndarray, np.ndarray, float]:
+    """`m` converted and run in the engine and in onnxruntime on `x`: (the TModel, the
+    engine's output, onnxruntime's, their rel_err). Asserts equal shapes and a float32 output;
+    records the worst error per `label` in `parity` (a test file's report figures). The caller
+    asserts its own tolerance."""
+    from tether.converter import convert
+
+    ref = ort_run(m, x)
+    tm = convert(m)
+    y = engine_run(tm.to_bytes(), x)
+    assert y.shape == ref.shape and y.dtype == np.float32, (label, y.shape, ref.shape)
+    err = rel_err(y, ref)
+    if parity is not None:
+        parity[label] = max(parity.get(label, 0.0), err)
+    return tm, y, ref, err

@@ -19,7 +19,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from onnx import helper as h
-from onnx_testlib import engine_run, model, ort_run, rand, rel_err
+from onnx_testlib import convert_and_compare, engine_run, model, ort_run, rand, rel_err
 from tether.converter import convert
 
 from tether.errors import ConversionError
@@ -30,12 +30,7 @@ PARITY: dict[str, float] = {}  # case -> worst relative error (the report's figu
 
 
 def _check(m, x, label, op):
-    ref = ort_run(m, x)
-    tm = convert(m)
-    y = engine_run(tm.to_bytes(), x)
-    assert y.shape == ref.shape and y.dtype == np.float32, (label, y.shape, ref.shape)
-    err = rel_err(y, ref)
-    PARITY[label] = max(PARITY.get(label, 0.0), err)
+    tm, y, ref, err = convert_and_compare(m, x, label, PARITY)
     assert err < TOL, (label, np.abs(y - ref).max())
     assert op in tm.report.ops_after, tm.report.ops_after
     return tm

@@ -23,7 +23,7 @@ pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto
 from onnx import helper as h
-from onnx_testlib import engine_run, ort_run, rand, rel_err
+from onnx_testlib import convert_and_compare, engine_run, ort_run, rand, rel_err
 from tether.converter import convert
 
 TOL = 1e-5
@@ -61,11 +61,8 @@ def _pool_model(op: str, x_shape: tuple[int, ...], opset: int, k: tuple[int, int
 
 
 def _check(m: onnx.ModelProto, x: np.ndarray):
-    tm = convert(m)
-    ref = ort_run(m, x)
-    y = engine_run(tm.to_bytes(), x)
-    assert y.shape == ref.shape and y.dtype == np.float32, (y.shape, ref.shape)
-    assert rel_err(y, ref) < TOL, np.abs(y - ref).max()
+    tm, y, ref, err = convert_and_compare(m, x)
+    assert err < TOL, np.abs(y - ref).max()
     return tm
 
 

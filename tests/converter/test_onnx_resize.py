@@ -17,7 +17,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from onnx import helper as h
-from onnx_testlib import engine_run, model, ort_run, rand, rel_err
+from onnx_testlib import convert_and_compare, model, rand
 from tether.converter import convert
 
 from tether.errors import ConversionError
@@ -50,12 +50,7 @@ PARITY: dict[str, float] = {}  # mode -> worst relative error seen (the report's
 
 
 def _check(m, x, label):
-    ref = ort_run(m, x)
-    tm = convert(m)
-    y = engine_run(tm.to_bytes(), x)
-    assert y.shape == ref.shape and y.dtype == np.float32, (label, y.shape, ref.shape)
-    err = rel_err(y, ref)
-    PARITY[label] = max(PARITY.get(label, 0.0), err)
+    tm, y, ref, err = convert_and_compare(m, x, label, PARITY)
     assert err < TOL, (label, np.abs(y - ref).max())
     assert "RESIZE" in tm.report.ops_after
     return err

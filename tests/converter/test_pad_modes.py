@@ -20,7 +20,14 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from onnx import helper as h
-from onnx_testlib import engine_run, litert_run, model, ort_run, rand, rel_err
+from onnx_testlib import (
+    convert_and_compare,
+    engine_run,
+    litert_run,
+    model,
+    rand,
+    rel_err,
+)
 from tether.converter import convert
 
 from tether.errors import ConversionError
@@ -53,12 +60,7 @@ PARITY: dict[str, float] = {}  # case -> worst relative error seen (the report's
 
 
 def _check(m, x, label, op="PAD"):
-    ref = ort_run(m, x)
-    tm = convert(m)
-    y = engine_run(tm.to_bytes(), x)
-    assert y.shape == ref.shape and y.dtype == np.float32, (label, y.shape, ref.shape)
-    err = rel_err(y, ref)
-    PARITY[label] = max(PARITY.get(label, 0.0), err)
+    tm, y, ref, err = convert_and_compare(m, x, label, PARITY)
     assert err <= TOL, (label, np.abs(y - ref).max())
     if op is not None:
         assert op in tm.report.ops_after, tm.report.ops_after

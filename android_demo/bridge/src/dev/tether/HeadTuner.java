@@ -20,6 +20,12 @@ public final class HeadTuner implements AutoCloseable {
   private final int epochs;
   private final long seed;
 
+  /** The images last turned into head inputs (the same array and contents) and the result:
+   * accuracy before, fit and accuracy after on one set run the features model once. */
+  private float[][] cachedImages;
+  private int cachedHash;
+  private float[] cachedInputs;
+
   /**
    * @param full the classifier (.tmodel, float32 head)
    * @param features the network up to the head (.tmodel; its output is the head's input)
@@ -48,6 +54,15 @@ public final class HeadTuner implements AutoCloseable {
 
   /** Rows of head inputs (the features model's output per image), back to back. */
   private float[] headInputs(float[][] images) {
+    int hash = java.util.Arrays.deepHashCode(images);
+    if (images == cachedImages && hash == cachedHash) return cachedInputs;
+    cachedInputs = features(images);
+    cachedImages = images;
+    cachedHash = hash;
+    return cachedInputs;
+  }
+
+  private float[] features(float[][] images) {
     int d = trainer.inputElements;
     float[] out = new float[images.length * d];
     for (int i = 0; i < images.length; i++) {
