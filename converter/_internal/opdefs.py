@@ -339,7 +339,7 @@ def _slice_shape(node: Node, shapes: Sequence[Shape | None], declared: Sequence[
         raise ShapeError(f"begin {list(begin)}, steps {list(steps)} and output {list(y)} "
                          f"need one value per axis of {list(x)}")
     for d, (b, s, n, size) in enumerate(zip(begin, steps, y, x)):
-        if b < 0 or s < 1 or (n > 0 and b + (n - 1) * s >= size):
+        if b < 0 or s == 0 or (n > 0 and (b >= size or not 0 <= b + (n - 1) * s < size)):
             raise ShapeError(f"axis {d}: begin {b}, step {s} and {n} outputs read outside "
                              f"{size}")
     return y
@@ -569,7 +569,9 @@ def _transpose(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
 def _slice(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     x = _a(xs)
     steps = _slice_steps(node, x.ndim)
-    return x[tuple(slice(b, b + n * s, s) for b, n, s in zip(_ints(node, "begin"), out, steps))]
+    # explicit indices: a backward slice's stop (b + n * s) can be -1, which numpy reads as
+    # "the last element"
+    return x[np.ix_(*(b + s * np.arange(n) for b, n, s in zip(_ints(node, "begin"), out, steps)))]
 
 
 def _gather(node: Node, xs: Arrays, out: Shape) -> np.ndarray:

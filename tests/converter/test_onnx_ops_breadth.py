@@ -225,6 +225,8 @@ SLICES = [  # (starts, ends, axes, steps): logical NCHW axes
     ([1, -4], [1000, -1], [1, 3], None),             # clamped end, negative bounds
     ([0, 0, 1], [2, 5, 4], [0, 2, 3], [1, 2, 2]),    # steps
     ([-2], [-1], [-1], None),
+    ([-1], [-2**63], [3], [-1]),                     # reversed (x[..., ::-1])
+    ([4, 3], [0, -100], [2, 1], [-2, -1]),           # backwards with a stride, clamped end
 ]
 
 
@@ -301,8 +303,8 @@ def test_split_without_sizes(opset, axis, attrs) -> None:
 
 
 @pytest.mark.parametrize("node, says", [
-    (h.make_node("Slice", ["x", "s", "e", "a", "neg"], ["y"], name="bad_slice"),
-     "only positive steps"),
+    (h.make_node("Slice", ["x", "s", "e", "a", "zero"], ["y"], name="bad_slice"),
+     "step 0 on axis 3"),
     (h.make_node("Split", ["x"], ["y", "z"], name="bad_split", axis=2), "does not split into 2"),
 ])
 def test_slice_and_split_refuse_what_they_cannot_do(node, says) -> None:
@@ -310,7 +312,7 @@ def test_slice_and_split_refuse_what_they_cannot_do(node, says) -> None:
 
     m = _model([node], {"x": X_SHAPE}, X_SHAPE, {}, NEWEST if node.op_type == "Slice" else 13)
     m.graph.initializer.extend([_ints_init("s", [3]), _ints_init("e", [0]),
-                                _ints_init("a", [3]), _ints_init("neg", [-1])])
+                                _ints_init("a", [3]), _ints_init("zero", [0])])
     with pytest.raises(ConversionError, match=says) as info:
         convert(m)
     assert node.name in str(info.value)

@@ -174,7 +174,8 @@ def test_int8_mobilenet_v2_top1_matches_litert_on_200_inputs() -> None:
 @pytest.fixture(scope="module")
 def slicing() -> tuple[keras.Model, bytes]:
     """Cropping2D and a strided crop (STRIDED_SLICE), a split in equal and unequal parts
-    (SPLIT, SPLIT_V), a shrunk axis (STRIDED_SLICE with shrink_axis_mask)."""
+    (SPLIT, SPLIT_V), a shrunk axis (STRIDED_SLICE with shrink_axis_mask), a backwards
+    slice (negative strides)."""
     keras.utils.set_random_seed(1)
     x = keras.Input((9, 8, 6))
     y = L.Conv2D(6, 1)(x)
@@ -183,7 +184,8 @@ def slicing() -> tuple[keras.Model, bytes]:
     c, d = L.Lambda(lambda t: keras.ops.split(t, [1], axis=-1))(a)
     e = L.Lambda(lambda t: t[:, ::2, 1:, :])(b)                  # 3 x 6
     f = L.Lambda(lambda t: t[:, 2, :, :])(d)                     # shrunk: 7 x 2
-    y = L.Concatenate()([L.Flatten()(c), L.Flatten()(e), L.Flatten()(f)])
+    g = L.Lambda(lambda t: t[:, ::-2, ::-1, :])(b)               # backwards: 3 x 7
+    y = L.Concatenate()([L.Flatten()(c), L.Flatten()(e), L.Flatten()(f), L.Flatten()(g)])
     m = keras.Model(x, L.Dense(5)(y), name="slicing")
     return m, keras_to_tflite(m)
 

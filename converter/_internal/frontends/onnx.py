@@ -1059,9 +1059,9 @@ def _slice(im: _Importer) -> None:
         if not -r <= a < r:
             raise im.fail(f"axis {a} is outside rank {r}")
         a %= r
-        if st < 1:
-            raise im.fail(f"step {st} on axis {a}: only positive steps are supported")
-        kept = range(shape[a])[s:e:st]  # clamped as ONNX clamps
+        if st == 0:
+            raise im.fail(f"step 0 on axis {a}")
+        kept = range(shape[a])[s:e:st]  # clamped as ONNX clamps (backwards too)
         begin[a], step[a], count[a] = kept.start, st, len(kept)
     _emit_slice(im, x, im.out(), begin, step, count)
 

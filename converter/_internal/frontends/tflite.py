@@ -538,8 +538,8 @@ def _strided_slice_op(im: _Importer) -> None:
     b_out, s_out, counts = [0] * len(xs), [1] * len(xs), list(xs)
     for k in range(len(begin)):
         st = int(strides[k])
-        if st < 1:
-            raise _Fail(f"stride {st} on axis {k}: only positive strides are supported")
+        if st == 0:
+            raise _Fail(f"stride 0 on axis {k}")
         b = None if bm >> k & 1 else int(begin[k])
         e = None if em >> k & 1 or sm >> k & 1 else int(end[k])
         kept = range(xs[k])[b:e:st]  # clamped as TFLite clamps
