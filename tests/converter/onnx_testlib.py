@@ -38,11 +38,14 @@ def ort_run(m: onnx.ModelProto | bytes | str, x: np.ndarray) -> np.ndarray:
     return s.run(None, {s.get_inputs()[0].name: x})[0]
 
 
-def litert_run(content: bytes, x: np.ndarray) -> np.ndarray:
-    """LiteRT on one input (quantized inputs/outputs handled by the caller)."""
-    from ai_edge_litert.interpreter import Interpreter
+def litert_run(content: bytes, x: np.ndarray, reference: bool = False) -> np.ndarray:
+    """LiteRT on one input (quantized inputs/outputs handled by the caller); `reference`:
+    TFLite's reference kernels (BUILTIN_REF), the integers the engine reproduces exactly
+    (the default resolver's XNNPACK requantizes in float, off by one step at times)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_content=content)
+    kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
+    it = Interpreter(model_content=content, experimental_op_resolver_type=kind)
     d = it.get_input_details()[0]
     it.resize_tensor_input(d["index"], list(x.shape), strict=False)
     it.allocate_tensors()

@@ -208,8 +208,8 @@ def test_unsupported_layer_error(layer, cls) -> None:
 
 
 @pytest.mark.parametrize("layer, text", [
-    (L.ReLU(max_value=4.0, name="r4"), "max_value=4.0"),
-    (L.ReLU(negative_slope=0.1, name="leaky"), "negative_slope=0.1"),
+    (L.ReLU(threshold=0.5, name="thresholded"), "threshold=0.5"),
+    (L.ReLU(max_value=0.0, name="r0"), "max_value=0.0"),
     (L.Activation("softplus", name="sp"), "activation 'softplus' is not supported"),
     (L.Conv2D(2, 3, data_format="channels_first", name="cf"), "data_format='channels_first'"),
     (L.Softmax(axis=1, name="sm1"), "axis=1"),

@@ -12,6 +12,7 @@ TensorFlow and Keras are imported lazily, inside the functions that need them.
 from __future__ import annotations
 
 import functools
+import math
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -342,14 +343,26 @@ def _group_norm(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int,
 
 
 def _relu(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
+    """ReLU(max_value, negative_slope): RELU, RELU6 or CLAMP(0, max) without a slope;
+    LEAKY_RELU with one, then CLAMP(-max_float32, max) under a max_value."""
     x = _one_input(layer, xs)
     max_value = None if layer.max_value is None else float(layer.max_value)
     slope, threshold = float(layer.negative_slope), float(layer.threshold)
-    if slope != 0.0 or threshold != 0.0 or max_value not in (None, 6.0):
+    if threshold != 0.0 or (max_value is not None and not max_value > 0.0) or \
+            not math.isfinite(slope):
         raise _fail(layer, f"max_value={layer.max_value}, negative_slope={layer.negative_slope}, "
                            f"threshold={layer.threshold} unsupported; tether supports ReLU with "
-                           "max_value None or 6, negative_slope 0 and threshold 0")
-    return b.emit(OpType.RELU if max_value is None else OpType.RELU6, b.current, [x], out)
+                           "threshold 0, any finite negative_slope and max_value None or > 0")
+    if slope == 0.0:
+        if max_value in (None, 6.0):
+            return b.emit(OpType.RELU if max_value is None else OpType.RELU6, b.current, [x],
+                          out)
+        return b.emit(OpType.CLAMP, b.current, [x], out, {"min": (0.0,), "max": (max_value,)})
+    if max_value is None:
+        return b.emit(OpType.LEAKY_RELU, b.current, [x], out, {"alpha": (slope,)})
+    leaky = b.emit(OpType.LEAKY_RELU, b.current, [x], f"{out}/leaky", {"alpha": (slope,)})
+    fmax = float(np.finfo(np.float32).max)
+    return b.emit(OpType.CLAMP, b.current, [leaky], out, {"min": (-fmax,), "max": (max_value,)})
 
 
 def _elu(b: _Builder, layer: Any, xs: list[str], out: str, _d: tuple[int, ...]) -> str:
