@@ -207,6 +207,9 @@ class Engine(_Closeable):
             self.close()
             raise
         self._out_buffers = [np.empty(t.shape, t.dtype) for t in self.outputs]
+        # one input and one output: run() binds a ready array straight to the engine
+        self._direct = (self.inputs[0], self.outputs[0]) \
+            if len(self.inputs) == 1 and len(self.outputs) == 1 else None
 
     def _io(self, kind: int) -> list[TensorInfo]:
         infos = []
@@ -273,6 +276,10 @@ class Engine(_Closeable):
         Returns:
             The output array, or a list when the model has several outputs.
         """
+        if self._direct is not None and type(x) is np.ndarray:
+            y = self._run_direct(x)
+            if y is not None:
+                return y
         arrays = [_as_input_dtype(self.source, info, a) for info, a in zip(self.inputs,
                                                                            self._bind(x))]
         modes = set()
@@ -300,6 +307,34 @@ class Engine(_Closeable):
         with self._lock:
             results = self._run_locked(items)
         return self._shape_outputs(results, modes)
+
+    def _run_direct(self, x: np.ndarray) -> np.ndarray | None:
+        """One input already in the input's dtype, C order and shape (or that shape without
+        its batch): the engine reads it where it is and writes the output into the array
+        returned, with no other copy (None: run() takes the general path)."""
+        assert self._direct is not None
+        info, out = self._direct
+        if x.dtype != info.dtype or not x.flags.c_contiguous:
+            return None
+        if x.shape == info.shape:
+            shape = out.shape
+        elif x.shape == info.shape[1:]:
+            shape = out.shape[1:] if out.shape and out.shape[0] == 1 else out.shape
+        else:
+            return None
+        y = np.empty(out.shape, out.dtype)
+        lib, session = self._lib, self._session
+        with self._lock:
+            if not session.value:
+                raise EngineError(f"{self.source}: the engine is closed", "invalid_argument")
+            status = lib.tether_session_set_input(session, 0, x.ctypes.data, x.nbytes)
+            if status:
+                B.check(status, f"{self.source}: input '{info.name}'")
+            status = lib.tether_session_invoke(session)
+            if not status:
+                status = lib.tether_session_get_output(session, 0, y.ctypes.data, y.nbytes)
+            B.check(status, self.source)
+        return y.reshape(shape)
 
     def _run_locked(self, items: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
         """Sets, invokes and reads back each item; the caller holds the lock."""
