@@ -313,7 +313,7 @@ class GraphBuilder:
         out = out if exact_name else self.unique(out)
         node = Node(op, name, tuple(inputs), (out,), attrs or {}, activation)
         shapes = [None if x is None else self.tensors[x].shape for x in inputs]
-        (shape,) = infer_output_shapes(node, shapes, [declared] if declared else [])
+        (shape,) = infer_output_shapes(node, shapes, [declared] if declared is not None else [])
         self.tensors[out] = Tensor(out, shape, dtype, None, quant)
         self.nodes.append(node)
         return out

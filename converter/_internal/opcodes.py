@@ -51,3 +51,4 @@ class OpType(enum.IntEnum):
     INSTANCE_NORM = 35
     GELU = 36
     REDUCE_MAX = 37
+    BATCH_MATMUL = 38

@@ -691,6 +691,39 @@ def _batch_norm(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
     return (x - mean) / np.sqrt(var + float(eps)) * gamma + beta
 
 
+def _adjoint(node: Node) -> tuple[int, int]:
+    adj_a, adj_b = _ints(node, "adjoint", 2)
+    if adj_a not in (0, 1) or adj_b not in (0, 1):
+        raise ShapeError(f"attribute adjoint={[adj_a, adj_b]} must hold two values 0 or 1")
+    return adj_a, adj_b
+
+
+def _batch_matmul_shape(node: Node, shapes: Sequence[Shape | None],
+                        declared: Sequence[Shape]) -> Shape:
+    a, b = _x(shapes), _x(shapes, 1)
+    adj_a, adj_b = _adjoint(node)
+    if not (2 <= len(a) <= 6 and 2 <= len(b) <= 6):
+        raise ShapeError(f"needs inputs of rank 2..6, got A {list(a)} and B {list(b)}")
+    m, k = (a[-1], a[-2]) if adj_a else (a[-2], a[-1])
+    kb, n = (b[-1], b[-2]) if adj_b else (b[-2], b[-1])
+    if k != kb:
+        raise ShapeError(f"A {list(a)} (adjoint {adj_a}) has K={k} but B {list(b)} (adjoint "
+                         f"{adj_b}) has K={kb}")
+    try:
+        batch = tuple(int(d) for d in np.broadcast_shapes(a[:-2], b[:-2]))
+    except ValueError:
+        raise ShapeError(f"batch dims {list(a[:-2])} of A {list(a)} and {list(b[:-2])} of B "
+                         f"{list(b)} do not broadcast") from None
+    return batch + (m, n)
+
+
+def _batch_matmul(node: Node, xs: Arrays, out: Shape) -> np.ndarray:
+    adj_a, adj_b = _adjoint(node)
+    a, b = _a(xs), _a(xs, 1)
+    return np.matmul(np.swapaxes(a, -1, -2) if adj_a else a,
+                     np.swapaxes(b, -1, -2) if adj_b else b)
+
+
 def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Reference:
     return lambda node, xs, out: fn(_a(xs), _a(xs, 1))
 
@@ -741,6 +774,8 @@ _DEFS = (
     OpDef(OpType.INSTANCE_NORM, (1, 3), ("epsilon",), _instance_norm_shape, _instance_norm),
     OpDef(OpType.GELU, _UNARY, ("approximate",), _same_shape, _gelu),
     OpDef(OpType.REDUCE_MAX, _UNARY, ("axes", "keepdims"), _mean_shape, _reduce_max),
+    OpDef(OpType.BATCH_MATMUL, (2, 2), ("adjoint",), _batch_matmul_shape, _batch_matmul,
+          fold=False),
     OpDef(InternalOp.BATCH_NORM, (5, 5), (), _batch_norm_shape, _batch_norm),
     OpDef(InternalOp.IDENTITY, _UNARY, (), _same_shape, _reshape),
     OpDef(InternalOp.SQRT, _UNARY, (), _same_shape, lambda node, xs, out: np.sqrt(_a(xs))),

@@ -118,6 +118,7 @@ class AttrId(enum.IntEnum):
     NEAREST_MODE = 24
     SCALES = 25
     EPSILON = 26
+    ADJOINT = 27
     APPROXIMATE = 28
     MODE = 29
 
@@ -175,6 +176,7 @@ ATTRS: Mapping[str, AttrSpec] = {
     "epsilon": AttrSpec(AttrId.EPSILON, AttrType.FLOAT32, (1e-5,)),  # LAYER_/INSTANCE_NORM
     "approximate": AttrSpec(AttrId.APPROXIMATE, AttrType.INT32, (0,)),  # GELU: 0 erf, 1 tanh
     "mode": AttrSpec(AttrId.MODE, AttrType.INT32, (0,)),  # PAD: PAD_MODES
+    "adjoint": AttrSpec(AttrId.ADJOINT, AttrType.INT32, (0, 0)),  # BATCH_MATMUL: adj_a, adj_b
 }
 
 # PAD's attribute `mode`: its value is the index (FORMAT.md, op 11).

@@ -9,8 +9,11 @@
 - MAX_POOL_2D, AVERAGE_POOL_2D, REDUCE_MAX, RESHAPE, PAD, TRANSPOSE, SLICE, GATHER (its int32 indices
   untouched; a float table quantized per tensor) and RESIZE (nearest; bilinear in TFLite's
   three coordinate modes without explicit scales, else it stays float) keep their input's quantization (the engine's int8 pools need it); SOFTMAX and LOGISTIC output s = 1/256, z = -128 and
-  TANH s = 1/128, z = 0; HARD_SWISH, RELU, RELU6, CLAMP, HARD_SIGMOID and CONCATENATION
-  take their calibrated output range (CONCATENATION requantizes inputs quantized otherwise);
+  TANH s = 1/128, z = 0; HARD_SWISH, RELU, RELU6, CLAMP, HARD_SIGMOID, LEAKY_RELU, ELU (alpha
+  1 only: TFLite's int8 ELU has none; another alpha stays float), GELU, PRELU and
+  CONCATENATION take their calibrated output range (CONCATENATION requantizes inputs
+  quantized otherwise); PRELU's constant slope is quantized as TensorFlow's converter does,
+  symmetric per tensor (s = max|slope| / 127, z = 0), a computed slope as an activation;
 - a fused RELU/RELU6/RELU_N1_TO_1 stays fused (a clamp in the quantized domain); a fused
   SIGMOID/TANH/HARD_SWISH is split off, as TensorFlow's quantizer does: the op writes an int8
   tensor quantized from the range calibrated before the activation
@@ -43,6 +46,7 @@ INT8_OPS = frozenset({
     OpType.CONCATENATION, OpType.PAD, OpType.TRANSPOSE, OpType.SOFTMAX, OpType.LOGISTIC,
     OpType.TANH, OpType.HARD_SWISH, OpType.RELU, OpType.RELU6, OpType.CLAMP,
     OpType.HARD_SIGMOID, OpType.SLICE, OpType.GATHER, OpType.RESIZE, OpType.REDUCE_MAX,
+    OpType.LEAKY_RELU, OpType.ELU, OpType.GELU, OpType.PRELU,
 })
 _PASSTHROUGH = frozenset({OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.RESHAPE,
                           OpType.PAD, OpType.TRANSPOSE, OpType.SLICE, OpType.GATHER,
@@ -135,6 +139,20 @@ class _Lowering:
         self.int8_of[name] = new.name
         return new.name
 
+    def slope(self, name: str, node: ir.Node) -> str:
+        """PRELU's int8 slope: a constant symmetric per tensor, as TensorFlow's converter
+        quantizes it (s = max|slope| / 127, z = 0); a computed one as any activation."""
+        t = self.tensors[name]
+        if not t.is_constant:
+            return self.as_int8(name, node)
+        v = np.asarray(t.data, np.float64)
+        amax = float(np.max(np.abs(v))) if v.size else 0.0
+        q = ir.Quantization((amax / 127.0 if amax > 0 else 1e-8,), (0,))
+        new = ir.Tensor(self.unique(f"{name}/int8"), t.shape, DType.INT8,
+                        _quantize_values(v, q), q)
+        self.tensors[new.name] = new
+        return new.name
+
     def as_float(self, name: str, node_name: str) -> str:
         """Makes float tensor `name` exist (DEQUANTIZE of its int8 twin, once)."""
         t = self.tensors[name]
@@ -191,6 +209,8 @@ class _Lowering:
             return False
         if node.op == OpType.RESIZE and not _resize_int8_ok(node):
             return False
+        if node.op == OpType.ELU and float(node.attrs.get("alpha", (1.0,))[0]) != 1.0:
+            return False  # TFLite's int8 ELU (a table of expm1) has no alpha
         if node.activation not in _INT8_ACTS:
             if node.activation not in _SPLIT or node.op in _FIXED:
                 return False
@@ -222,6 +242,8 @@ class _Lowering:
                 ins: tuple[str | None, ...] = (x, w, b)
             elif node.op == OpType.GATHER:  # the indices stay int32
                 ins = (x, node.inputs[1])
+            elif node.op == OpType.PRELU:
+                ins = (x, self.slope(node.inputs[1], node))  # type: ignore[arg-type]
             else:
                 ins = (x,) + tuple(None if n is None else self.as_int8(n, node)
                                    for n in node.inputs[1:])

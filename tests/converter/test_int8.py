@@ -245,3 +245,53 @@ def test_mobilenet_v3_small_ptq_runs_int8_end_to_end() -> None:
         errs.append(rel_err(y_, ref))
         agree += int(np.argmax(y_) == np.argmax(ref))
     assert np.median(errs) < 0.05 and agree >= 18, (np.median(errs), agree)
+
+
+# ----------------------------------------------- ELU, GELU, LEAKY_RELU and PRELU in int8
+
+
+def _alpha_block(seed: int = 0, elu_alpha: float = 1.0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((10, 10, 3))
+    y = L.Conv2D(8, 3, padding="same")(x)
+    y = L.PReLU(alpha_initializer=keras.initializers.RandomUniform(-0.3, 0.6),
+                shared_axes=[1, 2])(y)
+    y = L.ELU(alpha=elu_alpha)(L.DepthwiseConv2D(3, padding="same")(y))
+    y = L.LeakyReLU(0.2)(L.Conv2D(8, 1)(y))
+    y = L.Activation("gelu")(L.Conv2D(6, 3, strides=2)(y))
+    y = L.PReLU(alpha_initializer=keras.initializers.RandomUniform(0.0, 0.5))(
+        L.Dense(12)(L.Flatten()(y)))
+    return keras.Model(x, L.Dense(10)(y))
+
+
+def test_alpha_activations_lower_to_int8_ops_close_to_float() -> None:
+    m = _alpha_block()
+    tm = convert(m, quantize="int8", calibration=rand((32, 1, 10, 10, 3), 1))
+    ops = tm.report.ops_after
+    for op in ("PRELU", "ELU", "LEAKY_RELU", "GELU"):
+        node = next(n for n in tm.graph.nodes if n.op.name == op)
+        assert all(tm.graph.tensors[t].dtype == DType.INT8 for t in node.inputs + node.outputs), op
+    assert ops["QUANTIZE"] == 1 and ops["DEQUANTIZE"] == 1 and ops["PRELU"] == 2, ops
+    # PRELU's constant slope: symmetric per tensor, as TensorFlow's converter quantizes it
+    for p in (n for n in tm.graph.nodes if n.op == OpType.PRELU):
+        slope = tm.graph.tensors[p.inputs[1]]
+        assert slope.is_constant and slope.quant.zero_point == (0,) and len(slope.quant.scale) == 1
+        assert int(np.abs(slope.data).max()) == 127
+    errs, agree = [], 0
+    for x_ in rand((20, 1, 10, 10, 3), 2):
+        ref = np.asarray(m(x_))
+        y_ = engine_run(tm.to_bytes(), x_)
+        errs.append(rel_err(y_, ref))
+        agree += int(np.argmax(y_) == np.argmax(ref))
+    assert np.median(errs) < 0.05 and agree >= 17, (np.median(errs), max(errs), agree)
+
+
+def test_elu_with_alpha_other_than_one_stays_float() -> None:
+    # TFLite's int8 ELU has no alpha: ELU(alpha=0.5) runs in float32 between int8 neighbours
+    m = _alpha_block(elu_alpha=0.5)
+    tm = convert(m, quantize="int8", calibration=rand((16, 1, 10, 10, 3), 1))
+    elu = next(n for n in tm.graph.nodes if n.op == OpType.ELU)
+    assert tm.graph.tensors[elu.inputs[0]].dtype == DType.FLOAT32
+    assert tm.report.ops_after["QUANTIZE"] == 2 and tm.report.ops_after["DEQUANTIZE"] == 2
+    x_ = rand((1, 10, 10, 3), 3)
+    assert rel_err(engine_run(tm.to_bytes(), x_), np.asarray(m(x_))) < 0.1

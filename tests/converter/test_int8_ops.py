@@ -1,4 +1,5 @@
-"""int8 pools, concatenation, pad and activations: TensorFlow's full-integer quantizer -> LiteRT
+"""int8 pools, concatenation, pad and activations (ELU, GELU, LEAKY_RELU and PRELU included):
+TensorFlow's full-integer quantizer -> LiteRT
 and the same .tflite -> tether's TFLite frontend -> the engine, integers compared exactly.
 
 Models take and return int8 (inference_input/output_type int8), so both runtimes see the
@@ -45,10 +46,15 @@ def int8_tflite(model: keras.Model, rep: np.ndarray) -> bytes:
         return bytes(c.convert())
 
 
-def litert(content: bytes, x: np.ndarray, delegates: bool = False) -> np.ndarray:
+def litert(content: bytes, x: np.ndarray, delegates: bool = False,
+           builtin: bool = False) -> np.ndarray:
+    """LiteRT's reference kernels; `builtin`: its builtin kernels (for ops the reference
+    resolver lacks), `delegates`: its default path (XNNPACK)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    kind = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_REF
+    kind = (OpResolverType.AUTO if delegates
+            else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin
+            else OpResolverType.BUILTIN_REF)
     it = Interpreter(model_content=content, experimental_op_resolver_type=kind)
     it.allocate_tensors()
     it.set_tensor(it.get_input_details()[0]["index"], x)
@@ -94,6 +100,28 @@ def model_of(shape: tuple[int, ...], fn) -> keras.Model:
     return keras.Model(x, fn(x))
 
 
+def int8_island(content: bytes, op: str) -> bytes:
+    """Rewrites TF's DEQUANTIZE -> `op` -> QUANTIZE (a float op between int8 tensors) into one
+    int8 `op` reading and writing those int8 tensors: the model LiteRT's int8 kernel runs
+    (TensorFlow's quantizer leaves ELU float, LiteRT has its int8 table)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(content, 0)
+    sg = m.subgraphs[0]
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    kinds = [names[max(m.operatorCodes[o.opcodeIndex].builtinCode,
+                       m.operatorCodes[o.opcodeIndex].deprecatedBuiltinCode)]
+             for o in sg.operators]
+    assert kinds == ["DEQUANTIZE", op, "QUANTIZE"], kinds
+    deq, mid, q = sg.operators
+    mid.inputs, mid.outputs = list(deq.inputs), list(q.outputs)
+    sg.operators = [mid]
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
 # -------------------------------------------------------------------------- elementwise ops
 
 
@@ -124,6 +152,58 @@ def test_activation_after_conv_stays_separate_and_exact(act: str, expect: str) -
     keras.utils.set_random_seed(1)
     m = model_of((6, 6, 3), lambda x: L.Conv2D(5, 3, padding="same", activation=act)(x))
     check_exact(m, -2, 2, expect=expect)
+
+
+def _prelu(shared_axes=None):
+    init = keras.initializers.RandomUniform(-0.4, 1.3, seed=2)  # negative and > 1 slopes too
+    return L.PReLU(alpha_initializer=init, shared_axes=shared_axes)
+
+
+@pytest.mark.parametrize("name,fn,expect,lo,hi", [
+    ("gelu", lambda x: L.Activation("gelu")(x), "GELU", -5, 4),
+    ("gelu_narrow", lambda x: L.Activation("gelu")(x), "GELU", -1, 0.7),
+    ("gelu_tanh", lambda x: keras.activations.gelu(x, approximate=True), "GELU", -5, 4),
+    ("leaky_relu", lambda x: L.LeakyReLU(0.3)(x), "LEAKY_RELU", -3, 2),
+    ("leaky_relu_0.01", lambda x: L.LeakyReLU(0.01)(x), "LEAKY_RELU", -9, 4),
+    ("leaky_relu_1.7", lambda x: L.LeakyReLU(1.7)(x), "LEAKY_RELU", -2, 3),
+])
+def test_table_and_leaky_activations_exact(name: str, fn, expect: str, lo: float,
+                                           hi: float) -> None:
+    check_exact(model_of((16, 16), fn), lo, hi, expect=expect)
+
+
+@pytest.mark.parametrize("shape,shared_axes", [((5, 4, 3), None), ((5, 4, 3), [1, 2]),
+                                               ((6, 7), [1]), ((20,), None)])
+def test_prelu_exact(shape: tuple[int, ...], shared_axes: list[int] | None) -> None:
+    keras.utils.set_random_seed(3)
+    check_exact(model_of(shape, lambda x: _prelu(shared_axes)(x)), -3, 2, inputs=4,
+                expect="PRELU")
+
+
+def test_prelu_after_conv_exact() -> None:
+    keras.utils.set_random_seed(4)
+    m = model_of((6, 6, 3), lambda x: _prelu([1, 2])(L.Conv2D(5, 3, padding="same")(x)))
+    check_exact(m, -2, 2, expect="PRELU")
+
+
+@pytest.mark.parametrize("lo,hi", [(-6, 3), (-0.8, 5), (-2, 0.3)])
+def test_elu_table_exact(lo: float, hi: float) -> None:
+    # TensorFlow's quantizer keeps ELU float; LiteRT's int8 ELU (a table of expm1) runs the
+    # same tensors once the DEQUANTIZE / QUANTIZE around it are removed. The reference
+    # resolver has no ELU: its builtin kernel (the same table) is the oracle
+    shape = (16, 16)
+    rng = np.random.default_rng(0)
+    content = int8_island(int8_tflite(model_of(shape, lambda x: L.ELU()(x)),
+                                      rng.uniform(lo, hi, (24, *shape)).astype(np.float32)),
+                          "ELU")
+    data = convert(content).to_bytes()
+    for k in range(3):
+        x = rng.integers(-128, 128, (1, *shape)).astype(np.int8)
+        if k == 0:
+            x.reshape(-1)[:256] = np.arange(-128, 128)
+        want, got = litert(content, x, builtin=True), engine_run(data, x)
+        assert got.dtype == np.int8 and got.shape == want.shape
+        assert np.array_equal(got, want), int((got != want).sum())
 
 
 LAYERS = {  # name -> (input shape, model body, an op TF's quantizer must have emitted)

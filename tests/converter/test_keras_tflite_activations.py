@@ -1,10 +1,12 @@
 """ELU, LeakyReLU, PReLU and Conv1D from Keras, and ELU, LEAKY_RELU, PRELU and Conv1D's
-EXPAND_DIMS + CONV_2D + RESHAPE from TFLite.
+EXPAND_DIMS + CONV_2D + RESHAPE from TFLite (dilated: SPACE_TO_BATCH_ND before, BATCH_TO_SPACE_ND
+after), and ReLU with negative_slope / max_value.
 
 Each small Keras model (the activation after a Conv2D or as a conv's `activation`; Conv1D
 with each padding, stride 2, dilation 2, groups) runs in the engine against Keras's own
 outputs, and its `tf.lite.TFLiteConverter.from_keras_model` fp32 file against LiteRT: within
-1e-5 relative (max |y - ref| / max |ref|).
+1e-5 relative (max |y - ref| / max |ref|). Full-integer LEAKY_RELU / PRELU files import as
+int8 ops.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ pytest.importorskip("ai_edge_litert")
 from onnx_testlib import engine_run, litert_run, rel_err
 from tether.converter import convert
 from tether.converter._internal.frontends.keras import from_keras
+from tether.converter._internal.ops import DType
 
 from tether.errors import ConversionError
 from tether.peers import keras_to_tflite
@@ -76,14 +79,18 @@ MODELS = [
     ("conv1d-same-stride2", _conv1d(padding="same", strides=2), "CONV_2D", True),
     ("conv1d-valid-stride2", _conv1d(padding="valid", strides=2, kernel_size=4), "CONV_2D",
      True),
-    ("conv1d-same-dilation2", _conv1d(padding="same", dilation_rate=2), "CONV_2D", False),
-    ("conv1d-causal-dilation2", _conv1d(padding="causal", dilation_rate=2), "CONV_2D", False),
-    ("conv1d-valid-dilation2", _conv1d(padding="valid", dilation_rate=2), "CONV_2D", False),
+    ("conv1d-same-dilation2", _conv1d(padding="same", dilation_rate=2), "CONV_2D", True),
+    ("conv1d-causal-dilation2", _conv1d(padding="causal", dilation_rate=2), "CONV_2D", True),
+    ("conv1d-valid-dilation2", _conv1d(padding="valid", dilation_rate=2), "CONV_2D", True),
     ("conv1d-groups2-relu", _conv1d(groups=2, activation="relu"), "CONV_2D", True),
     ("conv1d-elu-nobias", _conv1d(padding="same", activation="elu", use_bias=False), "ELU",
      True),
     ("conv1d-leaky-relu", _conv1d(padding="causal", activation="leaky_relu"), "LEAKY_RELU",
      True),
+    ("relu-slope", _after_conv2d(lambda: L.ReLU(negative_slope=0.1)), "LEAKY_RELU", True),
+    ("relu-max4", _after_conv2d(lambda: L.ReLU(max_value=4.0)), "CLAMP", False),
+    ("relu-slope-max", _after_conv2d(lambda: L.ReLU(max_value=0.5, negative_slope=0.3)), "CLAMP",
+     False),
 ]
 IDS = [m[0] for m in MODELS]
 
@@ -139,17 +146,20 @@ def test_keras_activation_alphas_are_recorded() -> None:
                       ("ELU", (0.5,)), ("LEAKY_RELU", (0.05,))]
 
 
-def test_tflite_dilated_conv1d_is_refused_naming_the_op() -> None:
-    """TensorFlow writes a dilated Conv1D as SPACE_TO_BATCH_ND + conv + BATCH_TO_SPACE_ND."""
-    content = keras_to_tflite(_model(_conv1d(padding="same", dilation_rate=2)))
-    with pytest.raises(ConversionError, match="SPACE_TO_BATCH_ND is not supported"):
-        convert(content)
-
-
-def test_tflite_int8_leaky_relu_is_refused() -> None:
-    m = _model(_after_conv2d(L.LeakyReLU))
-    content = keras_to_tflite(m, representative=_x((4, 6, 7, 3)))
-    with pytest.raises(ConversionError) as e:
-        convert(content)
-    msg = str(e.value)
-    assert "(LEAKY_RELU): int8 LEAKY_RELU is not supported" in msg and "\n" not in msg
+@pytest.mark.parametrize("name", ["leaky-relu", "prelu-per-channel", "prelu-per-element"])
+def test_tflite_int8_leaky_relu_and_prelu_keep_tflite_integers(name: str) -> None:
+    """TensorFlow's full-integer LEAKY_RELU / PRELU import as int8 ops with the file's
+    quantization (PRELU's slope an int8 constant of its own); bit-exactness against LiteRT's
+    reference kernels is tests/converter/test_int8_ops.py's."""
+    build, op = next((b, o) for n, b, o, _ in MODELS if n == name)
+    m = _model(build)
+    content = keras_to_tflite(m, representative=_x((8, 6, 7, 3)))
+    tm = convert(content)
+    node = next(n for n in tm.graph.nodes if n.op.name == op)
+    tensors = [tm.graph.tensors[t] for t in node.inputs + node.outputs]
+    assert all(t.dtype == DType.INT8 and t.quant is not None for t in tensors), tensors
+    if op == "PRELU":
+        assert tensors[1].is_constant and tensors[1].quant.zero_point == (0,)
+    x = _x((1, 6, 7, 3), seed=4)
+    ref = litert_run(content, x)
+    assert rel_err(engine_run(tm.to_bytes(), x), ref) < 0.02

@@ -5,8 +5,10 @@ inputs, scale and bias broadcast, bias absent); the decomposed form older export
 (ReduceMean, Sub, Pow / Mul, ReduceMean, Add, Sqrt, Div / Reciprocal+Mul, then Mul(gamma),
 Add(beta)) at opsets 11 and 13, folded into one LAYER_NORM; InstanceNormalization at opsets 6
 and the newest after a Conv (NCHW held NHWC); Keras LayerNormalization (axis -1, a tuple of
-trailing axes, center/scale off) and GroupNormalization with one channel per group. Each is
-converted, run in the engine and in onnxruntime (graph optimizations disabled) or Keras on
+trailing axes, center/scale off) and GroupNormalization with one channel per group; the
+TFLite form of Keras's LayerNormalization (NEG, SQUARED_DIFFERENCE, RSQRT), folded too. Each
+is converted, run in the engine and in onnxruntime (graph optimizations disabled), Keras or
+LiteRT on
 seeded inputs: outputs agree within 1e-4 relative. What is refused names the node.
 """
 
@@ -211,6 +213,53 @@ def test_keras_layer_normalization(axis, center, scale) -> None:
                  "LAYER_NORM")
 
 
+@pytest.mark.parametrize("axis, center, scale", [
+    (-1, True, True), ((2, 3), True, True), (-1, False, True), (-1, True, False),
+    (-1, False, False)])
+def test_tflite_layer_normalization_folds(axis, center, scale) -> None:
+    """TensorFlow writes Keras's LayerNormalization as MEAN, NEG, SQUARED_DIFFERENCE, MEAN,
+    ADD, RSQRT, MUL (gamma), MUL, [ADD beta], MUL, ADD: one LAYER_NORM after conversion."""
+    pytest.importorskip("ai_edge_litert")
+    from onnx_testlib import litert_run
+    from tether.peers import keras_to_tflite
+
+    inp = keras.Input((6, 5, 8))
+    ln = keras.layers.LayerNormalization(axis=axis, center=center, scale=scale, epsilon=1e-3)
+    m = keras.Model(inp, ln(keras.layers.Dense(8)(inp)))
+    _randomized(ln)
+    content = keras_to_tflite(m)
+    tm = convert(content)
+    assert tm.report.ops_after["LAYER_NORM"] == 1
+    assert {"MUL", "ADD", "SUB", "DIV", "MEAN"}.isdisjoint(tm.report.ops_after), \
+        tm.report.ops_after
+    x = rand((1, 6, 5, 8), 4, -2, 2)
+    assert rel_err(engine_run(tm.to_bytes(), x), litert_run(content, x)) < 1e-4
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+@pytest.mark.parametrize("center, scale", [(True, True), (False, False)])
+def test_tf2onnx_layer_normalization_folds(opset, center, scale) -> None:
+    """tf2onnx writes Keras's LayerNormalization in the same distributed form (Neg,
+    Reciprocal of Sqrt) at every opset: one LAYER_NORM, equal to onnxruntime."""
+    pytest.importorskip("tf2onnx")
+    import tensorflow as tf
+    import tf2onnx
+
+    inp = keras.Input((6, 5, 8))
+    ln = keras.layers.LayerNormalization(center=center, scale=scale, epsilon=1e-3)
+    m = keras.Model(inp, ln(keras.layers.Dense(8)(inp)))
+    _randomized(ln)
+    spec = (tf.TensorSpec((1, 6, 5, 8), tf.float32, name="x"),)
+    proto, _ = tf2onnx.convert.from_function(tf.function(lambda t: m(t), input_signature=spec),
+                                             input_signature=spec, opset=opset)
+    assert "Neg" in {n.op_type for n in proto.graph.node}
+    tm = convert(proto)
+    assert tm.report.ops_after["LAYER_NORM"] == 1
+    assert {"MUL", "ADD", "SUB", "DIV", "MEAN"}.isdisjoint(tm.report.ops_after)
+    x = rand((1, 6, 5, 8), 5, -2, 2)
+    assert rel_err(engine_run(tm.to_bytes(), x), ort_run(proto, x)) < 1e-4
+
+
 def test_keras_layer_normalization_conv() -> None:
     inp = keras.Input((6, 6, 3))
     x = keras.layers.Conv2D(8, 3, padding="same")(inp)
@@ -233,3 +282,12 @@ def test_keras_group_normalization_other_groups_refused() -> None:
     m = keras.Model(inp, keras.layers.GroupNormalization(groups=2, name="gn2")(inp))
     with pytest.raises(ConversionError, match="gn2"):
         convert(m)
+
+
+@pytest.mark.parametrize("opset", [7, NEWEST], ids=["opset7", "newest"])
+def test_onnx_neg(opset) -> None:
+    m = model([h.make_node("Neg", ["x"], ["n"], name="neg"),
+               h.make_node("Relu", ["n"], ["y"], name="relu")], (1, 3, 4, 5), (1, 3, 4, 5),
+              opset=opset)
+    _, _, _, err = convert_and_compare(m, rand((1, 3, 4, 5), 6, -2, 2), "neg")
+    assert err < 1e-6

@@ -206,8 +206,9 @@ def test_unsupported_op_names_node_op_and_frontend() -> None:
      r"'g1' \(Gemm\): attribute transA=1"),
     (h.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], auto_pad="FULL", name="mp"),
      {}, r"'mp' \(MaxPool\): attribute auto_pad='FULL' is not supported"),
-    (h.make_node("MatMul", ["x", "x"], ["y"], name="mm"), {},
-     r"'mm' \(MatMul\): only MatMul with a constant 2-D second input"),
+    (h.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+     {"w": np.ones((1, 1, 1, 1, 1, 4, 4), "f")},
+     r"'mm' \(MatMul\): inputs of rank 7 are not supported \(at most 6\)"),
 ])
 def test_unsupported_attribute_names_value(node, inits, text) -> None:
     m = model([node], [1, 1, 4, 4] if node.op_type == "MaxPool" else [4, 4], None, inits)

@@ -209,3 +209,51 @@ def test_int8_slices_keep_tflite_integers(slicing) -> None:
     got, want = engine_run(convert(content).to_bytes(), x), litert_run(content, x)
     step = float(np.min(np.abs(np.diff(np.unique(want))))) if np.unique(want).size > 1 else 1.0
     assert np.abs(got - want).max() <= 1e-6 + 1e-3 * step, np.abs(got - want).max()
+
+
+@pytest.fixture(scope="module")
+def dilated() -> keras.Model:
+    """Dilated convolutions, which TensorFlow's converter writes as SPACE_TO_BATCH_ND, the
+    convolution, BATCH_TO_SPACE_ND (Conv1D with EXPAND_DIMS and RESHAPE between)."""
+    keras.utils.set_random_seed(4)
+    x = keras.Input((19, 17, 4))
+    a = L.Conv2D(6, 3, dilation_rate=(2, 3), padding="same", activation="relu")(x)
+    b = L.Conv2D(6, 3, dilation_rate=2, padding="valid")(x)                   # 15 x 13
+    c = L.DepthwiseConv2D(3, dilation_rate=2, padding="same")(a)
+    r = L.Reshape((19, 17 * 6))(c)
+    d = L.Conv1D(5, 3, dilation_rate=2, padding="same", activation="relu")(r)
+    e = L.Conv1D(5, 3, dilation_rate=3)(r)                                    # 13 x 5
+    y = L.Concatenate()([L.Flatten()(v) for v in (b, d, e)])
+    return keras.Model(x, L.Dense(4)(y), name="dilated")
+
+
+def test_dilated_convolutions_fold_space_to_batch(dilated) -> None:
+    content = keras_to_tflite(dilated)
+    tm = convert(content)
+    ops = tm.report.ops_after
+    assert ops["CONV_2D"] == 4 and ops["DEPTHWISE_CONV_2D"] == 1, ops
+    assert "SLICE" not in ops, ops  # the crops folded into the convolutions' padding
+    x = rand((1, 19, 17, 4), 5, -1, 1)
+    assert rel_err(engine_run(tm.to_bytes(), x), litert_run(content, x)) < TOL
+
+
+def test_int8_dilated_convolutions_keep_tflite_integers(dilated) -> None:
+    rep = np.random.default_rng(3).uniform(-1, 1, (16, 19, 17, 4)).astype(np.float32)
+    content = keras_to_tflite(dilated, rep)
+    x = rand((1, 19, 17, 4), 31, -1, 1)
+    got = engine_run(convert(content).to_bytes(), x)
+    np.testing.assert_array_equal(got, litert_run(content, x, reference=True))
+
+
+def test_space_to_batch_outside_a_dilated_convolution_is_refused() -> None:
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 8, 8, 2), tf.float32)])
+    def f(x):
+        return tf.space_to_batch_nd(x, [2, 2], [[0, 0], [0, 0]]) * 2.0
+
+    content = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()],
+                                                              f).convert()
+    with pytest.raises(ConversionError, match=r"\(MUL\): input 0 .* SPACE_TO_BATCH_ND's batched "
+                                              r"tensor; only a dilated convolution"):
+        convert(content)

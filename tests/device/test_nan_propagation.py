@@ -62,6 +62,8 @@ def _graph(op: OpType, act: Activation = Activation.NONE) -> ir.Graph:
     elif op == OpType.LAYER_NORM:  # a NaN or inf in a row makes the whole row NaN
         y = g.emit(op, "n", ["x", _const(g, (4,)), g.const("b", np.ones(4))], "y",
                    attrs={"axis": (3,), "epsilon": (1e-5,)})
+    elif op == OpType.BATCH_MATMUL:  # [1,6,6,4]·[6,4,3], B broadcast over the batch
+        y = g.emit(op, "n", ["x", _const(g, (6, 4, 3))], "y")
     elif op == OpType.INSTANCE_NORM:
         y = g.emit(op, "n", ["x", _const(g, (4,)), g.const("b", np.ones(4))], "y",
                    attrs={"epsilon": (1e-5,)})
@@ -75,7 +77,8 @@ UNARY = [OpType.RELU, OpType.RELU6, OpType.LOGISTIC, OpType.TANH, OpType.HARD_SW
          OpType.AVERAGE_POOL_2D, OpType.MEAN, OpType.PAD, OpType.TRANSPOSE,
          OpType.CONCATENATION, OpType.ADD, OpType.MUL, OpType.SUB, OpType.DIV,
          OpType.LEAKY_RELU, OpType.ELU, OpType.PRELU, OpType.MAXIMUM, OpType.MINIMUM,
-         OpType.GELU, OpType.REDUCE_MAX, OpType.LAYER_NORM, OpType.INSTANCE_NORM]
+         OpType.GELU, OpType.REDUCE_MAX, OpType.LAYER_NORM, OpType.INSTANCE_NORM,
+         OpType.BATCH_MATMUL]
 FUSED = [(op, act) for op in (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED,
                               OpType.ADD)
          for act in (Activation.NONE, Activation.RELU, Activation.RELU6,

@@ -762,6 +762,15 @@ def _reciprocal(im: _Importer) -> None:
     im.define(im.out(), y, im.perm_of(x))
 
 
+def _neg(im: _Importer) -> None:
+    """Neg(x) = MUL(x, -1) (tf2onnx's layer norm: recognize_layer_norm folds it)."""
+    im.check_attrs(())
+    x = im.node.input[0]
+    minus_one = im.const_ir(f"{im.out()}/minus_one", np.full((), -1.0, np.float32))
+    y = im.emit(OpType.MUL, [im.get(x), minus_one], im.out())
+    im.define(im.out(), y, im.perm_of(x))
+
+
 def _pow(im: _Importer) -> None:
     """Pow with a constant exponent 2 (x * x), 1 (x) or 0.5 (sqrt: decomposed layer norms)."""
     im.check_attrs(())
@@ -971,12 +980,55 @@ def _gemm(im: _Importer) -> None:
                  None if bias is None else np.asarray(bias, np.float32))
 
 
+def _matmul_operand(im: _Importer, name: str) -> tuple[str, int]:
+    """A MatMul operand in its logical order, or (as held, adjoint 1) when only its last two
+    axes are swapped: a Transpose feeding MatMul (attention's K^T) costs no TRANSPOSE."""
+    r = im.rank(name)
+    if not im.is_const(name) and r >= 2 and im.perm_of(name) == _ident(r - 2) + (r - 1, r - 2):
+        return im.get(name), 1
+    return im.get(name, _ident(r)), 0
+
+
 def _matmul(im: _Importer) -> None:
+    """MatMul: FULLY_CONNECTED when B is a constant matrix, else BATCH_MATMUL (numpy matmul:
+    a 1-D A gets a leading 1 and a 1-D B a trailing 1, both dropped from the result)."""
     im.check_attrs(())
     n = im.node
-    if not im.is_const(n.input[1]) or im.consts[n.input[1]].ndim != 2:
-        raise im.fail("only MatMul with a constant 2-D second input is supported")
-    _matmul_like(im, n.input[0], im.consts[n.input[1]].astype(np.float32).T, None)
+    a_name, b_name = n.input[0], n.input[1]
+    if im.is_const(b_name) and im.consts[b_name].ndim == 2:
+        _matmul_like(im, a_name, im.consts[b_name].astype(np.float32).T, None)
+        return
+    sa, sb = im.shape(a_name), im.shape(b_name)
+    if not sa or not sb:
+        raise im.fail(f"MatMul of a scalar is not defined (A {list(sa)}, B {list(sb)})")
+    if max(len(sa), len(sb)) > 6:
+        raise im.fail(f"inputs of rank {max(len(sa), len(sb))} are not supported (at most 6)")
+    base = im.out()
+    if len(sa) == 1:
+        a, adj_a = im.emit(OpType.RESHAPE, [im.get(a_name, (0,))], f"{base}/a",
+                           declared=(1, sa[0])), 0
+    else:
+        a, adj_a = _matmul_operand(im, a_name)
+    if len(sb) == 1:
+        b, adj_b = im.emit(OpType.RESHAPE, [im.get(b_name, (0,))], f"{base}/b",
+                           declared=(sb[0], 1)), 0
+    else:
+        b, adj_b = _matmul_operand(im, b_name)
+    k_a = sa[-1]
+    k_b = sb[0] if len(sb) == 1 else sb[-2]
+    if k_a != k_b:
+        raise im.fail(f"A {list(sa)} has K={k_a} but B {list(sb)} has K={k_b} (MatMul needs "
+                      "A's last dim equal to B's second to last)")
+    attrs = {"adjoint": (adj_a, adj_b)} if adj_a or adj_b else None
+    if len(sa) > 1 and len(sb) > 1:
+        y = im.emit(OpType.BATCH_MATMUL, [a, b], base, attrs)
+    else:
+        full = im.emit(OpType.BATCH_MATMUL, [a, b], f"{base}/matmul", attrs)
+        shape = im.tensors[full].shape
+        keep = shape[:-2] + (() if len(sa) == 1 else shape[-2:-1]) \
+            + (() if len(sb) == 1 else shape[-1:])
+        y = im.emit(OpType.RESHAPE, [full], base, declared=keep)
+    im.define(base, y, _ident(len(im.tensors[y].shape)))
 
 
 def _pad(im: _Importer) -> None:
@@ -1371,6 +1423,7 @@ _OPS: dict[str, OpFn] = {
     "Identity": _unary(InternalOp.IDENTITY),
     "Sqrt": _unary(InternalOp.SQRT),
     "Reciprocal": _reciprocal,
+    "Neg": _neg,
     "Pow": _pow,
     "Dropout": _dropout,
     "Add": _binary(OpType.ADD),

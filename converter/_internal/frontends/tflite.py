@@ -13,13 +13,15 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tether.converter._internal import ir
 from tether.converter._internal.frontends.keras import same_padding
 from tether.converter._internal.frontends.onnx import depth_space_steps
-from tether.converter._internal.ops import PAD_MODES, Activation, AnyOp, DType, OpType
+from tether.converter._internal.ops import (PAD_MODES, Activation, AnyOp, DType, InternalOp,
+                                            OpType)
 
 from tether.errors import ConversionError, ModelFormatError
 
@@ -90,6 +92,8 @@ class _Importer:
         self.op_name = ""
         self.node_name = ""
         self.folded: dict[int, np.ndarray] = {}  # tensor index -> value computed at import
+        # a dilated convolution's batched tensors, held at full resolution (_space_to_batch)
+        self.dilated: dict[str, _Dilated] = {}
 
     def tname(self, i: int) -> str:
         if i not in self.names:
@@ -147,6 +151,10 @@ class _Importer:
             return None
         i = int(ins[k])
         name = self.tname(i)
+        if name in self.dilated and self.op_name not in self.dilated[name].readers():
+            raise _Fail(f"input {k} '{name}' is SPACE_TO_BATCH_ND's batched tensor; only a "
+                        "dilated convolution (SPACE_TO_BATCH_ND, CONV_2D or DEPTHWISE_CONV_2D, "
+                        "BATCH_TO_SPACE_ND; reshapes of unit axes between) may read it")
         if name not in self.tensors:
             value = self.raw(i)
             if value is None:
@@ -218,8 +226,17 @@ def _conv(op: OpType) -> OpFn:
         assert x is not None and w is not None
         ws = im.shape(w)
         s, d = (o.strideH, o.strideW), (o.dilationHFactor, o.dilationWFactor)
-        attrs: dict[str, tuple] = {"strides": s, "dilations": d,
-                                   "pads": _pads(im, o.padding, im.shape(x), (ws[1], ws[2]), s, d)}
+        spaced = im.dilated.get(x)
+        if spaced is not None:  # SPACE_TO_BATCH_ND before: the dilated convolution
+            if s != (1, 1) or d != (1, 1) or o.padding != 1:
+                raise _Fail(f"a convolution after SPACE_TO_BATCH_ND needs strides 1, "
+                            f"dilations 1 and VALID padding (got {s}, {d}, {o.padding})")
+            d = (spaced.block.get(1, 1), spaced.block.get(2, 1))
+            (pt, pb), (pl, pr) = spaced.pads.get(1, (0, 0)), spaced.pads.get(2, (0, 0))
+            pads = (pt, pl, pb, pr)
+        else:
+            pads = _pads(im, o.padding, im.shape(x), (ws[1], ws[2]), s, d)
+        attrs: dict[str, tuple] = {"strides": s, "dilations": d, "pads": pads}
         if op == OpType.CONV_2D:
             if ws[3] < 1 or im.shape(x)[3] % ws[3]:
                 raise _Fail(f"filter {list(ws)} does not fit input {list(im.shape(x))}")
@@ -227,6 +244,9 @@ def _conv(op: OpType) -> OpFn:
         else:
             attrs["depth_multiplier"] = (ws[3] // im.shape(x)[3],)
         im.emit(op, [x, w, b], attrs, o.fusedActivationFunction)
+        if spaced is not None:
+            im.dilated[im.node_name] = _Dilated({1: d[0], 2: d[1]}, {}, True, im.node_name,
+                                                {a: a for a in range(4)})
 
     return convert
 
@@ -249,6 +269,17 @@ def _fc(im: _Importer) -> None:
         im.nodes.append(node)
         x = flat
     im.emit(OpType.FULLY_CONNECTED, [x, w, b], act=o.fusedActivationFunction if o else 0)
+
+
+def _batch_matmul(im: _Importer) -> None:
+    """BATCH_MATMUL (BatchMatMulOptions adj_x, adj_y): float32 only."""
+    if DType.INT8 in (im.dtype(im.op.inputs[0]), im.dtype(im.op.inputs[1])):
+        raise _Fail("int8 BATCH_MATMUL is not supported (the engine runs BATCH_MATMUL in "
+                    "float32 only, FORMAT.md); convert the float model (quantize='int8' keeps "
+                    "BATCH_MATMUL float)")
+    o = im.op.builtinOptions
+    adj = (int(bool(o.adjX)), int(bool(o.adjY))) if o is not None else (0, 0)
+    im.emit(OpType.BATCH_MATMUL, [im.inp(0), im.inp(1)], {"adjoint": adj})
 
 
 def _pool(op: OpType) -> OpFn:
@@ -309,13 +340,10 @@ def _unary(op: OpType) -> OpFn:
     return convert
 
 
-def _float_only(op: OpType) -> OpFn:
-    """ELU, LEAKY_RELU (alpha from LeakyReluOptions), PRELU (x, slope): float32 only."""
+def _alpha_op(op: OpType) -> OpFn:
+    """ELU, LEAKY_RELU (alpha from LeakyReluOptions), PRELU (x, slope); float32 or int8 (the
+    stored integers and quantization, PRELU's slope an int8 tensor of its own)."""
     def convert(im: _Importer) -> None:
-        if im.dtype(im.op.inputs[0]) != DType.FLOAT32:
-            raise _Fail(f"int8 {op.name} is not supported (the engine runs {op.name} in "
-                        f"float32 only, FORMAT.md); convert the float model (quantize='int8' "
-                        f"keeps {op.name} float)")
         if op == OpType.PRELU:
             im.emit(op, [im.inp(0), im.inp(1)])
         elif op == OpType.LEAKY_RELU:
@@ -331,6 +359,9 @@ def _expand_dims(im: _Importer) -> None:
     """EXPAND_DIMS (Conv1D's [N, W, C] -> [N, 1, W, C]): a RESHAPE."""
     x = im.inp(0)
     assert x is not None
+    if x in im.dilated:
+        _reshape_dilated(im, x)
+        return
     xs = list(im.shape(x))
     axis = int(im.const(1, "axis").reshape(-1)[0])
     axis = axis + len(xs) + 1 if axis < 0 else axis
@@ -347,6 +378,9 @@ def _softmax(im: _Importer) -> None:
 def _reshape(im: _Importer) -> None:
     x = im.inp(0)
     assert x is not None
+    if x in im.dilated:
+        _reshape_dilated(im, x)
+        return
     out_i = int(im.op.outputs[0])
     t = im.sg.tensors[out_i]
     shape = [int(v) for v in (t.shape if t.shape is not None else [])]
@@ -366,6 +400,9 @@ def _reshape(im: _Importer) -> None:
 def _squeeze(im: _Importer) -> None:
     x = im.inp(0)
     assert x is not None
+    if x in im.dilated:
+        _reshape_dilated(im, x)
+        return
     xs = im.shape(x)
     dims = im.op.builtinOptions.squeezeDims if im.op.builtinOptions is not None else None
     axes = ([a % len(xs) for a in dims] if dims is not None and len(dims)
@@ -392,12 +429,31 @@ def _reduce_max(im: _Importer) -> None:
 
 
 def _gelu(im: _Importer) -> None:
-    if im.dtype(im.op.inputs[0]) == DType.INT8:
-        raise _Fail("int8 GELU (TFLite's lookup table) is not supported yet; convert the "
-                    "float model (quantize='int8' keeps GELU float)")
     o = im.op.builtinOptions
     approximate = int(bool(o.approximate)) if o is not None else 0
     im.emit(OpType.GELU, [im.inp(0)], {"approximate": (approximate,)})
+
+
+def _float_arith(kind: str) -> OpFn:
+    """NEG (x * -1), SQUARED_DIFFERENCE ((a - b) * (a - b)) and RSQRT (1 / SQRT(x)): the
+    pieces of the layer norm TensorFlow writes for Keras's LayerNormalization, which
+    recognize_layer_norm folds back into one LAYER_NORM (SQRT has no op of its own)."""
+    def convert(im: _Importer) -> None:
+        x = im.inp(0)
+        assert x is not None
+        if im.tensors[x].dtype != DType.FLOAT32:
+            raise _Fail(f"int8 {im.op_name} is not supported (float32 only)")
+        base = im.node_name
+        if kind == "NEG":
+            im.emit(OpType.MUL, [x, im.graph.const(f"{base}/minus_one", np.float32(-1.0))])
+        elif kind == "SQUARED_DIFFERENCE":
+            im.emit(OpType.SUB, [x, im.inp(1)], out_name=f"{base}/difference")
+            im.emit(OpType.MUL, [f"{base}/difference", f"{base}/difference"])
+        else:  # RSQRT
+            im.emit(InternalOp.SQRT, [x], out_name=f"{base}/sqrt")
+            im.emit(OpType.DIV, [im.graph.const(f"{base}/one", np.float32(1.0)), f"{base}/sqrt"])
+
+    return convert
 
 
 def _concat(im: _Importer) -> None:
@@ -469,6 +525,113 @@ def _gather(im: _Importer) -> None:
             raise _Fail(f"indices '{ids}' are {im.tensors[ids].dtype.name.lower()}; expected "
                         "int32")
     im.emit(OpType.GATHER, [x, ids], {"axis": (axis,)})
+
+
+@dataclass(frozen=True)
+class _Dilated:
+    """A tensor of TensorFlow's dilated-convolution pattern, SPACE_TO_BATCH_ND -> conv ->
+    BATCH_TO_SPACE_ND (its tf.nn.with_space_to_batch), kept at full resolution: the batch
+    holds the input's `block` phases, which a convolution with dilations = block computes
+    in one pass over the unbatched tensor.
+
+    Attributes:
+        block: the block size of each spatial axis of this tensor (axis -> size).
+        pads: before the convolution, the padding SPACE_TO_BATCH_ND adds per spatial axis.
+        convolved: whether the convolution has run (BATCH_TO_SPACE_ND reads it next).
+        source: after it, the convolution's output, which BATCH_TO_SPACE_ND crops (so that
+            the crop can fold into its padding, passes.fold_pad) ...
+        axes: ... and this tensor's axes there (a reshape of unit axes may lie between).
+    """
+
+    block: dict[int, int]
+    pads: dict[int, tuple[int, int]]
+    convolved: bool
+    source: str = ""
+    axes: dict[int, int] = field(default_factory=dict)
+
+    def readers(self) -> tuple[str, ...]:
+        return ("BATCH_TO_SPACE_ND",) + _UNIT_RESHAPES if self.convolved else \
+            ("CONV_2D", "DEPTHWISE_CONV_2D") + _UNIT_RESHAPES
+
+
+_UNIT_RESHAPES = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")
+
+
+def _space_to_batch(im: _Importer) -> None:
+    """SPACE_TO_BATCH_ND: an IDENTITY of x, remembered as the batched tensor (_Dilated)."""
+    x = im.inp(0)
+    assert x is not None
+    block = [int(v) for v in im.const(1, "block_shape").reshape(-1)]
+    pads = im.const(2, "paddings").reshape(-1, 2)
+    xs = im.shape(x)
+    if not 1 <= len(block) <= len(xs) - 2 or len(pads) != len(block) or min(block) < 1 \
+            or pads.min() < 0:
+        raise _Fail(f"block_shape {block} and paddings {pads.tolist()} do not fit input "
+                    f"{list(xs)}")
+    im.emit(InternalOp.IDENTITY, [x], declared=xs)
+    im.dilated[im.node_name] = _Dilated(
+        {1 + k: b for k, b in enumerate(block)},
+        {1 + k: (int(p[0]), int(p[1])) for k, p in enumerate(pads)}, False)
+
+
+def _batch_to_space(im: _Importer) -> None:
+    """BATCH_TO_SPACE_ND after the dilated convolution: its crops as a SLICE (a trailing
+    crop of a stride-1 convolution folds into its padding, passes.fold_crops)."""
+    y = im.inp(0)
+    assert y is not None
+    if y not in im.dilated:
+        raise _Fail("BATCH_TO_SPACE_ND is supported only as the end of a dilated convolution "
+                    "(SPACE_TO_BATCH_ND, CONV_2D or DEPTHWISE_CONV_2D, BATCH_TO_SPACE_ND)")
+    d = im.dilated[y]
+    block = [int(v) for v in im.const(1, "block_shape").reshape(-1)]
+    crops = [(int(a), int(b)) for a, b in im.const(2, "crops").reshape(-1, 2)]
+    if {1 + k: b for k, b in enumerate(block) if b > 1} != \
+            {k: b for k, b in d.block.items() if b > 1} or len(crops) != len(block):
+        raise _Fail(f"block_shape {block} is not SPACE_TO_BATCH_ND's "
+                    f"({[d.block.get(1 + k, 1) for k in range(len(block))]})")
+    ys, src = im.shape(y), im.shape(d.source)
+    cropped = list(ys)
+    begin, counts = [0] * len(src), list(src)
+    for k, (lo, hi) in enumerate(crops):
+        cropped[1 + k] -= lo + hi
+        a = d.axes.get(1 + k)
+        if a is None or min(lo, hi) < 0 or cropped[1 + k] < 1:
+            raise _Fail(f"crops {crops} do not fit the convolution's output {list(ys)}")
+        begin[a], counts[a] = lo, src[a] - lo - hi
+    if counts == list(src):
+        im.emit(InternalOp.IDENTITY, [y], declared=ys)
+    elif tuple(src) == tuple(ys):
+        _slice_of(im, d.source, begin, [1] * len(src), counts)
+    else:  # crop the convolution's output, then the reshape again
+        inner = f"{im.node_name}/crop"
+        _slice_of(im, d.source, begin, [1] * len(src), counts, out_name=inner)
+        im.emit(OpType.RESHAPE, [inner], declared=tuple(cropped))
+
+
+def _reshape_dilated(im: _Importer, x: str) -> None:
+    """A reshape inside the dilated pattern that inserts or removes unit axes (Conv1D's
+    EXPAND_DIMS before the convolution and RESHAPE after it), applied at full resolution:
+    the op's batched shapes (from the file) say which axes it keeps."""
+    d = im.dilated[x]
+    shape_in = [int(v) for v in im.sg.tensors[int(im.op.inputs[0])].shape]
+    shape_out = [int(v) for v in im.sg.tensors[int(im.op.outputs[0])].shape]
+    kept_in = [k for k in range(1, len(shape_in)) if shape_in[k] != 1]
+    kept_out = [k for k in range(1, len(shape_out)) if shape_out[k] != 1]
+    if [shape_in[k] for k in kept_in] != [shape_out[k] for k in kept_out] \
+            or any(k not in kept_in for k in d.block if d.block[k] > 1):
+        raise _Fail(f"reshape {shape_in} -> {shape_out} inside a dilated convolution "
+                    "changes more than unit axes")
+    axis = dict(zip(kept_in, kept_out))
+    axis[0] = 0
+    xs = im.shape(x)
+    target = [1] * len(shape_out)
+    for a, b in axis.items():
+        target[b] = xs[a]
+    im.emit(OpType.RESHAPE, [x], declared=tuple(target))
+    im.dilated[im.node_name] = _Dilated(
+        {axis[a]: b for a, b in d.block.items() if b > 1},
+        {axis[a]: p for a, p in d.pads.items() if a in axis}, d.convolved, d.source,
+        {axis[a]: s for a, s in d.axes.items() if a in axis})
 
 
 def _depth_space(to_space: bool) -> OpFn:
@@ -644,6 +807,7 @@ _OPS: dict[str, OpFn] = {
     "CONV_2D": _conv(OpType.CONV_2D),
     "DEPTHWISE_CONV_2D": _conv(OpType.DEPTHWISE_CONV_2D),
     "FULLY_CONNECTED": _fc,
+    "BATCH_MATMUL": _batch_matmul,
     "ADD": _binary(OpType.ADD),
     "SUB": _binary(OpType.SUB),
     "MUL": _binary(OpType.MUL),
@@ -667,9 +831,9 @@ _OPS: dict[str, OpFn] = {
     "LOGISTIC": _unary(OpType.LOGISTIC),
     "TANH": _unary(OpType.TANH),
     "HARD_SWISH": _unary(OpType.HARD_SWISH),
-    "ELU": _float_only(OpType.ELU),
-    "LEAKY_RELU": _float_only(OpType.LEAKY_RELU),
-    "PRELU": _float_only(OpType.PRELU),
+    "ELU": _alpha_op(OpType.ELU),
+    "LEAKY_RELU": _alpha_op(OpType.LEAKY_RELU),
+    "PRELU": _alpha_op(OpType.PRELU),
     "EXPAND_DIMS": _expand_dims,
     "QUANTIZE": _unary(OpType.QUANTIZE),
     "DEQUANTIZE": _unary(OpType.DEQUANTIZE),
@@ -681,6 +845,11 @@ _OPS: dict[str, OpFn] = {
     "STRIDED_SLICE": _strided_slice_op,
     "SPLIT": _split,
     "SPLIT_V": _split,
+    "SPACE_TO_BATCH_ND": _space_to_batch,
+    "NEG": _float_arith("NEG"),
+    "SQUARED_DIFFERENCE": _float_arith("SQUARED_DIFFERENCE"),
+    "RSQRT": _float_arith("RSQRT"),
+    "BATCH_TO_SPACE_ND": _batch_to_space,
 }
 
 SUPPORTED_TFLITE_OPS: tuple[str, ...] = tuple(sorted(_OPS))

@@ -8,6 +8,12 @@ PyTorch, tf2onnx), as patterns; and a layer norm's trailing constant scale and s
             is a positive scalar constant, y has x's shape. Only the root is replaced; the
             chain's other nodes die (eliminate_dead_nodes) unless something else reads them.
 
+    Before: r = 1 / SQRT(MEAN((x - MEAN(x))^2) + eps);  s = r  |  s = r * gamma
+            y = x * s + (MEAN(x) * -1) * s  |  y = x * s + ((MEAN(x) * -1) * s + beta)
+            (TensorFlow's form of Keras's LayerNormalization: NEG, SQUARED_DIFFERENCE, RSQRT)
+    After:  y = LAYER_NORM(x, gamma, beta) with axis and epsilon as above
+    When:   as above, and gamma, beta constants that broadcast over the normalized axes only.
+
     Before: y = LAYER_NORM(x, g, b) * c   |   y = LAYER_NORM(x, g, b) + c
     After:  y = LAYER_NORM(x, g * c, b * c)   |   y = LAYER_NORM(x, g, b + c)
     When:   the layer norm is read once, has no fused activation, and the constant c
@@ -139,6 +145,115 @@ def _absorb_affine(m: Match) -> Rewrite | None:
                    f"{ln.name} (LAYER_NORM)", m.indices("root", "ln"), (new,), tuple(new_t))
 
 
+# x * s + (-mean) * s [+ beta], s = r or r * gamma, r = 1 / sqrt(mean((x - mean)^2) + eps):
+# the layer norm TensorFlow writes for Keras's LayerNormalization (NEG imports as * -1,
+# SQUARED_DIFFERENCE as (a - b) * (a - b), RSQRT as 1 / SQRT)
+_DISTRIBUTED_FORM = op(OpType.ADD, capture="root", commutative=True, inputs=(
+    op(OpType.MUL, capture="xs", plain=True, commutative=True,
+       inputs=(tensor("x"), tensor("s"))), tensor("t")))
+
+
+class _Chain:
+    """Reads a graph's plain producers by tensor name."""
+
+    def __init__(self, g: ir.Graph) -> None:
+        self.g = g
+        self.producers = g.producers()
+
+    def node(self, name: str | None, op_type: OpType | InternalOp) -> ir.Node | None:
+        i = self.producers.get(name) if name is not None else None
+        if i is None:
+            return None
+        n = self.g.nodes[i]
+        return n if n.op == op_type and not n.activation else None
+
+    def scalar(self, name: str | None) -> float | None:
+        t = self.g.tensors.get(name) if name is not None else None
+        if t is None or not t.is_constant or t.dtype != DType.FLOAT32 or t.size != 1:
+            return None
+        return float(np.asarray(t.data).reshape(()))
+
+    def pairs(self, n: ir.Node) -> tuple[tuple[str | None, str | None], ...]:
+        """A commutative node's two inputs in both orders."""
+        return ((n.inputs[0], n.inputs[1]), (n.inputs[1], n.inputs[0]))
+
+
+def _reciprocal_std(c: _Chain, r: str | None) -> tuple[str, float, ir.Node, str] | None:
+    """r = 1 / sqrt(MEAN(d * d) + eps), d = x - MEAN(x): (x, eps, the variance MEAN, the
+    mean's tensor)."""
+    div = c.node(r, OpType.DIV)
+    if div is None or c.scalar(div.inputs[0]) != 1.0:
+        return None
+    sqrt = c.node(div.inputs[1], InternalOp.SQRT)
+    add = c.node(sqrt.inputs[0] if sqrt else None, OpType.ADD)
+    for v, e in c.pairs(add) if add is not None else ():
+        eps, var = c.scalar(e), c.node(v, OpType.MEAN)
+        sq = c.node(var.inputs[0] if var else None, OpType.MUL)
+        if eps is None or var is None or sq is None or sq.inputs[0] != sq.inputs[1]:
+            continue
+        sub = c.node(sq.inputs[0], OpType.SUB)
+        mean = c.node(sub.inputs[1] if sub else None, OpType.MEAN)
+        if sub is None or mean is None or mean.inputs[0] != sub.inputs[0] \
+                or sub.inputs[0] is None or sub.inputs[1] is None:
+            continue
+        return sub.inputs[0], eps, var, sub.inputs[1]
+    return None
+
+
+def _distributed_chain(m: Match) -> Rewrite | None:
+    c = _Chain(m.graph)
+    g, root = m.graph, m.node("root")
+    for x, s in c.pairs(m.node("xs")):
+        gamma: str | None = None
+        found = _reciprocal_std(c, s)
+        mul = c.node(s, OpType.MUL)
+        for r, k in c.pairs(mul) if found is None and mul is not None else ():
+            if k is not None and g.tensors[k].is_constant:
+                found, gamma = _reciprocal_std(c, r), k
+                if found is not None:
+                    break
+        if found is None or found[0] != x or x is None:
+            continue
+        _, eps, var, mean = found
+        t, beta = m.names["t"], None  # (-mean) * s, or that + beta
+        shift = c.node(t, OpType.ADD)
+        for a, b in c.pairs(shift) if shift is not None else ():
+            if b is not None and g.tensors[b].is_constant:
+                t, beta = a, b  # type: ignore[assignment]
+                break
+        neg_s = c.node(t, OpType.MUL)
+        if neg_s is None or not any(
+                other == s and (neg := c.node(nm, OpType.MUL)) is not None
+                and any(mn == mean and c.scalar(k) == -1.0 for mn, k in c.pairs(neg))
+                for nm, other in c.pairs(neg_s)):
+            continue
+        shape = g.tensors[x].shape
+        axis = _trailing_axes(c.g.nodes[c.producers[mean]], len(shape))
+        if axis is None or _trailing_axes(var, len(shape)) != axis or not (
+                np.isfinite(eps) and eps > 0) or g.tensors[root.outputs[0]].shape != shape:
+            return None
+        params: list[str | None] = [x]
+        new_t: list[ir.Tensor] = []
+        taken: list[str] = []
+        for what, name in (("gamma", gamma), ("beta", beta)):
+            v = None if name is None else _tail_constant(g.tensors[name], shape, axis)
+            if name is not None and v is None:
+                return None
+            if v is not None:
+                new_t.append(ir.Tensor(_const_name(g, f"{root.name}/{what}", taken),
+                                       tuple(shape[axis:]), DType.FLOAT32,
+                                       np.ascontiguousarray(v, np.float32)))
+            params.append(new_t[-1].name if v is not None else None)
+        while params[-1] is None:
+            params.pop()
+        new = ir.Node(OpType.LAYER_NORM, root.name, tuple(params), root.outputs,
+                      {"axis": (axis,), "epsilon": (eps,)}, root.activation)
+        return Rewrite("recognize_layer_norm", f"replaced {root.name} and its distributed "
+                       f"mean/variance chain by LAYER_NORM (axis {axis}, epsilon {eps:g})",
+                       m.indices("root"), (new,), tuple(new_t))
+    return None
+
+
 def _after_ln(op_type: OpType) -> Pat:
     return op(op_type, capture="root", commutative=True, inputs=(
         op(OpType.LAYER_NORM, capture="ln", single_use=True, plain=True), const("c")))
@@ -149,6 +264,8 @@ recognize_layer_norm = RewritePass("recognize_layer_norm", (
     (_DIV_FORM, _layer_norm_chain),
     # (x - mean) * (1 / sqrt(mean((x - mean)^2) + eps)) => LAYER_NORM(x)
     (_RECIPROCAL_FORM, _layer_norm_chain),
+    # x * s + (-mean) * s [+ beta], s = r [* gamma] => LAYER_NORM(x, gamma, beta)
+    (_DISTRIBUTED_FORM, _distributed_chain),
     # LAYER_NORM(x, g, b) * c => LAYER_NORM(x, g*c, b*c)
     (_after_ln(OpType.MUL), _absorb_affine),
     # LAYER_NORM(x, g, b) + c => LAYER_NORM(x, g, b+c)

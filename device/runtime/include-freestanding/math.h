@@ -18,5 +18,7 @@ float logf(float x);
 float sqrtf(float x);
 float cosf(float x);
 float erff(float x);
+float erfcf(float x);
+float expm1f(float x);
 
 #endif  /* TETHER_FREESTANDING_MATH_H_ */

@@ -8,8 +8,9 @@
  *   - QUANTIZE (float -> int8, int8 -> int8), DEQUANTIZE, SUB, DIV, TRANSPOSE, CLAMP,
  *     HARD_SIGMOID;
  *   - int8 MAX/AVERAGE_POOL_2D (rounding, pads, count_include_pad, fused RELU6), PAD,
- *     CONCATENATION with requantized inputs, HARD_SWISH / LOGISTIC / TANH / RELU6 on
- *     hand-computed or LiteRT-checked values, and the load-time errors.
+ *     CONCATENATION with requantized inputs, HARD_SWISH / LOGISTIC / TANH / RELU6 /
+ *     LEAKY_RELU / ELU / GELU / PRELU on hand-computed or LiteRT-checked values, and the
+ *     load-time errors.
  */
 #include <math.h>
 #include <stdint.h>
@@ -549,7 +550,9 @@ static void test_relu6_tiny_scale(void) {
 
 /* ---- int8 pools, CONCATENATION, PAD and elementwise ops (ops/quantized_ops.c) ---------- */
 
-/* One int8 op y = op(x) on [1, H, W, C] tensors (s, z) -> (sy, zy); returns load status. */
+/* One int8 op y = op(x) on [1, H, W, C] tensors (s, z) -> (sy, zy); returns load status.
+ * attrs: the pools' kernel, strides, pads (and count_include_pad), PAD's paddings, GELU's
+ * approximate, or LEAKY_RELU's / ELU's alpha in hundredths. */
 static tether_status run_q8_unary(uint32_t type, uint32_t act, const int32_t* xshape,
                                   const int32_t* yshape, float sx, int32_t zx, float sy,
                                   int32_t zy, const int8_t* x, int8_t* y, const int32_t* attrs,
@@ -567,6 +570,10 @@ static tether_status run_q8_unary(uint32_t type, uint32_t act, const int32_t* xs
     if (type == TETHER_OP_AVERAGE_POOL_2D) tb_attr_i(b, 7, 1, attrs + 8);
   } else if (type == TETHER_OP_PAD) {
     tb_attr_i(b, 11, 8, attrs);
+  } else if (type == TETHER_OP_GELU) {
+    tb_attr_i(b, 28, 1, attrs);                        /* approximate */
+  } else if (type == TETHER_OP_LEAKY_RELU || type == TETHER_OP_ELU) {
+    tb_attr_f(b, 17, (float)attrs[0] / 100.0f);        /* alpha, given in hundredths */
   }
   tb_graph_io(b, 1, &xt, 1, &yt);
   size_t size = 0;
@@ -765,6 +772,92 @@ static void test_q8_elementwise(void) {
            tether_last_error());
 }
 
+/* LEAKY_RELU, ELU, GELU and PRELU on the inputs of test_q8_elementwise (reals -5.9, -3, 0,
+ * 1.5, 3.5, 6.85), the expected integers from an independent emulation of TFLite's
+ * arithmetic (float32 multipliers, QuantizeMultiplier, MBQM; LUTPopulate in float32), the
+ * same integers LiteRT gives (tests/converter/test_int8_ops.py checks the engine there). */
+static void test_q8_alpha_activations(void) {
+  const int8_t x[6] = {-128, -70, -10, 20, 60, 127};
+  const int32_t shape[4] = {1, 1, 6, 1};
+  int8_t y[6];
+  /* LEAKY_RELU 0.3 to (0.04, -60): -60 + MBQM(q + 10, 0.05 * 0.3 / 0.04) below z_x,
+   * MBQM(q + 10, 1.25) from it; 1.7 to (0.1, 40) (alpha > 1 is TFLite's too). */
+  if (run_q8_unary(TETHER_OP_LEAKY_RELU, 0, shape, shape, 0.05f, -10, 0.04f, -60, x, y,
+                   (const int32_t[]){30}, "int8 leaky relu") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 leaky relu", y, (const int8_t[]){-105, -83, -60, -22, 28, 111}, 6);
+  }
+  if (run_q8_unary(TETHER_OP_LEAKY_RELU, 0, shape, shape, 0.05f, -10, 0.1f, 40, x, y,
+                   (const int32_t[]){170}, "int8 leaky relu 1.7") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 leaky relu 1.7", y, (const int8_t[]){-60, -11, 40, 55, 75, 109}, 6);
+  }
+  /* A fused RELU clamps at z_y. */
+  if (run_q8_unary(TETHER_OP_LEAKY_RELU, TETHER_ACT_RELU, shape, shape, 0.05f, -10, 0.04f, -60,
+                   x, y, (const int32_t[]){30}, "int8 leaky relu + relu") ==
+      TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 leaky relu + relu", y, (const int8_t[]){-60, -60, -60, -22, 28, 111}, 6);
+  }
+  /* ELU to (0.03, -95): the expm1f table. */
+  if (run_q8_unary(TETHER_OP_ELU, 0, shape, shape, 0.05f, -10, 0.03f, -95, x, y,
+                   (const int32_t[]){100}, "int8 elu") == TETHER_STATUS_SUCCESS) {
+    expect_q8("int8 elu", y, (const int8_t[]){-128, -127, -95, -45, 22, 127}, 6);
+  }
+  /* GELU to (0.03, -110), the erfc and the tanh forms (equal on these inputs). */
+  for (int32_t approximate = 0; approximate <= 1; approximate++) {
+    if (run_q8_unary(TETHER_OP_GELU, 0, shape, shape, 0.05f, -10, 0.03f, -110, x, y,
+                     &approximate, "int8 gelu") == TETHER_STATUS_SUCCESS) {
+      expect_q8("int8 gelu", y, (const int8_t[]){-110, -110, -110, -63, 7, 118}, 6);
+    }
+  }
+  /* The table path (>= 256 elements) agrees with the direct one. */
+  int8_t big[512], big_y[512];
+  for (int i = 0; i < 512; i++) big[i] = (int8_t)(i * 37 % 256 - 128);
+  const int32_t big_shape[4] = {1, 2, 256, 1};
+  if (run_q8_unary(TETHER_OP_ELU, 0, big_shape, big_shape, 0.05f, -10, 0.03f, -95, big, big_y,
+                   (const int32_t[]){100}, "int8 elu table") == TETHER_STATUS_SUCCESS) {
+    const int8_t want[6] = {-128, -127, -95, -45, 22, 127};
+    for (int i = 0; i < 6; i++) {
+      for (int k = 0; k < 512; k++) {
+        if (big[k] == x[i]) {
+          TB_CHECK(big_y[k] == want[i], "elu table: %d -> %d, want %d", x[i], big_y[k], want[i]);
+          break;
+        }
+      }
+    }
+  }
+  /* int8 ELU with alpha != 1 has no TFLite form: rejected naming the fix. */
+  const tether_status s = run_q8_unary(TETHER_OP_ELU, 0, shape, shape, 0.05f, -10, 0.03f, -95,
+                                       x, y, (const int32_t[]){50}, "int8 elu alpha 0.5");
+  TB_CHECK(s == TETHER_STATUS_UNSUPPORTED_OP && strstr(tether_last_error(), "alpha 1") != NULL,
+           "int8 elu alpha 0.5: status %d, '%s'", (int)s, tether_last_error());
+  /* LEAKY_RELU whose alpha ratio s_x * alpha / s_y reaches 2^24: rejected at load. */
+  const tether_status s2 = run_q8_unary(TETHER_OP_LEAKY_RELU, 0, shape, shape, 0.05f, -10,
+                                        1e-9f, 0, x, y, (const int32_t[]){30},
+                                        "int8 leaky relu huge ratio");
+  TB_CHECK(s2 == TETHER_STATUS_FORMAT_ERROR && strstr(tether_last_error(), "2^23") != NULL,
+           "int8 leaky relu huge ratio: status %d, '%s'", (int)s2, tether_last_error());
+
+  /* PRELU: x [3, 2] (0.05, -10), slope [2] int8 {-40, 90} (0.01, 3) broadcast along rows,
+   * y (0.05, -20): x >= z_x: MBQM(q + 10, 1) - 20; below: MBQM((q + 10)(a - 3), 0.01) - 20. */
+  tb_builder* b = tb_new();
+  const float sx = 0.05f, sa = 0.01f, sy = 0.05f;
+  const int32_t zx = -10, za = 3, zy = -20;
+  const int8_t slope[2] = {-40, 90};
+  uint32_t xt = tb_tensor_typed(b, "x", 1, 2, (const int32_t[]){3, 2}, NULL);
+  tb_quantize(b, xt, 0, 1, &sx, &zx);
+  uint32_t at = tb_tensor_typed(b, "slope", 1, 1, (const int32_t[]){2}, slope);
+  tb_quantize(b, at, 0, 1, &sa, &za);
+  uint32_t yt = tb_tensor_typed(b, "y", 1, 2, (const int32_t[]){3, 2}, NULL);
+  tb_quantize(b, yt, 0, 1, &sy, &zy);
+  tb_op(b, TETHER_OP_PRELU, TETHER_ACT_NONE, "prelu", 2, (const uint32_t[]){xt, at}, yt);
+  tb_graph_io(b, 1, &xt, 1, &yt);
+  const void* in[1] = {x};
+  const size_t bytes[1] = {6};
+  if (run_model(b, in, bytes, 1, y, 6, "int8 prelu")) {
+    expect_q8("int8 prelu", y, (const int8_t[]){31, -72, -20, 10, 50, 117}, 6);
+  }
+  free(b);
+}
+
 /* An int8 op whose kernel does not apply fused activations itself (MEAN, SOFTMAX, QUANTIZE)
  * must not get one: the float epilogue would write 4-byte floats over the int8 output. */
 static void test_q8_unfused_activation_rejected(void) {
@@ -813,6 +906,7 @@ int main(void) {
   test_q8_pad();
   test_q8_concat();
   test_q8_elementwise();
+  test_q8_alpha_activations();
   test_q8_unfused_activation_rejected();
   if (tb_failures != 0) {
     fprintf(stderr, "%d check(s) failed\n", tb_failures);

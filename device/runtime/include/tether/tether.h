@@ -120,7 +120,8 @@ typedef enum tether_io {
   X(34, LAYER_NORM) \
   X(35, INSTANCE_NORM) \
   X(36, GELU) \
-  X(37, REDUCE_MAX)
+  X(37, REDUCE_MAX) \
+  X(38, BATCH_MATMUL)
 
 /* Op ids. TETHER_OP_COUNT is one past the largest id (ids start at 1). */
 typedef enum tether_op {

@@ -68,7 +68,8 @@ typedef enum tether_attr {
   TETHER_ATTR_COORDINATE_MODE = 23,
   TETHER_ATTR_NEAREST_MODE = 24,
   TETHER_ATTR_SCALES = 25,
-  TETHER_ATTR_EPSILON = 26,    /* 27: unassigned */
+  TETHER_ATTR_EPSILON = 26,
+  TETHER_ATTR_ADJOINT = 27,
   TETHER_ATTR_APPROXIMATE = 28,
   TETHER_ATTR_MODE = 29,
   TETHER_ATTR_COUNT = 30,      /* one past the last id */
@@ -151,6 +152,7 @@ typedef struct tether_op_params {
   float epsilon;                     /* LAYER_NORM, INSTANCE_NORM: added to the variance */
   int32_t approximate;               /* GELU: 0 erf form, 1 tanh approximation */
   int32_t mode;                      /* PAD: 0 constant, 1 reflect, 2 edge, 3 symmetric */
+  int32_t adjoint[2];                /* BATCH_MATMUL: transpose A's / B's last two dims */
 } tether_op_params;
 
 typedef struct tether_node {

@@ -48,6 +48,8 @@ size_t tether_f32_gemm_packed_floats(size_t nr, size_t n, size_t k);
 /* Packs w [N][K] (row-major, e.g. OHWI flattened) and bias [N] (NULL = zeros). */
 void tether_f32_gemm_pack(size_t nr, size_t n, size_t k, const float* w, const float* bias,
                           float* packed);
+/* Packs the right-hand side of a product stored as w [K][N] (row-major), with zero bias. */
+void tether_f32_gemm_pack_kn(size_t nr, size_t n, size_t k, const float* w, float* packed);
 
 /*
  * C[M x N] = clamp(A[M x K] * W + bias) with packed W, tiled MR x NR; rows of A at a_stride

@@ -25,6 +25,19 @@ void tether_f32_gemm_pack(size_t nr, size_t n, size_t k, const float* w, const f
   }
 }
 
+void tether_f32_gemm_pack_kn(size_t nr, size_t n, size_t k, const float* w, float* packed) {
+  for (size_t n0 = 0; n0 < n; n0 += nr) {
+    const size_t nc = n - n0 < nr ? n - n0 : nr;
+    for (size_t j = 0; j < nr; j++) *packed++ = 0.0f;
+    for (size_t kk = 0; kk < k; kk++) {
+      const float* row = w + kk * n + n0;
+      for (size_t j = 0; j < nc; j++) packed[j] = row[j];
+      for (size_t j = nc; j < nr; j++) packed[j] = 0.0f;
+      packed += nr;
+    }
+  }
+}
+
 void tether_f32_gemm(const tether_kernels* kt, size_t m_begin, size_t m_end, size_t n,
                      size_t kc, const float* a, size_t a_stride, const float* packed, float* c,
                      size_t c_stride, const tether_f32_minmax* params) {

@@ -55,6 +55,7 @@ static const attr_spec kAttrSpecs[TETHER_ATTR_COUNT] = {
     {"nearest_mode", ATTR_TYPE_INT, 1, 1},
     {"scales", ATTR_TYPE_FLOAT, 2, 2},
     [TETHER_ATTR_EPSILON] = {"epsilon", ATTR_TYPE_FLOAT, 1, 1},
+    [TETHER_ATTR_ADJOINT] = {"adjoint", ATTR_TYPE_INT, 2, 2},
     [TETHER_ATTR_APPROXIMATE] = {"approximate", ATTR_TYPE_INT, 1, 1},
     [TETHER_ATTR_MODE] = {"mode", ATTR_TYPE_INT, 1, 1},
 };
@@ -552,6 +553,7 @@ static tether_status read_attrs(loader* l, uint32_t op_index, uint32_t first, ui
       case TETHER_ATTR_EPSILON: pr->epsilon = rdf32(r + 8); break;
       case TETHER_ATTR_APPROXIMATE: pr->approximate = v[0]; break;
       case TETHER_ATTR_MODE: pr->mode = v[0]; break;
+      case TETHER_ATTR_ADJOINT: pr->adjoint[0] = v[0]; pr->adjoint[1] = v[1]; break;
     }
   }
   const uint32_t missing = def->required_attrs & ~seen;

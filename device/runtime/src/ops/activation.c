@@ -1,15 +1,19 @@
 /*
  * activation.c — the elementwise activation ops (RELU, RELU6, LOGISTIC, TANH, HARD_SWISH,
- * CLAMP, HARD_SIGMOID in float32 and int8; LEAKY_RELU, ELU in float32), and the fused
- * activation every float op's output goes through (tether_op_eval applies it). LEAKY_RELU is
+ * CLAMP, HARD_SIGMOID, LEAKY_RELU, ELU, GELU in float32 and int8), and the fused activation
+ * every float op's output goes through (tether_op_eval applies it). LEAKY_RELU is
  * y = x < 0 ? α·x : x, ELU y = x < 0 ? α·(exp(x) − 1) : x (ONNX Runtime's formulas).
  *
  * int8, where TensorFlow Lite has the kernel, is its reference arithmetic bit for bit
  * (checked against LiteRT in tests/converter/test_int8_ops.py):
- *   - LOGISTIC, TANH: TFLite's 256-entry table, built in float as its LUTPopulate does:
- *     q_y = clamp(trunc(round(f(s_x · (q_x − z_x)) · (1 / s_y)) + z_y));
+ *   - LOGISTIC, TANH, ELU, GELU: TFLite's 256-entry table, built in float as its LUTPopulate
+ *     does: q_y = clamp(trunc(round(f(s_x · (q_x − z_x)) · (1 / s_y)) + z_y)), f the float
+ *     1 / (1 + expf(−x)), tanhf(x), x < 0 ? expm1f(x) : x (TFLite's ELU has no alpha: int8
+ *     needs α = 1), 0.5·x·erfcf(x · −1/√2) or 0.5·x·(1 + tanhf(√(2/π)·(x + 0.044715·x³)));
  *   - HARD_SWISH: TFLite's 16-bit fixed-point recipe (reference_ops::HardSwish);
- *   - RELU, RELU6: TFLite's ReluX, z_y + MBQM(q_x − z_x, s_x / s_y) clamped to the range.
+ *   - RELU, RELU6: TFLite's ReluX, z_y + MBQM(q_x − z_x, s_x / s_y) clamped to the range;
+ *   - LEAKY_RELU: TFLite's QuantizeLeakyRelu, z_y + MBQM(q_x − z_x, M) with M = s_x / s_y
+ *     where q_x ≥ z_x and M = s_x · α / s_y below (both multipliers computed in float32).
  * CLAMP uses ReluX with its own bounds and HARD_SIGMOID a float table like LOGISTIC's
  * (TFLite has neither op in int8). Each function is evaluated once per distinct input value:
  * on tensors of 256 or more elements a 256-entry table is built per invoke (on the stack),
@@ -106,8 +110,10 @@ typedef struct q8_unary {
   float x_scale, y_scale;
   int32_t x_zero, y_zero;
   int32_t lo, hi;                  /* output clamp: int8 range, op bounds, fused activation */
-  int32_t multiplier, shift;       /* RELU, RELU6, CLAMP */
+  int32_t multiplier, shift;       /* RELU, RELU6, CLAMP; LEAKY_RELU where q_x >= z_x */
+  int32_t alpha_multiplier, alpha_shift;  /* LEAKY_RELU where q_x < z_x */
   float alpha, offset;             /* HARD_SIGMOID */
+  int approximate;                 /* GELU: 1 the tanh form */
   q8_hard_swish hard_swish;
 } q8_unary;
 
@@ -151,6 +157,18 @@ static int q8_unary_setup(const struct tether_model* model, const tether_node* o
     }
     case TETHER_OP_HARD_SWISH:
       return hard_swish_params(x->scale, x->zero_point, y->scale, y->zero_point, &u->hard_swish);
+    case TETHER_OP_LEAKY_RELU: {
+      /* TFLite LeakyReluPrepare: both ratios in float32, then QuantizeMultiplier. */
+      const float identity = x->scale / y->scale;
+      const float scaled_alpha = x->scale * op->params.alpha;
+      const float with_alpha = scaled_alpha / y->scale;
+      tether_quantize_multiplier((double)identity, &u->multiplier, &u->shift);
+      tether_quantize_multiplier((double)with_alpha, &u->alpha_multiplier, &u->alpha_shift);
+      return u->shift <= 23 && u->alpha_shift <= 23;  /* |q_x - z_x| <= 255: 255 << 23 fits */
+    }
+    case TETHER_OP_GELU:
+      u->approximate = op->params.approximate;
+      return 1;
     case TETHER_OP_HARD_SIGMOID:
       u->alpha = op->params.alpha;
       u->offset = op->params.offset;
@@ -168,6 +186,13 @@ static int8_t q8_unary_one(const q8_unary* u, int32_t q) {
       v = u->y_zero + tether_multiply_by_quantized_multiplier(q - u->x_zero, u->multiplier, u->shift);
       break;
     case TETHER_OP_HARD_SWISH: v = hard_swish_one(&u->hard_swish, q); break;
+    case TETHER_OP_LEAKY_RELU: {
+      const int32_t d = q - u->x_zero;
+      v = u->y_zero + (d >= 0 ? tether_multiply_by_quantized_multiplier(d, u->multiplier, u->shift)
+                              : tether_multiply_by_quantized_multiplier(d, u->alpha_multiplier,
+                                                                        u->alpha_shift));
+      break;
+    }
     default: {
       /* TFLite LUTPopulate: dequantize in float, f, round(f * (1 / s_y)) + z_y truncated. */
       const float real = u->x_scale * (float)(q - u->x_zero);
@@ -176,6 +201,13 @@ static int8_t q8_unary_one(const q8_unary* u, int32_t q) {
         f = 1.0f / (1.0f + expf(-real));
       } else if (u->type == TETHER_OP_TANH) {
         f = tanhf(real);
+      } else if (u->type == TETHER_OP_ELU) {  /* TFLite EluPrepare */
+        f = real < 0.0f ? expm1f(real) : real;
+      } else if (u->type == TETHER_OP_GELU && u->approximate) {  /* GeluTransformApproximate */
+        const float k = 0.7978845608028654f;  /* (float)(M_2_SQRTPI * M_SQRT1_2) */
+        f = 0.5f * real * (1.0f + tanhf(k * (real + 0.044715f * real * real * real)));
+      } else if (u->type == TETHER_OP_GELU) {  /* GeluTransform: erfc for large negatives */
+        f = 0.5f * real * erfcf(real * -0.70710678118654752f);
       } else {  /* HARD_SIGMOID */
         f = u->alpha * real + u->offset;
         f = f < 0.0f ? 0.0f : f > 1.0f ? 1.0f : f;
@@ -218,6 +250,8 @@ static tether_status q8_unary_prepare(const struct tether_model* model, uint32_t
                            tether_op_type_name(op->type), x->name, y->name,
                            op->type == TETHER_OP_HARD_SWISH
                                ? "needs s_x / (128 s_y) < 1 and s_x < 2^30 * 3/256"
+                           : op->type == TETHER_OP_LEAKY_RELU
+                               ? "needs s_x / s_y and s_x * alpha / s_y below 2^23"
                                : "needs s_x / s_y < 2^23");
   }
   op->quantized = 1;
@@ -250,16 +284,16 @@ static tether_status activation_prepare(const struct tether_model* model, uint32
                            "attribute approximate=%d; allowed: 0 (erf), 1 (tanh)",
                            op->params.approximate);
   }
-  if (op->type == TETHER_OP_LEAKY_RELU || op->type == TETHER_OP_ELU || op->type == TETHER_OP_GELU) {
-    if (x->dtype == TETHER_DTYPE_INT8) {
-      return tether_op_error(model, op_index, TETHER_STATUS_UNSUPPORTED_OP,
-                             "int8 %s is not implemented yet (float32 is)",
-                             tether_op_type_name(op->type));
-    }
-    if (!isfinite(op->params.alpha)) {
-      return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
-                             "%s needs a finite alpha", tether_op_type_name(op->type));
-    }
+  if ((op->type == TETHER_OP_LEAKY_RELU || op->type == TETHER_OP_ELU) &&
+      !isfinite(op->params.alpha)) {
+    return tether_op_error(model, op_index, TETHER_STATUS_FORMAT_ERROR,
+                           "%s needs a finite alpha", tether_op_type_name(op->type));
+  }
+  if (op->type == TETHER_OP_ELU && x->dtype == TETHER_DTYPE_INT8 && op->params.alpha != 1.0f) {
+    return tether_op_error(model, op_index, TETHER_STATUS_UNSUPPORTED_OP,
+                           "int8 ELU needs alpha 1 (TFLite's int8 ELU has no alpha), got %g; "
+                           "keep this ELU in float32 (DEQUANTIZE before, QUANTIZE after)",
+                           (double)op->params.alpha);
   }
   tether_status status = x->dtype == TETHER_DTYPE_INT8
                              ? q8_unary_prepare(model, op_index, op)

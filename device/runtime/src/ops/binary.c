@@ -3,10 +3,11 @@
  * slope) with numpy broadcasting over up to 6 dims.
  *
  * Shapes are right-aligned and padded to 6 dims with 1s; a dim of size 1 is broadcast by
- * giving it stride 0. int8 ADD, SUB and MUL are TFLite's integer kernels bit for bit (ADD /
- * SUB: inputs rescaled with a left shift of 20, then the output multiplier; same-shape ADD
- * runs the model's qs8 vadd micro-kernel); int8 DIV, MAXIMUM, MINIMUM and PRELU are rejected
- * at load. MAXIMUM and MINIMUM return NaN when either input is NaN (ONNX Runtime's Max/Min).
+ * giving it stride 0. int8 ADD, SUB, MUL and PRELU are TFLite's integer kernels bit for bit
+ * (ADD / SUB: inputs rescaled with a left shift of 20, then the output multiplier; same-shape
+ * ADD runs the model's qs8 vadd micro-kernel; PRELU: BroadcastPrelu4DSlow, the slope an int8
+ * tensor with its own scale and zero point); int8 DIV, MAXIMUM and MINIMUM are rejected at
+ * load. MAXIMUM and MINIMUM return NaN when either input is NaN (ONNX Runtime's Max/Min).
  */
 #include <stddef.h>
 
@@ -77,9 +78,10 @@ static tether_status q8_add_prepare(const struct tether_model* model, uint32_t o
   if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, b, "input 1");
   if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
   if (status != TETHER_STATUS_SUCCESS) return status;
-  if (op->type != TETHER_OP_ADD && op->type != TETHER_OP_SUB && op->type != TETHER_OP_MUL) {
+  if (op->type != TETHER_OP_ADD && op->type != TETHER_OP_SUB && op->type != TETHER_OP_MUL &&
+      op->type != TETHER_OP_PRELU) {
     return tether_op_error(model, op_index, TETHER_STATUS_UNSUPPORTED_OP,
-                           "int8 %s is not implemented yet (int8 ADD, SUB and MUL are)",
+                           "int8 %s is not implemented yet (int8 ADD, SUB, MUL and PRELU are)",
                            tether_op_type_name(op->type));
   }
   int32_t lo, hi;
@@ -90,14 +92,16 @@ static tether_status q8_add_prepare(const struct tether_model* model, uint32_t o
   }
   op->quantized = 1;
   op->fused_activation = 1;
-  /* words: ADD/SUB: input 1, input 2 and output multipliers and shifts; MUL: one pair. */
-  op->packed_floats = op->type == TETHER_OP_MUL ? 2 : 6;
+  /* words: ADD/SUB: input 1, input 2 and output multipliers and shifts; MUL: one pair;
+   * PRELU: the pairs for x >= z_x and x < z_x. */
+  op->packed_floats = op->type == TETHER_OP_MUL ? 2 : op->type == TETHER_OP_PRELU ? 4 : 6;
   return TETHER_STATUS_SUCCESS;
 }
 
 /*
  * ADD/SUB: y = clamp(z_y + R_out(R_1((a - z_a) << 20) ± R_2((b - z_b) << 20))), each R a
- * MultiplyByQuantizedMultiplier; `a_index`/`b_index` give the broadcast element of each input.
+ * MultiplyByQuantizedMultiplier; MUL and PRELU below; `a_index`/`b_index` give the broadcast
+ * element of each input.
  */
 static void q8_add_elements(const tether_node* op, const tether_tensor* a, const tether_tensor* b,
                             const tether_tensor* y, const int8_t* ad, const int8_t* bd,
@@ -111,6 +115,22 @@ static void q8_add_elements(const tether_node* op, const tether_tensor* a, const
       const int32_t va = (int32_t)ad[a_index != NULL ? a_index[i] : i] - a->zero_point;
       const int32_t vb = (int32_t)bd[b_index != NULL ? b_index[i] : i] - b->zero_point;
       int32_t v = tether_multiply_by_quantized_multiplier(va * vb, w[0], w[1]) + y->zero_point;
+      v = v < lo ? lo : v > hi ? hi : v;
+      yd[i] = (int8_t)v;
+    }
+    return;
+  }
+  if (op->type == TETHER_OP_PRELU) {  /* TFLite BroadcastPrelu4DSlow: b is the slope */
+    for (size_t i = 0; i < count; i++) {
+      const int32_t va = (int32_t)ad[a_index != NULL ? a_index[i] : i] - a->zero_point;
+      int32_t v;
+      if (va >= 0) {
+        v = tether_multiply_by_quantized_multiplier(va, w[0], w[1]);
+      } else {
+        const int32_t vb = (int32_t)bd[b_index != NULL ? b_index[i] : i] - b->zero_point;
+        v = tether_multiply_by_quantized_multiplier(va * vb, w[2], w[3]);
+      }
+      v += y->zero_point;
       v = v < lo ? lo : v > hi ? hi : v;
       yd[i] = (int8_t)v;
     }
@@ -236,6 +256,7 @@ static void binary_eval(const struct tether_model* model, const tether_node* op,
 }
 
 /* The int8 words. MUL (TFLite Mul int8): M = s_a * s_b / s_y, one multiplier and shift.
+ * PRELU (TFLite PreluPrepare, ratios in float32): s_a / s_y, then s_a * s_b / s_y.
  * ADD / SUB (TFLite PrepareGeneralSubOp / Add int8, left shift 20): input 1's, input 2's and
  * the output's multiplier and shift; SUB negates input 2's multiplier. */
 static void q8_binary_words(const struct tether_model* model, const tether_node* op,
@@ -246,6 +267,14 @@ static void q8_binary_words(const struct tether_model* model, const tether_node*
   if (op->type == TETHER_OP_MUL) {
     tether_quantize_multiplier((double)x->scale * (double)x2->scale / (double)y->scale,
                                &words[0], &words[1]);
+    return;
+  }
+  if (op->type == TETHER_OP_PRELU) {
+    const float identity = x->scale / y->scale;
+    const float scaled_slope = x->scale * x2->scale;
+    const float with_slope = scaled_slope / y->scale;
+    tether_quantize_multiplier((double)identity, &words[0], &words[1]);
+    tether_quantize_multiplier((double)with_slope, &words[2], &words[3]);
     return;
   }
   const float larger = x->scale > x2->scale ? x->scale : x2->scale;
@@ -262,8 +291,15 @@ static tether_status binary_pack(const struct tether_model* model, const tether_
   int32_t scratch[6];
   int32_t* words = packed != NULL ? (int32_t*)packed : scratch;
   q8_binary_words(model, op, words);
-  return op->type == TETHER_OP_MUL ? tether_q8_check_shifts(model, op, words + 1, 1, 1)
-                                   : tether_q8_check_shifts(model, op, words + 1, 3, 2);
+  if (op->type == TETHER_OP_PRELU && (words[1] > 23 || words[3] > 15)) {
+    /* |a - z_a| <= 255 shifted left by at most 23, |(a - z_a)(b - z_b)| <= 65025 by 15 */
+    return tether_op_error(model, (uint32_t)(op - model->ops), TETHER_STATUS_FORMAT_ERROR,
+                           "int8 PRELU: scales out of range for its fixed-point arithmetic "
+                           "(needs s_x / s_y < 2^23 and s_x * s_slope / s_y < 2^15)");
+  }
+  return op->type == TETHER_OP_MUL     ? tether_q8_check_shifts(model, op, words + 1, 1, 1)
+         : op->type == TETHER_OP_PRELU ? TETHER_STATUS_SUCCESS
+                                       : tether_q8_check_shifts(model, op, words + 1, 3, 2);
 }
 
 TETHER_OP_DEF(ADD) = {2, 2, TETHER_NO_OPTIONAL, 0, 0, binary_prepare, binary_pack, binary_eval};

@@ -2,10 +2,11 @@
  * freestanding.c — what the core needs from a C library, for builds without one
  * (TETHER_FREESTANDING; the hosted build uses libc and libm and leaves this file out):
  *   - memcpy, memset, memcmp, strcmp;
- *   - expf, tanhf, erff, roundf, round, frexp: portable implementations, not libm's. roundf /
- *     round / frexp are exact; expf is within 2 ulp and tanhf within ~2e-7 absolute of
- *     libm on the whole float range (used by LOGISTIC, TANH, SOFTMAX, the fused TANH and
- *     SIGMOID activations), so float results may differ from a hosted build in the last bits;
+ *   - expf, expm1f, tanhf, erff, erfcf, roundf, round, frexp: portable implementations, not
+ *     libm's. roundf / round / frexp are exact; expf is within 2 ulp and tanhf within ~2e-7
+ *     absolute of libm on the whole float range (used by LOGISTIC, TANH, SOFTMAX, the fused
+ *     TANH and SIGMOID activations), expm1f (int8 ELU) and erfcf (int8 GELU) are evaluated in
+ *     double, so float results may differ from a hosted build in the last bits;
  *   - logf, sqrtf, cosf for the trainer (the loss, Adam, the cosine schedule): evaluated in
  *     double, within 1 ulp of libm (sqrtf correctly rounded);
  *   - the hosted hooks: no default allocator (a NULL allocator argument is an error), no
@@ -91,12 +92,8 @@ double frexp(double x, int* e) {
 }
 
 /* e^x = 2^n * e^r, r = x - n ln2 in [-ln2/2, ln2/2], e^r by a degree-7 Taylor polynomial
- * evaluated in double (error < 1e-9 relative before the final rounding to float). */
-float expf(float xf) {
-  if (xf != xf) return xf;
-  if (xf > 88.7228394f) return (float)1e300;  /* overflows to +inf */
-  if (xf < -103.972084f) return 0.0f;
-  const double x = (double)xf;
+ * evaluated in double (error < 1e-9 relative); x in [-104, 89]. */
+static double exp_reduced(double x) {
   const double n = round(x * 1.4426950408889634);
   const double r = x - n * 0.6931471805599453;
   double p = 1.0 / 5040.0;
@@ -109,7 +106,32 @@ float expf(float xf) {
   p = p * r + 1.0;
   union { double d; uint64_t u; } s;
   s.u = (uint64_t)((int64_t)n + 1023) << 52;  /* 2^n, n in [-150, 128]: a normal double */
-  return (float)(p * s.d);
+  return p * s.d;
+}
+
+float expf(float xf) {
+  if (xf != xf) return xf;
+  if (xf > 88.7228394f) return (float)1e300;  /* overflows to +inf */
+  if (xf < -103.972084f) return 0.0f;
+  return (float)exp_reduced((double)xf);
+}
+
+/* e^x - 1: the Taylor series in double where |x| < 1/2 (no cancellation; 20 terms leave an
+ * error below 1e-19), else e^x in double minus 1 (relative error < 1e-9). */
+float expm1f(float xf) {
+  if (xf != xf) return xf;
+  if (xf > 88.7228394f) return (float)1e300;
+  if (xf < -40.0f) return -1.0f;  /* e^-40 < 2^-57: -1 in float */
+  const double x = (double)xf;
+  if (x > -0.5 && x < 0.5) {
+    double term = x, sum = x;
+    for (int n = 2; n < 22; n++) {
+      term *= x / (double)n;
+      sum += term;
+    }
+    return (float)sum;
+  }
+  return (float)(exp_reduced(x) - 1.0);
 }
 
 float tanhf(float x) {
@@ -141,6 +163,31 @@ float erff(float xf) {
     if (add < 1e-17 && add > -1e-17) break;
   }
   return (float)(sum * 1.1283791670955126); /* 2 / sqrt(pi) */
+}
+
+/* erfc = 1 - erf (the series above in double) below 2; from 2 on, Laplace's continued
+ * fraction e^(-x^2)/sqrt(pi) / (x + 1/2 / (x + 1 / (x + 3/2 / (x + ...)))), 80 levels
+ * evaluated from the bottom (converged to double precision for x >= 2); 0 beyond 10.1 (the
+ * result underflows float). Used by the int8 GELU table. */
+float erfcf(float xf) {
+  if (xf != xf) return xf;
+  if (xf < 2.0f) {
+    if (xf <= -4.0f) return 2.0f;
+    const double x = (double)xf, x2 = x * x;
+    double term = x, sum = x;
+    for (int n = 1; n < 120; n++) {
+      term *= -x2 / (double)n;
+      const double add = term / (double)(2 * n + 1);
+      sum += add;
+      if (add < 1e-17 && add > -1e-17) break;
+    }
+    return (float)(1.0 - sum * 1.1283791670955126);
+  }
+  if (xf > 10.1f) return 0.0f;
+  const double x = (double)xf;
+  double f = x;
+  for (int k = 80; k >= 1; k--) f = x + (double)k * 0.5 / f;
+  return (float)(exp_reduced(-x * x) * 0.5641895835477563 / f);  /* 1 / sqrt(pi) */
 }
 
 /* sqrt by Newton's iteration in double from an exponent-halved start (6 steps: quadratic

@@ -65,6 +65,32 @@ void tether_ref_f32_instance_norm(size_t batch, size_t spatial, size_t channels,
                                   const float* x, const float* gamma, const float* beta,
                                   float* y);
 
+/* ---- batched matrix product (matmul.c) -------------------------------------------------- */
+
+/* BATCH_MATMUL's geometry: `batch` output matrices [m, n] (the broadcast batch dims `dims`,
+ * row-major), the b-th the product of A's matrix [m, k] (stored [k, m] when adj_a) and B's
+ * [k, n] (stored [n, k] when adj_b) at the element offsets tether_matmul_offset gives. */
+typedef struct tether_matmul_geometry {
+  size_t batch, batch_rank;
+  size_t dims[TETHER_MAX_DIMS];
+  size_t steps[2][TETHER_MAX_DIMS];  /* A's, B's elements per step of each batch dim; 0 where
+                                        that operand broadcasts */
+  size_t count[2];                   /* matrices stored in A, in B */
+  size_t m, k, n;
+  int adj_a, adj_b;
+} tether_matmul_geometry;
+
+/* The geometry of A (rank a_rank, shape a_shape) times B, both of rank >= 2, whose shapes the
+ * caller has checked (K agrees, batch dims broadcast). */
+void tether_matmul_geometry_init(tether_matmul_geometry* g, uint32_t a_rank,
+                                 const int32_t* a_shape, uint32_t b_rank, const int32_t* b_shape,
+                                 int adj_a, int adj_b);
+/* Element offset of the matrix that output batch b reads in operand 0 (A) or 1 (B). */
+size_t tether_matmul_offset(const tether_matmul_geometry* g, int operand, size_t b);
+/* y[b] = A'[b] · B'[b] for every output batch, summed in float in k order. */
+void tether_ref_f32_batch_matmul(const tether_matmul_geometry* g, const float* a,
+                                 const float* b, float* y);
+
 /* ---- int8 (TFLite's reference arithmetic) ---------------------------------------------- */
 
 void tether_ref_qs8_conv2d(const tether_conv_geometry* g, const int8_t* x, const int8_t* w,
