@@ -99,26 +99,49 @@ static tether_status conv2d_pack(const struct tether_model* model, const tether_
   return TETHER_STATUS_SUCCESS;
 }
 
-/* Copies im2col rows [m0, m0 + rows) of the output positions (n, oh, ow) into a. */
+/* Short runs (a few channels: a stem over 1 or 3 input channels) copied inline, not by a
+ * libc call per tap. */
+static inline void copy_floats(float* dst, const float* src, size_t n) {
+  if (n > 16) {
+    memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+  for (size_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
+static inline void zero_floats(float* dst, size_t n) {
+  for (size_t i = 0; i < n; i++) dst[i] = 0.0f;
+}
+
+/* Copies im2col rows [m0, m0 + rows) of the output positions (n, oh, ow) into a: per kernel
+ * row, the taps inside the input (one contiguous run when dilation_w is 1) between zeros. */
 static void im2col(const tether_conv_geometry* g, const float* x, size_t m0, size_t rows,
                    float* a) {
-  const size_t ic = g->in_c;
+  const size_t ic = g->in_c, kw_n = g->kernel_w;
   for (size_t r = 0; r < rows; r++) {
     const size_t m = m0 + r;
     const size_t ow = m % g->out_w, oh = (m / g->out_w) % g->out_h, n = m / (g->out_w * g->out_h);
     const float* x_n = x + n * g->in_h * g->in_w * ic;
-    for (size_t kh = 0; kh < g->kernel_h; kh++) {
+    const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
+    size_t kw_begin, kw_end;
+    tether_window_taps(iw0, kw_n, g->dilation_w, (ptrdiff_t)g->in_w, &kw_begin, &kw_end);
+    for (size_t kh = 0; kh < g->kernel_h; kh++, a += kw_n * ic) {
       const ptrdiff_t ih = (ptrdiff_t)oh * g->stride_h + (ptrdiff_t)kh * g->dilation_h - g->pad_top;
-      for (size_t kw = 0; kw < g->kernel_w; kw++) {
-        const ptrdiff_t iw =
-            (ptrdiff_t)ow * g->stride_w + (ptrdiff_t)kw * g->dilation_w - g->pad_left;
-        if (ih < 0 || ih >= (ptrdiff_t)g->in_h || iw < 0 || iw >= (ptrdiff_t)g->in_w) {
-          memset(a, 0, ic * sizeof(float));
-        } else {
-          memcpy(a, x_n + ((size_t)ih * g->in_w + (size_t)iw) * ic, ic * sizeof(float));
-        }
-        a += ic;
+      if (ih < 0 || ih >= (ptrdiff_t)g->in_h || kw_begin >= kw_end) {
+        zero_floats(a, kw_n * ic);
+        continue;
       }
+      const float* xr = x_n + (size_t)ih * g->in_w * ic;
+      zero_floats(a, kw_begin * ic);
+      if (g->dilation_w == 1) {
+        copy_floats(a + kw_begin * ic, xr + (size_t)(iw0 + (ptrdiff_t)kw_begin) * ic,
+                    (kw_end - kw_begin) * ic);
+      } else {
+        for (size_t kw = kw_begin; kw < kw_end; kw++) {
+          copy_floats(a + kw * ic, xr + (size_t)(iw0 + (ptrdiff_t)kw * g->dilation_w) * ic, ic);
+        }
+      }
+      zero_floats(a + kw_end * ic, (kw_n - kw_end) * ic);
     }
   }
 }

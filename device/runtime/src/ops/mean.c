@@ -4,7 +4,8 @@
  *
  * Walks x once in memory order and folds each element into the output element it reduces
  * to (reduced axes get output stride 0); MEAN then divides by the number of reduced
- * elements. REDUCE_MAX keeps a NaN once met (as ONNX Runtime and LiteRT); int8 takes the max
+ * elements (over one run of adjacent axes, a global pooling, as vectorizable row sums in the
+ * same order). REDUCE_MAX keeps a NaN once met (as ONNX Runtime and LiteRT); int8 takes the max
  * of q, the output quantized like the input.
  */
 #include <math.h>
@@ -20,10 +21,22 @@ typedef struct mean_geometry {
   size_t x_elements;
   size_t y_elements;
   size_t count;                      /* reduced elements per output */
+  int run;                           /* the reduced axes are adjacent: x is ... */
+  size_t outer, inner;               /* ... [outer][count][inner] */
 } mean_geometry;
 
 static void mean_f32(const mean_geometry* g, const float* x, float* y) {
   for (size_t i = 0; i < g->y_elements; i++) y[i] = 0.0f;
+  if (g->run) {  /* x is [outer][count][inner]: the same sums in the same order */
+    const float count = (float)g->count;
+    for (size_t o = 0; o < g->outer; o++, y += g->inner) {
+      for (size_t r = 0; r < g->count; r++, x += g->inner) {
+        for (size_t c = 0; c < g->inner; c++) y[c] += x[c];
+      }
+      for (size_t c = 0; c < g->inner; c++) y[c] = y[c] / count;
+    }
+    return;
+  }
   size_t index[TETHER_MAX_DIMS] = {0};
   size_t yi = 0;
   for (size_t i = 0; i < g->x_elements; i++) {
@@ -210,6 +223,11 @@ static void mean_eval(const struct tether_model* model, const tether_node* op, v
   g.x_elements = x->elements;
   g.y_elements = y->elements;
   g.count = 1;
+  g.outer = 1;
+  g.inner = 1;
+  /* one run of set bits: mask >> its lowest set bit is 2^k - 1 */
+  const uint32_t shifted = mask != 0 ? mask / (mask & (~mask + 1u)) : 0;
+  g.run = shifted != 0 && (shifted & (shifted + 1u)) == 0;
   size_t stride = 1;
   for (uint32_t d = x->ndim; d-- > 0;) {
     g.dims[d] = (size_t)x->shape[d];
@@ -219,6 +237,7 @@ static void mean_eval(const struct tether_model* model, const tether_node* op, v
     } else {
       g.y_stride[d] = stride;
       stride *= g.dims[d];
+      *(mask >> d ? &g.outer : &g.inner) *= g.dims[d];  /* before the run, or after it */
     }
   }
   if (op->type == TETHER_OP_REDUCE_MAX) {

@@ -48,9 +48,9 @@ void tether_ref_f32_maxpool(const tether_conv_geometry* g, const float* x, float
         for (size_t a = win.a0; a < win.a1; a++) {
           for (size_t b = win.b0; b < win.b1; b++) {
             const float* xp = x + tap_offset(g, &win, n, a, b);
-            for (size_t c = 0; c < c_count; c++) {
-              const float v = xp[c];
-              if (v > yp[c] || v != v) yp[c] = v;  /* NaN wins and stays, as in the peers */
+            for (size_t c = 0; c < c_count; c++) {  /* branch-free: it vectorizes */
+              const float v = xp[c], m = yp[c];
+              yp[c] = v > m || v != v ? v : m;  /* NaN wins and stays, as in the peers */
             }
           }
         }
