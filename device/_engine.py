@@ -207,9 +207,21 @@ class Engine(_Closeable):
             self.close()
             raise
         self._out_buffers = [np.empty(t.shape, t.dtype) for t in self.outputs]
-        # one input and one output: run() binds a ready array straight to the engine
-        self._direct = (self.inputs[0], self.outputs[0]) \
+        # one input and one output: run() copies a ready array into the input's arena
+        # storage and the output out of its own (tether_session_io_data), one C call a run
+        self._direct = (self._io_view(B.IO_INPUT, self.inputs[0]),
+                        self._io_view(B.IO_OUTPUT, self.outputs[0])) \
             if len(self.inputs) == 1 and len(self.outputs) == 1 else None
+
+    def _io_view(self, kind: int, info: TensorInfo) -> np.ndarray:
+        """A numpy view of the arena storage of input/output `info` (valid while the
+        session lives: run() uses it under the lock, after checking the session is open)."""
+        ptr = ctypes.c_void_p()
+        B.check(self._lib.tether_session_io_data(self._session, kind, 0, ctypes.byref(ptr)),
+                self.source)
+        nbytes = int(np.prod(info.shape, dtype=np.int64)) * np.dtype(info.dtype).itemsize
+        raw = (ctypes.c_ubyte * nbytes).from_address(int(ptr.value or 0))
+        return np.frombuffer(memoryview(raw), dtype=info.dtype).reshape(info.shape)
 
     def _io(self, kind: int) -> list[TensorInfo]:
         infos = []
@@ -309,32 +321,25 @@ class Engine(_Closeable):
         return self._shape_outputs(results, modes)
 
     def _run_direct(self, x: np.ndarray) -> np.ndarray | None:
-        """One input already in the input's dtype, C order and shape (or that shape without
-        its batch): the engine reads it where it is and writes the output into the array
-        returned, with no other copy (None: run() takes the general path)."""
+        """One input in the input's dtype and shape (or that shape without its batch): one
+        copy into the arena, the invoke, one copy out (None: run() takes the general path)."""
         assert self._direct is not None
-        info, out = self._direct
-        if x.dtype != info.dtype or not x.flags.c_contiguous:
+        x_view, y_view = self._direct
+        if x.dtype != x_view.dtype:
             return None
-        if x.shape == info.shape:
-            shape = out.shape
-        elif x.shape == info.shape[1:]:
-            shape = out.shape[1:] if out.shape and out.shape[0] == 1 else out.shape
+        if x.shape == x_view.shape:
+            shape = y_view.shape
+        elif x.shape == x_view.shape[1:]:
+            shape = y_view.shape[1:] if y_view.shape and y_view.shape[0] == 1 else y_view.shape
         else:
             return None
-        y = np.empty(out.shape, out.dtype)
-        lib, session = self._lib, self._session
         with self._lock:
+            session = self._session
             if not session.value:
                 raise EngineError(f"{self.source}: the engine is closed", "invalid_argument")
-            status = lib.tether_session_set_input(session, 0, x.ctypes.data, x.nbytes)
-            if status:
-                B.check(status, f"{self.source}: input '{info.name}'")
-            status = lib.tether_session_invoke(session)
-            if not status:
-                status = lib.tether_session_get_output(session, 0, y.ctypes.data, y.nbytes)
-            B.check(status, self.source)
-        return y.reshape(shape)
+            x_view[...] = x.reshape(x_view.shape)
+            B.check(self._lib.tether_session_invoke(session), self.source)
+            return y_view.reshape(shape).copy()
 
     def _run_locked(self, items: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
         """Sets, invokes and reads back each item; the caller holds the lock."""
