@@ -19,6 +19,16 @@
   tensor quantized from the range calibrated before the activation
   (`calibrate.pre_activation_key`), then an int8 LOGISTIC/TANH/HARD_SWISH op follows; without
   that range the node stays float;
+- BATCH_MATMUL (TFLite's int8 BatchMatMul) takes both operands as they come, each int8
+  asymmetric per tensor: a computed one from its calibrated range, a constant one from its
+  min/max (TensorFlow's converter quantizes a constant BATCH_MATMUL operand so, not
+  symmetrically per channel as it does dense weights); the output its calibrated range;
+- MAXIMUM and MINIMUM compare raw int8 values, so the inputs and the output share one
+  quantization, the output's calibrated range, as TensorFlow's quantizer does (a same-scale op:
+  its output's parameters are given to its operands). An input computed only for this op is
+  written in that quantization directly, also through RESHAPE, TRANSPOSE, SLICE, MAX_POOL_2D
+  or REDUCE_MAX ops between (a chain of them, e.g. ONNX's variadic Max, shares one); another
+  input is requantized (int8 -> int8 QUANTIZE), a constant is quantized with it;
 - every other op (DIV, or an op whose weights are not constant) stays float, with
   DEQUANTIZE before and QUANTIZE after it;
 - QUANTIZE follows each float graph input and DEQUANTIZE precedes each graph output, so the
@@ -46,8 +56,13 @@ INT8_OPS = frozenset({
     OpType.CONCATENATION, OpType.PAD, OpType.TRANSPOSE, OpType.SOFTMAX, OpType.LOGISTIC,
     OpType.TANH, OpType.HARD_SWISH, OpType.RELU, OpType.RELU6, OpType.CLAMP,
     OpType.HARD_SIGMOID, OpType.SLICE, OpType.GATHER, OpType.RESIZE, OpType.REDUCE_MAX,
-    OpType.LEAKY_RELU, OpType.ELU, OpType.GELU, OpType.PRELU,
+    OpType.LEAKY_RELU, OpType.ELU, OpType.GELU, OpType.PRELU, OpType.BATCH_MATMUL,
+    OpType.MAXIMUM, OpType.MINIMUM,
 })
+# ops whose inputs and output share one quantization (the engine compares raw int8 values)
+_SHARED = frozenset({OpType.MAXIMUM, OpType.MINIMUM})
+_SHARE_THROUGH = frozenset({OpType.RESHAPE, OpType.TRANSPOSE, OpType.SLICE, OpType.MAX_POOL_2D,
+                            OpType.REDUCE_MAX})
 _PASSTHROUGH = frozenset({OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.RESHAPE,
                           OpType.PAD, OpType.TRANSPOSE, OpType.SLICE, OpType.GATHER,
                           OpType.RESIZE, OpType.REDUCE_MAX})
@@ -109,6 +124,7 @@ class _Lowering:
         self.int8_of: dict[str, str] = {}      # float name -> int8 twin
         self.has_float: set[str] = set(graph.inputs)
         self.quant: dict[str, ir.Quantization] = {}
+        self.requantized: dict[tuple[str, ir.Quantization], str] = {}  # (twin, q) -> tensor
 
     def unique(self, base: str) -> str:
         return self.graph.unique(base)
@@ -152,6 +168,57 @@ class _Lowering:
                         _quantize_values(v, q), q)
         self.tensors[new.name] = new
         return new.name
+
+    def shared(self, name: str, q: ir.Quantization, node: ir.Node) -> str:
+        """Input `name` of a MAXIMUM/MINIMUM quantized with `q`, the op's shared quantization:
+        a constant quantized with it, a computed tensor's twin as it is when already quantized
+        so, else requantized (int8 -> int8 QUANTIZE)."""
+        t = self.tensors[name]
+        if t.is_constant:
+            new = ir.Tensor(self.unique(f"{name}/int8"), t.shape, DType.INT8,
+                            _quantize_values(np.asarray(t.data, np.float64), q), q)
+            self.tensors[new.name] = new
+            return new.name
+        twin = self.as_int8(name, node)
+        if self.tensors[twin].quant == q:
+            return twin
+        if (twin, q) not in self.requantized:
+            new = ir.Tensor(self.unique(f"{name}/requantized"), t.shape, DType.INT8, None, q)
+            self.tensors[new.name] = new
+            self.nodes.append(ir.Node(OpType.QUANTIZE, f"{node.name}/requantize", (twin,),
+                                      (new.name,)))
+            self.requantized[(twin, q)] = new.name
+        return self.requantized[(twin, q)]
+
+    def share_quantization(self) -> None:
+        """Gives an input of an int8 MAXIMUM/MINIMUM the op's output quantization where that
+        input is computed for the op alone, as TensorFlow's quantizer propagates a same-scale
+        op's parameters to its operands: its producer (or QUANTIZE) writes it so and no
+        requantization is needed, through RESHAPE, TRANSPOSE, SLICE, MAX_POOL_2D and
+        REDUCE_MAX producers read by nothing else. Walks the graph backwards, so a chain of
+        them shares the last one's quantization."""
+        uses: dict[str, int] = {}
+        producer: dict[str, ir.Node] = {}
+        for node in self.g.nodes:
+            producer.update((o, node) for o in node.outputs)
+            for n in node.inputs:
+                if n is not None:
+                    uses[n] = uses.get(n, 0) + 1
+        for node in reversed(self.g.nodes):
+            if node.op not in _SHARED or not self.int8_ok(node):
+                continue
+            q = self.act_quant(node.outputs[0])
+            for name in node.inputs:
+                n = name
+                while (n is not None and not self.g.tensors[n].is_constant and uses[n] == 1
+                       and n not in self.g.outputs and n not in self.quant
+                       and n in self.ranges):
+                    self.quant[n] = q
+                    # through ops that keep their input's quantization and commute with the
+                    # clamp to q's range (TensorFlow propagates through them too)
+                    p = producer.get(n)
+                    n = (p.inputs[0] if p is not None and p.op in _SHARE_THROUGH
+                         and self.int8_ok(p) else None)
 
     def as_float(self, name: str, node_name: str) -> str:
         """Makes float tensor `name` exist (DEQUANTIZE of its int8 twin, once)."""
@@ -211,6 +278,8 @@ class _Lowering:
             return False
         if node.op == OpType.ELU and float(node.attrs.get("alpha", (1.0,))[0]) != 1.0:
             return False  # TFLite's int8 ELU (a table of expm1) has no alpha
+        if node.op in _SHARED and node.activation not in _INT8_ACTS:
+            return False  # its inputs share the quantization of the tensor it writes
         if node.activation not in _INT8_ACTS:
             if node.activation not in _SPLIT or node.op in _FIXED:
                 return False
@@ -226,6 +295,7 @@ class _Lowering:
         return True
 
     def run(self) -> ir.Graph:
+        self.share_quantization()
         for node in self.g.nodes:
             if not self.int8_ok(node):
                 for n in node.inputs:
@@ -234,19 +304,26 @@ class _Lowering:
                 self.nodes.append(node)
                 self.has_float.update(node.outputs)
                 continue
-            x = self.as_int8(node.inputs[0], node)  # type: ignore[arg-type]
-            x_q = self.tensors[x].quant
-            assert x_q is not None
-            if node.op in _WEIGHTED:
-                w, b = self.weights(node, x_q)
-                ins: tuple[str | None, ...] = (x, w, b)
-            elif node.op == OpType.GATHER:  # the indices stay int32
-                ins = (x, node.inputs[1])
-            elif node.op == OpType.PRELU:
-                ins = (x, self.slope(node.inputs[1], node))  # type: ignore[arg-type]
+            ins: tuple[str | None, ...]
+            if node.op in _SHARED:  # one quantization, the output's, for inputs and output
+                x_q = self.act_quant(node.outputs[0])
+                ins = tuple(None if n is None else self.shared(n, x_q, node)
+                            for n in node.inputs)
             else:
-                ins = (x,) + tuple(None if n is None else self.as_int8(n, node)
-                                   for n in node.inputs[1:])
+                x = self.as_int8(node.inputs[0], node)  # type: ignore[arg-type]
+                x_quant = self.tensors[x].quant
+                assert x_quant is not None
+                x_q = x_quant
+                if node.op in _WEIGHTED:
+                    w, b = self.weights(node, x_q)
+                    ins = (x, w, b)
+                elif node.op == OpType.GATHER:  # the indices stay int32
+                    ins = (x, node.inputs[1])
+                elif node.op == OpType.PRELU:
+                    ins = (x, self.slope(node.inputs[1], node))  # type: ignore[arg-type]
+                else:
+                    ins = (x,) + tuple(None if n is None else self.as_int8(n, node)
+                                       for n in node.inputs[1:])
             out = node.outputs[0]
             split = _SPLIT.get(node.activation)
             if split is not None:  # op -> int8 pre-activation tensor -> int8 activation op

@@ -191,19 +191,47 @@ def test_onnx_matmul_shape_mismatch_names_the_node(sa, sb, text) -> None:
         convert(m)
 
 
-def test_int8_quantization_keeps_batch_matmul_float() -> None:
-    """quantize='int8': the dense layer runs int8, BATCH_MATMUL stays float32 behind a
-    DEQUANTIZE (the engine has no int8 BATCH_MATMUL)."""
+def test_int8_quantization_lowers_batch_matmul_to_int8() -> None:
+    """quantize='int8': BATCH_MATMUL runs int8 (TFLite's BatchMatMul) between the int8 dense
+    layer and the output; its constant RHS quantized asymmetric per tensor from its min/max,
+    as TensorFlow's converter quantizes it."""
     from onnx_testlib import engine_run, ort_run
 
     m = model([h.make_node("MatMul", ["x", "w"], ["h"]), h.make_node("Relu", ["h"], ["r"]),
                h.make_node("MatMul", ["r", "r2"], ["y"])], (2, 4, 6), None,
-              {"w": rand((6, 6), 1), "r2": rand((2, 6, 3), 2)})
-    calibration = np.stack([rand((2, 4, 6), s) for s in range(8)])
+              {"w": rand((6, 6), 1), "r2": rand((2, 6, 3), 2) + 0.3})
+    calibration = np.stack([rand((2, 4, 6), s) for s in range(64)])
     tm = convert(m, quantize="int8", calibration=calibration)
-    assert tm.report.ops_after["BATCH_MATMUL"] == 1 and "DEQUANTIZE" in tm.report.ops_after
-    x = rand((2, 4, 6), 3)
-    assert rel_err(engine_run(tm.to_bytes(), x), ort_run(m, x)) < 0.05
+    assert tm.report.ops_after == {"QUANTIZE": 1, "FULLY_CONNECTED": 1, "BATCH_MATMUL": 1,
+                                   "DEQUANTIZE": 1}, tm.report.ops_after
+    (mm,) = [n for n in tm.graph.nodes if n.op == OpType.BATCH_MATMUL]
+    a, b, y = (tm.graph.tensors[t] for t in (*mm.inputs, *mm.outputs))
+    assert {a.dtype.name, b.dtype.name, y.dtype.name} == {"INT8"}
+    r2 = rand((2, 6, 3), 2) + 0.3
+    assert b.is_constant and b.quant.axis is None and b.quant.zero_point != (0,)
+    assert int(b.data.min()) == -128 and int(b.data.max()) == 127
+    real = b.quant.scale[0] * (b.data.astype(np.int32) - b.quant.zero_point[0])
+    np.testing.assert_allclose(real, r2, atol=b.quant.scale[0] / 2 + 1e-6)
+    for s in range(3):
+        x = rand((2, 4, 6), 100 + s)
+        assert rel_err(engine_run(tm.to_bytes(), x), ort_run(m, x)) < 0.05
+
+
+def test_int8_quantization_of_computed_operands_with_adjoint() -> None:
+    """x @ x^T (the Transpose folded into adjoint) quantized by tether: both operands the
+    same int8 tensor, one int8 BATCH_MATMUL, close to onnxruntime."""
+    from onnx_testlib import engine_run, ort_run
+
+    m = model([h.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]),
+               h.make_node("MatMul", ["x", "t"], ["y"])], (2, 4, 6), None)
+    tm = convert(m, quantize="int8",
+                 calibration=np.stack([rand((2, 4, 6), s) for s in range(64)]))
+    (mm,) = [n for n in tm.graph.nodes if n.op == OpType.BATCH_MATMUL]
+    assert mm.attrs["adjoint"] == (0, 1) and mm.inputs[0] == mm.inputs[1]
+    assert tm.graph.tensors[mm.outputs[0]].dtype.name == "INT8"
+    errs = [rel_err(engine_run(tm.to_bytes(), x), ort_run(m, x))
+            for x in (rand((2, 4, 6), 100 + s) for s in range(5))]
+    assert max(errs) < 0.03, errs
 
 
 def test_opdef_shape_rule() -> None:

@@ -295,3 +295,81 @@ def test_elu_with_alpha_other_than_one_stays_float() -> None:
     assert tm.report.ops_after["QUANTIZE"] == 2 and tm.report.ops_after["DEQUANTIZE"] == 2
     x_ = rand((1, 10, 10, 3), 3)
     assert rel_err(engine_run(tm.to_bytes(), x_), np.asarray(m(x_))) < 0.1
+
+
+# ------------------------------------------------- BATCH_MATMUL, MAXIMUM, MINIMUM (PTQ)
+
+
+def _same_quant(tm, node: ir.Node) -> bool:
+    qs = {tm.graph.tensors[t].quant for t in node.inputs + node.outputs}
+    return len(qs) == 1 and all(tm.graph.tensors[t].dtype == DType.INT8
+                                for t in node.inputs + node.outputs)
+
+
+class _Matmul(L.Layer):
+    def call(self, a, b):
+        return keras.ops.matmul(a, keras.ops.swapaxes(b, -1, -2))
+
+
+def test_matmul_maximum_minimum_lower_to_int8_close_to_float() -> None:
+    """tether's PTQ of a TFLite float file: a Keras block with keras.ops.matmul of two computed tensors, Maximum and
+    Minimum of conv branches and keras.ops.maximum with a constant runs int8 end to end; each
+    MAXIMUM/MINIMUM's inputs and output share its output's quantization, written so by the
+    producers (no requantization, as TensorFlow's quantizer propagates it)."""
+    keras.utils.set_random_seed(2)
+    x = keras.Input((6, 6, 4))
+    a = L.Conv2D(5, 3, padding="same")(x)
+    b = L.Conv2D(5, 1)(x)
+    y = L.Maximum()([a, b])
+    y = L.Minimum()([y, L.Conv2D(5, 1)(x)])
+    q = L.Reshape((36, 5))(y)
+    k = L.Reshape((36, 5))(L.Conv2D(5, 1)(x))
+    s = _Matmul()(q, k)  # [36, 36]
+    y = keras.ops.maximum(L.Dense(8)(s), -0.25)
+    m = keras.Model(x, L.Dense(4)(L.Flatten()(y)))
+    pytest.importorskip("tensorflow")
+    from tether.peers import keras_to_tflite
+
+    # TensorFlow's float file (tether's Keras frontend has no Maximum layer), quantized by tether
+    tm = convert(keras_to_tflite(m), quantize="int8", calibration=rand((64, 1, 6, 6, 4), 1))
+    ops = tm.report.ops_after
+    assert ops["QUANTIZE"] == 1 and ops["DEQUANTIZE"] == 1, ops
+    assert ops["MAXIMUM"] == 2 and ops["MINIMUM"] == 1 and ops["BATCH_MATMUL"] == 1, ops
+    for n in tm.graph.nodes:
+        if n.op in (OpType.MAXIMUM, OpType.MINIMUM):
+            assert _same_quant(tm, n), n.describe()
+        if n.op == OpType.BATCH_MATMUL:
+            assert all(tm.graph.tensors[t].dtype == DType.INT8 for t in n.inputs + n.outputs)
+            assert n.attrs["adjoint"] == (0, 1), n.attrs
+    errs = [rel_err(engine_run(tm.to_bytes(), x_), np.asarray(m(x_)))
+            for x_ in rand((10, 1, 6, 6, 4), 2)]
+    assert np.median(errs) < 0.05 and max(errs) < 0.1, (np.median(errs), max(errs))
+
+
+def test_onnx_variadic_max_min_share_one_quantization() -> None:
+    """ONNX Max/Min over three inputs (a chain of MAXIMUM / MINIMUM) quantized by tether: the
+    chain shares the last op's quantization; a constant is quantized with it; an input that
+    other ops read too is requantized once (int8 -> int8 QUANTIZE); close to onnxruntime."""
+    from onnx import helper as h
+    from onnx_testlib import model, ort_run
+
+    m = model([h.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]),
+               h.make_node("MatMul", ["x", "t"], ["s"]),
+               h.make_node("Max", ["s", "x2", "k"], ["mx"]),
+               h.make_node("Min", ["mx", "s", "k2"], ["y"])], (2, 4, 6), None,
+              {"x2": rand((2, 4, 4), 5), "k": np.float32(-0.5), "k2": np.float32(2.0)})
+    tm = convert(m, quantize="int8",
+                 calibration=np.stack([rand((2, 4, 6), s) for s in range(64)]))
+    ops = tm.report.ops_after
+    assert ops == {"QUANTIZE": 2, "BATCH_MATMUL": 1, "MAXIMUM": 2, "MINIMUM": 2,
+                   "DEQUANTIZE": 1}, ops
+    shared = [n for n in tm.graph.nodes if n.op in (OpType.MAXIMUM, OpType.MINIMUM)]
+    assert all(_same_quant(tm, n) for n in shared)
+    assert len({tm.graph.tensors[n.outputs[0]].quant for n in shared}) == 1
+    (req,) = [n for n in tm.graph.nodes if n.op == OpType.QUANTIZE
+              and tm.graph.tensors[n.inputs[0]].dtype == DType.INT8]
+    assert req.inputs[0] == next(n for n in tm.graph.nodes
+                                 if n.op == OpType.BATCH_MATMUL).outputs[0]
+    errs = [rel_err(engine_run(tm.to_bytes(), x_), ort_run(m, x_))
+            for x_ in (rand((2, 4, 6), 100 + s) for s in range(8))]
+    assert max(errs) < 0.03, errs

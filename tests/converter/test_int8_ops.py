@@ -1,5 +1,5 @@
-"""int8 pools, concatenation, pad and activations (ELU, GELU, LEAKY_RELU and PRELU included):
-TensorFlow's full-integer quantizer -> LiteRT
+"""int8 pools, concatenation, pad, activations (ELU, GELU, LEAKY_RELU and PRELU included),
+BATCH_MATMUL, MAXIMUM and MINIMUM: TensorFlow's full-integer quantizer -> LiteRT
 and the same .tflite -> tether's TFLite frontend -> the engine, integers compared exactly.
 
 Models take and return int8 (inference_input/output_type int8), so both runtimes see the
@@ -225,6 +225,72 @@ def test_layer_exact(name: str) -> None:
     keras.utils.set_random_seed(5)
     shape, fn, expect = LAYERS[name]
     check_exact(model_of(shape, fn), -3, 3, expect=expect)
+
+
+# ------------------------------------------------------- batch matmul, maximum, minimum
+
+
+class _Fn(L.Layer):
+    """A layer running `fn` (keras.ops) in call: a model body without Dense layers."""
+
+    def __init__(self, fn, **kwargs):
+        super().__init__(**kwargs)
+        self.fn = fn
+
+    def call(self, x):
+        return self.fn(x)
+
+
+def _t(x):
+    return keras.ops.swapaxes(x, -1, -2)
+
+
+MATMULS = {  # name -> (input shape, model body); TF folds the swapaxes into adj_x / adj_y
+    "computed": ((2, 6, 8), lambda x: _Fn(lambda t: keras.ops.matmul(
+        t * 1.5, keras.ops.reshape(t - 0.25, (-1, 2, 8, 6))))(x)),
+    "transpose_b": ((2, 6, 8), lambda x: _Fn(lambda t: keras.ops.matmul(t * 1.5, _t(t + 0.5)))(x)),
+    "transpose_a": ((2, 6, 8), lambda x: _Fn(lambda t: keras.ops.matmul(_t(t * 1.5), t - 0.25))(x)),
+    "broadcast": ((3, 5, 4), lambda x: _Fn(lambda t: keras.ops.matmul(
+        t * 2.0, keras.ops.reshape(t[:, :1] - 1.0, (-1, 1, 4, 5))))(x)),
+    # a batched constant RHS stays BATCH_MATMUL (a 2-D one becomes FULLY_CONNECTED)
+    "constant_rhs": ((2, 6, 8), lambda x: _Fn(lambda t: keras.ops.matmul(
+        t, np.random.default_rng(4).normal(0, 0.3, (2, 8, 3)).astype(np.float32) + 0.1))(x)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MATMULS))
+def test_batch_matmul_exact(name: str) -> None:
+    """TFLite's int8 BatchMatMul: int32 sums of (a - z_a)(b - z_b), both zero points nonzero,
+    s_a s_b / s_y as one multiplier; both operands computed (adjoint flags), or a constant RHS
+    TensorFlow quantized asymmetric per tensor."""
+    keras.utils.set_random_seed(3)
+    shape, fn = MATMULS[name]
+    check_exact(model_of(shape, fn), -2, 2, inputs=6, expect="BATCH_MATMUL")
+
+
+@given(lo=st.floats(-8, -0.1), hi=st.floats(0.1, 8), scale=st.floats(0.05, 20))
+@CI
+def test_batch_matmul_exact_over_scales(lo: float, hi: float, scale: float) -> None:
+    body = _Fn(lambda t: keras.ops.matmul(t * scale, _t(t - 0.25)))
+    check_exact(model_of((3, 5, 7), body), lo, hi, inputs=2, expect="BATCH_MATMUL")
+
+
+MINMAX = {  # name -> (model body, the op); TF gives inputs and output one quantization
+    "maximum_layer": (lambda x: L.Maximum()([_Fn(lambda t: t * 1.5)(x),
+                                             _Fn(lambda t: t - 0.5)(x)]), "MAXIMUM"),
+    "minimum_layer": (lambda x: L.Minimum()([_Fn(lambda t: t * 1.5)(x),
+                                             _Fn(lambda t: t - 0.5)(x)]), "MINIMUM"),
+    "maximum_constant": (lambda x: _Fn(lambda t: keras.ops.maximum(t, 0.5))(x), "MAXIMUM"),
+    "minimum_constant_row": (lambda x: _Fn(lambda t: keras.ops.minimum(
+        t, np.linspace(-3, 5, 6).astype(np.float32)))(x), "MINIMUM"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MINMAX))
+def test_maximum_minimum_exact(name: str) -> None:
+    fn, op = MINMAX[name]
+    ops = check_exact(model_of((4, 6), fn), -2, 2, inputs=4, expect=op)
+    assert "QUANTIZE" not in ops.split(), ops  # one shared quantization, no requantization
 
 
 # --------------------------------------------------------------------------------- pools

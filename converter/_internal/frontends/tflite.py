@@ -272,11 +272,11 @@ def _fc(im: _Importer) -> None:
 
 
 def _batch_matmul(im: _Importer) -> None:
-    """BATCH_MATMUL (BatchMatMulOptions adj_x, adj_y): float32 only."""
-    if DType.INT8 in (im.dtype(im.op.inputs[0]), im.dtype(im.op.inputs[1])):
-        raise _Fail("int8 BATCH_MATMUL is not supported (the engine runs BATCH_MATMUL in "
-                    "float32 only, FORMAT.md); convert the float model (quantize='int8' keeps "
-                    "BATCH_MATMUL float)")
+    """BATCH_MATMUL (BatchMatMulOptions adj_x, adj_y): float32, or int8 (both operands and
+    the output int8 per tensor, the stored integers and quantization)."""
+    if len({im.dtype(im.op.inputs[0]), im.dtype(im.op.inputs[1])}) != 1:
+        raise _Fail("BATCH_MATMUL of a float and an int8 operand (hybrid) is not supported; "
+                    "quantize both operands (full-integer quantization) or neither")
     o = im.op.builtinOptions
     adj = (int(bool(o.adjX)), int(bool(o.adjY))) if o is not None else (0, 0)
     im.emit(OpType.BATCH_MATMUL, [im.inp(0), im.inp(1)], {"adjoint": adj})
@@ -812,6 +812,8 @@ _OPS: dict[str, OpFn] = {
     "SUB": _binary(OpType.SUB),
     "MUL": _binary(OpType.MUL),
     "DIV": _binary(OpType.DIV),
+    "MAXIMUM": _binary(OpType.MAXIMUM),
+    "MINIMUM": _binary(OpType.MINIMUM),
     "MAX_POOL_2D": _pool(OpType.MAX_POOL_2D),
     "AVERAGE_POOL_2D": _pool(OpType.AVERAGE_POOL_2D),
     "MEAN": _mean,

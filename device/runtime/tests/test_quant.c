@@ -9,7 +9,8 @@
  *     HARD_SIGMOID;
  *   - int8 MAX/AVERAGE_POOL_2D (rounding, pads, count_include_pad, fused RELU6), PAD,
  *     CONCATENATION with requantized inputs, HARD_SWISH / LOGISTIC / TANH / RELU6 /
- *     LEAKY_RELU / ELU / GELU / PRELU on hand-computed or LiteRT-checked values, and the
+ *     LEAKY_RELU / ELU / GELU / PRELU on hand-computed or LiteRT-checked values, MAXIMUM /
+ *     MINIMUM (raw integers compared, broadcast, constant operand, fused RELU), and the
  *     load-time errors.
  */
 #include <math.h>
@@ -858,6 +859,69 @@ static void test_q8_alpha_activations(void) {
   free(b);
 }
 
+/* int8 MAXIMUM / MINIMUM (TFLite MaximumMinimumBroadcastSlow): the stored integers compared,
+ * [2, 3] against a broadcast [3] (both computed) or a [1] constant, all quantized (0.1, -5);
+ * a fused RELU clamps at z_y; inputs quantized unlike the output fail the load. */
+static void test_q8_minmax(void) {
+  const float s = 0.1f;
+  const int32_t z = -5;
+  const int8_t a[6] = {-128, -6, -5, 0, 100, 127};
+  const int8_t bv[3] = {-7, 3, 127};
+  const int8_t c1[1] = {-4};
+  for (int k = 0; k < 6; k++) {
+    const uint32_t type = k % 2 ? TETHER_OP_MINIMUM : TETHER_OP_MAXIMUM;
+    const uint32_t act = k >= 4 ? TETHER_ACT_RELU : TETHER_ACT_NONE;
+    const int constant = k == 2 || k == 3;
+    tb_builder* b = tb_new();
+    uint32_t at = tb_tensor_typed(b, "a", 1, 2, (const int32_t[]){2, 3}, NULL);
+    tb_quantize(b, at, 0, 1, &s, &z);
+    uint32_t bt = constant ? tb_tensor_typed(b, "b", 1, 1, (const int32_t[]){1}, c1)
+                           : tb_tensor_typed(b, "b", 1, 1, (const int32_t[]){3}, NULL);
+    tb_quantize(b, bt, 0, 1, &s, &z);
+    uint32_t yt = tb_tensor_typed(b, "y", 1, 2, (const int32_t[]){2, 3}, NULL);
+    tb_quantize(b, yt, 0, 1, &s, &z);
+    tb_op(b, type, act, "minmax", 2, (const uint32_t[]){at, bt}, yt);
+    const uint32_t ins[2] = {at, bt};
+    tb_graph_io(b, constant ? 1 : 2, ins, 1, &yt);
+    const void* in[2] = {a, bv};
+    const size_t bytes[2] = {6, 3};
+    int8_t y[6];
+    char what[64];
+    snprintf(what, sizeof(what), "int8 %s act%u%s", type == TETHER_OP_MAXIMUM ? "max" : "min",
+             act, constant ? " const" : "");
+    if (run_model(b, in, bytes, constant ? 1 : 2, y, 6, what)) {
+      for (int i = 0; i < 6; i++) {
+        const int32_t other = constant ? c1[0] : bv[i % 3];
+        int32_t v = type == TETHER_OP_MAXIMUM ? (a[i] > other ? a[i] : other)
+                                              : (a[i] < other ? a[i] : other);
+        if (act == TETHER_ACT_RELU && v < z) v = z;
+        TB_CHECK(y[i] == v, "%s: y[%d] = %d, want %d", what, i, y[i], v);
+      }
+    }
+    free(b);
+  }
+  /* input 1 quantized (0.2, -5): refused, naming the fix */
+  const float s2 = 0.2f;
+  tb_builder* b = tb_new();
+  uint32_t at = tb_tensor_typed(b, "a", 1, 1, (const int32_t[]){3}, NULL);
+  tb_quantize(b, at, 0, 1, &s, &z);
+  uint32_t bt = tb_tensor_typed(b, "b", 1, 1, (const int32_t[]){3}, NULL);
+  tb_quantize(b, bt, 0, 1, &s2, &z);
+  uint32_t yt = tb_tensor_typed(b, "y", 1, 1, (const int32_t[]){3}, NULL);
+  tb_quantize(b, yt, 0, 1, &s, &z);
+  tb_op(b, TETHER_OP_MAXIMUM, 0, "max", 2, (const uint32_t[]){at, bt}, yt);
+  tb_graph_io(b, 2, (const uint32_t[]){at, bt}, 1, &yt);
+  size_t size = 0;
+  uint8_t* file = tb_finish(b, &size);
+  tether_model_t model = NULL;
+  const tether_status st = tether_model_load(file, size, NULL, &model);
+  TB_CHECK(st == TETHER_STATUS_FORMAT_ERROR && strstr(tether_last_error(), "QUANTIZE") != NULL,
+           "int8 max, unlike quantization: status %d, '%s'", (int)st, tether_last_error());
+  tether_model_destroy(model);
+  free(file);
+  free(b);
+}
+
 /* An int8 op whose kernel does not apply fused activations itself (MEAN, SOFTMAX, QUANTIZE)
  * must not get one: the float epilogue would write 4-byte floats over the int8 output. */
 static void test_q8_unfused_activation_rejected(void) {
@@ -907,6 +971,7 @@ int main(void) {
   test_q8_concat();
   test_q8_elementwise();
   test_q8_alpha_activations();
+  test_q8_minmax();
   test_q8_unfused_activation_rejected();
   if (tb_failures != 0) {
     fprintf(stderr, "%d check(s) failed\n", tb_failures);

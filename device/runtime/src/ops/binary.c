@@ -6,8 +6,12 @@
  * giving it stride 0. int8 ADD, SUB, MUL and PRELU are TFLite's integer kernels bit for bit
  * (ADD / SUB: inputs rescaled with a left shift of 20, then the output multiplier; same-shape
  * ADD runs the model's qs8 vadd micro-kernel; PRELU: BroadcastPrelu4DSlow, the slope an int8
- * tensor with its own scale and zero point); int8 DIV, MAXIMUM and MINIMUM are rejected at
- * load. MAXIMUM and MINIMUM return NaN when either input is NaN (ONNX Runtime's Max/Min).
+ * tensor with its own scale and zero point); int8 MAXIMUM and MINIMUM are TFLite's
+ * maximum_minimum.cc (MaximumMinimumBroadcastSlow): the raw int8 values compared, which needs
+ * both inputs and the output quantized alike (TensorFlow's quantizer gives them one scale and
+ * zero point; checked at load), then the int8 clamp of a fused RELU/RELU6/RELU_N1_TO_1; int8
+ * DIV is rejected at load. Float MAXIMUM and MINIMUM return NaN when either input is NaN (ONNX
+ * Runtime's Max/Min).
  */
 #include <stddef.h>
 
@@ -78,11 +82,17 @@ static tether_status q8_add_prepare(const struct tether_model* model, uint32_t o
   if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, b, "input 1");
   if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_per_tensor(model, op_index, y, "output 0");
   if (status != TETHER_STATUS_SUCCESS) return status;
-  if (op->type != TETHER_OP_ADD && op->type != TETHER_OP_SUB && op->type != TETHER_OP_MUL &&
-      op->type != TETHER_OP_PRELU) {
+  if (op->type == TETHER_OP_DIV) {
     return tether_op_error(model, op_index, TETHER_STATUS_UNSUPPORTED_OP,
-                           "int8 %s is not implemented yet (int8 ADD, SUB, MUL and PRELU are)",
+                           "int8 %s is not implemented yet (int8 ADD, SUB, MUL, MAXIMUM, "
+                           "MINIMUM and PRELU are)",
                            tether_op_type_name(op->type));
+  }
+  const int minmax = op->type == TETHER_OP_MAXIMUM || op->type == TETHER_OP_MINIMUM;
+  if (minmax) {  /* compares raw integers: one quantization for all three */
+    status = tether_q8_need_same_quant(model, op_index, a, y);
+    if (status == TETHER_STATUS_SUCCESS) status = tether_q8_need_same_quant(model, op_index, b, y);
+    if (status != TETHER_STATUS_SUCCESS) return status;
   }
   int32_t lo, hi;
   if (!tether_q8_activation_range(op->activation, y->scale, y->zero_point, &lo, &hi)) {
@@ -93,8 +103,11 @@ static tether_status q8_add_prepare(const struct tether_model* model, uint32_t o
   op->quantized = 1;
   op->fused_activation = 1;
   /* words: ADD/SUB: input 1, input 2 and output multipliers and shifts; MUL: one pair;
-   * PRELU: the pairs for x >= z_x and x < z_x. */
-  op->packed_floats = op->type == TETHER_OP_MUL ? 2 : op->type == TETHER_OP_PRELU ? 4 : 6;
+   * PRELU: the pairs for x >= z_x and x < z_x; MAXIMUM/MINIMUM: none. */
+  op->packed_floats = minmax                       ? 0
+                      : op->type == TETHER_OP_MUL   ? 2
+                      : op->type == TETHER_OP_PRELU ? 4
+                                                    : 6;
   return TETHER_STATUS_SUCCESS;
 }
 
@@ -110,6 +123,18 @@ static void q8_add_elements(const tether_node* op, const tether_tensor* a, const
   const int32_t* w = (const int32_t*)(const void*)op->packed;
   int32_t lo = -128, hi = 127;
   tether_q8_activation_range(op->activation, y->scale, y->zero_point, &lo, &hi);
+  if (op->type == TETHER_OP_MAXIMUM || op->type == TETHER_OP_MINIMUM) {
+    /* TFLite MaximumMinimumBroadcastSlow: the larger / smaller stored integer */
+    const int max = op->type == TETHER_OP_MAXIMUM;
+    for (size_t i = 0; i < count; i++) {
+      const int32_t va = ad[a_index != NULL ? a_index[i] : i];
+      const int32_t vb = bd[b_index != NULL ? b_index[i] : i];
+      int32_t v = max ? (va > vb ? va : vb) : (va < vb ? va : vb);
+      v = v < lo ? lo : v > hi ? hi : v;
+      yd[i] = (int8_t)v;
+    }
+    return;
+  }
   if (op->type == TETHER_OP_MUL) {  /* y = clamp(z_y + MBQM((a - z_a) * (b - z_b), M, shift)) */
     for (size_t i = 0; i < count; i++) {
       const int32_t va = (int32_t)ad[a_index != NULL ? a_index[i] : i] - a->zero_point;

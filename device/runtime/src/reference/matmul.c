@@ -1,7 +1,8 @@
 /*
  * matmul.c — BATCH_MATMUL's geometry (the broadcast of the batch dims, each operand's step
  * per batch dim) and its plain reference: one dot product per output element, in float, k in
- * order. The oracle of ops/batch_matmul.c's GEMM path.
+ * order. The oracle of ops/batch_matmul.c's GEMM path; and its int8 twin, TFLite's
+ * reference_ops::BatchMatMul<int8_t, int32_t> loop, the oracle of the int8 path.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -66,6 +67,34 @@ void tether_ref_f32_batch_matmul(const tether_matmul_geometry* g, const float* a
         float acc = 0.0f;
         for (size_t kk = 0; kk < k; kk++) acc += at[i * a_i + kk * a_k] * bt[kk * b_k + j * b_j];
         yt[i * n + j] = acc;
+      }
+    }
+  }
+}
+
+void tether_ref_qs8_batch_matmul(const tether_matmul_geometry* g, const int8_t* a,
+                                 const int8_t* b, int32_t b_zero, int8_t* y,
+                                 const tether_qs8_ref_params* p) {
+  const size_t m = g->m, k = g->k, n = g->n;
+  const size_t a_i = g->adj_a ? 1 : k, a_k = g->adj_a ? m : 1;
+  const size_t b_k = g->adj_b ? 1 : n, b_j = g->adj_b ? k : 1;
+  for (size_t t = 0; t < g->batch; t++) {
+    const int8_t* at = a + tether_matmul_offset(g, 0, t);
+    const int8_t* bt = b + tether_matmul_offset(g, 1, t);
+    int8_t* yt = y + t * m * n;
+    for (size_t i = 0; i < m; i++) {
+      for (size_t j = 0; j < n; j++) {
+        uint32_t acc = 0;  /* int32 two's-complement wrap, defined */
+        for (size_t kk = 0; kk < k; kk++) {
+          const int32_t va = (int32_t)at[i * a_i + kk * a_k] - p->x_zero;
+          const int32_t vb = (int32_t)bt[kk * b_k + j * b_j] - b_zero;
+          acc += (uint32_t)(va * vb);
+        }
+        int32_t v = tether_multiply_by_quantized_multiplier((int32_t)acc, p->multiplier[0],
+                                                            p->shift[0]) +
+                    p->y_zero;
+        v = v < p->lo ? p->lo : v;
+        yt[i * n + j] = (int8_t)(v > p->hi ? p->hi : v);
       }
     }
   }

@@ -93,6 +93,13 @@ void tether_ref_f32_batch_matmul(const tether_matmul_geometry* g, const float* a
 
 /* ---- int8 (TFLite's reference arithmetic) ---------------------------------------------- */
 
+/* int8 BATCH_MATMUL (TFLite reference_ops::BatchMatMul<int8_t, int32_t>): y[b][i][j] =
+ * clamp(y_zero + MultiplyByQuantizedMultiplier(sum_k (A'[b][i][k] - a_zero) * (B'[b][k][j] -
+ * b_zero), multiplier[0], shift[0]), lo, hi), the sum in int32 (p->x_zero is a_zero). */
+void tether_ref_qs8_batch_matmul(const tether_matmul_geometry* g, const int8_t* a,
+                                 const int8_t* b, int32_t b_zero, int8_t* y,
+                                 const tether_qs8_ref_params* p);
+
 void tether_ref_qs8_conv2d(const tether_conv_geometry* g, const int8_t* x, const int8_t* w,
                            const int32_t* bias, int8_t* y, const tether_qs8_ref_params* p);
 void tether_ref_qs8_dwconv2d(const tether_conv_geometry* g, const int8_t* x, const int8_t* w,
