@@ -9,11 +9,10 @@ carry median/p90/min ms, model and arena bytes, the max abs difference from Kera
 machine and the git sha. Nothing here asserts on time.
 
 With --memory (default on), each (model, engine, threads) is also run once in a fresh child
-process that converts the model to bytes first and then measures the resident memory the
-engine itself adds: `rss_delta_bytes` = RSS after creating the engine from bytes and
-running it 3 times minus RSS just before (weights copies, packed weights, arenas, runtime),
-and `peak_rss_bytes` = the child's peak RSS (Keras and TensorFlow included, so only
-comparable between engines of the same model). LiteRT does not expose its arena size, so
+process that imports only that engine's runtime and reads the model file (converted here
+first): `rss_delta_bytes` = RSS after creating the engine from the bytes and running it 3
+times minus RSS just before (weights copies, packed weights, arenas, runtime), and
+`peak_rss_bytes` = the child's peak RSS. LiteRT does not expose its arena size, so
 its arena_bytes stays null and the RSS delta is the comparable figure. tether's arena_bytes
 is its planned activation arena; its packed weights are reported as packed_bytes.
 
@@ -34,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -47,61 +45,74 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _memory_probe(name: str, engine: str, threads: int) -> None:
-    """Child process: prints {"rss_delta_bytes", "peak_rss_bytes"[, "packed_bytes"]}."""
+def _model_bytes(model, engine: str) -> bytes:  # type: ignore[no-untyped-def]
+    """The model in `engine`'s format, converted by its own converter."""
+    from tether.peers import keras_to_onnx, keras_to_tflite
+
+    if engine == "tether":
+        from tether.converter import convert
+        return convert(model).to_bytes()
+    return keras_to_tflite(model) if engine == "litert" else keras_to_onnx(model)
+
+
+def _memory_probe(path: str, engine: str, threads: int) -> None:
+    """Child process with only `engine`'s runtime imported (no Keras, no TensorFlow, whose
+    freed heap would hide new allocations): reads the model file, then prints
+    {"rss_delta_bytes", "peak_rss_bytes"}."""
     import gc
 
     import numpy as np
-    from tether.models import load_model
-    from tether.peers import keras_to_onnx, keras_to_tflite
 
-    model = load_model(name)
-    shape = (1,) + tuple(int(d) for d in model.inputs[0].shape[1:])
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    if engine == "tether":
-        from tether.converter import convert
-        content = convert(model).to_bytes()
-    elif engine == "litert":
-        content = keras_to_tflite(model)
-    else:
-        content = keras_to_onnx(model)
-    gc.collect()
-    before = _rss_bytes()
-    extra = {}
+    with open(path, "rb") as f:
+        content = f.read()
     if engine == "tether":
         from tether.device import Engine
-        eng = Engine(content, threads=threads)
-        run = eng.run
     elif engine == "litert":
         from ai_edge_litert.interpreter import Interpreter
-        interp = Interpreter(model_content=content, num_threads=threads)
-        inp = interp.get_input_details()[0]["index"]
-        interp.resize_tensor_input(inp, list(shape), strict=False)
-        interp.allocate_tensors()
-
-        def run(v):  # type: ignore[no-untyped-def]
-            interp.set_tensor(inp, v)
-            interp.invoke()
     else:
         import onnxruntime as ort
+    gc.collect()
+    before = _rss_bytes()
+    if engine == "tether":
+        eng = Engine(content, threads=threads)
+        x = np.zeros(eng.inputs[0].shape, np.float32)
+        run = eng.run
+    elif engine == "litert":
+        interp = Interpreter(model_content=content, num_threads=threads)
+        interp.allocate_tensors()
+        d = interp.get_input_details()[0]
+        x = np.zeros(d["shape"], d["dtype"])
+
+        def run(v):  # type: ignore[no-untyped-def]
+            interp.set_tensor(d["index"], v)
+            interp.invoke()
+    else:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(content, opts, providers=["CPUExecutionProvider"])
-        iname = sess.get_inputs()[0].name
+        i = sess.get_inputs()[0]
+        x = np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
 
         def run(v):  # type: ignore[no-untyped-def]
-            sess.run(None, {iname: v})
+            sess.run(None, {i.name: v})
     for _ in range(3):
         run(x)
     after = _rss_bytes()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"rss_delta_bytes": after - before, "peak_rss_bytes": peak, **extra}))
+    with open("/proc/self/status") as status:  # VmHWM: this process image's peak
+        # (ru_maxrss keeps the parent's across exec)
+        peak = next(int(v.split()[1]) * 1024 for v in status if v.startswith("VmHWM:"))
+    print(json.dumps({"rss_delta_bytes": after - before, "peak_rss_bytes": peak}))
 
 
-def _memory(name: str, engine: str, threads: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--memory-probe", name, engine, str(threads)],
-                         capture_output=True, text=True, timeout=900)
+def _memory(model, engine: str, threads: int) -> dict:  # type: ignore[no-untyped-def]
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=f".{engine}") as f:
+        f.write(_model_bytes(model, engine))
+        f.flush()
+        out = subprocess.run([sys.executable, __file__, "--memory-probe", f.name, engine,
+                              str(threads)], capture_output=True, text=True, timeout=900)
     for line in reversed(out.stdout.splitlines()):
         if line.startswith("{"):
             return json.loads(line)
@@ -241,7 +252,7 @@ def main() -> None:
                                   runs=args.runs)
             by_engine = {r.engine: r for r in records}
             memory = {} if args.no_memory else {
-                r.engine: _memory(name, r.engine, threads) for r in records
+                r.engine: _memory(model, r.engine, threads) for r in records
                 if r.engine in ("tether", "litert", "onnxruntime")}
             for r in records:
                 row = r.to_json()
