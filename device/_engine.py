@@ -159,7 +159,8 @@ class Engine(_Closeable):
     For runs in parallel, give each thread its own `Engine`.
 
     Args:
-        model: Path to a `.tmodel` file, or its bytes.
+        model: Path to a `.tmodel` file, or its bytes (a `bytes` object is read in place and
+            kept referenced; a bytearray or memoryview is copied, since it may change).
         threads: Worker threads per invoke, an int in [1, MAX_THREADS] (default 1).
 
     Raises:
