@@ -225,8 +225,14 @@ void tether_f32_qs8_vcvt_ukernel__avx512(size_t n, const float* x, int8_t* y, fl
 static inline void tether_window_taps(ptrdiff_t origin, size_t k, ptrdiff_t dilation,
                                       ptrdiff_t limit, size_t* begin, size_t* end) {
   const int64_t o = (int64_t)origin, d = (int64_t)dilation, n = (int64_t)k;
-  int64_t b = o < 0 ? (-o + d - 1) / d : 0;            /* first tap at or after 0 */
-  int64_t e = o < (int64_t)limit ? ((int64_t)limit - 1 - o) / d + 1 : 0;  /* taps before limit */
+  int64_t b, e;
+  if (d == 1) {  /* no division (it costs more than the copy of a small window) */
+    b = o < 0 ? -o : 0;
+    e = o < (int64_t)limit ? (int64_t)limit - o : 0;
+  } else {
+    b = o < 0 ? (-o + d - 1) / d : 0;                  /* first tap at or after 0 */
+    e = o < (int64_t)limit ? ((int64_t)limit - 1 - o) / d + 1 : 0;  /* taps before limit */
+  }
   if (b > n) b = n;
   if (e > n) e = n;
   if (e < b) e = b;

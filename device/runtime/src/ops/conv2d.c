@@ -118,9 +118,16 @@ static inline void zero_floats(float* dst, size_t n) {
 static void im2col(const tether_conv_geometry* g, const float* x, size_t m0, size_t rows,
                    float* a) {
   const size_t ic = g->in_c, kw_n = g->kernel_w;
+  /* the position of row m0, then stepped (no division per row) */
+  size_t ow = m0 % g->out_w, oh = (m0 / g->out_w) % g->out_h, n = m0 / (g->out_w * g->out_h);
   for (size_t r = 0; r < rows; r++) {
-    const size_t m = m0 + r;
-    const size_t ow = m % g->out_w, oh = (m / g->out_w) % g->out_h, n = m / (g->out_w * g->out_h);
+    if (r > 0 && ++ow == g->out_w) {
+      ow = 0;
+      if (++oh == g->out_h) {
+        oh = 0;
+        n++;
+      }
+    }
     const float* x_n = x + n * g->in_h * g->in_w * ic;
     const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
     size_t kw_begin, kw_end;
