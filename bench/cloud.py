@@ -2,8 +2,10 @@
 predictors, and search under a ladder of latency budgets (default space, mnist5k).
 
     .venv/bin/python bench/cloud.py [--cases latency,train,accuracy,predictor,search]
-        [--seeds 1] [--first-seed 0] [--epochs 8,4,6,12] [--random-only]
-        [--subnets-per-step 3] [--subnets 200] [--out /tmp/tether-cloud]
+        [--seeds 1] [--first-seed 0] [--epochs 8,4,8,24] [--random-only]
+        [--subnets-per-step 4] [--[no-]step-resolution] [--subnets 200] [--out /tmp/tether-cloud]
+
+Training settings default to `TrainConfig()`'s (what `tether supernet train` uses).
 
 Prints one JSON object per line (one per case and seed), then a summary object.
 
@@ -95,8 +97,8 @@ def case_latency(space: Any, n: int, out: Path) -> dict[str, Any]:
 
 
 def case_train(space: Any, data: Any, epochs: tuple[int, ...], seed: int, out: Path,
-               transform: bool = True, sandwich: bool = True, subnets_per_step: int = 3,
-               step_resolution: bool = False) -> Any:
+               transform: bool, sandwich: bool, subnets_per_step: int,
+               step_resolution: bool) -> Any:
     import keras
 
     from tether.cloud.supernet import Supernet
@@ -282,14 +284,18 @@ def main() -> None:
     p.add_argument("--cases", default="latency,train,accuracy,predictor,search")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--epochs", default="8,4,6,12")
+    from tether.cloud.train import TrainConfig
+
+    defaults = TrainConfig()
+    p.add_argument("--epochs", default=",".join(map(str, defaults.epochs)))
     p.add_argument("--random-only", action="store_true",
                    help="two random subnets per step instead of the sandwich rule (largest + "
                    "smallest + one random)")
     p.add_argument("--subnets-per-step", type=int, default=None,
-                   help="subnets trained per step in the elastic phases (default 3 with the "
-                   "sandwich rule, 2 with --random-only)")
-    p.add_argument("--step-resolution", action="store_true",
+                   help=f"subnets trained per step in the elastic phases (default "
+                   f"{defaults.subnets_per_step} with the sandwich rule, 2 with --random-only)")
+    p.add_argument("--step-resolution", action=argparse.BooleanOptionalAction,
+                   default=defaults.step_resolution,
                    help="one resolution per elastic-phase step for all its subnets (OFA)")
     p.add_argument("--subnets", type=int, default=200)
     p.add_argument("--predictor-subnets", type=int, default=150)
@@ -305,7 +311,7 @@ def main() -> None:
     from tether.data import mnist5k
 
     space = SearchSpace.default()
-    per_step = a.subnets_per_step or (2 if a.random_only else 3)
+    per_step = a.subnets_per_step or (2 if a.random_only else defaults.subnets_per_step)
     summary: dict[str, Any] = {"case": "summary", **run_metadata(), "space_size": space.size()}
     if "latency" in cases:
         rec = case_latency(space, a.subnets, out)
@@ -325,7 +331,7 @@ def main() -> None:
             seeds = seeds[:1]
         else:
             for seed in seeds:
-                nets.append(case_train(space, data, epochs, seed, out,
+                nets.append(case_train(space, data, epochs, seed, out, transform=True,
                                        sandwich=not a.random_only, subnets_per_step=per_step,
                                        step_resolution=a.step_resolution))
         if "accuracy" in cases:
@@ -337,7 +343,8 @@ def main() -> None:
         if "crop" in cases:  # the same training with plain centre crops for smaller kernels
             for seed in seeds[:1]:
                 net, total = case_train(space, data, epochs, seed, out, transform=False,
-                                        sandwich=not a.random_only, subnets_per_step=per_step)
+                                        sandwich=not a.random_only, subnets_per_step=per_step,
+                                        step_resolution=a.step_resolution)
                 _emit(case_accuracy(net, data, total, seed, scratch=False))
         predictor = None
         if "predictor" in cases or "search" in cases:

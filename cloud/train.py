@@ -47,6 +47,10 @@ class TrainError(TetherError, ValueError):
 class TrainConfig:
     """Progressive-shrinking settings.
 
+    The defaults are the schedule whose extracted subnets meet their from-scratch twins on
+    mnist5k over three seeds (`BENCHMARKS.md`, "Supernet E"): the sandwich rule with four
+    subnets per step at one resolution per step, epochs 8 / 4 / 8 / 24.
+
     Attributes:
         epochs: epochs per phase, in PHASES order.
         batch_size: images per step.
@@ -60,7 +64,7 @@ class TrainConfig:
             all `subnets_per_step` are random.
         step_resolution: every subnet of an elastic-phase step runs at one resolution drawn
             for the step (OFA's random input size per batch), the largest and smallest of the
-            sandwich included; off, each subnet keeps its own (the largest at the largest
+            sandwich included (on by default); off, each subnet keeps its own (the largest at the largest
             resolution, the smallest at the smallest, random ones drawn each).
         temperature, alpha: distillation from the `full` network (alpha=0: labels only).
         seed: seeds weights, sampling and shuffling.
@@ -68,13 +72,13 @@ class TrainConfig:
         monitor_images: training images the per-epoch accuracies recalibrate batch norm on.
     """
 
-    epochs: tuple[int, int, int, int] = (8, 4, 6, 12)
+    epochs: tuple[int, int, int, int] = (8, 4, 8, 24)
     batch_size: int = 64
     lr: float = 3e-3
     shrink_lr_scale: float = 0.5
-    subnets_per_step: int = 3
+    subnets_per_step: int = 4
     sandwich: bool = True
-    step_resolution: bool = False
+    step_resolution: bool = True
     temperature: float = 1.0
     alpha: float = 0.5
     seed: int = 0

@@ -82,7 +82,8 @@ def test_step_archs_follow_the_schedule() -> None:
     rng = random.Random(0)
     full = step_archs(space, "full", TrainConfig(), rng)
     assert len(full) == 1 and full[0].stages == space.largest().stages
-    plain = step_archs(space, "kernel", TrainConfig(subnets_per_step=4), rng)
+    plain = step_archs(space, "kernel", TrainConfig(subnets_per_step=4, step_resolution=False),
+                       rng)
     assert plain[0] == space.largest() and plain[1] == space.smallest() and len(plain) == 4
     assert all(len(s) == len(t) for a in plain[2:]  # kernel phase: full depth
                for s, t in zip(a.stages, space.largest().stages))

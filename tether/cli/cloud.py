@@ -16,6 +16,9 @@ import typer
 
 from tether._internal.files import atomic_save_keras
 from tether.cli._common import check_output, fail, quiet_tensorflow
+from tether.cloud.train import TrainConfig
+
+_TRAIN_DEFAULTS = TrainConfig()  # the CLI's defaults are the library's (numpy only: cheap)
 
 supernet_app = typer.Typer(add_completion=False, no_args_is_help=True,
                            help="Elastic supernets (Once-for-All): train, extract subnets.")
@@ -84,18 +87,22 @@ def _strategy(spec: str) -> Any:
 def train(output: Path = typer.Option(..., "-o", "--output", help="The supernet file (.keras)"),
           space: str = typer.Option("default", "--space", help=SPACE_HELP),
           data: str = typer.Option("mnist5k", "--data", help=DATA_HELP),
-          epochs: str = typer.Option("8,4,6,12", "--epochs",
+          epochs: str = typer.Option(",".join(map(str, _TRAIN_DEFAULTS.epochs)),
+                                     "--epochs",
                                      help="Epochs of the phases full,kernel,depth,expand"),
           batch_size: int = typer.Option(64, "--batch-size", min=2),
           lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (Adam, cosine)"),
-          subnets: int = typer.Option(3, "--subnets-per-step", min=1,
+          subnets: int = typer.Option(_TRAIN_DEFAULTS.subnets_per_step,
+                                      "--subnets-per-step", min=1,
                                       help="Subnets per step in the elastic phases"),
           sandwich: bool = typer.Option(True, "--sandwich/--random-only",
                                         help="Largest + smallest + random subnets per step, "
                                         "or random subnets only"),
-          step_resolution: bool = typer.Option(False, "--step-resolution",
+          step_resolution: bool = typer.Option(_TRAIN_DEFAULTS.step_resolution,
+                                               "--step-resolution/--subnet-resolution",
                                                help="One resolution per elastic-phase step for "
-                                               "all its subnets (OFA's random input size)"),
+                                               "all its subnets (OFA's random input size), or "
+                                               "each subnet its own"),
           kernel_transform: bool = typer.Option(True, "--kernel-transform/--centre-crop",
                                                 help="Learned kernel transforms or plain crops"),
           alpha: float = typer.Option(0.5, "--kd-alpha", min=0.0, max=1.0,
