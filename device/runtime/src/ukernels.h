@@ -240,6 +240,36 @@ static inline void tether_window_taps(ptrdiff_t origin, size_t k, ptrdiff_t dila
   *end = (size_t)e;
 }
 
+/* The int8 depthwise kernels' interior path (windows wholly inside the input, taps paired):
+ * at most this many taps, whose byte offsets from the window's corner fill off[0 .. taps]
+ * (the odd last one repeated, so that pairs read a valid address). */
+#define TETHER_QS8_DW_MAX_TAPS 64
+
+static inline void tether_qs8_dw_tap_offsets(const tether_conv_geometry* g, ptrdiff_t* off) {
+  const size_t taps = g->kernel_h * g->kernel_w;
+  for (size_t kh = 0; kh < g->kernel_h; kh++) {
+    for (size_t kw = 0; kw < g->kernel_w; kw++) {
+      off[kh * g->kernel_w + kw] = ((ptrdiff_t)kh * g->dilation_h * (ptrdiff_t)g->in_w +
+                                    (ptrdiff_t)kw * g->dilation_w) * (ptrdiff_t)g->in_c;
+    }
+  }
+  off[taps] = off[taps - 1];
+}
+
+/* The output columns [*lo, *hi) of a row whose window rows all lie inside the input that have
+ * their whole window inside it too (empty: *lo == *hi). */
+static inline void tether_qs8_dw_inside_columns(const tether_conv_geometry* g, size_t* lo,
+                                                size_t* hi) {
+  const ptrdiff_t last = (ptrdiff_t)g->in_w - 1 - (ptrdiff_t)(g->kernel_w - 1) * g->dilation_w +
+                         g->pad_left;
+  size_t l = g->pad_left <= 0 ? 0 : (size_t)((g->pad_left + g->stride_w - 1) / g->stride_w);
+  size_t h = last < 0 ? 0 : (size_t)(last / g->stride_w) + 1;
+  if (h > g->out_w) h = g->out_w;
+  if (l > h) l = h;
+  *lo = l;
+  *hi = h;
+}
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif

@@ -86,8 +86,6 @@ static inline void inside32(const int8_t* xp, const ptrdiff_t* off, size_t pairs
   *acc_b = unpair16(_mm256_add_epi32(lb0, lb1), _mm256_add_epi32(hb0, hb1));
 }
 
-#define MAX_TAPS 64
-
 void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* g,
                                                     size_t oh_begin, size_t oh_end,
                                                     const int8_t* x, const int32_t* w,
@@ -104,17 +102,9 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
   int shift_left = 0;  /* any channel with a left shift (rare: s_x * s_w > s_y) */
   for (size_t c = 0; c < channels; c++) shift_left |= w[2 * channels + c] != 0;
   /* Byte offsets of the taps from the window's corner (the odd last one repeated). */
-  ptrdiff_t off[MAX_TAPS + 1];
-  const int paired = taps <= MAX_TAPS;
-  if (paired) {
-    for (size_t kh = 0; kh < kh_n; kh++) {
-      for (size_t kw = 0; kw < kw_n; kw++) {
-        off[kh * kw_n + kw] = ((ptrdiff_t)kh * g->dilation_h * in_w +
-                               (ptrdiff_t)kw * g->dilation_w) * (ptrdiff_t)channels;
-      }
-    }
-    off[taps] = off[taps - 1];
-  }
+  ptrdiff_t off[TETHER_QS8_DW_MAX_TAPS + 1];
+  const int paired = taps <= TETHER_QS8_DW_MAX_TAPS;
+  if (paired) tether_qs8_dw_tap_offsets(g, off);
   for (size_t n = 0; n < g->batch; n++) {
     const int8_t* x_n = x + n * g->in_h * g->in_w * channels;
     for (size_t oh = oh_begin; oh < oh_end; oh++) {
@@ -126,13 +116,7 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
       int8_t* y_row = y + (n * g->out_h + oh) * g->out_w * channels;
       /* Output columns [ow_lo, ow_hi) have their whole window inside the input. */
       size_t ow_lo = g->out_w, ow_hi = g->out_w;
-      if (paired && rows_inside) {
-        const ptrdiff_t last = in_w - 1 - (ptrdiff_t)(kw_n - 1) * g->dilation_w + g->pad_left;
-        ow_lo = g->pad_left <= 0 ? 0 : (size_t)((g->pad_left + g->stride_w - 1) / g->stride_w);
-        ow_hi = last < 0 ? 0 : (size_t)(last / g->stride_w) + 1;
-        if (ow_hi > g->out_w) ow_hi = g->out_w;
-        if (ow_lo > ow_hi) ow_lo = ow_hi;
-      }
+      if (paired && rows_inside) tether_qs8_dw_inside_columns(g, &ow_lo, &ow_hi);
       /* Edge columns: each tap's bounds checked, taps in the padding skipped. */
       for (size_t ow = 0; ow < g->out_w; ow = ow + 1 == ow_lo ? ow_hi : ow + 1) {
         if (ow == ow_lo && ow_lo < ow_hi) {

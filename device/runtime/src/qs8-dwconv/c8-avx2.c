@@ -46,8 +46,6 @@ static inline __m256i load8w(const int32_t* p, size_t n) {
                                                     (const __m256i*)((WP) + 16))));         \
   } while (0)
 
-#define MAX_TAPS 64
-
 /* Channels [c, c + 8) of one output pixel, any window (edge path). */
 static inline void edge8(const tether_conv_geometry* g, const int8_t* x_n, const int32_t* w,
                          const int32_t* wt, ptrdiff_t ih0, size_t kh_begin, size_t kh_end,
@@ -107,17 +105,9 @@ void tether_qs8_dwconv2d_minmax_ukernel_c8__avx2(const tether_conv_geometry* g,
   /* The interior path runs whole blocks of 16 channels; the rest take the edge path. */
   const size_t whole = channels / 16 * 16;
   /* Byte offsets of the taps from the window's corner (the odd last one repeated). */
-  ptrdiff_t off[MAX_TAPS + 1];
-  const int paired = taps <= MAX_TAPS && whole > 0;
-  if (paired) {
-    for (size_t kh = 0; kh < kh_n; kh++) {
-      for (size_t kw = 0; kw < kw_n; kw++) {
-        off[kh * kw_n + kw] = ((ptrdiff_t)kh * g->dilation_h * in_w +
-                               (ptrdiff_t)kw * g->dilation_w) * (ptrdiff_t)channels;
-      }
-    }
-    off[taps] = off[taps - 1];
-  }
+  ptrdiff_t off[TETHER_QS8_DW_MAX_TAPS + 1];
+  const int paired = taps <= TETHER_QS8_DW_MAX_TAPS && whole > 0;
+  if (paired) tether_qs8_dw_tap_offsets(g, off);
   for (size_t n = 0; n < g->batch; n++) {
     const int8_t* x_n = x + n * g->in_h * g->in_w * channels;
     for (size_t oh = oh_begin; oh < oh_end; oh++) {
@@ -128,13 +118,7 @@ void tether_qs8_dwconv2d_minmax_ukernel_c8__avx2(const tether_conv_geometry* g,
       int8_t* y_row = y + (n * g->out_h + oh) * g->out_w * channels;
       /* Output columns [ow_lo, ow_hi) have their whole window inside the input. */
       size_t ow_lo = g->out_w, ow_hi = g->out_w;
-      if (paired && rows_inside) {
-        const ptrdiff_t last = in_w - 1 - (ptrdiff_t)(kw_n - 1) * g->dilation_w + g->pad_left;
-        ow_lo = g->pad_left <= 0 ? 0 : (size_t)((g->pad_left + g->stride_w - 1) / g->stride_w);
-        ow_hi = last < 0 ? 0 : (size_t)(last / g->stride_w) + 1;
-        if (ow_hi > g->out_w) ow_hi = g->out_w;
-        if (ow_lo > ow_hi) ow_lo = ow_hi;
-      }
+      if (paired && rows_inside) tether_qs8_dw_inside_columns(g, &ow_lo, &ow_hi);
       for (size_t ow = 0; ow < g->out_w; ow++) {
         const size_t c_begin = ow >= ow_lo && ow < ow_hi ? whole : 0;
         if (c_begin == channels) continue;
