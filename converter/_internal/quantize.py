@@ -136,6 +136,14 @@ class _Lowering:
             self.quant[name] = _affine(*self.ranges[name])
         return self.quant[name]
 
+    def const_int8(self, name: str, q: ir.Quantization) -> str:
+        """A new int8 constant: float constant `name` quantized with `q`."""
+        t = self.tensors[name]
+        new = ir.Tensor(self.unique(f"{name}/int8"), t.shape, DType.INT8,
+                        _quantize_values(np.asarray(t.data, np.float64), q), q)
+        self.tensors[new.name] = new
+        return new.name
+
     def as_int8(self, name: str, node: ir.Node) -> str:
         """The int8 twin of float tensor `name` (a QUANTIZE or constant made once)."""
         if name in self.int8_of:
@@ -143,9 +151,7 @@ class _Lowering:
         t = self.tensors[name]
         if t.is_constant:
             q = _affine(float(np.min(t.data)), float(np.max(t.data)))
-            new = ir.Tensor(self.unique(f"{name}/int8"), t.shape, DType.INT8,
-                            _quantize_values(np.asarray(t.data, np.float64), q), q)
-            self.tensors[new.name] = new
+            new = self.tensors[self.const_int8(name, q)]
         else:
             new = ir.Tensor(self.unique(f"{name}/int8"), t.shape, DType.INT8, None,
                             self.act_quant(name))
@@ -163,11 +169,7 @@ class _Lowering:
             return self.as_int8(name, node)
         v = np.asarray(t.data, np.float64)
         amax = float(np.max(np.abs(v))) if v.size else 0.0
-        q = ir.Quantization((amax / 127.0 if amax > 0 else 1e-8,), (0,))
-        new = ir.Tensor(self.unique(f"{name}/int8"), t.shape, DType.INT8,
-                        _quantize_values(v, q), q)
-        self.tensors[new.name] = new
-        return new.name
+        return self.const_int8(name, ir.Quantization((amax / 127.0 if amax > 0 else 1e-8,), (0,)))
 
     def shared(self, name: str, q: ir.Quantization, node: ir.Node) -> str:
         """Input `name` of a MAXIMUM/MINIMUM quantized with `q`, the op's shared quantization:
@@ -175,10 +177,7 @@ class _Lowering:
         so, else requantized (int8 -> int8 QUANTIZE)."""
         t = self.tensors[name]
         if t.is_constant:
-            new = ir.Tensor(self.unique(f"{name}/int8"), t.shape, DType.INT8,
-                            _quantize_values(np.asarray(t.data, np.float64), q), q)
-            self.tensors[new.name] = new
-            return new.name
+            return self.const_int8(name, q)
         twin = self.as_int8(name, node)
         if self.tensors[twin].quant == q:
             return twin
