@@ -122,6 +122,15 @@ size_t tether_pool_threads(const struct tether_pool* pool);
 void tether_parallelize(struct tether_pool* pool, tether_task_fn fn, void* context,
                         size_t count);
 
+/* Multiply-adds below which a task is not worth handing to another thread (its wake-up and
+ * the caller's wait cost about a microsecond): an op splits into at most
+ * tether_tasks_for_work(macs) tasks, 1 meaning "run it on the calling thread". */
+#define TETHER_MIN_TASK_MACS 32768.0
+static inline size_t tether_tasks_for_work(double macs) {
+  const double tasks = macs / TETHER_MIN_TASK_MACS;
+  return tasks < 1.0 ? 1 : tasks > 1e6 ? (size_t)1000000 : (size_t)tasks;
+}
+
 /* ---- requantization multipliers (fixedpoint.c) ------------------------------------------ */
 
 /* real = multiplier * 2^(shift - 31), multiplier in [2^30, 2^31) (TFLite QuantizeMultiplier). */

@@ -91,11 +91,18 @@ void tether_f32_gemm_parallel(struct tether_pool* pool, const tether_kernels* kt
     tether_f32_gemm(kt, 0, m, n, kc, a, a_stride, packed, c, c_stride, params);
     return;
   }
-  /* About 4 tasks per thread: rows first, then column panels when there are few row tiles.
-   * Every output element is computed the same way whatever the split. */
+  /* About 4 tasks per thread, but none smaller than TETHER_MIN_TASK_MACS (a small GEMM, the
+   * late layers of a small model, runs whole rather than paying a hand-off per slice): rows
+   * first, then column panels when there are few row tiles. Every output element is
+   * computed the same way whatever the split. */
   const size_t mr = kt->gemm_mr, nr = kt->gemm_nr;
   const size_t m_tiles = (m + mr - 1) / mr, n_panels = (n + nr - 1) / nr;
-  const size_t target = 4 * threads;
+  const size_t by_work = tether_tasks_for_work((double)m * (double)n * (double)kc);
+  const size_t target = by_work < 4 * threads ? by_work : 4 * threads;
+  if (target <= 1) {
+    tether_f32_gemm(kt, 0, m, n, kc, a, a_stride, packed, c, c_stride, params);
+    return;
+  }
   const size_t m_tasks = m_tiles < target ? m_tiles : target;
   size_t n_tasks = (target + m_tasks - 1) / m_tasks;
   if (n_tasks > n_panels) n_tasks = n_panels;

@@ -275,6 +275,32 @@ static void q8_conv2d_eval(const struct tether_model* model, const tether_node* 
   tether_ref_qs8_conv2d(&g, o.x_data, o.w_data, o.bias, o.y_data, &o.ref);
 }
 
+/* Rows [t * chunk, (t + 1) * chunk) of the im2col GEMM, `sub` rows at a time through task
+ * t's slice of the scratch (the tasks are at most the pool's threads: slices never meet). */
+typedef struct conv_rows_job {
+  const tether_conv_geometry* g;
+  const tether_kernels* kt;
+  const float* x;
+  float* scratch;
+  size_t m, k, chunk, sub;
+  const float* packed;
+  float* y;
+  const tether_f32_minmax* mm;
+} conv_rows_job;
+
+static void conv_rows_task(void* context, size_t t) {
+  const conv_rows_job* j = (const conv_rows_job*)context;
+  float* a = j->scratch + t * j->sub * j->k;
+  const size_t end = (t + 1) * j->chunk < j->m ? (t + 1) * j->chunk : j->m;
+  const size_t n = j->g->out_c;
+  for (size_t m0 = t * j->chunk; m0 < end; m0 += j->sub) {
+    const size_t rows = end - m0 < j->sub ? end - m0 : j->sub;
+    im2col(j->g, j->x, m0, rows, a);
+    tether_f32_gemm(j->kt, 0, rows, n, j->k, a, j->k * sizeof(float), j->packed,
+                    j->y + m0 * n, n * sizeof(float), j->mm);
+  }
+}
+
 static void conv2d_eval(const struct tether_model* model, const tether_node* op,
                         void* const* data, void* scratch, struct tether_pool* pool) {
   if (op->quantized) {
@@ -298,6 +324,16 @@ static void conv2d_eval(const struct tether_model* model, const tether_node* op,
     }
     const size_t block = op->scratch_bytes / (k * sizeof(float));
     float* a = (float*)scratch;
+    const size_t threads = tether_pool_threads(pool), mr = kt->gemm_mr;
+    const size_t tiles = (m + mr - 1) / mr;
+    if (threads > 1 && tiles >= 4 * threads && block / threads >= mr) {
+      /* Many rows (a stem at full resolution): each thread's task copies and multiplies its
+       * own share of whole tiles in its own slice of the scratch, no hand-off per block. */
+      conv_rows_job j = {&g, kt, xd, a, m, k, (tiles + threads - 1) / threads * mr,
+                         block / threads / mr * mr, (const float*)op->packed, yd, &mm};
+      tether_parallelize(pool, conv_rows_task, &j, (m + j.chunk - 1) / j.chunk);
+      return;
+    }
     for (size_t m0 = 0; m0 < m; m0 += block) {
       const size_t rows = m - m0 < block ? m - m0 : block;
       im2col(&g, xd, m0, rows, a);
