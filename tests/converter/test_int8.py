@@ -106,6 +106,19 @@ def test_convert_int8_api_round_trips_and_rejects_bad_args() -> None:
         convert(m, calibration=cal)
 
 
+def _against_keras(m, tm, xs: np.ndarray) -> tuple[list[float], int]:
+    """The int8 model `tm` beside Keras model `m` on each of `xs`: the relative errors and how
+    many top-1 classes agree."""
+    data = tm.to_bytes()
+    errs, agree = [], 0
+    for x_ in xs:
+        ref = np.asarray(m(x_, training=False))
+        y_ = engine_run(data, x_)
+        errs.append(rel_err(y_, ref))
+        agree += int(np.argmax(y_) == np.argmax(ref))
+    return errs, agree
+
+
 def test_int8_engine_matches_float_source_top1() -> None:
     # needs the engine's int8 kernels (MEAN included) and QUANTIZE/DEQUANTIZE (18, 19).
     # Min-max ranges from 32 samples: an input beyond them saturates the int8 logits, so
@@ -118,13 +131,7 @@ def test_int8_engine_matches_float_source_top1() -> None:
     m = keras.Model(x, L.Dense(10)(y))
     cal = rand((32, 1, 12, 12, 3), 1)
     tm = convert(m, quantize="int8", calibration=cal)
-    xs = rand((20, 1, 12, 12, 3), 2)
-    errs, agree = [], 0
-    for x_ in xs:
-        ref = np.asarray(m(x_))
-        y_ = engine_run(tm.to_bytes(), x_)
-        errs.append(rel_err(y_, ref))
-        agree += int(np.argmax(y_) == np.argmax(ref))
+    errs, agree = _against_keras(m, tm, rand((20, 1, 12, 12, 3), 2))
     assert np.median(errs) < 0.05 and max(errs) < 0.3
     assert agree >= 18
 
@@ -140,12 +147,7 @@ def test_int8_conv_chain_engine_close_to_float_source() -> None:
     tm = convert(m, quantize="int8", calibration=rand((32, 1, 12, 12, 3), 1))
     assert set(tm.report.ops_after) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
                                         "RESHAPE", "QUANTIZE", "DEQUANTIZE"}
-    errs, agree = [], 0
-    for x_ in rand((20, 1, 12, 12, 3), 2):
-        ref = np.asarray(m(x_))
-        y_ = engine_run(tm.to_bytes(), x_)
-        errs.append(rel_err(y_, ref))
-        agree += int(np.argmax(y_) == np.argmax(ref))
+    errs, agree = _against_keras(m, tm, rand((20, 1, 12, 12, 3), 2))
     assert np.median(errs) < 0.05 and max(errs) < 0.3  # (see the test above on outliers)
     assert agree >= 18
 
@@ -213,13 +215,7 @@ def test_int8_pools_concat_pad_activations_run_end_to_end() -> None:
     floats = [t.name for t in tm.graph.tensors.values()
               if t.dtype == DType.FLOAT32 and not t.is_constant]
     assert sorted(floats) == sorted(tm.graph.inputs + tm.graph.outputs)
-    errs, agree = [], 0
-    xs = rand((20, 1, 12, 12, 3), 2)
-    for x_ in xs:
-        ref = np.asarray(m(x_))
-        y_ = engine_run(tm.to_bytes(), x_)
-        errs.append(rel_err(y_, ref))
-        agree += int(np.argmax(y_) == np.argmax(ref))
+    errs, agree = _against_keras(m, tm, rand((20, 1, 12, 12, 3), 2))
     assert np.median(errs) < 0.08 and agree >= 17, (np.median(errs), max(errs), agree)
 
 
@@ -238,12 +234,7 @@ def test_mobilenet_v3_small_ptq_runs_int8_end_to_end() -> None:
     tm = convert(m, quantize="int8", calibration=rand((32, 1, 96, 96, 3), 1))
     ops = tm.report.ops_after
     assert ops["QUANTIZE"] == 1 and ops["DEQUANTIZE"] == 1 and ops["HARD_SWISH"] >= 10
-    errs, agree = [], 0
-    for x_ in rand((20, 1, 96, 96, 3), 2):
-        ref = np.asarray(m(x_, training=False))
-        y_ = engine_run(tm.to_bytes(), x_)
-        errs.append(rel_err(y_, ref))
-        agree += int(np.argmax(y_) == np.argmax(ref))
+    errs, agree = _against_keras(m, tm, rand((20, 1, 96, 96, 3), 2))
     assert np.median(errs) < 0.05 and agree >= 18, (np.median(errs), agree)
 
 
@@ -277,12 +268,7 @@ def test_alpha_activations_lower_to_int8_ops_close_to_float() -> None:
         slope = tm.graph.tensors[p.inputs[1]]
         assert slope.is_constant and slope.quant.zero_point == (0,) and len(slope.quant.scale) == 1
         assert int(np.abs(slope.data).max()) == 127
-    errs, agree = [], 0
-    for x_ in rand((20, 1, 10, 10, 3), 2):
-        ref = np.asarray(m(x_))
-        y_ = engine_run(tm.to_bytes(), x_)
-        errs.append(rel_err(y_, ref))
-        agree += int(np.argmax(y_) == np.argmax(ref))
+    errs, agree = _against_keras(m, tm, rand((20, 1, 10, 10, 3), 2))
     assert np.median(errs) < 0.05 and agree >= 17, (np.median(errs), max(errs), agree)
 
 

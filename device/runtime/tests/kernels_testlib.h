@@ -144,6 +144,26 @@ static inline int run_op(const char* name, tb_builder* b, uint32_t n_in, const u
   return 1;
 }
 
+/* Builds a one-op model (input `x`, output `y`), loads it and expects status `want`; a
+ * failing load's error must name `needle`. Frees `b`. */
+static inline void expect_load(const char* name, tb_builder* b, uint32_t x, uint32_t y,
+                               tether_status want, const char* needle) {
+  tb_graph_io(b, 1, &x, 1, &y);
+  size_t size = 0;
+  uint8_t* file = tb_finish(b, &size);
+  tether_model_t model = NULL;
+  const tether_status s = tether_model_load(file, size, NULL, &model);
+  TB_CHECK(s == want, "%s: load gave %s, want %s (%s)", name, tether_status_string(s),
+           tether_status_string(want), tether_last_error());
+  if (s != TETHER_STATUS_SUCCESS) {
+    TB_CHECK(strstr(tether_last_error(), needle) != NULL, "%s: error '%s' lacks '%s'", name,
+             tether_last_error(), needle);
+  }
+  tether_model_destroy(model);
+  free(file);
+  free(b);
+}
+
 /*
  * The int8 twin of run_op for one-input ops: builds the model (input `x`, output `y`), runs
  * op 0 directly on guarded buffers (the input must stay unchanged) and through a session;

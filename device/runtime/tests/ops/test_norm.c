@@ -124,25 +124,6 @@ static void test_instance_norm(void) {
   }
 }
 
-/* Loads a one-op model and expects `want` (the error names what is wrong). */
-static void expect_load(const char* name, tb_builder* b, uint32_t x, uint32_t y,
-                        tether_status want, const char* needle) {
-  tb_graph_io(b, 1, &x, 1, &y);
-  size_t size = 0;
-  uint8_t* file = tb_finish(b, &size);
-  tether_model_t model = NULL;
-  const tether_status s = tether_model_load(file, size, NULL, &model);
-  TB_CHECK(s == want, "%s: load gave %s, want %s (%s)", name, tether_status_string(s),
-           tether_status_string(want), tether_last_error());
-  if (s != TETHER_STATUS_SUCCESS) {
-    TB_CHECK(strstr(tether_last_error(), needle) != NULL, "%s: error '%s' lacks '%s'", name,
-             tether_last_error(), needle);
-  }
-  tether_model_destroy(model);
-  free(file);
-  free(b);
-}
-
 static void test_rejects(void) {
   const int32_t xs[3] = {2, 3, 4}, two[2] = {3, 4}, five = 5;
   static const float g[12] = {0};
