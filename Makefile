@@ -16,7 +16,7 @@ SYSTEM_TOOLS := cmake:cmake gcc:gcc aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu 
                 arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf qemu-aarch64:qemu-user qemu-arm:qemu-user \
                 clang:clang llvm-symbolizer:llvm /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev \
                 ld.lld:lld javac:default-jdk-headless aapt2:aapt 7z:p7zip-full zipalign:zipalign \
-                apksigner:apksigner zip:zip unzip:unzip \
+                apksigner:apksigner zip:zip unzip:unzip chromium:chromium \
                 /usr/share/android-framework-res/framework-res.apk:android-framework-res
 
 .PHONY: demo test setup sysdeps engine test-c test-c-asan test-c-tsan test-py-sanitizers test-arm test-fuzz test-types test-py clean

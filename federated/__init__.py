@@ -39,6 +39,7 @@ __all__ = [
     "TetherFedAvg",
     "aggregate_in_process",
     "codecs",
+    "deploy",
     "dp",
     "make",
     "make_client_app",
@@ -56,7 +57,7 @@ _LAZY = {
     "register_secagg": "tether.federated.mods", "FedConfig": "tether.federated.apps",
     "simulate": "tether.federated.apps", "make_client_app": "tether.federated.apps",
     "make_server_app": "tether.federated.apps", "LocalGrid": "tether.federated.local",
-    "run_local": "tether.federated.local",
+    "run_local": "tether.federated.local", "deploy": "tether.federated.deployment",
 }
 
 

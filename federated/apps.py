@@ -43,10 +43,15 @@ __all__ = [
     "RunReport",
     "client_app",
     "client_lr",
+    "init_model",
     "load_partition",
     "make_client_app",
     "make_server_app",
+    "read_arrays",
+    "run_server",
     "server_app",
+    "simulate",
+    "write_arrays",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +70,12 @@ class FedConfig:
     """One federated run.
 
     Args:
-        dataset: Built-in dataset name (default "mnist5k").
+        dataset: Built-in dataset name, an image dataset ``tether.data.load`` reads (an image
+            folder or an ``.npz`` of images), or an ``.npz`` of feature vectors: ``x_train``
+            and ``x_test`` (n, d) float, ``y_train`` and ``y_test`` (n,) int labels, and
+            optionally ``num_classes`` (a 0-d int, >= the largest label + 1; default the
+            largest label + 1); features are used as they are (no scaling) and need
+            ``model="mlp"`` (default "mnist5k").
         clients: Number of clients / partitions N (default 100).
         partition: "iid" or "noniid" (2 label-sorted shards per client) (default "noniid").
         fraction: C, the share of clients sampled per round (default 0.1).
@@ -104,6 +114,12 @@ class FedConfig:
         out: JSON file the ServerApp writes its report to ("" = none).
         drop: Comma-separated partition ids whose training always fails (with secure
             aggregation: a drop after key sharing); for deployment tests ("" = none).
+        init: ``.npz`` of the initial global arrays, ``arr_0``..``arr_{k-1}`` in the model's
+            parameter order as ``numpy.savez(path, *arrays)`` writes them; their number and
+            shapes must be those :func:`init_model` makes for this config ("" = start from
+            :func:`init_model`). Read by the ServerApp only; must exist when the config is made.
+        final: ``.npz`` the ServerApp writes the final global arrays to, atomically, at the end
+            of the run (same layout as ``init``; "" = none).
     """
 
     dataset: str = "mnist5k"
@@ -132,6 +148,8 @@ class FedConfig:
     seed: int = 0
     out: str = ""
     drop: str = ""
+    init: str = ""
+    final: str = ""
 
     def __post_init__(self) -> None:
         if self.clients < 1:
@@ -152,6 +170,12 @@ class FedConfig:
             raise ValueError(f"FedConfig.lr_decay must be in (0, 1]. Received: lr_decay={self.lr_decay}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"FedConfig.dropout must be in [0, 1). Received: dropout={self.dropout}")
+        if self.init and not Path(self.init).is_file():
+            raise ValueError(f"FedConfig.init must be an existing .npz file of initial arrays. "
+                             f"Received: init={self.init!r} (no such file)")
+        if self.final and Path(self.final).is_dir():
+            raise ValueError(f"FedConfig.final must be a file path for the final arrays, not a "
+                             f"folder. Received: final={self.final!r}")
         for name, check in (("codec", codecs.uplink_spec), ("downlink", codecs.make)):
             spec = getattr(self, name)
             if spec or name == "codec":
@@ -187,32 +211,153 @@ def client_lr(cfg: FedConfig, server_round: int) -> float:
 
 @dataclass
 class RunReport:
-    """What a ServerApp run produced."""
+    """What a ServerApp run produced.
+
+    Attributes:
+        config: The FedConfig as a dict.
+        rounds: One row per round (the strategy's history plus ``accuracy`` and ``test_loss``
+            of the global model on the test split, NaN when not evaluated).
+        wall_s: Seconds the run took.
+        initial: ``accuracy`` and ``test_loss`` of the initial global model (round 0: the
+            ``init`` arrays when given).
+        final_arrays: Path of the final global arrays once written (``FedConfig.final``);
+            "" when none were written.
+    """
 
     config: dict[str, Any]
     rounds: list[dict[str, float]] = field(default_factory=list)
     wall_s: float = 0.0
+    initial: dict[str, float] = field(default_factory=dict)
+    final_arrays: str = ""
 
 
-_DATA: dict[tuple[str, str, int, int], tuple[Any, list[np.ndarray]]] = {}
+_SERVER_ONLY = ("init", "final")
+"""FedConfig fields only the ServerApp reads (paths on its host); a ClientApp ignores them."""
+
+
+def _client_config(run_config: Any) -> FedConfig:
+    """The FedConfig a ClientApp reads from Flower's run config, without the server's paths
+    (a SuperNode's machine does not hold the ``init`` file)."""
+    return FedConfig.from_run_config({k: v for k, v in dict(run_config).items()
+                                      if k not in _SERVER_ONLY})
+
+
+@dataclass(frozen=True)
+class _Features:
+    """Feature vectors from an ``.npz`` (see ``FedConfig.dataset``): x (n, d) float32, y int64."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+
+def _features_npz(path: Path) -> _Features | None:
+    """The feature file at ``path``, or None when it is not one (its ``x_train`` / ``x`` is
+    not 2-D: images, left to ``tether.data.load``).
+
+    Raises:
+        DataError: a feature file with a missing array, a wrong shape or dtype, non-finite
+            features or labels outside [0, num_classes); the message names the file and array.
+    """
+    from tether.errors import DataError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile/format errors come in many types
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    first = arrays.get("x_train", arrays.get("x"))
+    if first is None or first.ndim != 2:
+        return None
+    need = ("x_train", "y_train", "x_test", "y_test")
+    if not set(need) <= set(arrays):
+        raise DataError(f"{path}: a feature file holds arrays {', '.join(need)} (x (n, d), "
+                        f"y (n,)). Found: {sorted(arrays)}")
+    xs: dict[str, np.ndarray] = {}
+    for key in ("x_train", "x_test"):
+        x = arrays[key]
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            raise DataError(f"{path}: array '{key}' must be real feature vectors (n, d). "
+                            f"Received: shape={x.shape}, dtype={x.dtype}")
+        if len(x) == 0:
+            raise DataError(f"{path}: array '{key}' is empty. Received: shape={x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise DataError(f"{path}: array '{key}' holds NaN or infinite values")
+        xs[key] = np.ascontiguousarray(x, np.float32)
+    if xs["x_test"].shape[1] != xs["x_train"].shape[1]:
+        raise DataError(f"{path}: array 'x_test' has {xs['x_test'].shape[1]} features per row "
+                        f"but 'x_train' has {xs['x_train'].shape[1]}")
+    ys: dict[str, np.ndarray] = {}
+    for key, n in (("y_train", len(xs["x_train"])), ("y_test", len(xs["x_test"]))):
+        y = arrays[key]
+        if y.ndim != 1 or len(y) != n:
+            raise DataError(f"{path}: array '{key}' must be labels of shape ({n},). "
+                            f"Received: shape={y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{path}: array '{key}' must hold integer class ids. "
+                            f"Received: dtype={y.dtype}")
+        if y.min() < 0:
+            raise DataError(f"{path}: array '{key}' has negative class ids (min {int(y.min())})")
+        ys[key] = y.astype(np.int64)
+    top = int(max(ys["y_train"].max(), ys["y_test"].max())) + 1
+    classes = top
+    if "num_classes" in arrays:
+        nc = arrays["num_classes"]
+        if nc.ndim != 0 or not np.issubdtype(nc.dtype, np.integer) or int(nc) < top:
+            raise DataError(f"{path}: array 'num_classes' must be a 0-d int >= the largest "
+                            f"label + 1 = {top}. Received: {nc.tolist()!r} (dtype={nc.dtype})")
+        classes = int(nc)
+    if classes < 2:
+        raise DataError(f"{path}: num_classes={classes}; a classifier needs at least 2 "
+                        f"(store 'num_classes' when the labels do not show them all)")
+    return _Features(str(path), xs["x_train"], ys["y_train"], xs["x_test"], ys["y_test"], classes)
+
+
+def _stamp(name: str) -> tuple[int, int]:
+    """(mtime_ns, size) of the file ``name`` ((0, 0) for a built-in name): caches key on it,
+    so a file rewritten between two runs in one process is read again."""
+    try:
+        st = Path(name).stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=4)
-def _load(name: str) -> Any:
-    """``tether.data.load(name)`` once per process (mnist5k parses a CSV: seconds)."""
+def _load_once(name: str, stamp: tuple[int, int]) -> Any:
+    if name.lower().endswith(".npz") and Path(name).is_file():
+        feats = _features_npz(Path(name))
+        if feats is not None:
+            return feats
     from tether.data import load
 
     return load(name)
 
 
+def _load(name: str) -> Any:
+    """The dataset ``name`` once per process and file version: a feature ``.npz`` (see
+    ``FedConfig.dataset``) or ``tether.data.load(name)`` (mnist5k parses a CSV: seconds)."""
+    return _load_once(name, _stamp(name))
+
+
+_DATA: dict[tuple[str, tuple[int, int], str, int, int], tuple[Any, list[np.ndarray]]] = {}
+
+
+def _parts(cfg: FedConfig) -> tuple[Any, list[np.ndarray]]:
+    """(dataset, partition index lists) of ``cfg``; cached per process and file version."""
+    key = (cfg.dataset, _stamp(cfg.dataset), cfg.partition, cfg.clients, cfg.seed)
+    if key not in _DATA:
+        ds = _load(cfg.dataset)
+        _DATA[key] = (ds, partition(cfg.partition, ds.y_train, cfg.clients, cfg.seed))
+    return _DATA[key]
+
+
 def load_partition(cfg: FedConfig, pid: int) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) of partition ``pid`` (x flattened to (n, features)); cached per process."""
-    load = _load
-    key = (cfg.dataset, cfg.partition, cfg.clients, cfg.seed)
-    if key not in _DATA:
-        ds = load(cfg.dataset)
-        _DATA[key] = (ds, partition(cfg.partition, ds.y_train, cfg.clients, cfg.seed))
-    ds, parts = _DATA[key]
+    ds, parts = _parts(cfg)
     idx = parts[pid % cfg.clients]
     return ds.x_train[idx].reshape(len(idx), -1), ds.y_train[idx]
 
@@ -224,7 +369,7 @@ def _test_split(cfg: FedConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def _train_handler(cfg_fixed: FedConfig | None):
     def train(msg: Message, context: Context) -> Message:
-        cfg = cfg_fixed or FedConfig.from_run_config(context.run_config)
+        cfg = cfg_fixed or _client_config(context.run_config)
         pid = int(context.node_config.get("partition-id", 0))
         x, y = load_partition(cfg, pid)
         rec = next(iter(msg.content.array_records.values()))
@@ -297,9 +442,71 @@ def init_model(c: FedConfig, x_test: np.ndarray, n_out: int) -> list[np.ndarray]
     return model.init_params(x_test.shape[1], n_out, c.hidden, seed=c.seed)
 
 
+def read_arrays(path: str | os.PathLike[str]) -> list[np.ndarray]:
+    """The arrays ``arr_0``..``arr_{k-1}`` of the ``.npz`` at ``path``, in index order (the
+    layout ``numpy.savez(path, *arrays)`` and :func:`write_arrays` write).
+
+    Raises:
+        DataError: the file is missing or unreadable, or holds other names than ``arr_i``.
+    """
+    from tether.errors import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile/format errors come in many types
+        raise DataError(f"{p}: not a readable .npz file ({exc})") from exc
+    want = [f"arr_{i}" for i in range(len(arrays))]
+    if sorted(arrays) != sorted(want):
+        raise DataError(f"{p}: expected arrays arr_0..arr_{len(arrays) - 1} in parameter order "
+                        f"(numpy.savez(path, *arrays)). Found: {sorted(arrays)}")
+    return [arrays[k] for k in want]
+
+
+def write_arrays(path: str | os.PathLike[str], arrays: list[np.ndarray]) -> None:
+    """``numpy.savez(path, *arrays)`` atomically: ``path`` is either the old file or the whole
+    new one, never half written (a temporary file beside it, renamed when complete)."""
+    from tether._internal.files import atomic_write
+
+    with atomic_write(path) as f:
+        np.savez(f, *arrays)
+
+
+def _initial_arrays(c: FedConfig, made: list[np.ndarray], n_in: int, n_out: int) -> list[np.ndarray]:
+    """The arrays of ``c.init``, checked against ``made`` (what :func:`init_model` makes for
+    ``c``) in number and shapes and cast to its dtypes.
+
+    Raises:
+        DataError (a ValueError): a count or shape mismatch, naming the array index, the shape
+            received and the one expected; a non-numeric or non-finite array.
+    """
+    from tether.errors import DataError
+
+    got = read_arrays(c.init)
+    what = (f"model={c.model!r}" + (f", hidden={c.hidden}" if MODELS[c.model] is None else "")
+            + f" on {n_in} input features and {n_out} classes")
+    if len(got) != len(made):
+        raise DataError(f"{c.init}: holds {len(got)} arrays; expected {len(made)} with shapes "
+                        f"{[tuple(m.shape) for m in made]} for {what}")
+    out = []
+    for i, (g, m) in enumerate(zip(got, made)):
+        if g.shape != m.shape:
+            raise DataError(f"{c.init}: array {i} (arr_{i}) has shape {tuple(g.shape)}; expected "
+                            f"{tuple(m.shape)} for {what}")
+        if not np.issubdtype(g.dtype, np.number) or np.issubdtype(g.dtype, np.complexfloating):
+            raise DataError(f"{c.init}: array {i} (arr_{i}) must be real numbers. "
+                            f"Received: dtype={g.dtype}")
+        if not np.all(np.isfinite(g)):
+            raise DataError(f"{c.init}: array {i} (arr_{i}) holds NaN or infinite values")
+        out.append(np.ascontiguousarray(g, m.dtype))
+    return out
+
+
 def _largest_partition(c: FedConfig) -> int:
-    load_partition(c, 0)
-    return max(len(p) for p in _DATA[(c.dataset, c.partition, c.clients, c.seed)][1])
+    return max(len(p) for p in _parts(c)[1])
 
 
 class _TargetReached(Exception):
@@ -311,19 +518,35 @@ def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None,
                on_round: OnRound | None = None) -> RunReport:
     """The ServerApp body: build the strategy, run it, collect per-round figures.
 
-    The global model is evaluated on the test split after every ``eval_every``-th round, after
+    The run starts from ``init_model(c, ...)``, or from the arrays of ``c.init`` (checked
+    against it). The global model is evaluated on the test split before round 1 (the report's
+    ``initial``), after every ``eval_every``-th round, after
     the last one, and after every round once the last accuracy measured is within 0.02 of
     ``stop_at`` (so the first round reaching it is found exactly unless accuracy jumps more
     than that between two evaluations); other rounds report accuracy NaN. ``stop_at`` (default
     None) ends the run after the first round whose accuracy is >= it. ``on_round(t, accuracy)``
-    is called as each round t >= 1 ends."""
+    is called as each round t >= 1 ends. At the end, the last global arrays go to ``c.final``
+    (atomically; also when ``stop_at`` ended the run) and the report to ``c.out``.
+
+    Raises:
+        DataError (a ValueError): ``c.init`` does not fit the model, or the dataset is unusable;
+            ValueError: a feature dataset with a model other than the MLP.
+    """
     from tether.federated.strategy import SecAggFedAvg
 
     t0 = time.time()
     rep = report if report is not None else RunReport(asdict(c))
     rep.config = asdict(c)
+    ds = _load(c.dataset)
     xt, yt = _test_split(c)
-    init = init_model(c, xt, int(yt.max()) + 1)
+    if isinstance(ds, _Features) and MODELS[c.model] is not None:
+        raise ValueError(f"{c.dataset}: holds feature vectors (n, {xt.shape[1]}), which only the "
+                         f"dense model trains; use FedConfig.model='mlp' (hidden=0 for a softmax "
+                         f"head). Received: model={c.model!r}")
+    n_out = int(ds.num_classes)
+    init = init_model(c, xt, n_out)
+    if c.init:
+        init = _initial_arrays(c, init, xt.shape[1], n_out)
     keys = [str(i) for i in range(len(init))]
     sample = max(1, round(c.clients * c.fraction))
     kw: dict[str, Any] = {"fraction_train": c.fraction, "fraction_evaluate": 0.0,
@@ -338,8 +561,10 @@ def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None,
         strategy = TetherFedAvg(codec=c.codec, downlink=c.downlink or None, dp=dp, seed=c.seed, **kw)
     accs: dict[int, float] = {}
     losses: dict[int, float] = {}
+    latest: list[ArrayRecord] = []  # the global arrays after the last round run
 
     def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
+        latest[:] = [arrays]
         last = accs[max(accs)] if accs else 0.0
         close = stop_at is not None and last >= stop_at - 0.02
         if rnd % eval_every and rnd != c.rounds and not close:
@@ -366,6 +591,11 @@ def run_server(grid: Grid, c: FedConfig, report: RunReport | None = None,
         r["test_loss"] = losses.get(int(r["round"]), float("nan"))
         rows.append(r)
     rep.rounds = rows
+    if 0 in accs:
+        rep.initial = {"accuracy": accs[0], "test_loss": losses[0]}
+    if c.final and latest:
+        write_arrays(c.final, [latest[0][k].numpy() for k in keys])
+        rep.final_arrays = c.final
     rep.wall_s = time.time() - t0
     if c.out:
         from tether._internal.files import atomic_write_text

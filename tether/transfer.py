@@ -42,12 +42,17 @@ class TransferError(TetherError, ValueError):
     """A cut or a setting that cannot work (the message names the layer or field)."""
 
 
-def split_keras(model: Any, cut: str, classes: int, *, seed: int = 0) -> tuple[Any, Any]:
+def split_keras(model: Any, cut: str, classes: int, *, seed: int = 0,
+                keep_head: bool = False) -> tuple[Any, Any]:
     """(part A, part B) of a Keras model cut after layer `cut`.
 
     A is the model's input up to `cut`'s output. B takes that output (an input named `cut`)
     through the layers after it, except the old output layer, which a new softmax dense
     layer of `classes` units replaces. The layers after the cut must form a chain.
+    `keep_head` starts the new layer's first units from the old output layer's weights (its
+    classes keep their ids; the classes after them start from the layer's initializer), so
+    training it adds classes without first forgetting the old ones; it needs `classes` >=
+    the old layer's units.
     """
     import keras
 
@@ -75,8 +80,18 @@ def split_keras(model: Any, cut: str, classes: int, *, seed: int = 0) -> tuple[A
     h = x
     for layer in after[:-1]:
         h = layer(h)
-    y = keras.layers.Dense(classes, activation="softmax", name="device_head")(h)
-    return part_a, keras.Model(x, y, name="part_b")
+    head = keras.layers.Dense(classes, activation="softmax", name="device_head")
+    part_b = keras.Model(x, head(h), name="part_b")
+    if keep_head:
+        old = after[-1]
+        weights = old.get_weights() if isinstance(old, keras.layers.Dense) else []
+        if len(weights) != 2 or weights[0].shape[1] > classes:
+            raise TransferError(f"keep_head: the output layer '{old.name}' is not a dense "
+                                f"layer with a bias of at most {classes} units")
+        kernel, bias = (np.array(w) for w in head.get_weights())
+        kernel[:, :weights[0].shape[1]], bias[:weights[1].shape[0]] = weights
+        head.set_weights([kernel, bias])
+    return part_a, part_b
 
 
 class FeatureCache:
@@ -155,6 +170,8 @@ class TransferResult:
         feature_seconds: part A over the training images, once.
         epoch_seconds: one epoch of head training on the cache (median).
         arena_bytes: the trainer's arena.
+        curves: per `evaluate` set, the joined model's top-1 after each epoch (the engine's
+            head on part A's cached features of the set).
     """
 
     model: bytes
@@ -165,6 +182,7 @@ class TransferResult:
     feature_seconds: float = 0.0
     epoch_seconds: float = 0.0
     arena_bytes: int = 0
+    curves: dict[str, list[float]] = field(default_factory=dict)
 
 
 def transfer(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
@@ -173,8 +191,9 @@ def transfer(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
              l2: float = 0.0, dropout: float = 0.0, quantize_a: str | None = None,
              calibration: np.ndarray | None = None, cache: FeatureCache | None = None,
              x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
-             seed: int = 0, on_epoch: Callable[[int, float], None] | None = None
-             ) -> TransferResult:
+             seed: int = 0, on_epoch: Callable[[int, float], None] | None = None,
+             evaluate: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+             keep_head: bool = False) -> TransferResult:
     """Adapts Keras `model` to the device's images `x` with labels `y` (0..classes-1).
 
     Args:
@@ -186,6 +205,10 @@ def transfer(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
             `calibration`, default the device's images).
         cache: a `FeatureCache` of part A to reuse (e.g. one kept in a folder).
         optimizer, learning_rate, batch_size, l2, dropout: the engine trainer's settings.
+        evaluate: name -> (images, labels) measured after every epoch (`curves`), e.g. the
+            old and the new classes' test images apart.
+        keep_head: start the new output layer from the old one (`split_keras`): the old
+            classes keep their ids and what the model knew of them.
     """
     from tether.converter import convert, join
     from tether.device import Trainer
@@ -195,7 +218,7 @@ def transfer(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
     if len(y) != len(x) or y.min() < 0 or y.max() >= n_classes:
         raise TransferError(f"labels must be one per image in [0, {n_classes}); got "
                             f"{len(y)} labels for {len(x)} images, range [{y.min()}, {y.max()}]")
-    keras_a, keras_b = split_keras(model, cut, n_classes, seed=seed)
+    keras_a, keras_b = split_keras(model, cut, n_classes, seed=seed, keep_head=keep_head)
     if quantize_a not in (None, "int8"):
         raise TransferError(f"quantize_a must be None or 'int8'. Received: {quantize_a!r}")
     part_a = convert(keras_a, quantize=quantize_a,
@@ -210,17 +233,23 @@ def transfer(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
                       learning_rate=learning_rate, l2=l2, dropout=dropout,
                       train_layers=train_layers, seed=seed)
     history, seconds = [], []
+    sets = {name: (cache.features(np.asarray(xs, np.float32)), np.asarray(ys).reshape(-1))
+            for name, (xs, ys) in (evaluate or {}).items()}
+    curves: dict[str, list[float]] = {name: [] for name in sets}
     for epoch in range(epochs):
         t0 = time.perf_counter()
         history += trainer.fit(feats, y, 1, seed=seed + epoch)
         seconds.append(time.perf_counter() - t0)
+        for name, (fs, ys) in sets.items():
+            curves[name].append(trainer.evaluate(fs, ys))
         if on_epoch is not None:
             on_epoch(epoch + 1, history[-1])
     trained_b = trainer.export()
     joined = join(part_a, trained_b).to_bytes()
     accuracy = _engine_accuracy(joined, x_test, y_test)
     return TransferResult(joined, part_a, trained_b, history, accuracy, feature_seconds,
-                          float(np.median(seconds)) if seconds else 0.0, trainer.arena_bytes)
+                          float(np.median(seconds)) if seconds else 0.0, trainer.arena_bytes,
+                          curves)
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """Real flower-superlink + three flower-supernode processes on loopback, over TLS (a CA and a
 server certificate for 127.0.0.1 made here with `cryptography`); two rounds of FedAvg under
 secure aggregation (4-bit shared stochastic-quantization grid, n_k-weighted), one of three
-clients (33%) dropping after key sharing every round; the clients train the numpy CNN. Takes
-~2-4 minutes (each message starts a ClientApp process)."""
+clients (33%) dropping after key sharing every round; the clients train the numpy CNN. The run
+is submitted by `tether.federated.deployment.deploy` (an app folder, `flwr run --stream`, the
+ServerApp's report). Takes ~2-4 minutes (each message starts a ClientApp process)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -18,40 +18,6 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
-
-PYPROJECT = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "tetherfedtest"
-version = "1.0.0"
-description = "tether federated loopback test"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.hatch.build.targets.wheel]
-packages = ["."]
-
-[tool.flwr.app]
-publisher = "tether"
-
-[tool.flwr.app.components]
-serverapp = "tether.federated.apps:server_app"
-clientapp = "tether.federated.apps:client_app"
-
-[tool.flwr.app.config]
-clients = 3
-rounds = 2
-fraction = 1.0
-partition = "iid"
-secagg = true
-epochs = 1
-drop = "2"
-out = "{out}"
-"""
-
 
 def _wait_for_port(port: int, timeout: float) -> None:
     deadline = time.time() + timeout
@@ -110,16 +76,15 @@ def _free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(not (BIN / "flower-superlink").exists(), reason="flower-superlink not installed")
 def test_superlink_three_supernodes_secagg_with_dropout(tmp_path: Path) -> None:
+    import numpy as np
+    from tether.federated.apps import FedConfig, init_model, read_arrays
+    from tether.federated.deployment import deploy
+
     out = tmp_path / "report.json"
-    app = tmp_path / "app"
     home = tmp_path / "home"
-    app.mkdir()
     home.mkdir()
     port = _free_port()
     ca, cert, key = _write_tls_files(tmp_path)
-    (app / "pyproject.toml").write_text(PYPROJECT.replace("{out}", str(out)))
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{port}"\nroot-certificates = "{ca}"\n')
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_HOME": str(home)}
     procs: list[subprocess.Popen] = []
@@ -141,14 +106,14 @@ def test_superlink_three_supernodes_secagg_with_dropout(tmp_path: Path) -> None:
                  "--port", str(_free_port()), "--node-config", f"partition-id={i} num-partitions=3"],
                 env=env, stdout=log, stderr=subprocess.STDOUT))
         time.sleep(10)
-        run = subprocess.run([str(BIN / "flwr"), "run", str(app)], env=env, capture_output=True,
-                             text=True, timeout=120, cwd=app, check=False)
-        assert run.returncode == 0, run.stdout + run.stderr
-        deadline = time.time() + 600
-        while not out.exists() and time.time() < deadline:
-            time.sleep(2)
-        assert out.exists(), (tmp_path / "superlink.log").read_text()[-3000:]
-        rep = json.loads(out.read_text())
+        # the ServerApp starts from FedConfig.init and writes FedConfig.final on the SuperLink's
+        # host; the SuperNodes' ClientApps ignore both paths
+        start = init_model(FedConfig(), np.zeros((1, 784), np.float32), 10)
+        np.savez(tmp_path / "init.npz", *start)
+        cfg = FedConfig(clients=3, rounds=2, fraction=1.0, partition="iid", secagg=True, epochs=1,
+                        drop="2", out=str(out), init=str(tmp_path / "init.npz"),
+                        final=str(tmp_path / "final.npz"))
+        rep = deploy(cfg, f"127.0.0.1:{port}", root_certificates=ca, timeout=600)
     finally:
         for p in procs:
             p.terminate()
@@ -160,7 +125,10 @@ def test_superlink_three_supernodes_secagg_with_dropout(tmp_path: Path) -> None:
         for f in logs:
             f.close()
         shutil.rmtree(home / "apps", ignore_errors=True)
-    rounds = rep["rounds"]
+    assert out.exists()  # the ServerApp's own report file, which deploy read
+    assert rep.final_arrays == str(tmp_path / "final.npz")
+    assert [a.shape for a in read_arrays(rep.final_arrays)] == [a.shape for a in start]
+    rounds = rep.rounds
     assert [r["round"] for r in rounds] == [1, 2]
     # the unmasked count coordinate equals |U3| (SecAggFedAvg aborts otherwise): masks cancelled
     assert all(r["clients"] == 2 and r["dropped"] == 1 for r in rounds)

@@ -7,7 +7,7 @@ import pytest
 
 
 @pytest.mark.parametrize("name", ["codecs", "secagg", "dp", "partition", "model", "strategy", "apps",
-                                  "records", "__init__"])
+                                  "records", "deployment", "__init__"])
 def test_doctests(name: str) -> None:
     mod = importlib.import_module("tether.federated" + ("" if name == "__init__" else f".{name}"))
     res = doctest.testmod(mod)

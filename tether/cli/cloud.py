@@ -576,6 +576,10 @@ def search(library: Path = typer.Argument(..., help="The library file"),
         fail("a ladder of --max-latency budgets searches the space: drop --library-only")
     lib = _library(library)
     try:
+        if extract_new:  # the search may load, extract and time subnets
+            quiet_tensorflow()
+        from tether.cloud.find import can_verify, find_model
+
         if verify is None or verify:
             from tether.device.profile import device_info
 
@@ -583,135 +587,13 @@ def search(library: Path = typer.Argument(..., help="The library file"),
             if verify and device != here:
                 fail(f"--verify: this machine is {here}, not --device {device}; answers can be "
                      "timed only on the device itself")
-            verify = device is not None and device == here and bool(budgets)
-        out = _search(lib, task, data, cons, pol, extract_new, generations, seed, budgets,
-                      verify)
+            verify = can_verify(cons, budgets, device_id=here)
+        out = find_model(lib, task, data, cons, pol, extract_new=extract_new,
+                         generations=generations, seed=seed, budgets=budgets,
+                         verify=bool(verify))
     except TetherError as exc:
         fail(str(exc))
     finally:
         lib.close()
     typer.echo(json.dumps(out))
 
-
-class _Found:
-    """Extracts, measures and files the subnets a search returns (the supernet loaded once)."""
-
-    def __init__(self, lib: Any, task: str, data: str, device: str | None, seed: int) -> None:
-        self.lib, self.task, self.data, self.device, self.seed = lib, task, data, device, seed
-        self.net: Any = None
-        self.measured: dict[str, float] = {}
-
-    def supernet(self, key: str) -> Any:
-        if self.net is None:
-            path = self.lib.supernet_path(self.task, self.data)
-            if not path or not Path(path).is_file():
-                fail(f"search found {key}, better than every entry, but the index's supernet "
-                     f"({path}) is not there to extract it from")
-            self.net = _load_supernet(Path(path))
-        return self.net
-
-    def measure(self, arch: Any) -> float:
-        """End-to-end latency of `arch` on this device, run as the device's table was."""
-        import tempfile
-
-        from tether.cloud.latency import measure_subnets
-
-        table = self.lib.latency_model(self.task, self.data, self.device).table
-        with tempfile.TemporaryDirectory() as tmp:
-            ms = measure_subnets(self.supernet(arch.key()), [arch], tmp, threads=table.threads,
-                                 warmup=max(table.warmup, 10), runs=max(table.runs, 50),
-                                 min_time_ms=max(table.min_time_ms, 50), rounds=table.rounds)
-        self.measured[arch.key()] = ms[arch.key()]
-        return ms[arch.key()]
-
-    def entry(self, cand: Any, searched: int) -> dict[str, Any]:
-        """The library entry of `cand` (extracted and added when it is new)."""
-        from tether.cloud.library import build_entries
-        from tether.data import load
-
-        lib, key = self.lib, cand.arch.key()
-        source = "library"
-        if lib.entry(self.task, self.data, key) is None:
-            net = self.supernet(key)
-            ds = load(self.data)
-            index = next(i for i in lib.indexes()
-                         if i["task"] == self.task and i["dataset"] == self.data)
-            folder = Path(index["folder"] or lib.path.with_name(lib.path.stem + ".models"))
-            rec = build_entries(net, [cand.arch], ds.x_train, ds.x_test, ds.y_test, folder,
-                                seed=self.seed)[0]
-            lib.add_entry(self.task, self.data, rec["arch"], accuracy=rec["accuracy"],
-                          input_shape=rec["input_shape"], size=rec["size"], path=rec["path"])
-            lib.add_accuracy_samples(self.task, self.data, [rec["arch"]], [rec["accuracy"]])
-            source = "extracted"
-        if key in self.measured and self.device is not None:
-            lib.set_measured(self.task, self.data, self.device, {key: self.measured[key]})
-        entry = lib.entry(self.task, self.data, key)
-        return {"source": source, **entry.to_dict(), "estimates": cand.values,
-                "searched": searched}
-
-
-def _search(lib: Any, task: str, data: str, cons: Any, pol: Any, extract_new: bool,
-            generations: int, seed: int, budgets: list[float], verify: bool) -> dict[str, Any]:
-    from dataclasses import replace
-
-    import numpy as np
-
-    from tether.cloud.accuracy import AccuracyPredictor
-    from tether.cloud.policy import rank
-    from tether.cloud.search import (SearchConfig, folded_params, make_estimator, search,
-                                     search_ladder)
-
-    entries = lib.query(task, data, cons, pol)
-    best_entry = entries[0] if entries else None
-    sp = lib.space(task, data)
-    if not extract_new:
-        if best_entry is None:
-            fail(f"no library entry of {task}/{data} meets the constraints "
-                 f"({len(lib.entries(task, data))} entries); try --extract")
-        return {"source": "library", **best_entry.to_dict()}
-    latency = lib.latency_model(task, data, cons.device) if cons.device else None
-    samples = lib.accuracy_samples(task, data)
-    accuracy = AccuracyPredictor.from_samples(sp, samples) if len(samples) >= 5 else None
-    rows = lib.entries(task, data)
-    size_fit = (4.0, 4096.0)
-    if len(rows) >= 2:
-        x = np.array([[folded_params(e.arch, sp), 1.0] for e in rows])
-        size_fit = tuple(np.linalg.lstsq(x, np.array([e.size for e in rows], float),
-                                         rcond=None)[0])
-    quiet_tensorflow()
-    found = _Found(lib, task, data, cons.device, seed)
-    if verify and latency is not None:  # the device times every answer: no guard band needed
-        latency = replace(latency, margin=0.0)
-    estimate = make_estimator(sp, latency, accuracy, size_fit)
-    config = SearchConfig(generations=generations, seed=seed)
-    measure = found.measure if verify else None
-    if len(budgets) > 1:
-        ladder = search_ladder(sp, cons, budgets, pol, estimate, config, measure=measure,
-                               initial=[e.arch for e in rows])
-        out = []
-        for b, res in zip(budgets, ladder):
-            out.append({"max_latency_ms": b, **(found.entry(res.best, res.samples)
-                                                if res.best is not None else
-                                                {"source": None, "error": res.message(
-                                                    replace(cons, max_latency_ms=b))})})
-        return {"ladder": out, "verified": verify}
-    result = search(sp, cons, pol, estimate, config, measure=measure,
-                    initial=[e.arch for e in rows])
-    if result.best is None:
-        if best_entry is not None and not verify:
-            return {"source": "library", **best_entry.to_dict()}
-        fail(result.message(cons))
-    cand = result.best
-    if best_entry is not None and cand.arch.key() != best_entry.key:
-        pick = rank([best_entry, cand], pol,
-                    lambda c, o: c.value(o, cons.device) if hasattr(c, "value") else c.values[o],
-                    lambda c: "0" if hasattr(c, "value") else "1")[0]
-        if pick is best_entry:
-            if verify and cons.device not in best_entry.latency_measured:
-                found.measure(best_entry.arch)
-                lib.set_measured(task, data, cons.device, found.measured)
-            if not verify or found.measured.get(best_entry.key, 0.0) <= cons.max_latency_ms:
-                entry = lib.entry(task, data, best_entry.key)
-                return {"source": "library", **entry.to_dict(), "searched": result.samples,
-                        "verified": verify}
-    return {**found.entry(cand, result.samples), "verified": verify}

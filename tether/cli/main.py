@@ -254,65 +254,13 @@ def bench(src: str = typer.Argument(..., help="Keras model file or built-in mode
     Console().print(table)
 
 
-@app.command()
-def demo(quick: bool = typer.Option(False, "--quick", help="Fewer epochs and timing runs"),
-         out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder"),
-         as_json: bool = typer.Option(False, "--json", help="Also print the result as JSON"),
-         ) -> None:
-    """The end-to-end pipeline on the built-in digits dataset."""
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out}: is a file; give the folder to write the demo's outputs in")
-    quiet_tensorflow(litert=True)
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-
-    from tether.demo import DemoConfig, run_demo
-    from tether._internal.files import atomic_write_text
-
-    config = DemoConfig(epochs=8 if quick else 30, timing_runs=20 if quick else 100,
-                        out_dir=out)
-    stages = 3 + len(config.engines)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=_console(), transient=True) as progress:
-        task = progress.add_task("starting", total=stages)
-
-        def step(text: str) -> None:
-            progress.update(task, description=text, advance=1)
-
-        try:
-            result = run_demo(config, step=step)
-        except TetherError as exc:
-            fail(str(exc))
-    table = Table(title=f"tether demo: {result.dataset} "
-                        f"({result.train_images} train / {result.test_images} test images)")
-    for col in ("engine", "test accuracy", "top-1 agrees with Keras", "max |Δ prob|",
-                "median ms", "model bytes"):
-        table.add_column(col, justify="right")
-    table.add_row("keras", f"{result.keras_accuracy:.4f}", "—", "—", "—", "—")
-    for e in result.engines:
-        table.add_row(e.engine, f"{e.accuracy:.4f}", f"{e.agrees_with_keras:.2%}",
-                      f"{e.max_abs_diff:.1e}", f"{e.median_ms:.4f}", f"{e.model_bytes:,}")
-    console = Console()
-    console.print(table)
-    payload = {
-        "dataset": result.dataset, "keras_accuracy": result.keras_accuracy,
-        "engines": [e.__dict__ for e in result.engines],
-        "tmodel": str(result.tmodel_path), "ops_before": result.ops_before,
-        "ops_after": result.ops_after,
-    }
-    atomic_write_text(out / "report.json", json.dumps(payload, indent=2))
-    console.print(f"model: {result.tmodel_path}   report: {out / 'report.json'}")
-    if as_json:
-        print(json.dumps(payload))
-
-
 def _register_subcommands() -> None:
     """`tether federated ...`, `tether compress ...` and `tether supernet ...` live in their
     own modules."""
     from tether.cli.cloud import device_app, library_app, search, supernet_app
     from tether.cli.compress import app as compress_app
     from tether.cli.federated import app as federated_app
+    from tether.cli.pipeline import app as pipeline_app, demo
     from tether.cli.transfer import app as transfer_app
 
     app.add_typer(federated_app, name="federated", help="Federated learning on Flower.")
@@ -324,6 +272,9 @@ def _register_subcommands() -> None:
     app.command(name="search")(search)
     app.add_typer(transfer_app, name="transfer",
                   help="On-device transfer learning (a head trained in the engine).")
+    app.add_typer(pipeline_app, name="pipeline",
+                  help="The whole road from one TOML config, with an HTML report.")
+    app.command(name="demo")(demo)
 
 
 _register_subcommands()
