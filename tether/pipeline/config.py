@@ -200,8 +200,9 @@ class TransferSection:
                     "head) or a layer name")
     images_per_class: int = _opt(50, "The device's own training images per class", lo=1)
     epochs: int = _opt(20, "Epochs of head training", lo=1)
-    learning_rate: float = _opt(1e-3, "Learning rate of the engine's trainer", lo=0,
-                                lo_open=True)
+    learning_rate: float = _opt(1e-2, "Learning rate of the engine's trainer (the head "
+                                "starts from the deployed one's weights, whose old classes "
+                                "the new ones must catch up with)", lo=0, lo_open=True)
     optimizer: str = _opt("adam", "The engine trainer's optimizer", choices=("adam", "sgd"))
     batch_size: int = _opt(16, "Images per training step", lo=1)
 
@@ -231,6 +232,15 @@ class FederatedSection:
     backend: str = _opt("local", "`local`: clients in this process (Flower's message flow, no "
                         "Ray); `simulation`: Flower's Simulation Engine (Ray)",
                         choices=("local", "simulation"))
+    superlink: str = _opt("", "`HOST:PORT` of a running SuperLink's Control API: the rounds run "
+                          "on that real deployment instead (its SuperNodes, as many as "
+                          "`clients`, train partition `partition-id` of this run's feature "
+                          "file, at the same path on their machines; the SuperLink's host "
+                          "must share this one's file system for the result to come back); "
+                          "empty: `backend` decides")
+    superlink_certificates: str = _opt("", "The CA certificate (PEM) the SuperLink's TLS "
+                                       "certificate chains to; empty: no TLS (a SuperLink "
+                                       "started with `--insecure`)")
 
 
 @dataclass(frozen=True)
@@ -317,6 +327,14 @@ class PipelineConfig:
         if len(set(self.scenario.holdout_classes)) != len(self.scenario.holdout_classes):
             out.append(f"scenario.holdout_classes: each class once. Received: "
                        f"{self.scenario.holdout_classes}")
+        fl = self.federated
+        if fl.superlink and (":" not in fl.superlink or
+                             not fl.superlink.rpartition(":")[2].isdigit()):
+            out.append(f"federated.superlink: HOST:PORT of the SuperLink's Control API. "
+                       f"Received: {fl.superlink!r}")
+        if fl.superlink_certificates and not Path(fl.superlink_certificates).is_file():
+            out.append(f"federated.superlink_certificates: no such file. Received: "
+                       f"{fl.superlink_certificates!r}")
         if self.federated.secagg and self.federated.codec != "none":
             out.append("federated.codec: secure aggregation quantizes updates on its own "
                        f"shared grid; use codec = 'none' with it. Received: "

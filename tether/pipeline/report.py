@@ -488,7 +488,9 @@ def _section_search(d: Any, plots: _Plots) -> str:
             "Top: accuracy of the best candidate that met the constraints, per generation"
             + (" (grey dots: every sample)" if several else "") + ". Bottom: that "
             "candidate's latency" + ("; the dashed red line is the latency limit."
-                                     if limit is not None else ".")))
+                                     if limit is not None else ".")
+            + " Both are the search's estimates (the accuracy predictor, the device's "
+            "latency model); the chosen architecture's figures below are measured."))
     if constraints:
         parts.append("<h3>Constraints</h3>" + _kv([(str(k), v) for k, v in constraints.items()]))
     if isinstance(chosen, Mapping):

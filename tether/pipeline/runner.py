@@ -8,6 +8,7 @@ made only of what the stages recorded.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tether.pipeline.config import PipelineConfig
-from tether.pipeline.stages import Progress, Road
+from tether.pipeline.stages import PipelineError, Progress, Road
 from tether.pipeline.store import StageRecord
 
 __all__ = ["RunResult", "run", "ARTIFACTS"]
@@ -57,8 +58,22 @@ def run(config: PipelineConfig, progress: Optional[Progress] = None) -> RunResul
     """Runs every stage `config` asks for (reusing cached ones), writes the deployed model
     and the learnt ones, `summary.json` and `report.html` into `config.run.out_dir`."""
     t0 = time.perf_counter()
-    road = Road(config, progress)
     out = Path(config.run.out_dir)
+    if out.exists() and not out.is_dir():
+        raise PipelineError(f"run.out_dir: {out} is a file; give the folder the run writes to")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PipelineError(f"run.out_dir: another run is using {out}; wait for it or "
+                                "give this one its own folder") from None
+        return _run(config, progress, out, t0)
+
+
+def _run(config: PipelineConfig, progress: Optional[Progress], out: Path,
+         t0: float) -> RunResult:
+    road = Road(config, progress)
     recs: dict[str, StageRecord] = {}
     recs["data"] = road.data()
     src = config.model.source

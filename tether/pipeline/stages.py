@@ -775,7 +775,12 @@ class Road:
             self.tick("federated", rnd, c.rounds,
                       f"round {rnd}" + (f": accuracy {acc:.3f}" if acc is not None else ""))
 
-        if c.backend == "simulation":
+        if c.superlink:
+            from tether.federated import deploy
+
+            self.tick("federated", 0, c.rounds, f"running on the SuperLink at {c.superlink}")
+            rep = deploy(cfg, c.superlink, c.superlink_certificates or None)
+        elif c.backend == "simulation":
             from tether.federated.apps import simulate
 
             rep = simulate(cfg, on_round=on_round, worker_logs=False)
@@ -799,7 +804,8 @@ class Road:
                    "downlink_bytes": int(r.get("downlink_bytes", 0)),
                    "clients": int(r.get("clients", 0))} for r in rep.rounds]
         return {"codec": c.codec, "secagg": c.secagg, "dp_clip": c.dp_clip,
-                "clients": c.clients, "backend": c.backend, "trainer": c.trainer,
+                "clients": c.clients, "backend": f"SuperLink {c.superlink}" if c.superlink
+                else c.backend, "trainer": c.trainer,
                 "rounds": rounds, "wall_s": rep.wall_s,
                 "uplink_bytes": sum(r["uplink_bytes"] for r in rounds),
                 "old_accuracy": _engine_accuracy(joined, x_te[old], d.y_test[old]),
