@@ -262,13 +262,10 @@ def _features_npz(path: Path) -> _Features | None:
         DataError: a feature file with a missing array, a wrong shape or dtype, non-finite
             features or labels outside [0, num_classes); the message names the file and array.
     """
+    from tether.data import read_npz
     from tether.errors import DataError
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # zipfile/format errors come in many types
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    arrays = read_npz(path)
     first = arrays.get("x_train", arrays.get("x"))
     if first is None or first.ndim != 2:
         return None
@@ -449,16 +446,11 @@ def read_arrays(path: str | os.PathLike[str]) -> list[np.ndarray]:
     Raises:
         DataError: the file is missing or unreadable, or holds other names than ``arr_i``.
     """
+    from tether.data import read_npz
     from tether.errors import DataError
 
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # zipfile/format errors come in many types
-        raise DataError(f"{p}: not a readable .npz file ({exc})") from exc
+    arrays = read_npz(p)
     want = [f"arr_{i}" for i in range(len(arrays))]
     if sorted(arrays) != sorted(want):
         raise DataError(f"{p}: expected arrays arr_0..arr_{len(arrays) - 1} in parameter order "

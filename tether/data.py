@@ -20,7 +20,8 @@ import numpy as np
 
 from tether.errors import DataError
 
-__all__ = ["Dataset", "digits", "mnist5k", "load", "load_npz", "load_image_folder", "BUILTIN"]
+__all__ = ["Dataset", "digits", "mnist5k", "load", "load_npz", "load_image_folder", "read_npz",
+           "BUILTIN"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,22 @@ def _as_labels(path: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
     return y
 
 
+def read_npz(path: Union[str, Path]) -> dict[str, np.ndarray]:
+    """Every array of the `.npz` at `path`, by name (no pickles).
+
+    Raises:
+        DataError: the file is missing or not a readable `.npz` (the message names it).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile/format errors come in many types
+        raise DataError(f"{p}: not a readable .npz file ({exc})") from exc
+
+
 def load_npz(path: Union[str, Path], test_fraction: float = 0.2) -> Dataset:
     """Loads images and labels from an `.npz` file.
 
@@ -175,13 +192,7 @@ def load_npz(path: Union[str, Path], test_fraction: float = 0.2) -> Dataset:
         DataError: missing file, missing arrays, wrong shapes, or a single class.
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # zipfile/format errors come in many types
-        raise DataError(f"{p}: not a readable .npz file ({exc})") from exc
+    arrays = read_npz(p)
     keys = sorted(arrays)
     if {"x_train", "y_train", "x_test", "y_test"} <= set(arrays):
         x_tr = _as_images(str(p), "x_train", arrays["x_train"])
