@@ -178,9 +178,13 @@ def _litert_runner(model: Any, threads: int) -> Runner:
 
 
 def _onnxruntime_runner(model: Any, threads: int) -> Runner:
+    return onnxruntime_runner(keras_to_onnx(model), threads)
+
+
+def onnxruntime_runner(content: bytes, threads: int = 1) -> Runner:
+    """ONNX Runtime (CPU execution provider, `threads` intra-op threads) on an .onnx."""
     import onnxruntime as ort
 
-    content = keras_to_onnx(model)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

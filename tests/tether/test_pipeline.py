@@ -236,3 +236,34 @@ def test_own_keras_model_skips_the_cloud(tmp_path: Path) -> None:
     acc = float(np.mean(np.argmax(model.predict(ds.x_test, verbose=0), 1) == ds.y_test))
     assert res.summary["inference"]["engines"][0]["accuracy"] == pytest.approx(acc, abs=0.01)
     assert "search" not in res.summary and keras is not None
+
+
+@pytest.mark.slow
+def test_own_onnx_model_int8_and_the_peers_that_can_run_it(tmp_path: Path) -> None:
+    from tether.data import load
+    from tether.models import demo_cnn
+    from tether.peers import keras_to_onnx
+
+    ds = load("digits")
+    model = demo_cnn(ds.input_shape, ds.num_classes, seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(ds.x_train, ds.y_train, epochs=3, verbose=0)
+    (tmp_path / "mine.onnx").write_bytes(keras_to_onnx(model))
+    with pytest.raises(ConfigError, match="learn.patterns: transfer and federated"):
+        PipelineConfig.from_dict({"model": {"source": "file",
+                                            "path": str(tmp_path / "mine.onnx")},
+                                  "learn": {"patterns": ["transfer"]}})
+    cfg = PipelineConfig.from_dict({
+        "run": {"out_dir": str(tmp_path / "out")},
+        "scenario": {"dataset": "digits"},
+        "model": {"source": "file", "path": str(tmp_path / "mine.onnx")},
+        "compress": {"quantize": "int8", "calibration_images": 100}})
+    res = run(cfg)
+    inf = res.stage("inference").report
+    assert [e["engine"] for e in inf["engines"]] == ["tether", "onnxruntime"]
+    assert inf["skipped"] == [{"engine": "litert",
+                               "skipped": "LiteRT runs TFLite; the model is ONNX"}]
+    tether_row, ort_row = inf["engines"]
+    assert tether_row["precision"] == "int8" and ort_row["precision"] == "as given"
+    assert abs(tether_row["accuracy"] - ort_row["accuracy"]) < 0.03  # int8 vs the float file
+    assert [s["name"] for s in res.summary["compression"]["steps"]] == ["source", "int8"]

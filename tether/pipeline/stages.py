@@ -603,7 +603,6 @@ class Road:
     def _inference(self, data: StageRecord, compress: StageRecord,
                    convert: StageRecord) -> dict[str, Any]:
         from tether.bench import time_fn
-        from tether.peers import keras_to_onnx, keras_to_tflite, litert_runner
 
         c = self.cfg.inference
         d = _npz(data.path("cloud.npz"))
@@ -615,8 +614,7 @@ class Road:
         rows: list[dict[str, Any]] = []
         for i, engine in enumerate(c.engines):
             self.tick("inference", i, len(c.engines), engine)
-            run, size, note = self._runner(engine, model, convert, int8, calib, shape,
-                                           keras_to_tflite, keras_to_onnx, litert_runner)
+            run, size, note = self._runner(engine, model, convert, int8, calib, shape)
             if run is None:
                 rows.append({"engine": engine, "skipped": note})
                 continue
@@ -630,36 +628,32 @@ class Road:
                 "skipped": [r for r in rows if "skipped" in r]}
 
     def _runner(self, engine: str, model: Any, convert: StageRecord, int8: bool,
-                calib: np.ndarray, shape: tuple[int, ...], to_tflite: Any, to_onnx: Any,
-                litert_runner: Any) -> tuple[Optional[Callable[[np.ndarray], Any]], int, str]:
+                calib: np.ndarray, shape: tuple[int, ...]
+                ) -> tuple[Optional[Callable[[np.ndarray], Any]], int, str]:
         """(run, model bytes, precision) of one engine on the deployed model; (None, 0, why)
         when that engine cannot take it."""
+        from tether.peers import keras_to_onnx, keras_to_tflite, litert_runner, onnxruntime_runner
+
         threads = self.cfg.inference.threads
+        foreign = isinstance(model, str)
         if engine == "tether":
             from tether.device import Engine
 
             data = convert.path("model.tmodel").read_bytes()
-            eng = Engine(data, threads=threads)
-            return eng.run, len(data), "int8" if int8 else "fp32"
+            return Engine(data, threads=threads).run, len(data), "int8" if int8 else "fp32"
         if engine == "litert":
-            if isinstance(model, str) and not model.endswith(".tflite"):
+            if foreign and not model.endswith(".tflite"):
                 return None, 0, "LiteRT runs TFLite; the model is ONNX"
-            content = (Path(model).read_bytes() if isinstance(model, str) else
-                       to_tflite(model, representative=calib[:100] if int8 else None))
+            content = (Path(model).read_bytes() if foreign else
+                       keras_to_tflite(model, representative=calib[:100] if int8 else None))
             r = litert_runner(content, (1, *shape), threads)
-            return r.run, len(content), ("int8 (TensorFlow's converter)" if int8 and
-                                         not isinstance(model, str) else "as given")
-        import onnxruntime as ort
-
-        if isinstance(model, str) and not model.endswith(".onnx"):
+            return r.run, len(content), ("as given" if foreign else
+                                         "int8 (TensorFlow's converter)" if int8 else "fp32")
+        if foreign and not model.endswith(".onnx"):
             return None, 0, "ONNX Runtime runs ONNX; the model is TFLite"
-        content = Path(model).read_bytes() if isinstance(model, str) else to_onnx(model)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(content, opts, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return (lambda v: sess.run(None, {name: v})[0]), len(content), "fp32"
+        content = Path(model).read_bytes() if foreign else keras_to_onnx(model)
+        return onnxruntime_runner(content, threads).run, len(content), (
+            "as given" if foreign else "fp32")
 
     def _old_new(self, data: StageRecord, shape: tuple[int, ...]) -> dict[str, Any]:
         """The device's data: a few training images per class, test images old and new apart."""
