@@ -153,7 +153,10 @@ def _int8_rows(name: str, model, threads_list: list, runs: int) -> None:  # type
     rng = np.random.default_rng(0)
     content = keras_to_tflite(model, _representative(name, shape[1:], rng))
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    from tether.device._binding import isa as engine_isa
+
     common = {"name": name, "precision": "int8", "shape": list(shape), "cpu_isa": isa(),
+              "tether_isa": engine_isa(),
               "device": machine(), "git_sha": git_sha(),
               "quantizer": "tensorflow full-integer PTQ"}
     for threads in threads_list:
@@ -254,9 +257,12 @@ def main() -> None:
             memory = {} if args.no_memory else {
                 r.engine: _memory(model, r.engine, threads) for r in records
                 if r.engine in ("tether", "litert", "onnxruntime")}
+            from tether.device._binding import isa as engine_isa
+
             for r in records:
                 row = r.to_json()
                 row["precision"] = "fp32"
+                row["tether_isa"] = engine_isa()  # TETHER_ISA, else the best the CPU has
                 row.update(memory.get(r.engine, {}))
                 if "tether" in by_engine and r.engine != "tether":
                     row["tether_over_peer"] = by_engine["tether"].median_ms / r.median_ms
