@@ -25,6 +25,17 @@ typedef struct mean_geometry {
   size_t outer, inner;               /* ... [outer][count][inner] */
 } mean_geometry;
 
+/* Advances the multi-index (last dim fastest) and keeps yi in step. */
+static inline void reduce_advance(const mean_geometry* g, size_t* index, size_t* yi) {
+  for (uint32_t d = g->ndim; d-- > 0;) {
+    index[d]++;
+    *yi += g->y_stride[d];
+    if (index[d] < g->dims[d]) break;
+    *yi -= g->y_stride[d] * index[d];
+    index[d] = 0;
+  }
+}
+
 static void mean_f32(const mean_geometry* g, const float* x, float* y) {
   for (size_t i = 0; i < g->y_elements; i++) y[i] = 0.0f;
   if (g->run) {  /* x is [outer][count][inner]: the same sums in the same order */
@@ -41,28 +52,10 @@ static void mean_f32(const mean_geometry* g, const float* x, float* y) {
   size_t yi = 0;
   for (size_t i = 0; i < g->x_elements; i++) {
     y[yi] += x[i];
-    /* Advance the multi-index (last dim fastest) and keep yi in step. */
-    for (uint32_t d = g->ndim; d-- > 0;) {
-      index[d]++;
-      yi += g->y_stride[d];
-      if (index[d] < g->dims[d]) break;
-      yi -= g->y_stride[d] * index[d];
-      index[d] = 0;
-    }
+    reduce_advance(g, index, &yi);
   }
   const float count = (float)g->count;
   for (size_t i = 0; i < g->y_elements; i++) y[i] = y[i] / count;
-}
-
-/* Advances the multi-index (last dim fastest) and keeps yi in step. */
-static inline void reduce_advance(const mean_geometry* g, size_t* index, size_t* yi) {
-  for (uint32_t d = g->ndim; d-- > 0;) {
-    index[d]++;
-    *yi += g->y_stride[d];
-    if (index[d] < g->dims[d]) break;
-    *yi -= g->y_stride[d] * index[d];
-    index[d] = 0;
-  }
 }
 
 static void reduce_max_f32(const mean_geometry* g, const float* x, float* y) {
@@ -96,16 +89,19 @@ static void reduce_max_qs8(const mean_geometry* g, const int8_t* x, int8_t* y) {
 static void mean_qs8(const mean_geometry* g, const int8_t* x, int8_t* y,
                                             int32_t* acc, const int32_t* words) {
   for (size_t i = 0; i < g->y_elements; i++) acc[i] = 0;
-  size_t index[TETHER_MAX_DIMS] = {0};
-  size_t yi = 0;
-  for (size_t i = 0; i < g->x_elements; i++) {
-    acc[yi] += x[i];
-    for (uint32_t d = g->ndim; d-- > 0;) {
-      index[d]++;
-      yi += g->y_stride[d];
-      if (index[d] < g->dims[d]) break;
-      yi -= g->y_stride[d] * index[d];
-      index[d] = 0;
+  if (g->run) {  /* x is [outer][count][inner]: row sums (integer: any order is exact) */
+    for (size_t o = 0; o < g->outer; o++) {
+      int32_t* a = acc + o * g->inner;
+      for (size_t r = 0; r < g->count; r++, x += g->inner) {
+        for (size_t c = 0; c < g->inner; c++) a[c] += x[c];
+      }
+    }
+  } else {
+    size_t index[TETHER_MAX_DIMS] = {0};
+    size_t yi = 0;
+    for (size_t i = 0; i < g->x_elements; i++) {
+      acc[yi] += x[i];
+      reduce_advance(g, index, &yi);
     }
   }
   for (size_t i = 0; i < g->y_elements; i++) {
