@@ -119,7 +119,7 @@ def test_cli_check_fails_before_any_work(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_run_writes_every_artifact_and_the_report_shows_what_stages_measured(first) -> None:
-    tmp, out, res = first
+    _, out, res = first
     names = [r.name for r in res.stages]
     assert names == ["data", "supernet", "library", "device", "search", "compress", "convert",
                      "inference", "transfer", "federated"]
@@ -176,7 +176,7 @@ def test_changing_the_constraint_reruns_search_and_after_only(first) -> None:
 
 @pytest.mark.slow
 def test_a_run_killed_mid_stage_resumes_and_ends_as_an_uninterrupted_one(first) -> None:
-    tmp, out, ref = first
+    tmp, _, ref = first
     out2 = tmp / "killed"
     (out2 / "stages").mkdir(parents=True)
     # the slow cloud part and the device's timings (measurements differ run to run) come

@@ -425,7 +425,7 @@ def _type_name(tp: Any) -> str:
 
 def _check(key: str, tp: Any, meta: Any, value: Any) -> str:
     """'' when `value` fits field `key`, else the problem naming key, value and what is allowed."""
-    base, optional = _kind(tp)
+    base = _kind(tp)[0]
     want = _type_name(tp)
     bad = f"{key}: expected {want}"
     if base is list:
