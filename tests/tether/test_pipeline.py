@@ -213,10 +213,9 @@ def test_a_run_killed_mid_stage_resumes_and_ends_as_an_uninterrupted_one(first) 
         assert (out2 / name).read_bytes() == ref.stage(stage).path(name).read_bytes(), name
 
 
-@pytest.mark.slow
-def test_own_keras_model_skips_the_cloud(tmp_path: Path) -> None:
-    import keras
-
+@pytest.fixture(scope="module")
+def own_model():
+    """The user's own model: the demo CNN trained briefly on digits, and the dataset."""
     from tether.data import load
     from tether.models import demo_cnn
 
@@ -224,6 +223,12 @@ def test_own_keras_model_skips_the_cloud(tmp_path: Path) -> None:
     model = demo_cnn(ds.input_shape, ds.num_classes, seed=0)
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(ds.x_train, ds.y_train, epochs=3, verbose=0)
+    return model, ds
+
+
+@pytest.mark.slow
+def test_own_keras_model_skips_the_cloud(tmp_path: Path, own_model) -> None:
+    model, ds = own_model
     model.save(tmp_path / "mine.keras")
     cfg = PipelineConfig.from_dict({
         "run": {"out_dir": str(tmp_path / "out")},
@@ -235,19 +240,14 @@ def test_own_keras_model_skips_the_cloud(tmp_path: Path) -> None:
     assert [r.name for r in res.stages] == ["data", "compress", "convert", "inference"]
     acc = float(np.mean(np.argmax(model.predict(ds.x_test, verbose=0), 1) == ds.y_test))
     assert res.summary["inference"]["engines"][0]["accuracy"] == pytest.approx(acc, abs=0.01)
-    assert "search" not in res.summary and keras is not None
+    assert "search" not in res.summary
 
 
 @pytest.mark.slow
-def test_own_onnx_model_int8_and_the_peers_that_can_run_it(tmp_path: Path) -> None:
-    from tether.data import load
-    from tether.models import demo_cnn
+def test_own_onnx_model_int8_and_the_peers_that_can_run_it(tmp_path: Path, own_model) -> None:
     from tether.peers import keras_to_onnx
 
-    ds = load("digits")
-    model = demo_cnn(ds.input_shape, ds.num_classes, seed=0)
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(ds.x_train, ds.y_train, epochs=3, verbose=0)
+    model, _ = own_model
     (tmp_path / "mine.onnx").write_bytes(keras_to_onnx(model))
     with pytest.raises(ConfigError, match="learn.patterns: transfer and federated"):
         PipelineConfig.from_dict({"model": {"source": "file",
