@@ -33,6 +33,7 @@ import numpy as np
 from tether.errors import TetherError
 
 __all__ = ["FeatureCache", "FineTuneResult", "SCHEDULES", "TransferError", "TransferResult",
+           "engine_accuracy",
            "fine_tune", "split_keras", "transfer"]
 
 SCHEDULES = ("head", "staged", "full")
@@ -145,14 +146,14 @@ class FeatureCache:
         return feats
 
 
-def _engine_accuracy(tmodel: bytes, x_test: np.ndarray | None,
-                     y_test: np.ndarray | None) -> float | None:
+def engine_accuracy(tmodel: bytes, x_test: np.ndarray | None, y_test: np.ndarray | None,
+                    threads: int = 1) -> float | None:
     """Top-1 accuracy of `tmodel` in the engine on the test images (None without them)."""
     from tether.device import Engine
 
     if x_test is None or y_test is None:
         return None
-    with Engine(tmodel) as engine:
+    with Engine(tmodel, threads=threads) as engine:
         probs = np.asarray(engine.run(np.asarray(x_test, np.float32)))
     return float(np.mean(probs.reshape(len(x_test), -1).argmax(1) ==
                          np.asarray(y_test).reshape(-1)))
@@ -246,7 +247,7 @@ def transfer(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
             on_epoch(epoch + 1, history[-1])
     trained_b = trainer.export()
     joined = join(part_a, trained_b).to_bytes()
-    accuracy = _engine_accuracy(joined, x_test, y_test)
+    accuracy = engine_accuracy(joined, x_test, y_test)
     return TransferResult(joined, part_a, trained_b, history, accuracy, feature_seconds,
                           float(np.median(seconds)) if seconds else 0.0, trainer.arena_bytes,
                           curves)
@@ -350,4 +351,4 @@ def fine_tune(model: Any, cut: str, x: np.ndarray, y: np.ndarray, *,
     for layer in before:
         layer.trainable = True
     tmodel = convert(full).to_bytes()
-    return FineTuneResult(full, tmodel, history, stages, _engine_accuracy(tmodel, x_test, y_test))
+    return FineTuneResult(full, tmodel, history, stages, engine_accuracy(tmodel, x_test, y_test))

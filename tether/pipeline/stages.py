@@ -21,6 +21,7 @@ import numpy as np
 from tether.errors import TetherError
 from tether.pipeline.config import PipelineConfig
 from tether.pipeline.store import StageRecord, Store, file_digest
+from tether.transfer import engine_accuracy
 
 __all__ = ["PipelineError", "Progress", "Road", "VERSIONS"]
 
@@ -90,14 +91,6 @@ def _fit_input(x: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
 
 def _keras_input_shape(model: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in model.inputs[0].shape[1:])
-
-
-def _engine_accuracy(tmodel: bytes, x: np.ndarray, y: np.ndarray, threads: int = 1) -> float:
-    from tether.device import Engine
-
-    with Engine(tmodel, threads=threads) as eng:
-        pred = np.array([int(np.argmax(eng.run(x[i:i + 1]))) for i in range(len(x))])
-    return float(np.mean(pred == y.reshape(-1))) if len(y) else float("nan")
 
 
 def _time_engine(tmodel: bytes, x1: np.ndarray, threads: int, runs: int) -> tuple[float, float]:
@@ -510,7 +503,7 @@ class Road:
         keras.utils.set_random_seed(self.seed)
 
         def measure(name: str, tm: bytes, extra: Optional[dict[str, Any]] = None) -> None:
-            acc = _engine_accuracy(tm, x_te, d.y_test, threads)
+            acc = engine_accuracy(tm, x_te, d.y_test, threads)
             med, p90 = _time_engine(tm, x_te[:1], threads, runs)
             steps.append({"name": name, "accuracy": acc, "bytes": len(tm), "latency_ms": med,
                           "p90_ms": p90, **(extra or {})})
@@ -686,8 +679,8 @@ class Road:
         cut = _head_cut(model) if c.cut == "auto" else c.cut
         dd = self._old_new(data, tuple(compress.report["input_shape"]))
         deployed = convert.path("model.tmodel").read_bytes()
-        before = {"old_accuracy": _engine_accuracy(deployed, *dd["old"]),
-                  "new_accuracy": _engine_accuracy(deployed, *dd["new"])
+        before = {"old_accuracy": engine_accuracy(deployed, *dd["old"]),
+                  "new_accuracy": engine_accuracy(deployed, *dd["new"])
                   if len(dd["new"][1]) else None}
         sets = {"old": dd["old"]}
         if len(dd["new"][1]):
@@ -802,10 +795,10 @@ class Road:
                 else c.backend, "trainer": c.trainer,
                 "rounds": rounds, "wall_s": rep.wall_s,
                 "uplink_bytes": sum(r["uplink_bytes"] for r in rounds),
-                "old_accuracy": _engine_accuracy(joined, x_te[old], d.y_test[old]),
-                "new_accuracy": _engine_accuracy(joined, x_te[new], d.y_test[new])
+                "old_accuracy": engine_accuracy(joined, x_te[old], d.y_test[old]),
+                "new_accuracy": engine_accuracy(joined, x_te[new], d.y_test[new])
                 if new.any() else None,
-                "accuracy": _engine_accuracy(joined, x_te, d.y_test), "bytes": len(joined)}
+                "accuracy": engine_accuracy(joined, x_te, d.y_test), "bytes": len(joined)}
 
 
 def _load_supernet(path: str | Path) -> Any:
