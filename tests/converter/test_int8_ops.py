@@ -312,6 +312,14 @@ def test_global_and_padded_average_pool_exact() -> None:
                 -1, 6, expect="AVERAGE_POOL_2D")
 
 
+@pytest.mark.parametrize("avg", [False, True])
+def test_pool_wide_channels_exact(avg: bool) -> None:
+    """More channels than the kernel's block of 256 (the sums are kept per block)."""
+    layer = (L.AveragePooling2D if avg else L.MaxPooling2D)(3, strides=2, padding="same")
+    check_exact(model_of((5, 4, 300), layer), -1, 6, inputs=2,
+                expect="AVERAGE_POOL_2D" if avg else "MAX_POOL_2D")
+
+
 # ------------------------------------------------------------------------ concat and pad
 
 

@@ -82,36 +82,54 @@ void tether_ref_f32_avgpool(const tether_conv_geometry* g, int count_include_pad
   }
 }
 
-/* Max (avg == 0) or average pooling over NHWC int8, output clamped to [lo, hi]. */
+/* Max (avg == 0) or average pooling over NHWC int8, output clamped to [lo, hi]. Channels
+ * innermost in blocks of POOL_Q8_BLOCK (int32 sums on the stack), so the loops vectorize. */
+#define POOL_Q8_BLOCK 256
+
 void tether_ref_qs8_pool(const tether_conv_geometry* g, int avg, int count_include_pad,
                          int32_t x_zero, int32_t lo, int32_t hi, const int8_t* x, int8_t* y) {
   const size_t c_count = g->in_c;
+  const int8_t lo8 = (int8_t)lo, hi8 = (int8_t)hi;  /* lo, hi within [-128, 127] */
+  int32_t sum[POOL_Q8_BLOCK];
   for (size_t n = 0; n < g->batch; n++) {
     for (size_t oh = 0; oh < g->out_h; oh++) {
       for (size_t ow = 0; ow < g->out_w; ow++) {
         const pool_window win = window_at(g, oh, ow);
-        const int32_t cells = (int32_t)((win.a1 - win.a0) * (win.b1 - win.b0));
-        const int32_t count = count_include_pad ? (int32_t)(g->kernel_h * g->kernel_w) : cells;
         int8_t* yp = y + ((n * g->out_h + oh) * g->out_w + ow) * c_count;
-        for (size_t c = 0; c < c_count; c++) {
-          int32_t v;
-          if (avg) {
-            /* Padding cells counted in the divisor hold the real value 0, i.e. q = z_x. */
-            int32_t sum = (count - cells) * x_zero;
-            for (size_t a = win.a0; a < win.a1; a++) {
-              for (size_t b = win.b0; b < win.b1; b++) sum += x[tap_offset(g, &win, n, a, b) + c];
-            }
-            v = sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
-          } else {
-            v = -128;
-            for (size_t a = win.a0; a < win.a1; a++) {
-              for (size_t b = win.b0; b < win.b1; b++) {
-                const int32_t q = x[tap_offset(g, &win, n, a, b) + c];
-                v = q > v ? q : v;
-              }
+        if (!avg) {
+          /* Prepare guarantees every window at least one tap inside the input. */
+          const int8_t* first = x + tap_offset(g, &win, n, win.a0, win.b0);
+          for (size_t c = 0; c < c_count; c++) yp[c] = first[c];
+          for (size_t a = win.a0; a < win.a1; a++) {
+            for (size_t b = win.b0; b < win.b1; b++) {
+              const int8_t* xp = x + tap_offset(g, &win, n, a, b);
+              for (size_t c = 0; c < c_count; c++) yp[c] = xp[c] > yp[c] ? xp[c] : yp[c];
             }
           }
-          yp[c] = (int8_t)tether_clamp_i32(v, lo, hi);
+          for (size_t c = 0; c < c_count; c++) {
+            const int8_t v = yp[c] < lo8 ? lo8 : yp[c];
+            yp[c] = v > hi8 ? hi8 : v;
+          }
+          continue;
+        }
+        const int32_t cells = (int32_t)((win.a1 - win.a0) * (win.b1 - win.b0));
+        const int32_t count = count_include_pad ? (int32_t)(g->kernel_h * g->kernel_w) : cells;
+        /* Padding cells counted in the divisor hold the real value 0, i.e. q = z_x. */
+        const int32_t pad_sum = (count - cells) * x_zero;
+        for (size_t c0 = 0; c0 < c_count; c0 += POOL_Q8_BLOCK) {
+          const size_t cn = c_count - c0 < POOL_Q8_BLOCK ? c_count - c0 : POOL_Q8_BLOCK;
+          for (size_t c = 0; c < cn; c++) sum[c] = pad_sum;
+          for (size_t a = win.a0; a < win.a1; a++) {
+            for (size_t b = win.b0; b < win.b1; b++) {
+              const int8_t* xp = x + tap_offset(g, &win, n, a, b) + c0;
+              for (size_t c = 0; c < cn; c++) sum[c] += xp[c];
+            }
+          }
+          for (size_t c = 0; c < cn; c++) {
+            const int32_t s = sum[c];
+            const int32_t v = s > 0 ? (s + count / 2) / count : (s - count / 2) / count;
+            yp[c0 + c] = (int8_t)tether_clamp_i32(v, lo, hi);
+          }
         }
       }
     }
