@@ -49,7 +49,8 @@ static void window_attrs(tb_builder* b, int stride, int pad) {
 }
 
 int main(void) {
-  const int H = 37, W = 41, C = 3, C1 = 24, C2 = 40, O = 10;
+  /* Every op above TETHER_PARALLEL_MIN_WORK (ops/ops.h), so each one is split. */
+  const int H = 57, W = 61, C = 3, C1 = 24, C2 = 40, O = 10;
   const int H1 = (H + 2 - 3) / 2 + 1, W1 = (W + 2 - 3) / 2 + 1;
   float* w1 = random_floats((size_t)C1 * 9 * C, 0.5f);
   float* b1 = random_floats(C1, 0.1f);

@@ -373,7 +373,7 @@ int main(int argc, char** argv) {
     }
     qsort(times, (size_t)repeat, sizeof(double), compare_double);
     double median = sorted_median(times, repeat);
-    printf("latency: median %.3f ms, min %.3f ms over %ld runs\n", median, times[0], repeat);
+    printf("latency: median %.4f ms, min %.4f ms over %ld runs\n", median, times[0], repeat);
   }
   if (want_profile && profile(session, tether_model_op_count(model), repeat < 10 ? 10 : repeat)) {
     goto done;

@@ -237,8 +237,9 @@ static tether_status invoke(tether_session_t session) {
   if (session->profiling) {
     for (uint32_t i = 0; i < m->op_count; i++) {
       const uint64_t t0 = tether_now_ns();
-      const tether_status status = tether_op_eval_parallel(
-          m, i, session->data, session->arena + m->ops[i].scratch_offset, session->pool);
+      const tether_status status =
+          tether_op_eval_parallel(m, i, session->data, session->arena + m->ops[i].scratch_offset,
+                                  m->ops[i].serial ? NULL : session->pool);
       session->op_ns[i] += tether_now_ns() - t0;
       if (status != TETHER_STATUS_SUCCESS) return status;
     }
@@ -246,8 +247,9 @@ static tether_status invoke(tether_session_t session) {
     return TETHER_STATUS_SUCCESS;
   }
   for (uint32_t i = 0; i < m->op_count; i++) {
-    const tether_status status = tether_op_eval_parallel(
-        m, i, session->data, session->arena + m->ops[i].scratch_offset, session->pool);
+    const tether_status status =
+        tether_op_eval_parallel(m, i, session->data, session->arena + m->ops[i].scratch_offset,
+                                m->ops[i].serial ? NULL : session->pool);
     if (status != TETHER_STATUS_SUCCESS) return status;
   }
   return TETHER_STATUS_SUCCESS;

@@ -171,6 +171,8 @@ typedef struct tether_node {
   const float* packed;               /* its part of tether_model.packed (after load) */
   uint8_t fused_activation;          /* 1 = the kernel applies `activation` itself */
   uint8_t quantized;                 /* nonzero = an int8 path (the op file's own codes) */
+  uint8_t serial;                    /* 1 = too little work to share with the thread pool: the
+                                        invoke runs it on the calling thread (set at load) */
   /* The check of run-time control data (GATHER's indices when they are not constant): the
    * invoke calls it before eval and stops with its status (tether_set_error). NULL = none. */
   tether_status (*check)(const struct tether_model* model, const struct tether_node* op,

@@ -669,6 +669,7 @@ static tether_status read_op(loader* l, uint32_t index) {
   if (status != TETHER_STATUS_SUCCESS) return status;
   status = spec->prepare(m, index, op);
   if (status != TETHER_STATUS_SUCCESS) return status;
+  op->serial = tether_op_work(m, op) < TETHER_PARALLEL_MIN_WORK;
   for (uint32_t o = 0; o < output_count; o++) {
     tether_tensor* tt = &m->tensors[op->outputs[o]];
     /* Only float outputs get the float activation epilogue; an int8 kernel must apply

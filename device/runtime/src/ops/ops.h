@@ -76,6 +76,15 @@ tether_status tether_op_eval_parallel(const struct tether_model* model, uint32_t
                                       void* const* data, void* scratch,
                                       struct tether_pool* pool);
 
+/* An op's work in multiply-add equivalents (products for convolutions and matrix products,
+ * a quarter per element moved for the rest): ops under TETHER_PARALLEL_MIN_WORK run on the
+ * calling thread, where waking the pool and sharing its cache lines would cost more than
+ * the split saves (a pool round trip is about a microsecond). */
+#ifndef TETHER_PARALLEL_MIN_WORK
+#define TETHER_PARALLEL_MIN_WORK (1u << 17)
+#endif
+uint64_t tether_op_work(const struct tether_model* model, const tether_node* op);
+
 /* ---- shared checks and geometry (common.c) --------------------------------------------- */
 
 /* Reports a format error prefixed "op N 'name' (TYPE): " and returns `status`. */

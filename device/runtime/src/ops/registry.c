@@ -38,6 +38,29 @@ const char* tether_op_type_name(uint32_t type) {
   return type >= 1 && type < TETHER_OP_COUNT ? kOpNames[type] : "?";
 }
 
+uint64_t tether_op_work(const struct tether_model* model, const tether_node* op) {
+  uint64_t out = 0, in = 0;
+  for (uint32_t o = 0; o < op->output_count; o++) out += model->tensors[op->outputs[o]].elements;
+  for (uint32_t i = 0; i < op->input_count; i++) {
+    if (op->inputs[i] != TETHER_NO_TENSOR) in += model->tensors[op->inputs[i]].elements;
+  }
+  const tether_tensor* y = &model->tensors[op->outputs[0]];
+  switch (op->type) {
+    case TETHER_OP_CONV_2D:
+    case TETHER_OP_DEPTHWISE_CONV_2D:
+    case TETHER_OP_FULLY_CONNECTED:
+    case TETHER_OP_BATCH_MATMUL: {
+      /* Products per output: the weights (input 1) per output channel. */
+      const tether_tensor* w = &model->tensors[op->inputs[1]];
+      const uint64_t channels = y->ndim > 0 && y->shape[y->ndim - 1] > 0
+                                    ? (uint64_t)y->shape[y->ndim - 1] : 1;
+      return out * (w->elements / channels > 0 ? w->elements / channels : 1);
+    }
+    default:
+      return (out + in) / 4;  /* a multiply-add's time moves about four elements */
+  }
+}
+
 tether_status tether_op_eval(const struct tether_model* model, uint32_t op_index,
                              void* const* data, void* scratch) {
   return tether_op_eval_parallel(model, op_index, data, scratch, NULL);
