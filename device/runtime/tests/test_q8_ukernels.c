@@ -74,6 +74,54 @@ static void compare(const char* what, const int8_t* got, const int8_t* want, siz
   }
 }
 
+/* Requantization at its edges, through the GEMM (K = 1, weight 1, x_zero 0, so each output
+ * is requantize(bias[j] + a[i])): multipliers 2^30 (exact ties), 2^30 + 1, 2^31 - 1 and
+ * random; right shifts 0-31 and left shifts; accumulators on and beside the ties and near
+ * +-2^31. Every byte must equal tether_multiply_by_quantized_multiplier's. */
+static void test_requant_edges(const tether_kernels* kt) {
+  enum { N = 16, M = 8 };
+  static const int32_t kMult[] = {1 << 30, (1 << 30) + 1, 0x7FFFFFFF, 0};
+  int8_t a[M], w[N], c[M * N], ref[M * N];
+  int32_t bias[N], mult[N], shift[N];
+  for (size_t j = 0; j < N; j++) w[j] = 1;
+  const size_t pb = tether_qs8_gemm_packed_bytes(kt->qs8_gemm_nr, kt->qs8_gemm_kr, N, 1);
+  void* packed = malloc(pb + TETHER_EXTRA_BYTES);
+  for (int trial = 0; trial < 400; trial++) {
+    tether_qs8_params p = {0, (int32_t)tb_range(-20, 20), -128, 127};
+    const int big = trial % 5 == 4;  /* accumulators near +-2^31 */
+    for (size_t j = 0; j < N; j++) {
+      mult[j] = kMult[tb_range(0, 3)];
+      if (mult[j] == 0) mult[j] = (int32_t)((1u << 30) + (uint32_t)tb_range(0, 0x3FFFFFFF));
+      if (big) {
+        shift[j] = -tb_range(23, 31);
+        bias[j] = (int32_t)(tb_range(0, 1) ? 0x7FFFFFFF - tb_range(0, 200)
+                                          : -0x7FFFFFFF + tb_range(0, 200));
+      } else {
+        shift[j] = tb_range(0, 5) == 0 ? tb_range(1, 2) : -tb_range(0, 20);
+        /* An odd multiple of 2^r (a tie when M = 2^30), 100 at most after scaling. */
+        const int32_t r = shift[j] < 0 ? -shift[j] : 0, l = shift[j] > 0 ? shift[j] : 0;
+        const int64_t tie = (2 * (int64_t)tb_range(-100, 100) + 1) << r >> l;
+        bias[j] = (int32_t)(tie - 3);
+      }
+    }
+    for (size_t i = 0; i < M; i++) a[i] = (int8_t)i;  /* tie - 3 .. tie + 4 */
+    tether_qs8_gemm_pack(kt->qs8_gemm_nr, kt->qs8_gemm_kr, kt->qs8_gemm_xor, N, 1, w, bias,
+                         mult, shift, 0, packed);
+    for (size_t i = 0; i < M; i++) {
+      for (size_t j = 0; j < N; j++) {
+        ref[i * N + j] = reference_output((int64_t)bias[j] + a[i], mult[j], shift[j], &p);
+      }
+    }
+    memset(c, SENTINEL, sizeof(c));
+    tether_qs8_gemm(kt, 0, M, N, 1, a, 1, 0, packed, c, N, &p);
+    char what[96];
+    snprintf(what, sizeof(what), "qs8 requant edges %s trial %d (y_zero %d)", kt->isa, trial,
+             (int)p.y_zero);
+    compare(what, c, ref, sizeof(c));
+  }
+  free(packed);
+}
+
 static void test_gemm(const tether_kernels* kt, struct tether_pool** pools) {
   static const size_t kN[] = {1, 2, 3, 7, 8, 13, 16, 17, 31, 33, 67};
   static const size_t kK[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 27, 67, 131};
@@ -494,6 +542,7 @@ int main(void) {
            kt->qs8_gemm_mr, kt->qs8_gemm_nr, kt->qs8_gemm_kr, kt->qs8_gemm_xor ? " (u8 A)" : "");
     for (int rep = 0; rep < 3; rep++) {
       test_gemm(kt, pools);
+      test_requant_edges(kt);
       test_dwconv(kt, pools);
       test_vadd(kt);
       test_vcvt(kt);

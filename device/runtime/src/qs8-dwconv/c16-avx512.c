@@ -159,6 +159,8 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
         const __m512i l1 = _mm512_loadu_si512(w + 2 * channels + c + 16);
         const __m512i r0 = _mm512_loadu_si512(w + 3 * channels + c);
         const __m512i r1 = _mm512_loadu_si512(w + 3 * channels + c + 16);
+        const tether_qs8_rq64 k0 = tether_qs8_rq64_init(m0, r0, yz);
+        const tether_qs8_rq64 k1 = tether_qs8_rq64_init(m1, r1, yz);
         const int16_t* wp = wpairs + c / 16 * pairs * 32;
         for (size_t ow = ow_lo; ow < ow_hi; ow++) {
           const int8_t* corner = x_row + ((size_t)ow * g->stride_w - g->pad_left) * channels + c;
@@ -170,8 +172,8 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
             acc0 = _mm512_sllv_epi32(acc0, l0);
             acc1 = _mm512_sllv_epi32(acc1, l1);
           }
-          __m512i v0 = _mm512_add_epi32(tether_qs8_requant_right_avx512(acc0, m0, r0), yz);
-          __m512i v1 = _mm512_add_epi32(tether_qs8_requant_right_avx512(acc1, m1, r1), yz);
+          __m512i v0 = tether_qs8_requant_zp_avx512(acc0, m0, &k0);
+          __m512i v1 = tether_qs8_requant_zp_avx512(acc1, m1, &k1);
           int8_t* yp = y_row + ow * channels + c;
           tether_qs8_clamp_store16_avx512(yp, (__mmask16)0xFFFFu, v0, lo8, hi8);
           tether_qs8_clamp_store16_avx512(yp + 16, (__mmask16)0xFFFFu, v1, lo8, hi8);
@@ -184,12 +186,13 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
         const __m512i mult = _mm512_maskz_loadu_epi32(m, w + channels + c);
         const __m512i left = _mm512_maskz_loadu_epi32(m, w + 2 * channels + c);
         const __m512i right = _mm512_maskz_loadu_epi32(m, w + 3 * channels + c);
+        const tether_qs8_rq64 k = tether_qs8_rq64_init(mult, right, yz);
         const int16_t* wp = wpairs + c / 16 * pairs * 32;
         for (size_t ow = ow_lo; ow < ow_hi; ow++) {
           const int8_t* corner = x_row + ((size_t)ow * g->stride_w - g->pad_left) * channels + c;
           __m512i acc = _mm512_add_epi32(b, inside16(corner, off, pairs, wp, m));
           if (shift_left) acc = _mm512_sllv_epi32(acc, left);
-          __m512i v = _mm512_add_epi32(tether_qs8_requant_right_avx512(acc, mult, right), yz);
+          __m512i v = tether_qs8_requant_zp_avx512(acc, mult, &k);
           tether_qs8_clamp_store16_avx512(y_row + ow * channels + c, m, v, lo8, hi8);
         }
       }
