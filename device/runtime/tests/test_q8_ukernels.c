@@ -218,7 +218,7 @@ static void dw_row_task(void* context, size_t row) {
 }
 
 static void test_dwconv(const tether_kernels* kt, struct tether_pool** pools) {
-  static const size_t kC[] = {1, 3, 8, 15, 16, 17, 24, 33, 40};
+  static const size_t kC[] = {1, 3, 8, 15, 16, 17, 24, 33, 40, 64, 72};
   static const size_t kKernel[][2] = {{3, 3}, {3, 3}, {5, 5}, {7, 7}, {1, 1}, {2, 3}};
   for (size_t ci = 0; ci < sizeof(kC) / sizeof(kC[0]); ci++) {
     for (size_t kk = 0; kk < sizeof(kKernel) / sizeof(kKernel[0]); kk++) {
