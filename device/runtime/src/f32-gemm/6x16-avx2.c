@@ -9,10 +9,32 @@
 
 #include "../ukernels.h"
 
+/* One row (a dense layer on one input): the 6-row tile would compute 6 copies. Each output
+ * keeps the tile's single FMA chain along K, so its bits equal the tile's. */
+static void gemm_1x16(size_t nc, size_t kc, const float* a0, const float* w, float* c,
+                      const tether_f32_minmax* params) {
+  __m256 cl = _mm256_loadu_ps(w), ch = _mm256_loadu_ps(w + 8);
+  w += 16;
+  for (size_t k = 0; k < kc; k++, w += 16) {
+    const __m256 v = _mm256_broadcast_ss(a0 + k);
+    cl = _mm256_fmadd_ps(v, _mm256_loadu_ps(w), cl);
+    ch = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 8), ch);
+  }
+  const __m256 lo = _mm256_set1_ps(params->min), hi = _mm256_set1_ps(params->max);
+  float tmp[16];
+  _mm256_storeu_ps(tmp, _mm256_min_ps(hi, _mm256_max_ps(lo, cl)));
+  _mm256_storeu_ps(tmp + 8, _mm256_min_ps(hi, _mm256_max_ps(lo, ch)));
+  memcpy(c, tmp, nc * sizeof(float));
+}
+
 void tether_f32_gemm_minmax_ukernel_6x16__avx2(size_t mr, size_t nc, size_t kc, const float* a,
                                                size_t a_stride, const float* w, float* c,
                                                size_t c_stride,
                                                const tether_f32_minmax* params) {
+  if (mr == 1) {
+    gemm_1x16(nc, kc, a, w, c, params);
+    return;
+  }
   const float* a0 = a;
   const float* a1 = mr > 1 ? (const float*)((const char*)a0 + a_stride) : a0;
   const float* a2 = mr > 2 ? (const float*)((const char*)a1 + a_stride) : a1;

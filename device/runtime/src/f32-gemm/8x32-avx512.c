@@ -37,10 +37,32 @@ static void gemm_8x16(size_t mr, size_t nc, size_t kc, const float* const* rows,
   }
 }
 
+/* One row (a dense layer on one input): the 8-row tile would compute 8 copies. Each output
+ * keeps the tile's single FMA chain along K, so its bits equal the tile's. */
+static void gemm_1x32(size_t nc, size_t kc, const float* a0, const float* w, float* c,
+                      const tether_f32_minmax* params) {
+  __m512 cl = _mm512_loadu_ps(w), ch = _mm512_loadu_ps(w + 16);
+  w += 32;
+  for (size_t k = 0; k < kc; k++, w += 32) {
+    const __m512 v = _mm512_set1_ps(a0[k]);
+    cl = _mm512_fmadd_ps(v, _mm512_loadu_ps(w), cl);
+    ch = _mm512_fmadd_ps(v, _mm512_loadu_ps(w + 16), ch);
+  }
+  const __m512 lo = _mm512_set1_ps(params->min), hi = _mm512_set1_ps(params->max);
+  const __mmask16 ml = (__mmask16)(nc >= 16 ? 0xFFFFu : (1u << nc) - 1u);
+  const __mmask16 mh = (__mmask16)(nc >= 32 ? 0xFFFFu : nc <= 16 ? 0u : (1u << (nc - 16)) - 1u);
+  _mm512_mask_storeu_ps(c, ml, _mm512_min_ps(hi, _mm512_max_ps(lo, cl)));
+  _mm512_mask_storeu_ps(c + 16, mh, _mm512_min_ps(hi, _mm512_max_ps(lo, ch)));
+}
+
 void tether_f32_gemm_minmax_ukernel_8x32__avx512(size_t mr, size_t nc, size_t kc,
                                                  const float* a, size_t a_stride,
                                                  const float* w, float* c, size_t c_stride,
                                                  const tether_f32_minmax* params) {
+  if (mr == 1) {
+    gemm_1x32(nc, kc, a, w, c, params);
+    return;
+  }
   const float* a0 = a;
   const float* a1 = mr > 1 ? (const float*)((const char*)a0 + a_stride) : a0;
   const float* a2 = mr > 2 ? (const float*)((const char*)a1 + a_stride) : a1;

@@ -16,6 +16,23 @@ void TETHER_NEON_NAME(size_t mr, size_t nc, size_t kc, const float* a, size_t a_
                       const float* w, float* c, size_t c_stride,
                       const tether_f32_minmax* params) {
   enum { MR = TETHER_NEON_MR };
+  const float32x4_t vmin = vdupq_n_f32(params->min), vmax = vdupq_n_f32(params->max);
+  if (mr == 1) {
+    /* One row (a dense layer on one input): not MR copies of it. Each output keeps the
+     * tile's single FMA chain along K, so its bits equal the tile's. */
+    float32x4_t l = vld1q_f32(w), h = vld1q_f32(w + 4);
+    w += 8;
+    for (size_t k = 0; k < kc; k++, w += 8) {
+      const float32x4_t v = vld1q_dup_f32(a + k);
+      l = vfmaq_f32(l, v, vld1q_f32(w));
+      h = vfmaq_f32(h, v, vld1q_f32(w + 4));
+    }
+    float tmp[8];
+    vst1q_f32(tmp, vminq_f32(vmaxq_f32(l, vmin), vmax));
+    vst1q_f32(tmp + 4, vminq_f32(vmaxq_f32(h, vmin), vmax));
+    memcpy(c, tmp, nc * sizeof(float));
+    return;
+  }
   const float* rows[MR];
   float32x4_t lo[MR], hi[MR];
   const float32x4_t bias_lo = vld1q_f32(w), bias_hi = vld1q_f32(w + 4);
@@ -34,7 +51,6 @@ void TETHER_NEON_NAME(size_t mr, size_t nc, size_t kc, const float* a, size_t a_
       hi[i] = vfmaq_f32(hi[i], v, bh);
     }
   }
-  const float32x4_t vmin = vdupq_n_f32(params->min), vmax = vdupq_n_f32(params->max);
   for (size_t i = 0; i < mr; i++) {
     float* ci = (float*)((char*)c + i * c_stride);
     const float32x4_t l = vminq_f32(vmaxq_f32(lo[i], vmin), vmax);
