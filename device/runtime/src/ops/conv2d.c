@@ -100,55 +100,90 @@ static tether_status conv2d_pack(const struct tether_model* model, const tether_
 }
 
 /* Short runs (a few channels: a stem over 1 or 3 input channels) copied inline, not by a
- * libc call per tap. */
+ * libc call per tap: 4 to 16 floats as two fixed-size copies that overlap in the middle. */
 static inline void copy_floats(float* dst, const float* src, size_t n) {
   if (n > 16) {
     memcpy(dst, src, n * sizeof(float));
-    return;
+  } else if (n >= 8) {
+    memcpy(dst, src, 8 * sizeof(float));
+    memcpy(dst + n - 8, src + n - 8, 8 * sizeof(float));
+  } else if (n >= 4) {
+    memcpy(dst, src, 4 * sizeof(float));
+    memcpy(dst + n - 4, src + n - 4, 4 * sizeof(float));
+  } else {
+    for (size_t i = 0; i < n; i++) dst[i] = src[i];
   }
-  for (size_t i = 0; i < n; i++) dst[i] = src[i];
 }
 
 static inline void zero_floats(float* dst, size_t n) {
   for (size_t i = 0; i < n; i++) dst[i] = 0.0f;
 }
 
-/* Copies im2col rows [m0, m0 + rows) of the output positions (n, oh, ow) into a: per kernel
- * row, the taps inside the input (one contiguous run when dilation_w is 1) between zeros. */
+/* One im2col row, output position (oh, ow) of image x_n: per kernel row, the taps inside the
+ * input (one contiguous run when dilation_w is 1) between zeros. */
+static void im2col_row(const tether_conv_geometry* g, const float* x_n, size_t oh, size_t ow,
+                       float* a) {
+  const size_t ic = g->in_c, kw_n = g->kernel_w;
+  const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
+  size_t kw_begin, kw_end;
+  tether_window_taps(iw0, kw_n, g->dilation_w, (ptrdiff_t)g->in_w, &kw_begin, &kw_end);
+  for (size_t kh = 0; kh < g->kernel_h; kh++, a += kw_n * ic) {
+    const ptrdiff_t ih = (ptrdiff_t)oh * g->stride_h + (ptrdiff_t)kh * g->dilation_h - g->pad_top;
+    if (ih < 0 || ih >= (ptrdiff_t)g->in_h || kw_begin >= kw_end) {
+      zero_floats(a, kw_n * ic);
+      continue;
+    }
+    const float* xr = x_n + (size_t)ih * g->in_w * ic;
+    zero_floats(a, kw_begin * ic);
+    if (g->dilation_w == 1) {
+      copy_floats(a + kw_begin * ic, xr + (size_t)(iw0 + (ptrdiff_t)kw_begin) * ic,
+                  (kw_end - kw_begin) * ic);
+    } else {
+      for (size_t kw = kw_begin; kw < kw_end; kw++) {
+        copy_floats(a + kw * ic, xr + (size_t)(iw0 + (ptrdiff_t)kw * g->dilation_w) * ic, ic);
+      }
+    }
+    zero_floats(a + kw_end * ic, (kw_n - kw_end) * ic);
+  }
+}
+
+/* Copies im2col rows [m0, m0 + rows) of the output positions (n, oh, ow) into a. Positions
+ * whose whole window lies inside the input (dilation_w 1) copy one run per kernel row with
+ * no bounds work; the rest take im2col_row. */
 static void im2col(const tether_conv_geometry* g, const float* x, size_t m0, size_t rows,
                    float* a) {
-  const size_t ic = g->in_c, kw_n = g->kernel_w;
+  const size_t ic = g->in_c, run = g->kernel_w * ic, k = g->kernel_h * run;
+  const ptrdiff_t row_floats = (ptrdiff_t)(g->dilation_h * g->in_w * ic);
+  const ptrdiff_t step = (ptrdiff_t)(g->stride_w * ic);
+  /* Columns [lo, hi) have the window's columns inside the input (tether_qs8_dw_inside_columns
+   * is the same geometry). */
+  size_t lo = 0, hi = 0;
+  if (g->dilation_w == 1) tether_qs8_dw_inside_columns(g, &lo, &hi);
   /* the position of row m0, then stepped (no division per row) */
   size_t ow = m0 % g->out_w, oh = (m0 / g->out_w) % g->out_h, n = m0 / (g->out_w * g->out_h);
-  for (size_t r = 0; r < rows; r++) {
-    if (r > 0 && ++ow == g->out_w) {
+  for (size_t r = 0; r < rows;) {
+    const float* x_n = x + n * g->in_h * g->in_w * ic;
+    const size_t seg_end = ow + (rows - r < g->out_w - ow ? rows - r : g->out_w - ow);
+    const ptrdiff_t ih0 = (ptrdiff_t)oh * g->stride_h - g->pad_top;
+    const int rows_inside =
+        ih0 >= 0 && ih0 + (ptrdiff_t)(g->kernel_h - 1) * g->dilation_h < (ptrdiff_t)g->in_h;
+    for (; ow < seg_end; ow++, r++, a += k) {
+      if (!rows_inside || ow < lo || ow >= hi) {
+        im2col_row(g, x_n, oh, ow, a);
+        continue;
+      }
+      const float* src = x_n + (size_t)ih0 * g->in_w * ic +
+                         ((ptrdiff_t)ow * step - (ptrdiff_t)g->pad_left * (ptrdiff_t)ic);
+      for (size_t kh = 0; kh < g->kernel_h; kh++, src += row_floats) {
+        copy_floats(a + kh * run, src, run);
+      }
+    }
+    if (ow == g->out_w) {
       ow = 0;
       if (++oh == g->out_h) {
         oh = 0;
         n++;
       }
-    }
-    const float* x_n = x + n * g->in_h * g->in_w * ic;
-    const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
-    size_t kw_begin, kw_end;
-    tether_window_taps(iw0, kw_n, g->dilation_w, (ptrdiff_t)g->in_w, &kw_begin, &kw_end);
-    for (size_t kh = 0; kh < g->kernel_h; kh++, a += kw_n * ic) {
-      const ptrdiff_t ih = (ptrdiff_t)oh * g->stride_h + (ptrdiff_t)kh * g->dilation_h - g->pad_top;
-      if (ih < 0 || ih >= (ptrdiff_t)g->in_h || kw_begin >= kw_end) {
-        zero_floats(a, kw_n * ic);
-        continue;
-      }
-      const float* xr = x_n + (size_t)ih * g->in_w * ic;
-      zero_floats(a, kw_begin * ic);
-      if (g->dilation_w == 1) {
-        copy_floats(a + kw_begin * ic, xr + (size_t)(iw0 + (ptrdiff_t)kw_begin) * ic,
-                    (kw_end - kw_begin) * ic);
-      } else {
-        for (size_t kw = kw_begin; kw < kw_end; kw++) {
-          copy_floats(a + kw * ic, xr + (size_t)(iw0 + (ptrdiff_t)kw * g->dilation_w) * ic, ic);
-        }
-      }
-      zero_floats(a + kw_end * ic, (kw_n - kw_end) * ic);
     }
   }
 }
