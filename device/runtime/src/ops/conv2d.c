@@ -192,46 +192,68 @@ static void im2col(const tether_conv_geometry* g, const float* x, size_t m0, siz
  * `row_bytes` apart (K rounded up to the kernel's K-step, the extra bytes zero: their weights
  * are zero), each byte XORed with `flip` (0x80 for kernels that read u8, else 0); taps in the
  * padding hold z_x (flipped alike), which the packed bias cancels. */
+/* n bytes XORed with `flip8` (the flip byte in every lane): 8 at a time, the last 8
+ * overlapping (runs of 8 or more), else byte by byte. */
+static inline void copy_flip(uint8_t* dst, const uint8_t* src, size_t n, uint64_t flip8) {
+  if (n < 8) {
+    for (size_t i = 0; i < n; i++) dst[i] = (uint8_t)(src[i] ^ (uint8_t)flip8);
+    return;
+  }
+  uint64_t v;
+  for (size_t i = 0; i + 8 < n; i += 8) {
+    memcpy(&v, src + i, 8);
+    v ^= flip8;
+    memcpy(dst + i, &v, 8);
+  }
+  memcpy(&v, src + n - 8, 8);
+  v ^= flip8;
+  memcpy(dst + n - 8, &v, 8);
+}
+
 static void q8_im2col(const tether_conv_geometry* g, const int8_t* x, int8_t x_zero,
                       uint8_t flip, size_t m0, size_t rows, size_t row_bytes, int8_t* a) {
-  const size_t ic = g->in_c;
-  const size_t k = g->kernel_h * g->kernel_w * ic;
+  const size_t ic = g->in_c, run = g->kernel_w * ic;
+  const size_t k = g->kernel_h * run;
   const int8_t fill = (int8_t)((uint8_t)x_zero ^ flip);
+  const uint64_t flip8 = (uint64_t)flip * 0x0101010101010101ull;
+  /* Columns [lo, hi) have the window's columns inside the input (the depthwise kernels'
+   * geometry helper): with the rows inside too, one run per kernel row, no bounds work. */
+  size_t lo = 0, hi = 0;
+  if (g->dilation_w == 1) tether_qs8_dw_inside_columns(g, &lo, &hi);
   /* The output position of row m0, then stepped along (no divisions per row). */
   size_t ow = m0 % g->out_w, oh = (m0 / g->out_w) % g->out_h, n = m0 / (g->out_w * g->out_h);
   for (size_t r = 0; r < rows; r++) {
     const uint8_t* x_n = (const uint8_t*)x + n * g->in_h * g->in_w * ic;
     const ptrdiff_t ih0 = (ptrdiff_t)oh * g->stride_h - g->pad_top;
     const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
-    for (size_t kh = 0; kh < g->kernel_h; kh++) {
-      const ptrdiff_t ih = ih0 + (ptrdiff_t)kh * g->dilation_h;
-      const int row_inside = ih >= 0 && ih < (ptrdiff_t)g->in_h;
-      const uint8_t* x_row = x_n + (row_inside ? (size_t)ih * g->in_w * ic : 0);
-      if (row_inside && g->dilation_w == 1 && iw0 >= 0 &&
-          iw0 + (ptrdiff_t)g->kernel_w <= (ptrdiff_t)g->in_w) {  /* one contiguous run */
-        const uint8_t* src = x_row + (size_t)iw0 * ic;
-        const size_t run = g->kernel_w * ic;
-        const uint64_t flip8 = (uint64_t)flip * 0x0101010101010101ull;
-        size_t i = 0;
-        for (; i + 8 <= run; i += 8) {  /* 8 bytes at a time, never past the run */
-          uint64_t v;
-          memcpy(&v, src + i, 8);
-          v ^= flip8;
-          memcpy(a + i, &v, 8);
-        }
-        for (; i < run; i++) a[i] = (int8_t)(src[i] ^ flip);
-        a += run;
-        continue;
+    if (ow >= lo && ow < hi && ih0 >= 0 &&
+        ih0 + (ptrdiff_t)(g->kernel_h - 1) * g->dilation_h < (ptrdiff_t)g->in_h) {
+      const uint8_t* src = x_n + ((size_t)ih0 * g->in_w + (size_t)iw0) * ic;
+      for (size_t kh = 0; kh < g->kernel_h; kh++, src += g->dilation_h * g->in_w * ic) {
+        copy_flip((uint8_t*)a + kh * run, src, run, flip8);
       }
-      for (size_t kw = 0; kw < g->kernel_w; kw++) {
-        const ptrdiff_t iw = iw0 + (ptrdiff_t)kw * g->dilation_w;
-        if (!row_inside || iw < 0 || iw >= (ptrdiff_t)g->in_w) {
-          for (size_t i = 0; i < ic; i++) a[i] = fill;
-        } else {
-          const uint8_t* src = x_row + (size_t)iw * ic;
-          for (size_t i = 0; i < ic; i++) a[i] = (int8_t)(src[i] ^ flip);
+      a += k;
+    } else {
+      for (size_t kh = 0; kh < g->kernel_h; kh++) {
+        const ptrdiff_t ih = ih0 + (ptrdiff_t)kh * g->dilation_h;
+        const int row_inside = ih >= 0 && ih < (ptrdiff_t)g->in_h;
+        const uint8_t* x_row = x_n + (row_inside ? (size_t)ih * g->in_w * ic : 0);
+        if (row_inside && g->dilation_w == 1 && iw0 >= 0 &&
+            iw0 + (ptrdiff_t)g->kernel_w <= (ptrdiff_t)g->in_w) {  /* one contiguous run */
+          copy_flip((uint8_t*)a, x_row + (size_t)iw0 * ic, run, flip8);
+          a += run;
+          continue;
         }
-        a += ic;
+        for (size_t kw = 0; kw < g->kernel_w; kw++) {
+          const ptrdiff_t iw = iw0 + (ptrdiff_t)kw * g->dilation_w;
+          if (!row_inside || iw < 0 || iw >= (ptrdiff_t)g->in_w) {
+            for (size_t i = 0; i < ic; i++) a[i] = fill;
+          } else {
+            const uint8_t* src = x_row + (size_t)iw * ic;
+            for (size_t i = 0; i < ic; i++) a[i] = (int8_t)(src[i] ^ flip);
+          }
+          a += ic;
+        }
       }
     }
     for (size_t i = k; i < row_bytes; i++) *a++ = 0;
