@@ -117,19 +117,23 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
       /* Output columns [ow_lo, ow_hi) have their whole window inside the input. */
       size_t ow_lo = g->out_w, ow_hi = g->out_w;
       if (paired && rows_inside) tether_qs8_dw_inside_columns(g, &ow_lo, &ow_hi);
-      /* Edge columns: each tap's bounds checked, taps in the padding skipped. */
-      for (size_t ow = 0; ow < g->out_w; ow = ow + 1 == ow_lo ? ow_hi : ow + 1) {
-        if (ow == ow_lo && ow_lo < ow_hi) {
-          ow = ow_hi;
-          if (ow >= g->out_w) break;
-        }
-        const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
-        int8_t* yp = y_row + ow * channels;
-        size_t kw_begin, kw_end;
-        tether_window_taps(iw0, kw_n, g->dilation_w, in_w, &kw_begin, &kw_end);
-        for (size_t c = 0; c < channels; c += 16) {
-          const size_t rest = channels - c;
-          const __mmask16 m = (__mmask16)(rest >= 16 ? 0xFFFFu : (1u << rest) - 1u);
+      /* Edge columns: each tap's bounds checked, taps in the padding skipped; channel
+       * blocks outermost so each block's requantization constants are made once a row. */
+      for (size_t c = 0; c < channels; c += 16) {
+        const size_t rest = channels - c;
+        const __mmask16 m = (__mmask16)(rest >= 16 ? 0xFFFFu : (1u << rest) - 1u);
+        const __m512i mult = _mm512_maskz_loadu_epi32(m, w + channels + c);
+        const __m512i left = _mm512_maskz_loadu_epi32(m, w + 2 * channels + c);
+        const tether_qs8_rq64 rq =
+            tether_qs8_rq64_init(mult, _mm512_maskz_loadu_epi32(m, w + 3 * channels + c), yz);
+        for (size_t ow = 0; ow < g->out_w; ow++) {
+          if (ow == ow_lo && ow_lo < ow_hi) {
+            ow = ow_hi;
+            if (ow >= g->out_w) break;
+          }
+          const ptrdiff_t iw0 = (ptrdiff_t)ow * g->stride_w - g->pad_left;
+          size_t kw_begin, kw_end;
+          tether_window_taps(iw0, kw_n, g->dilation_w, in_w, &kw_begin, &kw_end);
           __m512i acc = _mm512_maskz_loadu_epi32(m, w + c);
           for (size_t kh = kh_begin; kh < kh_end; kh++) {
             const size_t ih = (size_t)(ih0 + (ptrdiff_t)kh * g->dilation_h);
@@ -139,11 +143,9 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
                   wt + (kh * kw_n + kw) * channels + c);
             }
           }
-          const __m512i mult = _mm512_maskz_loadu_epi32(m, w + channels + c);
-          const __m512i left = _mm512_maskz_loadu_epi32(m, w + 2 * channels + c);
-          const __m512i right = _mm512_maskz_loadu_epi32(m, w + 3 * channels + c);
-          __m512i v = _mm512_add_epi32(tether_qs8_requant_avx512(acc, mult, left, right), yz);
-          tether_qs8_clamp_store16_avx512(yp + c, m, v, lo8, hi8);
+          if (shift_left) acc = _mm512_sllv_epi32(acc, left);
+          tether_qs8_clamp_store16_avx512(y_row + ow * channels + c, m,
+                                          tether_qs8_requant_zp_avx512(acc, mult, &rq), lo8, hi8);
         }
       }
       if (ow_lo >= ow_hi) continue;
