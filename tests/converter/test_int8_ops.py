@@ -312,6 +312,13 @@ def test_global_and_padded_average_pool_exact() -> None:
                 -1, 6, expect="AVERAGE_POOL_2D")
 
 
+def test_dense_rounds_once_like_tflite() -> None:
+    """TFLite's int8 FULLY_CONNECTED rounds x * M once where its convolutions round twice
+    (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT): over 512 outputs and 40
+    inputs a few land where the two differ (4 of 20,480 here with two roundings)."""
+    check_exact(model_of((256,), L.Dense(512)), -1, 1, inputs=40, expect="FULLY_CONNECTED")
+
+
 @pytest.mark.parametrize("avg", [False, True])
 def test_pool_wide_channels_exact(avg: bool) -> None:
     """More channels than the kernel's block of 256 (the sums are kept per block)."""

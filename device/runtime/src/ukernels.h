@@ -65,6 +65,16 @@ static inline int32_t tether_multiply_by_quantized_multiplier(int32_t x, int32_t
       tether_saturating_rounding_doubling_high_mul(shifted, multiplier), right);
 }
 
+/* The same with one rounding, (x * multiplier + 2^(30 - shift)) >> (31 - shift) in 64 bits:
+ * TFLite's int8 FULLY_CONNECTED (its reference kernel rounds once where the convolutions
+ * round twice; the two differ where the first rounding lands on a tie of the second). */
+static inline int32_t tether_multiply_by_quantized_multiplier_single(int32_t x,
+                                                                     int32_t multiplier,
+                                                                     int32_t shift) {
+  const int32_t total = 31 - shift;
+  return (int32_t)(((int64_t)x * multiplier + ((int64_t)1 << (total - 1))) >> total);
+}
+
 /* Output clamp applied in kernel epilogues (fused NONE / RELU / RELU6 / RELU_N1_TO_1). */
 typedef struct tether_f32_minmax {
   float min, max;
@@ -136,6 +146,9 @@ typedef struct tether_qs8_params {
   int32_t x_zero;  /* input zero point (depthwise; folded into the GEMM bias) */
   int32_t y_zero;  /* output zero point */
   int32_t lo, hi;  /* output clamp (fused activation), within [-128, 127] */
+  /* GEMM only: 1 = one rounding of x * M (tether_multiply_by_quantized_multiplier_single,
+   * TFLite's FULLY_CONNECTED), 0 = TFLite's two (its convolutions). */
+  int32_t single_rounding;
 } tether_qs8_params;
 
 /* C[mr x nc] = requantize(A[mr x kc] * W + bias) for one panel; strides in bytes. */

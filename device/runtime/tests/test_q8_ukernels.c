@@ -51,6 +51,7 @@ static void random_params(tether_qs8_params* p) {
   p->y_zero = pick_zero();
   p->lo = -128;
   p->hi = 127;
+  p->single_rounding = 0;
   if (tb_range(0, 2) == 0) {
     p->lo = tb_range(-128, 0);
     p->hi = tb_range(p->lo, 127);
@@ -60,7 +61,9 @@ static void random_params(tether_qs8_params* p) {
 static int8_t reference_output(int64_t acc64, int32_t mult, int32_t shift,
                                const tether_qs8_params* p) {
   const int32_t acc = (int32_t)(uint32_t)(uint64_t)acc64;
-  int32_t v = tether_multiply_by_quantized_multiplier(acc, mult, shift) + p->y_zero;
+  int32_t v = (p->single_rounding ? tether_multiply_by_quantized_multiplier_single(acc, mult, shift)
+                                  : tether_multiply_by_quantized_multiplier(acc, mult, shift)) +
+              p->y_zero;
   v = v < p->lo ? p->lo : v;
   return (int8_t)(v > p->hi ? p->hi : v);
 }
@@ -75,7 +78,7 @@ static void compare(const char* what, const int8_t* got, const int8_t* want, siz
 }
 
 /* Requantization at its edges, through the GEMM (K = 1, weight 1, x_zero 0, so each output
- * is requantize(bias[j] + a[i])): multipliers 2^30 (exact ties), 2^30 + 1, 2^31 - 1 and
+ * is requantize(bias[j] + a[i])), in both rounding modes: multipliers 2^30 (exact ties), 2^30 + 1, 2^31 - 1 and
  * random; right shifts 0-31 and left shifts; accumulators on and beside the ties and near
  * +-2^31. Every byte must equal tether_multiply_by_quantized_multiplier's. */
 static void test_requant_edges(const tether_kernels* kt) {
@@ -87,7 +90,7 @@ static void test_requant_edges(const tether_kernels* kt) {
   const size_t pb = tether_qs8_gemm_packed_bytes(kt->qs8_gemm_nr, kt->qs8_gemm_kr, N, 1);
   void* packed = malloc(pb + TETHER_EXTRA_BYTES);
   for (int trial = 0; trial < 400; trial++) {
-    tether_qs8_params p = {0, (int32_t)tb_range(-20, 20), -128, 127};
+    tether_qs8_params p = {0, (int32_t)tb_range(-20, 20), -128, 127, trial % 2};
     const int big = trial % 5 == 4;  /* accumulators near +-2^31 */
     for (size_t j = 0; j < N; j++) {
       mult[j] = kMult[tb_range(0, 3)];
@@ -115,8 +118,8 @@ static void test_requant_edges(const tether_kernels* kt) {
     memset(c, SENTINEL, sizeof(c));
     tether_qs8_gemm(kt, 0, M, N, 1, a, 1, 0, packed, c, N, &p);
     char what[96];
-    snprintf(what, sizeof(what), "qs8 requant edges %s trial %d (y_zero %d)", kt->isa, trial,
-             (int)p.y_zero);
+    snprintf(what, sizeof(what), "qs8 requant edges %s trial %d (y_zero %d, %s rounding)",
+             kt->isa, trial, (int)p.y_zero, p.single_rounding ? "single" : "double");
     compare(what, c, ref, sizeof(c));
   }
   free(packed);
@@ -134,6 +137,7 @@ static void test_gemm(const tether_kernels* kt, struct tether_pool** pools) {
       const size_t a_stride = k + (size_t)tb_range(0, 3), c_stride = n + (size_t)tb_range(0, 3);
       tether_qs8_params p;
       random_params(&p);
+      p.single_rounding = tb_range(0, 1);  /* FULLY_CONNECTED's one rounding, or two */
       int8_t* a = random_bytes(m * a_stride, -128, 127);
       int8_t* w = random_bytes(n * k, -127, 127);
       int32_t* bias = (int32_t*)malloc(n * sizeof(int32_t));
@@ -165,9 +169,10 @@ static void test_gemm(const tether_kernels* kt, struct tether_pool** pools) {
       tether_qs8_gemm(kt, 0, m, n, k, a, a_stride, 0, packed, c1 + GUARD, c_stride, &p);
       tether_qs8_gemm(&twin, 0, m, n, k, a, a_stride, 0, packed, c2 + GUARD, c_stride, &p);
       char what[160];
-      snprintf(what, sizeof(what), "qs8 gemm %s %zux%zuc%zu m%zu n%zu k%zu zx%d zy%d [%d,%d]",
+      snprintf(what, sizeof(what), "qs8 gemm %s %zux%zuc%zu m%zu n%zu k%zu zx%d zy%d [%d,%d]%s",
                kt->isa, kt->qs8_gemm_mr, kt->qs8_gemm_nr, kt->qs8_gemm_kr, m, n, k,
-               (int)p.x_zero, (int)p.y_zero, (int)p.lo, (int)p.hi);
+               (int)p.x_zero, (int)p.y_zero, (int)p.lo, (int)p.hi,
+               p.single_rounding ? " single rounding" : "");
       compare(what, c2, ref, cn);  /* twin vs the arithmetic itself */
       compare(what, c1, c2, cn);   /* optimized vs twin */
       /* Rows [0, s) then [s, m) equal the whole; so does any thread count. */

@@ -126,8 +126,9 @@ static void test_conv_by_hand(uint32_t act, const int8_t* want, const char* what
 
 /* ---- random int8 convolutions against an int64 re-implementation -------------------- */
 
-static int32_t ref_requantize(int64_t acc, double real) {
-  /* Independent of quantization.c: the same TFLite steps in 64-bit arithmetic. */
+static int32_t ref_requantize(int64_t acc, double real, int single) {
+  /* Independent of quantization.c: the same TFLite steps in 64-bit arithmetic; single:
+   * FULLY_CONNECTED's one rounding, (acc * m + 2^(30 - exponent)) >> (31 - exponent). */
   int exponent;
   const double q = frexp(real, &exponent);
   int64_t m = (int64_t)round(q * 2147483648.0);
@@ -136,6 +137,10 @@ static int32_t ref_requantize(int64_t acc, double real) {
     exponent++;
   }
   if (exponent < -31) return 0;
+  if (single) {
+    const int total = 31 - exponent;
+    return (int32_t)(((int64_t)(int32_t)acc * m + ((int64_t)1 << (total - 1))) >> total);
+  }
   const int left = exponent > 0 ? exponent : 0, right = exponent > 0 ? 0 : -exponent;
   const int64_t x = acc * ((int64_t)1 << left);
   int64_t high;
@@ -231,7 +236,7 @@ static void test_random_convs(void) {
                 }
             }
             const double real = (double)sx * (double)ws[per_channel ? o : 0] / (double)sy;
-            int32_t v = ref_requantize(acc, real) + zy;
+            int32_t v = ref_requantize(acc, real, kind == 2) + zy;
             v = v < lo ? lo : v > hi ? hi : v;
             const int8_t g = got[(i * ow + j) * oc + o];
             if (g != v) {
@@ -273,9 +278,9 @@ static void test_add(uint32_t act) {
     const double r1 = (double)sa / twice, r2 = (double)sb / twice;
     const double ro = twice / (double)((float)(1 << 20) * sy);
     for (int i = 0; i < 24; i++) {
-      const int64_t s1 = ref_requantize((int64_t)(a[i] - za) * (1 << 20), r1);
-      const int64_t s2 = ref_requantize((int64_t)(bq[i % 4] - zb) * (1 << 20), r2);
-      int32_t v = ref_requantize(s1 + s2, ro) + zy;
+      const int64_t s1 = ref_requantize((int64_t)(a[i] - za) * (1 << 20), r1, 0);
+      const int64_t s2 = ref_requantize((int64_t)(bq[i % 4] - zb) * (1 << 20), r2, 0);
+      int32_t v = ref_requantize(s1 + s2, ro, 0) + zy;
       const int32_t lo = act == TETHER_ACT_RELU ? zy : -128;
       v = v < lo ? lo : v > 127 ? 127 : v;
       TB_CHECK(y[i] == v, "int8 add act%u: y[%d] = %d, want %d", act, i, y[i], v);
@@ -317,14 +322,14 @@ static void test_mul_sub(uint32_t type) {
       double real;
       if (type == TETHER_OP_MUL) {
         v = ref_requantize((int64_t)(a[i] - za) * (bq[i % 4] - zb),
-                           (double)sa * (double)sb / (double)sy) + zy;
+                           (double)sa * (double)sb / (double)sy, 0) + zy;
         real = (double)sa * (a[i] - za) * (double)sb * (bq[i % 4] - zb);
       } else {
         const double twice = (double)(2.0f * (sa > sb ? sa : sb));
-        const int64_t s1 = ref_requantize((int64_t)(a[i] - za) * (1 << 20), (double)sa / twice);
+        const int64_t s1 = ref_requantize((int64_t)(a[i] - za) * (1 << 20), (double)sa / twice, 0);
         const int64_t s2 = ref_requantize((int64_t)(bq[i % 4] - zb) * (1 << 20),
-                                          -(double)sb / twice);
-        v = ref_requantize(s1 + s2, twice / (double)((float)(1 << 20) * sy)) + zy;
+                                          -(double)sb / twice, 0);
+        v = ref_requantize(s1 + s2, twice / (double)((float)(1 << 20) * sy), 0) + zy;
         real = (double)sa * (a[i] - za) - (double)sb * (bq[i % 4] - zb);
       }
       v = v < -128 ? -128 : v > 127 ? 127 : v;

@@ -222,11 +222,14 @@ tether_q8_operands tether_q8_weights_operands(const struct tether_model* model,
   o.y = tether_output(model, op, 0);
   o.channels = q8_channels(model, op, kind);
   const int32_t* words = (const int32_t*)(const void*)op->packed;
+  /* TFLite's FULLY_CONNECTED rounds x * M once, its convolutions twice. */
+  const int32_t single = kind == TETHER_Q8_DENSE;
   const tether_qs8_ref_params ref = {words, words + o.channels, o.x->zero_point,
-                                     o.y->zero_point, -128, 127};
+                                     o.y->zero_point, -128, 127, single};
   o.ref = ref;
   tether_q8_activation_range(op->activation, o.y->scale, o.y->zero_point, &o.ref.lo, &o.ref.hi);
-  const tether_qs8_params kernel = {o.x->zero_point, o.y->zero_point, o.ref.lo, o.ref.hi};
+  const tether_qs8_params kernel = {o.x->zero_point, o.y->zero_point, o.ref.lo, o.ref.hi,
+                                    single};
   o.kernel = kernel;
   const int has_bias = op->input_count > 2 && op->inputs[2] != TETHER_NO_TENSOR;
   o.x_data = (const int8_t*)data[op->inputs[0]];

@@ -72,13 +72,13 @@ void tether_qs8_dwconv2d_minmax_ukernel_c8__neon(const tether_conv_geometry* g,
           }
           int8x8_t out;
           if (nc == 8) {  /* the words of channels c.. sit `channels` apart */
-            out = tether_qs8_output8_neon(accl, acch, w + c, channels, 0, yz, lo, hi);
+            out = tether_qs8_output8_neon(accl, acch, w + c, channels, 0, yz, lo, hi, 0);
           } else {
             int32_t head[32] = {0};
             memcpy(head + 8, w + channels + c, nc * sizeof(int32_t));
             memcpy(head + 16, w + 2 * channels + c, nc * sizeof(int32_t));
             memcpy(head + 24, w + 3 * channels + c, nc * sizeof(int32_t));
-            out = tether_qs8_output8_neon(accl, acch, head, 8, 0, yz, lo, hi);
+            out = tether_qs8_output8_neon(accl, acch, head, 8, 0, yz, lo, hi, 0);
           }
           if (nc == 8) {
             vst1_s8(yp + c, out);

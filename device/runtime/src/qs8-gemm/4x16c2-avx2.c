@@ -78,7 +78,10 @@ void tether_qs8_gemm_minmax_ukernel_4x16c2__avx2(size_t mr, size_t nc, size_t kc
       const __m256i mult = _mm256_loadu_si256((const __m256i*)(head + 16 + 8 * h));
       const __m256i left = _mm256_loadu_si256((const __m256i*)(head + 32 + 8 * h));
       const __m256i right = _mm256_loadu_si256((const __m256i*)(head + 48 + 8 * h));
-      __m256i v = _mm256_add_epi32(tether_qs8_requant_avx2(acc[2 * i + h], mult, left, right), yz);
+      const __m256i q = params->single_rounding
+                            ? tether_qs8_requant_single_avx2(acc[2 * i + h], mult, left, right)
+                            : tether_qs8_requant_avx2(acc[2 * i + h], mult, left, right);
+      __m256i v = _mm256_add_epi32(q, yz);
       out[h] = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
     }
     const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(out[0], out[1]), 0xD8);

@@ -44,11 +44,13 @@ static void gemm_1x16(size_t nc, size_t kc, const int8_t* a0, const int32_t* hea
   }
   if (k < kc) s1 = _mm512_dpbusd_epi32(s1, bcast_tail(a0 + k, kc - k), _mm512_loadu_si512(wk));
   const __m512i acc = _mm512_add_epi32(_mm512_add_epi32(s0, s1), _mm512_add_epi32(s2, s3));
-  const __m512i mult = _mm512_loadu_si512(head + 16);
-  const tether_qs8_rq64 rq =
-      tether_qs8_rq64_init(mult, _mm512_loadu_si512(head + 48), _mm512_set1_epi32(params->y_zero));
-  const __m512i v =
-      tether_qs8_requant_zp_avx512(_mm512_sllv_epi32(acc, _mm512_loadu_si512(head + 32)), mult, &rq);
+  const __m512i mult = _mm512_loadu_si512(head + 16), left = _mm512_loadu_si512(head + 32);
+  const __m512i right = _mm512_loadu_si512(head + 48), yz = _mm512_set1_epi32(params->y_zero);
+  const tether_qs8_rq64 rq = params->single_rounding
+                                 ? tether_qs8_rq64_init_single(mult, left, right, yz)
+                                 : tether_qs8_rq64_init(mult, right, yz);
+  const __m512i v = tether_qs8_requant_zp_avx512(
+      params->single_rounding ? acc : _mm512_sllv_epi32(acc, left), mult, &rq);
   const __m512i out = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_set1_epi32(params->lo)),
                                        _mm512_set1_epi32(params->hi));
   tether_qs8_store16_avx512(c, (__mmask16)(nc >= 16 ? 0xFFFFu : (1u << nc) - 1u), out);
@@ -107,8 +109,11 @@ void tether_qs8_gemm_minmax_ukernel_8x16c4__avx512vnni(size_t mr, size_t nc, siz
   const __m128i lo8 = _mm_set1_epi8((char)params->lo), hi8 = _mm_set1_epi8((char)params->hi);
   const __mmask16 m = (__mmask16)(nc >= 16 ? 0xFFFFu : (1u << nc) - 1u);
   const __m512i acc[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
-  const int shift_left = _mm512_test_epi32_mask(left, left) != 0;
-  const tether_qs8_rq64 rq = tether_qs8_rq64_init(mult, right, yz);
+  /* Two roundings: acc << left first; one rounding: left is in the shift. */
+  const int shift_left = !params->single_rounding && _mm512_test_epi32_mask(left, left) != 0;
+  const tether_qs8_rq64 rq = params->single_rounding
+                                 ? tether_qs8_rq64_init_single(mult, left, right, yz)
+                                 : tether_qs8_rq64_init(mult, right, yz);
   for (size_t i = 0; i < mr; i++) {
     const __m512i x = shift_left ? _mm512_sllv_epi32(acc[i], left) : acc[i];
     __m512i v = tether_qs8_requant_zp_avx512(x, mult, &rq);

@@ -16,10 +16,15 @@
  * left / right shifts (TFLite's arithmetic, ukernels.h). */
 static inline int8_t qs8_requantize(int32_t acc, int32_t mult, int32_t left, int32_t right,
                                     const tether_qs8_params* p) {
-  const int32_t shifted = (int32_t)((uint32_t)acc << left);
-  int32_t v = tether_rounding_divide_by_pot(
-                  tether_saturating_rounding_doubling_high_mul(shifted, mult), right) +
-              p->y_zero;
+  int32_t v;
+  if (p->single_rounding) {
+    v = tether_multiply_by_quantized_multiplier_single(acc, mult, left - right) + p->y_zero;
+  } else {
+    const int32_t shifted = (int32_t)((uint32_t)acc << left);
+    v = tether_rounding_divide_by_pot(tether_saturating_rounding_doubling_high_mul(shifted, mult),
+                                      right) +
+        p->y_zero;
+  }
   v = v < p->lo ? p->lo : v;
   return (int8_t)(v > p->hi ? p->hi : v);
 }

@@ -43,6 +43,24 @@ static inline tether_qs8_rq64 tether_qs8_rq64_init(__m512i mult, __m512i right, 
   return k;
 }
 
+/* The constants of the one-rounding form (params->single_rounding):
+ * (acc * M + 2^(30 + right - left)) >> (31 + right - left), acc not shifted first. */
+static inline tether_qs8_rq64 tether_qs8_rq64_init_single(__m512i mult, __m512i left,
+                                                          __m512i right, __m512i yz) {
+  const __m512i total = _mm512_add_epi32(_mm512_sub_epi32(right, left), _mm512_set1_epi32(31));
+  const __m512i low = _mm512_set1_epi64(0xFFFFFFFFll), one = _mm512_set1_epi64(1);
+  tether_qs8_rq64 k;
+  k.mult_odd = _mm512_shuffle_epi32(mult, _MM_PERM_DDBB);
+  k.shift_even = _mm512_and_si512(total, low);
+  k.shift_odd = _mm512_srli_epi64(total, 32);
+  k.bias_even = _mm512_sllv_epi64(one, _mm512_sub_epi64(k.shift_even, one));
+  k.bias_odd = _mm512_sllv_epi64(one, _mm512_sub_epi64(k.shift_odd, one));
+  k.neg_even = _mm512_setzero_si512();
+  k.neg_odd = k.neg_even;
+  k.yz = yz;
+  return k;
+}
+
 static inline __m512i tether_qs8_requant_zp_avx512(__m512i x, __m512i mult,
                                                    const tether_qs8_rq64* k) {
   const __m512i limit = _mm512_set1_epi64(-(1ll << 30));

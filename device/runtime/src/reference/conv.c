@@ -13,7 +13,10 @@ static inline int8_t qs8_ref_output(int64_t acc64, const tether_qs8_ref_params* 
   /* int32 two's-complement wrap of the sum (defined here; TFLite's int32 adds wrap the same
    * way in practice). Valid models never get near it. */
   const int32_t acc = (int32_t)(uint32_t)(uint64_t)acc64;
-  int32_t v = tether_multiply_by_quantized_multiplier(acc, p->multiplier[c], p->shift[c]) +
+  int32_t v = (p->single_rounding
+                   ? tether_multiply_by_quantized_multiplier_single(acc, p->multiplier[c],
+                                                                    p->shift[c])
+                   : tether_multiply_by_quantized_multiplier(acc, p->multiplier[c], p->shift[c])) +
               p->y_zero;
   v = v < p->lo ? p->lo : v;
   return (int8_t)(v > p->hi ? p->hi : v);

@@ -23,6 +23,7 @@ typedef struct tether_qs8_ref_params {
   const int32_t* multiplier;
   const int32_t* shift;
   int32_t x_zero, y_zero, lo, hi;
+  int32_t single_rounding;  /* 1: tether_multiply_by_quantized_multiplier_single (dense) */
 } tether_qs8_ref_params;
 
 /* ---- any dtype (gather.c) --------------------------------------------------------------- */

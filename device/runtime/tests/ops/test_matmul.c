@@ -300,7 +300,7 @@ static void test_q8_batch_matmul(void) {
       tether_matmul_geometry g;
       tether_matmul_geometry_init(&g, (uint32_t)c.ra, c.as, (uint32_t)c.rb, c.bs, c.adj_a,
                                   c.adj_b);
-      const tether_qs8_ref_params p = {&mult, &shift, za, zy, -128, 127};
+      const tether_qs8_ref_params p = {&mult, &shift, za, zy, -128, 127, 0};
       tether_ref_qs8_batch_matmul(&g, ad, bd, zb, got, &p);
       TB_CHECK(memcmp(got, want, ny) == 0, "%s: the reference kernel differs", name);
     }
