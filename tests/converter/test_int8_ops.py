@@ -312,6 +312,23 @@ def test_global_and_padded_average_pool_exact() -> None:
                 -1, 6, expect="AVERAGE_POOL_2D")
 
 
+def test_residual_add_split_over_threads_is_exact() -> None:
+    """An ADD big enough to be split over the pool (64x64x16 int8): 1, 2 and 3 threads give
+    TFLite's integers, byte for byte."""
+    from tether.device import Engine
+
+    rng = np.random.default_rng(3)
+    model = model_of((64, 64, 16), lambda x: L.Add()([L.ReLU()(x), x]))
+    content = int8_tflite(model, rng.uniform(-1, 1, (24, 64, 64, 16)).astype(np.float32))
+    assert "ADD" in litert_ops(content)
+    data = convert(content).to_bytes()
+    x = rng.integers(-128, 128, (1, 64, 64, 16)).astype(np.int8)
+    want = litert(content, x)
+    for threads in (1, 2, 3):
+        got = np.asarray(Engine(data, threads=threads).run(x))
+        assert np.array_equal(got, want), threads
+
+
 def test_dense_rounds_once_like_tflite() -> None:
     """TFLite's int8 FULLY_CONNECTED rounds x * M once where its convolutions round twice
     (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT): over 512 outputs and 40

@@ -116,7 +116,8 @@ static tether_status q8_add_prepare(const struct tether_model* model, uint32_t o
  * MultiplyByQuantizedMultiplier; MUL and PRELU below; `a_index`/`b_index` give the broadcast
  * element of each input.
  */
-static void q8_add_elements(const tether_node* op, const tether_tensor* a, const tether_tensor* b,
+static void q8_add_elements(const tether_kernels* kernels, const tether_node* op,
+                            const tether_tensor* a, const tether_tensor* b,
                             const tether_tensor* y, const int8_t* ad, const int8_t* bd,
                             size_t count, const size_t* a_index, const size_t* b_index,
                             int8_t* yd) {
@@ -167,7 +168,7 @@ static void q8_add_elements(const tether_node* op, const tether_tensor* a, const
         w[0], w[1] > 0 ? w[1] : 0, w[1] > 0 ? 0 : -w[1],
         w[2], w[3] > 0 ? w[3] : 0, w[3] > 0 ? 0 : -w[3],
         w[4], w[5] > 0 ? w[5] : 0, w[5] > 0 ? 0 : -w[5]};
-    tether_kernels_current()->qs8_vadd(count, ad, bd, yd, &kp);
+    kernels->qs8_vadd(count, ad, bd, yd, &kp);
     return;
   }
   for (size_t i = 0; i < count; i++) {
@@ -220,9 +221,27 @@ static tether_status check_broadcast(const struct tether_model* model, uint32_t 
   return tether_check_shape(model, op_index, y, "output 0", rank, expected);
 }
 
+/* Same-shape int8 inputs: slices of the elements, one per task (each element computed the
+ * same way whatever the split). */
+typedef struct q8_slices_job {
+  const struct tether_model* model;
+  const tether_node* op;
+  const int8_t *a, *b;
+  int8_t* y;
+  size_t count, slice;
+} q8_slices_job;
+
+static void q8_slice_task(void* context, size_t task) {
+  const q8_slices_job* j = (const q8_slices_job*)context;
+  const size_t begin = task * j->slice;
+  const size_t n = j->count - begin < j->slice ? j->count - begin : j->slice;
+  q8_add_elements(j->model->kernels, j->op, tether_input(j->model, j->op, 0),
+                  tether_input(j->model, j->op, 1), tether_output(j->model, j->op, 0),
+                  j->a + begin, j->b + begin, n, NULL, NULL, j->y + begin);
+}
+
 static void binary_eval(const struct tether_model* model, const tether_node* op,
                         void* const* data, void* scratch, struct tether_pool* pool) {
-  (void)pool;
   (void)scratch;
   broadcast bc;
   size_t da[TETHER_MAX_DIMS], db[TETHER_MAX_DIMS];
@@ -239,7 +258,11 @@ static void binary_eval(const struct tether_model* model, const tether_node* op,
     const int8_t* b8 = (const int8_t*)data[op->inputs[1]];
     int8_t* y8 = (int8_t*)data[op->outputs[0]];
     if (ta->elements == ty->elements && tb->elements == ty->elements) {
-      q8_add_elements(op, ta, tb, ty, a8, b8, ty->elements, NULL, NULL, y8);
+      const size_t tasks = 2 * tether_pool_threads(pool);
+      q8_slices_job j = {model, op, a8, b8, y8, ty->elements,
+                         (ty->elements + tasks - 1) / tasks};
+      j.slice = (j.slice + 63) / 64 * 64;  /* whole vectors */
+      tether_parallelize(pool, q8_slice_task, &j, (j.count + j.slice - 1) / j.slice);
       return;
     }
     /* Broadcasting: one innermost row at a time, indices from the strides. */
@@ -260,7 +283,7 @@ static void binary_eval(const struct tether_model* model, const tether_node* op,
                   ia[k] = oa + (i5 + k) * bc.a_stride[5];
                   ib[k] = ob + (i5 + k) * bc.b_stride[5];
                 }
-                q8_add_elements(op, ta, tb, ty, a8, b8, n, ia, ib, y8 + done);
+                q8_add_elements(model->kernels, op, ta, tb, ty, a8, b8, n, ia, ib, y8 + done);
                 done += n;
               }
             }

@@ -57,7 +57,9 @@ uint64_t tether_op_work(const struct tether_model* model, const tether_node* op)
       return out * (w->elements / channels > 0 ? w->elements / channels : 1);
     }
     default:
-      return (out + in) / 4;  /* a multiply-add's time moves about four elements */
+      /* A multiply-add's time moves about four float elements; an int8 element of ADD and
+       * its kin takes about eight (three requantizations). */
+      return op->quantized ? 8 * out : (out + in) / 4;
   }
 }
 
