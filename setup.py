@@ -20,9 +20,13 @@ RUNTIME = ROOT / "device" / "runtime"
 
 
 class CMakeBuild(build_ext):
-    """Configures and builds device/runtime with CMake, then places libtether.so."""
+    """Configures and builds device/runtime with CMake, then places libtether.so; other
+    extensions (device/_run.c) build the usual way."""
 
     def build_extension(self, ext: Extension) -> None:
+        if ext.name != "tether.device._libtether":
+            super().build_extension(ext)
+            return
         cmake = shutil.which("cmake")
         if cmake is None:
             raise RuntimeError(
@@ -58,6 +62,10 @@ if sys.platform.startswith("win"):
 SKIP_ENGINE = os.environ.get("TETHER_SKIP_ENGINE") == "1"
 
 setup(
-    ext_modules=[] if SKIP_ENGINE else [Extension("tether.device._libtether", sources=[])],
+    ext_modules=[] if SKIP_ENGINE else [
+        Extension("tether.device._libtether", sources=[]),
+        # Engine.run's one-step call for small models (optional: run() falls back to ctypes).
+        Extension("tether.device._run", sources=["device/_run.c"], optional=True),
+    ],
     cmdclass={"build_ext": CMakeBuild},
 )

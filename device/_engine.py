@@ -14,6 +14,11 @@ import numpy as np
 from tether.device import _binding as B
 from tether.errors import EngineError
 
+try:  # the one-step C call of run() (device/_run.c); without it run() goes through ctypes
+    from tether.device import _run as _fast  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - a build without the extension
+    _fast = None
+
 __all__ = ["Engine", "ModelMemory", "TensorInfo", "model_memory"]
 
 _DTYPES: dict[int, np.dtype] = {0: np.dtype(np.float32), 1: np.dtype(np.int8), 2: np.dtype(np.uint8),
@@ -222,6 +227,10 @@ class Engine(_Closeable):
         self._direct = (self._io_view(B.IO_INPUT, self.inputs[0]),
                         self._io_view(B.IO_OUTPUT, self.outputs[0])) \
             if len(self.inputs) == 1 and len(self.outputs) == 1 else None
+        # _run.run's addresses: tether_session_invoke and the two arena views
+        self._fast_args = (ctypes.cast(self._invoke, ctypes.c_void_p).value,
+                           self._direct[0].ctypes.data, self._direct[1].ctypes.data) \
+            if self._direct is not None and _fast is not None else None
 
     def _io_view(self, kind: int, info: TensorInfo) -> np.ndarray:
         """A numpy view of the arena storage of input/output `info` (valid while the
@@ -349,11 +358,17 @@ class Engine(_Closeable):
             session = self._session
             if not session.value:
                 raise EngineError(f"{self.source}: the engine is closed", "invalid_argument")
-            np.copyto(x_view, x if y_shape is None else x.reshape(x_view.shape))
-            status = self._invoke(session)
+            if self._fast_args is not None and x.flags.c_contiguous:
+                # one C call: copy in, invoke (GIL released), copy out into y
+                y = np.empty(y_view.shape, y_view.dtype)
+                invoke, x_addr, y_addr = self._fast_args
+                status = _fast.run(invoke, session.value, x_addr, x, y_addr, y)
+            else:
+                np.copyto(x_view, x if y_shape is None else x.reshape(x_view.shape))
+                status = self._invoke(session)
+                y = y_view.copy() if status == 0 else y_view
             if status:
                 B.check(status, self.source)
-            y = y_view.copy()
         return y if y_shape is None else y.reshape(y_shape)
 
     def _run_locked(self, items: list[list[np.ndarray]]) -> list[list[np.ndarray]]:

@@ -41,6 +41,27 @@ def test_engine_from_file_equals_engine_from_bytes(demo_tmodel_bytes, digits, tm
     np.testing.assert_array_equal(a, b)
 
 
+def test_every_way_into_run_gives_the_same_bytes(demo_tmodel_bytes, digits):
+    """One image through run()'s one-step C call (device/_run.c: a contiguous array in the
+    input's dtype, with or without the batch axis), through its ctypes fallback (a strided
+    view) and through the general path (a stack of images): the same bytes each time, and
+    the returned arrays are the caller's own (the next run does not overwrite them)."""
+    from tether.device import _engine
+
+    assert _engine._fast is not None, "device/_run.c was not built"
+    engine = Engine(demo_tmodel_bytes)
+    x = np.ascontiguousarray(digits.x_test[:1])
+    one_step = engine.run(x)
+    no_batch = engine.run(x[0])
+    strided = engine.run(np.asfortranarray(x[0]))
+    stacked = engine.run(digits.x_test[:2])[:1]
+    np.testing.assert_array_equal(one_step, stacked)
+    np.testing.assert_array_equal(no_batch, one_step[0])
+    np.testing.assert_array_equal(strided, one_step[0])
+    engine.run(digits.x_test[1:2])
+    np.testing.assert_array_equal(one_step, stacked)
+
+
 @pytest.mark.parametrize("head", [None, "softmax"])
 def test_mobilenet_v2_035_96_matches_keras(head):
     """With non-trivial BN statistics; `None` compares logits, which a 1000-way softmax
