@@ -40,18 +40,17 @@ static inline __m512i unpair16(__m256i lo, __m256i hi) {
  * point folded; even and odd pairs in separate accumulators (shorter dependency chains). */
 static inline __m512i inside16(const int8_t* xp, const ptrdiff_t* off, size_t pairs,
                                const int16_t* wp, __mmask16 m) {
+  /* Whole blocks read with plain loads (masked byte loads cost more on some cores). */
+#define LOAD16(P) (m == (__mmask16)0xFFFFu ? _mm_loadu_si128((const __m128i*)(P)) \
+                                           : _mm_maskz_loadu_epi8(m, (P)))
   __m256i lo0 = _mm256_setzero_si256(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
   size_t p = 0;
   for (; p + 2 <= pairs; p += 2, wp += 64) {
-    PAIR16(lo0, hi0, _mm_maskz_loadu_epi8(m, xp + off[2 * p]),
-           _mm_maskz_loadu_epi8(m, xp + off[2 * p + 1]), wp);
-    PAIR16(lo1, hi1, _mm_maskz_loadu_epi8(m, xp + off[2 * p + 2]),
-           _mm_maskz_loadu_epi8(m, xp + off[2 * p + 3]), wp + 32);
+    PAIR16(lo0, hi0, LOAD16(xp + off[2 * p]), LOAD16(xp + off[2 * p + 1]), wp);
+    PAIR16(lo1, hi1, LOAD16(xp + off[2 * p + 2]), LOAD16(xp + off[2 * p + 3]), wp + 32);
   }
-  if (p < pairs) {
-    PAIR16(lo0, hi0, _mm_maskz_loadu_epi8(m, xp + off[2 * p]),
-           _mm_maskz_loadu_epi8(m, xp + off[2 * p + 1]), wp);
-  }
+  if (p < pairs) PAIR16(lo0, hi0, LOAD16(xp + off[2 * p]), LOAD16(xp + off[2 * p + 1]), wp);
+#undef LOAD16
   return unpair16(_mm256_add_epi32(lo0, lo1), _mm256_add_epi32(hi0, hi1));
 }
 
