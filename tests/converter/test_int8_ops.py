@@ -312,6 +312,19 @@ def test_global_and_padded_average_pool_exact() -> None:
                 -1, 6, expect="AVERAGE_POOL_2D")
 
 
+@given(h=st.integers(1, 9), w=st.integers(1, 11), c=st.sampled_from([3, 16, 40]),
+       k=st.sampled_from([2, 3, 5]), s=st.integers(1, 2), d=st.integers(1, 2))
+@CI
+def test_depthwise_same_padding_exact(h: int, w: int, c: int, k: int, s: int, d: int) -> None:
+    """SAME-padded int8 depthwise convolutions (small inputs take the engine's padded copy,
+    every window inside it) equal TFLite's reference kernels."""
+    if d > 1 and s > 1:
+        s = 1  # Keras refuses strides with dilation
+    check_exact(model_of((h, w, c), L.DepthwiseConv2D(k, strides=s, dilation_rate=d,
+                                                      padding="same")), -1, 1, inputs=2,
+                expect="DEPTHWISE_CONV_2D")
+
+
 def test_residual_add_split_over_threads_is_exact() -> None:
     """An ADD big enough to be split over the pool (64x64x16 int8): 1, 2 and 3 threads give
     TFLite's integers, byte for byte."""

@@ -7,6 +7,7 @@
  * kernel (M = 1) or the int8 reference kernel.
  */
 #include <stddef.h>
+#include <string.h>
 
 #include "ops/ops.h"
 
@@ -28,10 +29,33 @@ static void dw_task(void* context, size_t task) {
   j->fn(j->g, begin, end, j->x, j->w, j->bias, j->y, &j->mm);
 }
 
+/* int8, depth multiplier 1: inputs up to this many bytes once padded are copied into a
+ * scratch block with z_x in the padding, so that every window lies inside it and the kernel
+ * runs only its fast interior path (on small maps most outputs touch the padding). A tap in
+ * the padding then adds (z_x - z_x) * w = 0, as when it is skipped: the same integers. */
+#define Q8_DW_PAD_COPY_BYTES (64 * 1024)
+
+/* The padded input's rows and columns: what the windows of all outputs span. */
+static void q8_dw_padded_extent(const tether_conv_geometry* g, size_t* rows, size_t* cols) {
+  *rows = (g->out_h - 1) * (size_t)g->stride_h + (g->kernel_h - 1) * (size_t)g->dilation_h + 1;
+  *cols = (g->out_w - 1) * (size_t)g->stride_w + (g->kernel_w - 1) * (size_t)g->dilation_w + 1;
+}
+
 static tether_status depthwise_conv2d_prepare(const struct tether_model* model,
                                               uint32_t op_index, tether_node* op) {
   if (tether_input(model, op, 0)->dtype == TETHER_DTYPE_INT8) {
-    return tether_q8_weights_prepare(model, op_index, op, TETHER_Q8_DEPTHWISE);
+    const tether_status status =
+        tether_q8_weights_prepare(model, op_index, op, TETHER_Q8_DEPTHWISE);
+    if (status != TETHER_STATUS_SUCCESS || op->quantized != TETHER_Q8_DWCONV) return status;
+    const tether_op_params* p = &op->params;
+    if (p->pad_top > 0 || p->pad_left > 0 || p->pad_bottom > 0 || p->pad_right > 0) {
+      const tether_conv_geometry g = tether_window_geometry(model, op);
+      size_t rows, cols;
+      q8_dw_padded_extent(&g, &rows, &cols);
+      const uint64_t bytes = (uint64_t)g.batch * rows * cols * g.in_c;
+      if (bytes <= Q8_DW_PAD_COPY_BYTES) op->scratch_bytes = (size_t)bytes;
+    }
+    return TETHER_STATUS_SUCCESS;
   }
   const tether_tensor* x = tether_input(model, op, 0);
   const tether_tensor* w = tether_input(model, op, 1);
@@ -86,12 +110,38 @@ static void q8_dw_task(void* context, size_t task) {
 }
 
 static void q8_depthwise_conv2d_eval(const struct tether_model* model, const tether_node* op,
-                                     void* const* data, struct tether_pool* pool) {
+                                     void* const* data, void* scratch,
+                                     struct tether_pool* pool) {
   const tether_q8_operands o = tether_q8_weights_operands(model, op, data, TETHER_Q8_DEPTHWISE);
   const tether_kernels* kt = model->kernels;
-  const tether_conv_geometry g = tether_window_geometry(model, op);
+  tether_conv_geometry g = tether_window_geometry(model, op);
   if (op->quantized == TETHER_Q8_DWCONV) {
-    q8_dw_job j = {&g, kt->qs8_dwconv, o.x_data, (const int32_t*)(const void*)op->packed,
+    const int8_t* x = o.x_data;
+    if (op->scratch_bytes != 0) {  /* small input: padded copy, then no window at an edge */
+      size_t rows, cols;
+      q8_dw_padded_extent(&g, &rows, &cols);
+      const size_t c = g.in_c;
+      int8_t* xp = (int8_t*)scratch;
+      memset(xp, (int)(int8_t)o.x->zero_point, g.batch * rows * cols * c);
+      for (size_t n = 0; n < g.batch; n++) {
+        for (size_t r = 0; r < rows; r++) {
+          const ptrdiff_t ih = (ptrdiff_t)r - g.pad_top;
+          if (ih < 0 || ih >= (ptrdiff_t)g.in_h) continue;
+          /* Columns of the input inside [0, cols) once shifted by pad_left. */
+          const size_t first = g.pad_left > 0 ? (size_t)g.pad_left : 0;
+          const size_t skip = g.pad_left < 0 ? (size_t)-g.pad_left : 0;
+          size_t count = g.in_w > skip ? g.in_w - skip : 0;
+          if (first + count > cols) count = cols > first ? cols - first : 0;
+          memcpy(xp + ((n * rows + r) * cols + first) * c,
+                 o.x_data + ((n * g.in_h + (size_t)ih) * g.in_w + skip) * c, count * c);
+        }
+      }
+      x = xp;
+      g.in_h = rows;
+      g.in_w = cols;
+      g.pad_top = g.pad_left = 0;
+    }
+    q8_dw_job j = {&g, kt->qs8_dwconv, x, (const int32_t*)(const void*)op->packed,
                    o.y_data, &o.kernel, 0};
     /* Output rows split into about 4 tasks per thread; rows are independent. */
     const size_t threads = tether_pool_threads(pool);
@@ -111,7 +161,7 @@ static tether_status depthwise_conv2d_pack(const struct tether_model* model,
 static void depthwise_conv2d_eval(const struct tether_model* model, const tether_node* op,
                                   void* const* data, void* scratch, struct tether_pool* pool) {
   if (op->quantized) {
-    q8_depthwise_conv2d_eval(model, op, data, pool);
+    q8_depthwise_conv2d_eval(model, op, data, scratch, pool);
     return;
   }
   (void)scratch;
