@@ -19,8 +19,10 @@ is its planned activation arena; its packed weights are reported as packed_bytes
 int8 rows (--precisions int8): the model quantized by TensorFlow's full-integer post-training
 quantizer (representative data: 32 tether.data digits for the demo CNN, 32 uniform [-1, 1)
 images for MobileNetV2), the same .tflite run in LiteRT and converted by tether's TFLite
-frontend; tether and LiteRT are timed round-robin (one tether run, one LiteRT run, ...) so
-machine load hits both alike, and the LiteRT row carries tether_over_peer (wall-clock
+frontend; tether and LiteRT are timed round-robin (one tether run, one LiteRT run, ...; with
+more than one thread, blocks of 10 runs after a 50 ms pause, since an engine's pool workers
+spin after a call and would take a core from the other engine's) so machine load hits both
+alike, and the LiteRT row carries tether_over_peer (wall-clock
 medians) and tether_over_peer_calling_thread_cpu (CPU-time medians of the calling thread:
 the whole work with 1 thread, robust to time slicing on a loaded machine). With
 --agreement-inputs N, MobileNetV2 1.0 224 with logits outputs (classifier_activation=None)
@@ -39,6 +41,9 @@ import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+BLOCK = 10      # int8 rows with more than one thread: calls per engine per turn
+PAUSE_S = 0.05  # and the pause before each turn (the other engine's spinning workers park)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
@@ -187,12 +192,21 @@ def _int8_rows(name: str, model, threads_list: list, runs: int) -> None:  # type
             litert_run(x)
         times: dict = {"tether": [], "litert": []}
         cpu: dict = {"tether": [], "litert": []}
-        for _ in range(runs):  # round-robin: load on the machine hits both engines alike
+        # Round-robin, so that load on the machine hits both engines alike: one call each in
+        # turn with one thread; with more, blocks of BLOCK calls after a pause, because each
+        # engine's idle pool workers spin for a while after a call and, on a machine with as
+        # many cores as threads, would take a core from the other engine's workers.
+        block = 1 if threads == 1 else BLOCK
+        for _ in range((runs + block - 1) // block):
             for engine, fn in (("tether", tether_run), ("litert", litert_run)):
-                c0, t0 = time.thread_time(), time.perf_counter()
-                fn(x)
-                times[engine].append((time.perf_counter() - t0) * 1e3)
-                cpu[engine].append((time.thread_time() - c0) * 1e3)
+                if block > 1:
+                    time.sleep(PAUSE_S)
+                    fn(x)  # the pool awake again, untimed
+                for _ in range(block):
+                    c0, t0 = time.thread_time(), time.perf_counter()
+                    fn(x)
+                    times[engine].append((time.perf_counter() - t0) * 1e3)
+                    cpu[engine].append((time.thread_time() - c0) * 1e3)
         med = {e: float(np.median(t)) for e, t in times.items()}
         for engine, t in times.items():
             row = dict(common, engine=engine, threads=threads, median_ms=med[engine],
