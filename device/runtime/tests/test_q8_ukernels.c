@@ -103,7 +103,8 @@ static void test_requant_edges(const tether_kernels* kt) {
         shift[j] = tb_range(0, 5) == 0 ? tb_range(1, 2) : -tb_range(0, 20);
         /* An odd multiple of 2^r (a tie when M = 2^30), 100 at most after scaling. */
         const int32_t r = shift[j] < 0 ? -shift[j] : 0, l = shift[j] > 0 ? shift[j] : 0;
-        const int64_t tie = (2 * (int64_t)tb_range(-100, 100) + 1) << r >> l;
+        const int64_t tie =
+            (2 * (int64_t)tb_range(-100, 100) + 1) * ((int64_t)1 << r) / ((int64_t)1 << l);
         bias[j] = (int32_t)(tie - 3);
       }
     }
