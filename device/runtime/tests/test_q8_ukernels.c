@@ -78,9 +78,10 @@ static void compare(const char* what, const int8_t* got, const int8_t* want, siz
 }
 
 /* Requantization at its edges, through the GEMM (K = 1, weight 1, x_zero 0, so each output
- * is requantize(bias[j] + a[i])), in both rounding modes: multipliers 2^30 (exact ties), 2^30 + 1, 2^31 - 1 and
- * random; right shifts 0-31 and left shifts; accumulators on and beside the ties and near
- * +-2^31. Every byte must equal tether_multiply_by_quantized_multiplier's. */
+ * is requantize(bias[j] + a[i])), in both rounding modes: multipliers 2^30 (exact ties),
+ * 2^30 + 1, 2^31 - 1 and random; right shifts 0-31 and left shifts; accumulators on and
+ * beside the ties and near +-2^31. Every byte must equal the scalar statement's
+ * (tether_multiply_by_quantized_multiplier, or its _single form). */
 static void test_requant_edges(const tether_kernels* kt) {
   enum { N = 16, M = 8 };
   static const int32_t kMult[] = {1 << 30, (1 << 30) + 1, 0x7FFFFFFF, 0};

@@ -41,7 +41,8 @@ void tether_f32_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
           const __mmask16 m = (__mmask16)(full ? 0xFFFFu : (1u << left) - 1u);
           const float* wc = w + c;
           const __m512 b = bias != NULL ? _mm512_maskz_loadu_ps(m, bias + c) : _mm512_setzero_ps();
-          const __m512 w0 = _mm512_maskz_loadu_ps(m, wc), w1 = _mm512_maskz_loadu_ps(m, wc + channels);
+          const __m512 w0 = _mm512_maskz_loadu_ps(m, wc);
+          const __m512 w1 = _mm512_maskz_loadu_ps(m, wc + channels);
           const __m512 w2 = _mm512_maskz_loadu_ps(m, wc + 2 * channels);
           const __m512 w3 = _mm512_maskz_loadu_ps(m, wc + 3 * channels);
           const __m512 w4 = _mm512_maskz_loadu_ps(m, wc + 4 * channels);
@@ -51,7 +52,8 @@ void tether_f32_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
           const __m512 w8 = _mm512_maskz_loadu_ps(m, wc + 8 * channels);
 #define X(P) (full ? _mm512_loadu_ps(P) : _mm512_maskz_loadu_ps(m, (P)))
           for (size_t ow = ow_lo; ow < ow_hi; ow++) {
-            const float* x0 = x_row + ((ptrdiff_t)ow * g->stride_w - g->pad_left) * (ptrdiff_t)channels + c;
+            const float* x0 =
+                x_row + ((ptrdiff_t)ow * g->stride_w - g->pad_left) * (ptrdiff_t)channels + c;
             const float* x1 = x0 + dh;
             const float* x2 = x1 + dh;
             /* The order of the products as before this path kept its weights in registers. */

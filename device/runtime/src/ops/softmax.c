@@ -89,5 +89,6 @@ static void softmax_eval(const struct tether_model* model, const tether_node* op
                                      (float*)data[op->outputs[0]]);
 }
 
-TETHER_OP_DEF(SOFTMAX) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(BETA), 0, softmax_prepare, qs8_softmax_pack,
+TETHER_OP_DEF(SOFTMAX) = {1, 1, TETHER_NO_OPTIONAL, TETHER_ATTR(BETA), 0, softmax_prepare,
+                          qs8_softmax_pack,
                           softmax_eval};

@@ -72,8 +72,10 @@ void tether_qs8_gemm_minmax_ukernel_4x16c4__neondot(size_t mr, size_t nc, size_t
                               c20, c21, c22, c23, c30, c31, c32, c33};
   for (size_t i = 0; i < mr; i++) {
     const int8x16_t out = vcombine_s8(
-        tether_qs8_output8_neon(accs[4 * i], accs[4 * i + 1], head, 16, 0, yz, lo, hi, params->single_rounding),
-        tether_qs8_output8_neon(accs[4 * i + 2], accs[4 * i + 3], head, 16, 8, yz, lo, hi, params->single_rounding));
+        tether_qs8_output8_neon(accs[4 * i], accs[4 * i + 1], head, 16, 0, yz, lo, hi,
+                                params->single_rounding),
+        tether_qs8_output8_neon(accs[4 * i + 2], accs[4 * i + 3], head, 16, 8, yz, lo, hi,
+                                params->single_rounding));
     int8_t* ci = (int8_t*)c + i * c_stride;
     if (nc >= 16) {
       vst1q_s8(ci, out);

@@ -71,8 +71,8 @@ void tether_qs8_gemm_minmax_ukernel_4x8c1__neon(size_t mr, size_t nc, size_t kc,
   const int32x4_t lo = vdupq_n_s32(params->lo), hi = vdupq_n_s32(params->hi);
   const int32x4_t accs[8] = {acc0l, acc0h, acc1l, acc1h, acc2l, acc2h, acc3l, acc3h};
   for (size_t i = 0; i < mr; i++) {
-    const int8x8_t out = tether_qs8_output8_neon(accs[2 * i], accs[2 * i + 1], head, 8, 0, yz, lo, hi,
-                                                 params->single_rounding);
+    const int8x8_t out = tether_qs8_output8_neon(accs[2 * i], accs[2 * i + 1], head, 8, 0, yz,
+                                                 lo, hi, params->single_rounding);
     int8_t* ci = (int8_t*)c + i * c_stride;
     if (nc >= 8) {
       vst1_s8(ci, out);

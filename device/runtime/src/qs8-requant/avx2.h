@@ -38,8 +38,10 @@ static inline __m256i tether_qs8_requant_single_avx2(__m256i acc, __m256i mult, 
   const __m256i big = _mm256_set1_epi64x(1ll << 62);
   __m256i even = _mm256_mul_epi32(acc, mult);
   __m256i odd = _mm256_mul_epi32(_mm256_srli_epi64(acc, 32), _mm256_srli_epi64(mult, 32));
-  even = _mm256_add_epi64(even, _mm256_add_epi64(big, _mm256_sllv_epi64(one, _mm256_sub_epi64(t_even, one))));
-  odd = _mm256_add_epi64(odd, _mm256_add_epi64(big, _mm256_sllv_epi64(one, _mm256_sub_epi64(t_odd, one))));
+  const __m256i r_even = _mm256_sllv_epi64(one, _mm256_sub_epi64(t_even, one));
+  const __m256i r_odd = _mm256_sllv_epi64(one, _mm256_sub_epi64(t_odd, one));
+  even = _mm256_add_epi64(even, _mm256_add_epi64(big, r_even));
+  odd = _mm256_add_epi64(odd, _mm256_add_epi64(big, r_odd));
   even = _mm256_sub_epi64(_mm256_srlv_epi64(even, t_even), _mm256_srlv_epi64(big, t_even));
   odd = _mm256_sub_epi64(_mm256_srlv_epi64(odd, t_odd), _mm256_srlv_epi64(big, t_odd));
   return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);

@@ -33,10 +33,10 @@ static inline tether_qs8_rq64 tether_qs8_rq64_init(__m512i mult, __m512i right, 
   k.shift_even = _mm512_add_epi64(r_even, _mm512_set1_epi64(31));
   k.shift_odd = _mm512_add_epi64(r_odd, _mm512_set1_epi64(31));
   /* 2^(30 + r) for r >= 1, else 0: ((1 << r) >> 1) << 31. */
-  k.bias_even =
-      _mm512_add_epi64(c30, _mm512_slli_epi64(_mm512_srli_epi64(_mm512_sllv_epi64(one, r_even), 1), 31));
-  k.bias_odd =
-      _mm512_add_epi64(c30, _mm512_slli_epi64(_mm512_srli_epi64(_mm512_sllv_epi64(one, r_odd), 1), 31));
+  const __m512i half_even = _mm512_srli_epi64(_mm512_sllv_epi64(one, r_even), 1);
+  const __m512i half_odd = _mm512_srli_epi64(_mm512_sllv_epi64(one, r_odd), 1);
+  k.bias_even = _mm512_add_epi64(c30, _mm512_slli_epi64(half_even, 31));
+  k.bias_odd = _mm512_add_epi64(c30, _mm512_slli_epi64(half_odd, 31));
   k.yz = yz;
   k.neg_even = _mm512_slli_epi64(_mm512_min_epu64(r_even, one), 31);
   k.neg_odd = _mm512_slli_epi64(_mm512_min_epu64(r_odd, one), 31);
