@@ -270,8 +270,9 @@ static inline void tether_qs8_dw_tap_offsets(const tether_conv_geometry* g, ptrd
 }
 
 /* The output columns [*lo, *hi) of a row whose window rows all lie inside the input that have
- * their whole window inside it too (empty: *lo == *hi). */
-static inline void tether_qs8_dw_inside_columns(const tether_conv_geometry* g, size_t* lo,
+ * their whole window inside it too (empty: *lo == *hi): any window op's geometry (the
+ * depthwise kernels' interior paths, im2col's runs). */
+static inline void tether_window_inside_columns(const tether_conv_geometry* g, size_t* lo,
                                                 size_t* hi) {
   const ptrdiff_t last = (ptrdiff_t)g->in_w - 1 - (ptrdiff_t)(g->kernel_w - 1) * g->dilation_w +
                          g->pad_left;

@@ -32,7 +32,7 @@ void tether_f32_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
        * outermost so the block's nine weights and bias stay in registers along the row;
        * whole blocks use plain loads and stores (masked ones are slow on some cores). */
       size_t ow_lo = g->out_w, ow_hi = g->out_w;
-      if (is3x3 && rows_inside) tether_qs8_dw_inside_columns(g, &ow_lo, &ow_hi);
+      if (is3x3 && rows_inside) tether_window_inside_columns(g, &ow_lo, &ow_hi);
       if (ow_lo < ow_hi) {
         const float* x_row = x_n + (size_t)ih0 * row_stride;
         for (size_t c = 0; c < channels; c += 16) {

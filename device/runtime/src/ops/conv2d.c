@@ -155,10 +155,9 @@ static void im2col(const tether_conv_geometry* g, const float* x, size_t m0, siz
   const size_t ic = g->in_c, run = g->kernel_w * ic, k = g->kernel_h * run;
   const ptrdiff_t row_floats = (ptrdiff_t)(g->dilation_h * g->in_w * ic);
   const ptrdiff_t step = (ptrdiff_t)(g->stride_w * ic);
-  /* Columns [lo, hi) have the window's columns inside the input (tether_qs8_dw_inside_columns
-   * is the same geometry). */
+  /* Columns [lo, hi) have the window's columns inside the input. */
   size_t lo = 0, hi = 0;
-  if (g->dilation_w == 1) tether_qs8_dw_inside_columns(g, &lo, &hi);
+  if (g->dilation_w == 1) tether_window_inside_columns(g, &lo, &hi);
   /* the position of row m0, then stepped (no division per row) */
   size_t ow = m0 % g->out_w, oh = (m0 / g->out_w) % g->out_h, n = m0 / (g->out_w * g->out_h);
   for (size_t r = 0; r < rows;) {
@@ -188,10 +187,6 @@ static void im2col(const tether_conv_geometry* g, const float* x, size_t m0, siz
   }
 }
 
-/* Copies im2col rows [m0, m0 + rows) of the output positions (n, oh, ow) into a, rows
- * `row_bytes` apart (K rounded up to the kernel's K-step, the extra bytes zero: their weights
- * are zero), each byte XORed with `flip` (0x80 for kernels that read u8, else 0); taps in the
- * padding hold z_x (flipped alike), which the packed bias cancels. */
 /* n bytes XORed with `flip8` (the flip byte in every lane): 8 at a time, the last 8
  * overlapping (runs of 8 or more), else byte by byte. */
 static inline void copy_flip(uint8_t* dst, const uint8_t* src, size_t n, uint64_t flip8) {
@@ -210,16 +205,20 @@ static inline void copy_flip(uint8_t* dst, const uint8_t* src, size_t n, uint64_
   memcpy(dst + n - 8, &v, 8);
 }
 
+/* Copies im2col rows [m0, m0 + rows) of the output positions (n, oh, ow) into a, rows
+ * `row_bytes` apart (K rounded up to the kernel's K-step, the extra bytes zero: their weights
+ * are zero), each byte XORed with `flip` (0x80 for kernels that read u8, else 0); taps in the
+ * padding hold z_x (flipped alike), which the packed bias cancels. */
 static void q8_im2col(const tether_conv_geometry* g, const int8_t* x, int8_t x_zero,
                       uint8_t flip, size_t m0, size_t rows, size_t row_bytes, int8_t* a) {
   const size_t ic = g->in_c, run = g->kernel_w * ic;
   const size_t k = g->kernel_h * run;
   const int8_t fill = (int8_t)((uint8_t)x_zero ^ flip);
   const uint64_t flip8 = (uint64_t)flip * 0x0101010101010101ull;
-  /* Columns [lo, hi) have the window's columns inside the input (the depthwise kernels'
-   * geometry helper): with the rows inside too, one run per kernel row, no bounds work. */
+  /* Columns [lo, hi) have the window's columns inside the input: with the rows inside too,
+   * one run per kernel row, no bounds work. */
   size_t lo = 0, hi = 0;
-  if (g->dilation_w == 1) tether_qs8_dw_inside_columns(g, &lo, &hi);
+  if (g->dilation_w == 1) tether_window_inside_columns(g, &lo, &hi);
   /* The output position of row m0, then stepped along (no divisions per row). */
   size_t ow = m0 % g->out_w, oh = (m0 / g->out_w) % g->out_h, n = m0 / (g->out_w * g->out_h);
   for (size_t r = 0; r < rows; r++) {

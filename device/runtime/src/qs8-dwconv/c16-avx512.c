@@ -115,7 +115,7 @@ void tether_qs8_dwconv2d_minmax_ukernel_c16__avx512(const tether_conv_geometry* 
       int8_t* y_row = y + (n * g->out_h + oh) * g->out_w * channels;
       /* Output columns [ow_lo, ow_hi) have their whole window inside the input. */
       size_t ow_lo = g->out_w, ow_hi = g->out_w;
-      if (paired && rows_inside) tether_qs8_dw_inside_columns(g, &ow_lo, &ow_hi);
+      if (paired && rows_inside) tether_window_inside_columns(g, &ow_lo, &ow_hi);
       /* Edge columns: each tap's bounds checked, taps in the padding skipped; channel
        * blocks outermost so each block's requantization constants are made once a row. */
       for (size_t c = 0; c < channels; c += 16) {

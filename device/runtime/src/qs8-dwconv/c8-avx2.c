@@ -118,7 +118,7 @@ void tether_qs8_dwconv2d_minmax_ukernel_c8__avx2(const tether_conv_geometry* g,
       int8_t* y_row = y + (n * g->out_h + oh) * g->out_w * channels;
       /* Output columns [ow_lo, ow_hi) have their whole window inside the input. */
       size_t ow_lo = g->out_w, ow_hi = g->out_w;
-      if (paired && rows_inside) tether_qs8_dw_inside_columns(g, &ow_lo, &ow_hi);
+      if (paired && rows_inside) tether_window_inside_columns(g, &ow_lo, &ow_hi);
       for (size_t ow = 0; ow < g->out_w; ow++) {
         const size_t c_begin = ow >= ow_lo && ow < ow_hi ? whole : 0;
         if (c_begin == channels) continue;
