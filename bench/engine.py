@@ -41,10 +41,10 @@ import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 BLOCK = 10      # int8 rows with more than one thread: calls per engine per turn
 PAUSE_S = 0.05  # and the pause before each turn (the other engine's spinning workers park)
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
 def _rss_bytes() -> int:
@@ -136,24 +136,6 @@ def _representative(name: str, shape: tuple, rng):  # type: ignore[no-untyped-de
     return rng.uniform(-1, 1, (32,) + tuple(shape)).astype(np.float32)
 
 
-def _litert_reference(content: bytes):  # type: ignore[no-untyped-def]
-    """LiteRT's reference kernels (BUILTIN_REF) on a full-integer .tflite: TFLite's integers."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_content=content,
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-
-    def run(x):  # type: ignore[no-untyped-def]
-        it.set_tensor(i, x)
-        it.invoke()
-        return np.array(it.get_tensor(o))
-
-    return run
-
-
 def _int8_engines(content: bytes, shape: tuple, threads: int):  # type: ignore[no-untyped-def]
     """(tether run, LiteRT run, tether model bytes) for one full-integer .tflite."""
     import numpy as np
@@ -240,7 +222,9 @@ def _int8_agreement(inputs: int) -> None:
     recalibrate_batchnorm(model, rng.uniform(-1, 1, (16, 224, 224, 3)).astype(np.float32))
     content = keras_to_tflite(model, rng.uniform(-1, 1, (32, 224, 224, 3)).astype(np.float32))
     tether_run, litert_run, _ = _int8_engines(content, (1, 224, 224, 3), 1)
-    reference_run = _litert_reference(content)
+    from tether.peers import litert_runner
+
+    reference_run = litert_runner(content, (1, 224, 224, 3), reference=True).run
     agree = {"reference": 0, "litert": 0}
     diff = {"reference": 0.0, "litert": 0.0}
     for _ in range(inputs):

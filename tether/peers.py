@@ -154,12 +154,16 @@ def litert_arena_bytes(content: bytes, input_shape: tuple[int, ...]) -> int:
     return max(end for _, end in spans) - min(start for start, _ in spans) if spans else 0
 
 
-def litert_runner(content: bytes, input_shape: tuple[int, ...], threads: int = 1) -> Runner:
-    """LiteRT (default delegates, i.e. XNNPACK) on a .tflite, input resized to `input_shape`."""
-    from ai_edge_litert.interpreter import Interpreter
+def litert_runner(content: bytes, input_shape: tuple[int, ...], threads: int = 1,
+                  reference: bool = False) -> Runner:
+    """LiteRT (default delegates, i.e. XNNPACK) on a .tflite, input resized to `input_shape`;
+    `reference`: its reference kernels instead (BUILTIN_REF: TFLite's integers for int8)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
     with _quiet():  # "Created TensorFlow Lite XNNPACK delegate", from C++
-        interp = Interpreter(model_content=content, num_threads=threads)
+        interp = Interpreter(model_content=content, num_threads=threads,
+                             experimental_op_resolver_type=kind)
         inp = interp.get_input_details()[0]["index"]
         interp.resize_tensor_input(inp, list(input_shape), strict=False)
         interp.allocate_tensors()
