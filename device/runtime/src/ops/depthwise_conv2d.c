@@ -122,18 +122,21 @@ static void q8_depthwise_conv2d_eval(const struct tether_model* model, const tet
       q8_dw_padded_extent(&g, &rows, &cols);
       const size_t c = g.in_c;
       int8_t* xp = (int8_t*)scratch;
-      memset(xp, (int)(int8_t)o.x->zero_point, g.batch * rows * cols * c);
+      const int zx = (int)(int8_t)o.x->zero_point;
+      /* Input columns [0, count) land at [left, left + count); pads are >= 0 (the reader). */
+      const size_t left = (size_t)g.pad_left < cols ? (size_t)g.pad_left : cols;
+      const size_t count = g.in_w < cols - left ? g.in_w : cols - left;
       for (size_t n = 0; n < g.batch; n++) {
         for (size_t r = 0; r < rows; r++) {
+          int8_t* row = xp + (n * rows + r) * cols * c;
           const ptrdiff_t ih = (ptrdiff_t)r - g.pad_top;
-          if (ih < 0 || ih >= (ptrdiff_t)g.in_h) continue;
-          /* Columns of the input inside [0, cols) once shifted by pad_left. */
-          const size_t first = g.pad_left > 0 ? (size_t)g.pad_left : 0;
-          const size_t skip = g.pad_left < 0 ? (size_t)-g.pad_left : 0;
-          size_t count = g.in_w > skip ? g.in_w - skip : 0;
-          if (first + count > cols) count = cols > first ? cols - first : 0;
-          memcpy(xp + ((n * rows + r) * cols + first) * c,
-                 o.x_data + ((n * g.in_h + (size_t)ih) * g.in_w + skip) * c, count * c);
+          if (ih < 0 || ih >= (ptrdiff_t)g.in_h) {  /* a padding row */
+            memset(row, zx, cols * c);
+            continue;
+          }
+          memset(row, zx, left * c);
+          memcpy(row + left * c, o.x_data + ((n * g.in_h + (size_t)ih) * g.in_w) * c, count * c);
+          memset(row + (left + count) * c, zx, (cols - left - count) * c);
         }
       }
       x = xp;
